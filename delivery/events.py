@@ -1,0 +1,114 @@
+"""The event catalogue and the emitter.
+
+Every event is a Prefect event named ``delivery.<Name>`` whose resource is the release
+(``delivery.release.<release_id>``) and whose related resource is the trace
+(``delivery.trace.<trace_id>``, role ``trace``), so ``/api/events/filter`` finds a whole release
+by its trace id. Payloads are domain models as JSON.
+
+This is the one module of ``delivery/`` that imports Prefect.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel
+
+logger = logging.getLogger(__name__)
+
+
+class EventName(StrEnum):
+    COMMIT_CREATED = "CommitCreated"
+    PULL_REQUEST_OPENED = "PullRequestOpened"
+    PULL_REQUEST_CHECKED = "PullRequestChecked"
+    PULL_REQUEST_MERGED = "PullRequestMerged"
+    PIPELINE_GENERATED = "PipelineGenerated"
+    PIPELINE_RUN_STARTED = "PipelineRunStarted"
+    BUILD_COMPLETED = "BuildCompleted"
+    RELEASE_PLANNED = "ReleasePlanned"
+    RELEASE_APPROVED = "ReleaseApproved"
+    RELEASE_REJECTED = "ReleaseRejected"
+    MANIFEST_RENDERED = "ManifestRendered"
+    INFRASTRUCTURE_PROVISIONED = "InfrastructureProvisioned"
+    DEPLOYMENT_PROMOTED = "DeploymentPromoted"
+    GITOPS_SYNCED = "GitOpsSynced"
+    HEALTH_CHECKED = "HealthChecked"
+    ROLLBACK_COMPLETED = "RollbackCompleted"
+    DRIFT_DETECTED = "DriftDetected"
+    SYNC_DEGRADED = "SyncDegraded"
+    SYNC_RECOVERED = "SyncRecovered"
+    INCIDENT_RAISED = "IncidentRaised"
+
+
+EVENT_PREFIX = "delivery."
+
+
+def event_type(name: EventName | str) -> str:
+    """The Prefect event name for a catalogue entry, e.g. ``delivery.CommitCreated``."""
+    return EVENT_PREFIX + EventName(name).value
+
+
+def release_resource(release_id: str) -> str:
+    return f"delivery.release.{release_id}"
+
+
+def trace_resource(trace_id: str) -> str:
+    return f"delivery.trace.{trace_id}"
+
+
+def _dump_dict(payload: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in payload.items():
+        if isinstance(value, BaseModel):
+            out[key] = value.model_dump(mode="json")
+        elif isinstance(value, list):
+            out[key] = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+        else:
+            out[key] = value
+    return out
+
+
+def emit(
+    name: EventName | str,
+    *,
+    release_id: str,
+    trace_id: str,
+    payload: BaseModel | dict[str, Any] | None = None,
+    resource: dict[str, str] | None = None,
+) -> Any:
+    """Emit ``delivery.<name>`` for a release.
+
+    Args:
+        name: a catalogue entry.
+        release_id: the release, used as the event's resource.
+        trace_id: the trace, added as a related resource with role ``trace``.
+        payload: a domain model or a dict of them; must hold no secret.
+        resource: extra labels for the resource (for example the environment).
+
+    Returns:
+        The Prefect event, or None when no events client is configured.
+    """
+    from prefect.events import emit_event
+
+    if isinstance(payload, BaseModel):
+        body = payload.model_dump(mode="json")
+    else:
+        body = _dump_dict(payload or {})
+    return emit_event(
+        event=event_type(name),
+        resource={
+            "prefect.resource.id": release_resource(release_id),
+            "prefect.resource.name": release_id,
+            **(resource or {}),
+        },
+        related=[
+            {
+                "prefect.resource.id": trace_resource(trace_id),
+                "prefect.resource.role": "trace",
+                "prefect.resource.name": trace_id,
+            }
+        ],
+        payload=body,
+    )

@@ -1,0 +1,331 @@
+"""The ledger: the queryable audit trail of releases.
+
+SQLAlchemy Core over any URL (SQLite file by default, PostgreSQL at scale). It stores release
+plans, every transition with actor, time and reason, approvals (counted or refused), policy
+evaluations and incidents with their replay envelopes. Rows are only appended, except the
+plan's current state, which moves with a compare-and-set on the previous state.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+
+from delivery.errors import ConflictError, NotFound
+from delivery.models import Approval, utcnow
+from delivery.plan import PlanState, ReleasePlan, Transition
+from delivery.settings import ledger_url
+
+metadata = MetaData()
+
+plans_table = Table(
+    "release_plans",
+    metadata,
+    Column("plan_id", String(200), primary_key=True),
+    Column("release_id", String(64), nullable=False, index=True),
+    Column("revision", Integer, nullable=False),
+    Column("environment", String(64), nullable=False, index=True),
+    Column("trace_id", String(64), nullable=False, index=True),
+    Column("state", String(32), nullable=False),
+    Column("planned_by", String(200), nullable=False),
+    Column("body", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+transitions_table = Table(
+    "plan_transitions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("plan_id", String(200), nullable=False, index=True),
+    Column("from_state", String(32), nullable=False),
+    Column("to_state", String(32), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+approvals_table = Table(
+    "approvals",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("plan_id", String(200), nullable=False, index=True),
+    Column("approver", String(200), nullable=False),
+    Column("decision", String(16), nullable=False),
+    Column("comment", Text, nullable=False, default=""),
+    Column("counted", Boolean, nullable=False),
+    Column("refused_reason", Text),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+policy_table = Table(
+    "policy_evaluations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("plan_id", String(200), nullable=False, index=True),
+    Column("policy", String(200), nullable=False),
+    Column("expression", Text, nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("detail", Text, nullable=False, default=""),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+incidents_table = Table(
+    "incidents",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("release_id", String(64), index=True),
+    Column("trace_id", String(64), index=True),
+    Column("flow", String(200), nullable=False),
+    Column("task", String(200)),
+    Column("error", Text, nullable=False),
+    Column("envelope", JSON, nullable=False),
+    Column("status", String(32), nullable=False, default="open"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+class Ledger:
+    """Read and append the audit trail.
+
+    Args:
+        url: a SQLAlchemy URL; default from :func:`delivery.settings.ledger_url`.
+    """
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or ledger_url()
+        self.engine: Engine = create_engine(self.url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+
+    # ---------------------------------------------------------------- plans
+
+    def save_plan(self, plan: ReleasePlan, transition: Transition | None = None) -> ReleasePlan:
+        """Store a plan, and the transition that produced it, in one database transaction.
+
+        A new plan is inserted. An existing plan moves only from the state the transition
+        starts at: a concurrent writer that moved it first makes this raise.
+
+        Args:
+            plan: the plan as it is now.
+            transition: the move that made it so, if any.
+
+        Returns:
+            The plan.
+
+        Raises:
+            ConflictError: the stored plan is not in ``transition.from_state``.
+        """
+        body = plan.model_dump(mode="json")
+        with self.engine.begin() as conn:
+            existing = conn.execute(
+                select(plans_table.c.state).where(plans_table.c.plan_id == plan.plan_id)
+            ).scalar_one_or_none()
+            values = {
+                "state": plan.state.value,
+                "body": body,
+                "updated_at": plan.updated_at,
+            }
+            if existing is None:
+                conn.execute(
+                    insert(plans_table).values(
+                        plan_id=plan.plan_id,
+                        release_id=plan.release_id,
+                        revision=plan.revision,
+                        environment=plan.environment,
+                        trace_id=plan.trace_id,
+                        planned_by=plan.planned_by,
+                        created_at=plan.created_at,
+                        **values,
+                    )
+                )
+            else:
+                expected = transition.from_state.value if transition else existing
+                result = conn.execute(
+                    update(plans_table)
+                    .where(plans_table.c.plan_id == plan.plan_id, plans_table.c.state == expected)
+                    .values(**values)
+                )
+                if result.rowcount != 1:
+                    raise ConflictError(
+                        f"plan {plan.plan_id} is no longer {expected}: another writer moved it"
+                    )
+            if transition is not None:
+                conn.execute(insert(transitions_table).values(**transition.model_dump()))
+        return plan
+
+    def get_plan(self, plan_id: str) -> ReleasePlan:
+        """Return the stored plan.
+
+        Raises:
+            NotFound: no plan has that id.
+        """
+        with self.engine.connect() as conn:
+            body = conn.execute(
+                select(plans_table.c.body).where(plans_table.c.plan_id == plan_id)
+            ).scalar_one_or_none()
+        if body is None:
+            raise NotFound(f"no release plan {plan_id!r} in the ledger")
+        return ReleasePlan.model_validate(_loads(body))
+
+    def find_plan(self, plan_id: str) -> ReleasePlan | None:
+        """Return the stored plan, or None."""
+        try:
+            return self.get_plan(plan_id)
+        except NotFound:
+            return None
+
+    def plans(self, *, release_id: str | None = None, environment: str | None = None) -> list[ReleasePlan]:
+        """List plans, oldest first, optionally for one release and/or environment."""
+        query = select(plans_table.c.body).order_by(plans_table.c.created_at, plans_table.c.plan_id)
+        if release_id is not None:
+            query = query.where(plans_table.c.release_id == release_id)
+        if environment is not None:
+            query = query.where(plans_table.c.environment == environment)
+        with self.engine.connect() as conn:
+            return [ReleasePlan.model_validate(_loads(b)) for b in conn.execute(query).scalars()]
+
+    def transitions(self, plan_id: str | None = None, *, release_id: str | None = None) -> list[Transition]:
+        """List recorded transitions in the order they happened."""
+        query = select(transitions_table).order_by(transitions_table.c.id)
+        if plan_id is not None:
+            query = query.where(transitions_table.c.plan_id == plan_id)
+        if release_id is not None:
+            query = query.where(transitions_table.c.plan_id.like(f"{release_id}/r%"))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            Transition(
+                plan_id=r["plan_id"],
+                from_state=PlanState(r["from_state"]),
+                to_state=PlanState(r["to_state"]),
+                actor=r["actor"],
+                reason=r["reason"],
+                at=r["at"],
+            )
+            for r in rows
+        ]
+
+    # ---------------------------------------------------------------- approvals and policies
+
+    def record_approval(self, plan_id: str, approval: Approval) -> None:
+        """Append an approval, counted or refused."""
+        with self.engine.begin() as conn:
+            conn.execute(insert(approvals_table).values(plan_id=plan_id, **approval.model_dump()))
+
+    def approvals(self, plan_id: str) -> list[Approval]:
+        """List every approval recorded for a plan, refused ones included."""
+        query = select(approvals_table).where(approvals_table.c.plan_id == plan_id).order_by(approvals_table.c.id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [
+            Approval(
+                approver=r["approver"],
+                decision=r["decision"],
+                comment=r["comment"],
+                at=r["at"],
+                counted=r["counted"],
+                refused_reason=r["refused_reason"],
+            )
+            for r in rows
+        ]
+
+    def record_policy_evaluation(
+        self, plan_id: str, *, policy: str, expression: str, passed: bool, detail: str = ""
+    ) -> None:
+        """Append one policy gate evaluation."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(policy_table).values(
+                    plan_id=plan_id, policy=policy, expression=expression, passed=passed, detail=detail,
+                    at=utcnow(),
+                )
+            )
+
+    def policy_evaluations(self, plan_id: str) -> list[dict[str, Any]]:
+        """List a plan's policy evaluations in order."""
+        query = select(policy_table).where(policy_table.c.plan_id == plan_id).order_by(policy_table.c.id)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings().all()]
+
+    # ---------------------------------------------------------------- incidents
+
+    def record_incident(
+        self,
+        *,
+        flow: str,
+        error: str,
+        envelope: dict[str, Any],
+        task: str | None = None,
+        release_id: str | None = None,
+        trace_id: str | None = None,
+    ) -> int:
+        """Append an incident with its replay envelope; return its id."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                insert(incidents_table).values(
+                    flow=flow, task=task, error=error, envelope=envelope, release_id=release_id,
+                    trace_id=trace_id, status="open", created_at=utcnow(),
+                )
+            )
+            return int(result.inserted_primary_key[0])
+
+    def incidents(self, *, status: str | None = None) -> list[dict[str, Any]]:
+        """List incidents, newest first."""
+        query = select(incidents_table).order_by(incidents_table.c.id.desc())
+        if status is not None:
+            query = query.where(incidents_table.c.status == status)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings().all()]
+
+    def incident(self, incident_id: int) -> dict[str, Any]:
+        """Return one incident.
+
+        Raises:
+            NotFound: no incident has that id.
+        """
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(incidents_table).where(incidents_table.c.id == incident_id)
+            ).mappings().one_or_none()
+        if row is None:
+            raise NotFound(f"no incident {incident_id} in the ledger")
+        return dict(row)
+
+    def set_incident_status(self, incident_id: int, status: str) -> None:
+        """Mark an incident (for example ``replayed``)."""
+        with self.engine.begin() as conn:
+            conn.execute(update(incidents_table).where(incidents_table.c.id == incident_id).values(status=status))
+
+
+def _loads(body: Any) -> Any:
+    return json.loads(body) if isinstance(body, str) else body
+
+
+__all__ = ["Ledger"]

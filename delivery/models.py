@@ -1,0 +1,337 @@
+"""Domain models: what a release carries from commit to running system.
+
+All models reject unknown fields; values are frozen.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from delivery.ids import ARTIFACT_ID_PATTERN, check_release_id, new_release_id, new_trace_id
+
+
+def utcnow() -> datetime:
+    """Return the current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class Model(BaseModel):
+    """Base of every domain value: unknown fields are errors, instances are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+class ArtifactValidation(Model):
+    """How an artifact was validated before it reached the product."""
+
+    passed: bool
+    validator: str = Field(min_length=1)
+    report_url: str | None = None
+
+
+class Artifact(Model):
+    """One validated file to commit into the application repository."""
+
+    artifact_id: str
+    path: str = Field(description="Repository-relative POSIX path, e.g. app/service.py")
+    content: str | None = Field(default=None, description="The file as text")
+    content_base64: str | None = Field(default=None, description="The file as base64, for binaries")
+    sha256: str = Field(description="Hex SHA-256 of the file's bytes; verified")
+    validation: ArtifactValidation
+
+    @field_validator("artifact_id")
+    @classmethod
+    def _artifact_id(cls, value: str) -> str:
+        if not ARTIFACT_ID_PATTERN.match(value):
+            raise ValueError(f"artifact_id {value!r} is invalid")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value or "\\" in value or "\x00" in value:
+            raise ValueError(f"path {value!r} is not a POSIX relative path")
+        path = PurePosixPath(value)
+        if path.is_absolute():
+            raise ValueError(f"path {value!r} is absolute: artifact paths are repository-relative")
+        if any(part in ("..", ".") for part in path.parts) or value.endswith("/"):
+            raise ValueError(f"path {value!r} escapes or is not a file inside the repository")
+        if path.parts[0] == ".git":
+            raise ValueError(f"path {value!r} points into .git")
+        return value
+
+    @model_validator(mode="after")
+    def _content(self) -> Artifact:
+        if (self.content is None) == (self.content_base64 is None):
+            raise ValueError(f"artifact {self.artifact_id}: give exactly one of content or content_base64")
+        digest = hashlib.sha256(self.data()).hexdigest()
+        if digest != self.sha256.lower():
+            raise ValueError(
+                f"artifact {self.artifact_id}: sha256 mismatch (declared {self.sha256}, content has {digest})"
+            )
+        if not self.validation.passed:
+            raise ValueError(
+                f"artifact {self.artifact_id}: validation by {self.validation.validator} did not pass"
+            )
+        return self
+
+    def data(self) -> bytes:
+        """Return the artifact's bytes."""
+        if self.content is not None:
+            return self.content.encode()
+        try:
+            return base64.b64decode(self.content_base64 or "", validate=True)
+        except ValueError as exc:
+            raise ValueError(f"artifact {self.artifact_id}: content_base64 is not base64") from exc
+
+    @classmethod
+    def from_text(
+        cls, artifact_id: str, path: str, text: str, *, validator: str = "caller", passed: bool = True
+    ) -> Artifact:
+        """Build a validated text artifact, computing its digest."""
+        return cls(
+            artifact_id=artifact_id,
+            path=path,
+            content=text,
+            sha256=hashlib.sha256(text.encode()).hexdigest(),
+            validation=ArtifactValidation(passed=passed, validator=validator),
+        )
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+class RollingStrategy(Model):
+    """Update in place; rollback re-applies the last healthy revision."""
+
+    name: Literal["rolling"] = "rolling"
+
+
+class BlueGreenStrategy(Model):
+    """Deploy the idle slot, gate it, switch the Service; rollback switches back."""
+
+    name: Literal["blue_green"] = "blue_green"
+
+
+class CanaryStrategy(Model):
+    """Shift a share of replicas step by step, gated at each step; abort removes the canary."""
+
+    name: Literal["canary"] = "canary"
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(default_factory=lambda: [10, 50, 100])
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: list[int]) -> list[int]:
+        if not value or value != sorted(set(value)) or value[-1] != 100:
+            raise ValueError("canary steps must be increasing percentages ending at 100")
+        return value
+
+
+Strategy = Annotated[RollingStrategy | BlueGreenStrategy | CanaryStrategy, Field(discriminator="name")]
+STRATEGY_NAMES = ("rolling", "blue_green", "canary")
+
+
+# --------------------------------------------------------------------------- the request
+
+
+class ReleaseRequest(Model):
+    """The release flow's one parameter: what to deliver, where, how, and who asks."""
+
+    release_id: str = Field(default_factory=new_release_id)
+    trace_id: str = Field(default_factory=new_trace_id, pattern=r"^[A-Za-z0-9-]{8,64}$")
+    app: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$", description="Application name")
+    artifacts: list[Artifact] = Field(min_length=1)
+    target_environment: str | None = Field(
+        default=None, description="Walk the promotion path up to this environment; default: all"
+    )
+    strategy: Strategy | None = Field(default=None, description="Default: the environment's")
+    requested_by: str = Field(min_length=1, description="The planner, e.g. agent:release-manager")
+    revision: int = Field(default=1, ge=1)
+
+    @field_validator("release_id")
+    @classmethod
+    def _release_id(cls, value: str) -> str:
+        return check_release_id(value)
+
+    @field_validator("requested_by")
+    @classmethod
+    def _requested_by(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("requested_by must name an identity")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _unique_artifacts(self) -> ReleaseRequest:
+        seen_ids: set[str] = set()
+        seen_paths: set[str] = set()
+        for artifact in self.artifacts:
+            if artifact.artifact_id in seen_ids:
+                raise ValueError(f"duplicate artifact_id {artifact.artifact_id!r}")
+            if artifact.path in seen_paths:
+                raise ValueError(f"two artifacts write the same path {artifact.path!r}")
+            seen_ids.add(artifact.artifact_id)
+            seen_paths.add(artifact.path)
+        return self
+
+    @property
+    def branch(self) -> str:
+        """The feature branch the artifacts are committed to."""
+        return f"release/{self.release_id}"
+
+
+# --------------------------------------------------------------------------- stage results
+
+
+class CommitInfo(Model):
+    """A commit the product wrote (or found already written)."""
+
+    repository: str
+    branch: str
+    sha: str
+    parent: str | None = None
+    trailers: dict[str, list[str]] = Field(default_factory=dict)
+    created: bool = Field(description="False when an identical commit was found instead")
+
+
+class CheckStatus(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    ERROR = "error"
+
+
+class CheckResult(Model):
+    """One pull-request check: a branch policy, a configured command or the policy gate."""
+
+    name: str
+    kind: Literal["branch_policy", "command", "policy_gate", "remote"] = "command"
+    status: CheckStatus
+    summary: str = ""
+    log: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status is CheckStatus.PASSED
+
+
+class PullRequestStatus(StrEnum):
+    OPEN = "open"
+    MERGED = "merged"
+    CLOSED = "closed"
+
+
+class PullRequest(Model):
+    """A pull request as the product tracks it, whatever the host."""
+
+    number: int
+    repository: str
+    source_branch: str
+    target_branch: str
+    title: str
+    description: str = ""
+    status: PullRequestStatus = PullRequestStatus.OPEN
+    head_sha: str
+    merge_sha: str | None = None
+    checks: list[CheckResult] = Field(default_factory=list)
+    url: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+    @property
+    def checks_passed(self) -> bool:
+        return bool(self.checks) and all(check.passed for check in self.checks)
+
+
+class MergeInfo(Model):
+    """The result of merging a pull request."""
+
+    pull_request: int
+    merge_sha: str
+    target_branch: str
+    created: bool
+
+
+class BuildStatus(StrEnum):
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class TestCounts(Model):
+    __test__ = False  # not a pytest class
+
+    total: int = 0
+    passed: int = 0
+    failed: int = 0
+    skipped: int = 0
+
+
+class PublishedPackage(Model):
+    name: str
+    version: str
+    location: str
+
+
+class PublishedImage(Model):
+    repository: str
+    tag: str
+    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+
+    @property
+    def reference(self) -> str:
+        """The immutable reference later stages deploy: ``repository@digest``."""
+        return f"{self.repository}@{self.digest}"
+
+
+class BuildResult(Model):
+    """What a pipeline run produced."""
+
+    status: BuildStatus
+    commit: str
+    run_id: str
+    tests: TestCounts = Field(default_factory=TestCounts)
+    packages: list[PublishedPackage] = Field(default_factory=list)
+    images: list[PublishedImage] = Field(default_factory=list)
+    logs_url: str | None = None
+    reason: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status is BuildStatus.SUCCEEDED
+
+
+class Decision(StrEnum):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class Approval(Model):
+    """One approver's decision on a plan, and whether it counted."""
+
+    approver: str
+    decision: Decision
+    comment: str = ""
+    at: datetime = Field(default_factory=utcnow)
+    counted: bool = True
+    refused_reason: str | None = None
+
+
+class Environment(Model):
+    """An environment of the promotion path, as the domain sees it."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+    namespace: str
+    requires_approval: bool = False
+    approvers: list[str] = Field(default_factory=list)
+    min_approvers: int = Field(default=1, ge=1)

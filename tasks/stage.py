@@ -1,0 +1,171 @@
+"""What every delivery stage shares: retries, resume keys and the incident hook.
+
+A stage is a Prefect task declared with :func:`stage`. It retries only
+:class:`~delivery.errors.TransientError`, with exponential backoff and jitter; it persists its
+result under a key made of the release's ids, so a new flow run of the same release skips what
+completed (stages 1-7 on ``(release_id, stage)``, stages 8-14 on
+``(release_id, revision, stage, environment)``); and when it finally fails on something a retry
+could have fixed, it records an incident with the full envelope for replay.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from prefect import task
+from prefect.tasks import exponential_backoff
+
+from delivery.errors import DeliveryError, is_retryable
+from delivery.events import EventName, emit
+from delivery.ledger import Ledger
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_RETRIES = int(os.environ.get("DELIVERY_STAGE_RETRIES", "3"))
+BACKOFF_FACTOR = float(os.environ.get("DELIVERY_RETRY_BACKOFF_SECONDS", "1"))
+
+
+def _ids(parameters: dict[str, Any]) -> tuple[str | None, int | None, str | None, str | None]:
+    """Find release id, revision, environment and trace id among a stage's parameters."""
+    release_id = revision = environment = trace_id = None
+    for name, value in parameters.items():
+        release_id = release_id or getattr(value, "release_id", None)
+        trace_id = trace_id or getattr(value, "trace_id", None)
+        revision = revision or getattr(value, "revision", None)
+        env_value = getattr(value, "environment", None)
+        if isinstance(env_value, str):
+            environment = environment or env_value
+        if name == "release_id" and isinstance(value, str):
+            release_id = value
+        if name == "trace_id" and isinstance(value, str):
+            trace_id = value
+        if name == "revision" and isinstance(value, int):
+            revision = value
+        if name == "environment":
+            environment = value if isinstance(value, str) else getattr(value, "name", environment)
+    return release_id, revision, environment, trace_id
+
+
+def stage_cache_key(stage_name: str, *, per_environment: bool) -> Callable[[Any, dict[str, Any]], str | None]:
+    """Build the cache key function of a stage: the release's business ids, nothing else."""
+
+    def key(_context: Any, parameters: dict[str, Any]) -> str | None:
+        release_id, revision, environment, _ = _ids(parameters)
+        if release_id is None:
+            return None
+        if per_environment:
+            if environment is None:
+                return None
+            return f"release-{release_id}-r{revision or 1}-{stage_name}-{environment}"
+        return f"release-{release_id}-{stage_name}"
+
+    return key
+
+
+def retry_transient(_task: Any, _task_run: Any, state: Any) -> bool:
+    """Retry condition: only a :class:`TransientError` may be retried."""
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001 - the state carries whatever the stage raised
+        return is_retryable(exc)
+    return False
+
+
+def record_incident(task_obj: Any, task_run: Any, state: Any) -> None:
+    """Failure hook: keep the envelope of a stage that failed on something retryable or unexpected."""
+    try:
+        state.result()
+    except Exception as exc:  # noqa: BLE001
+        error = exc
+    else:
+        return
+    if isinstance(error, DeliveryError) and not error.retryable:
+        return  # a permanent outcome (policy, failed check, bad input) is a result, not an incident
+    from prefect.context import FlowRunContext
+
+    flow_ctx = FlowRunContext.get()
+    parameters = dict(task_run.parameters or {}) if hasattr(task_run, "parameters") else {}
+    if flow_ctx is not None and flow_ctx.parameters:
+        parameters = flow_ctx.parameters
+    release_id, _, _, trace_id = _ids(parameters)
+    envelope = {
+        "flow": flow_ctx.flow.name if flow_ctx else None,
+        "flow_run_id": str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None,
+        "deployment_id": str(flow_ctx.flow_run.deployment_id)
+        if flow_ctx and flow_ctx.flow_run and flow_ctx.flow_run.deployment_id
+        else None,
+        "task": task_obj.name,
+        "task_run_id": str(task_run.id),
+        "attempts": task_run.run_count,
+        "parameters": _jsonable(parameters),
+        "trace_id": trace_id,
+        "error_type": type(error).__name__,
+        "error": str(error),
+        "traceback": "".join(traceback.format_exception(error)),
+    }
+    incident_id = Ledger().record_incident(
+        flow=envelope["flow"] or "unknown",
+        task=task_obj.name,
+        error=f"{type(error).__name__}: {error}",
+        envelope=envelope,
+        release_id=release_id,
+        trace_id=trace_id,
+    )
+    if release_id and trace_id:
+        emit(
+            EventName.INCIDENT_RAISED,
+            release_id=release_id,
+            trace_id=trace_id,
+            payload={"incident_id": incident_id, "task": task_obj.name, "error": envelope["error"]},
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return repr(value)
+
+
+def stage(
+    name: str,
+    *,
+    per_environment: bool = False,
+    retries: int = DEFAULT_RETRIES,
+    timeout_seconds: float | None = None,
+) -> Callable[[F], F]:
+    """Declare a delivery stage as a Prefect task.
+
+    Args:
+        name: the stage's name, e.g. ``create_commit``; also its task name.
+        per_environment: key the persisted result by revision and environment (stages 8-14).
+        retries: retries on :class:`TransientError`.
+        timeout_seconds: the stage's own time limit.
+
+    Returns:
+        A decorator turning a function into the stage task.
+    """
+
+    def decorate(fn: F) -> F:
+        return task(  # type: ignore[return-value]
+            fn,
+            name=name,
+            retries=retries,
+            retry_delay_seconds=exponential_backoff(backoff_factor=BACKOFF_FACTOR),
+            retry_jitter_factor=0.5,
+            retry_condition_fn=retry_transient,
+            cache_key_fn=stage_cache_key(name, per_environment=per_environment),
+            persist_result=True,
+            timeout_seconds=timeout_seconds,
+            on_failure=[record_incident],
+        )
+
+    return decorate

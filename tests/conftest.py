@@ -1,0 +1,45 @@
+"""Session-wide test set-up: one real Prefect server for the whole session, isolated state."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="delivery-tests-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_HOME", str(_SESSION_HOME / "prefect"))
+os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(_SESSION_HOME / "results"))
+os.environ.setdefault("DELIVERY_HOME", str(_SESSION_HOME / "state"))
+# Retries in tests keep their exponential shape but on a short base delay.
+os.environ.setdefault("DELIVERY_RETRY_BACKOFF_SECONDS", "0.2")
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """A real Prefect server (``prefect_test_harness``), started once per session; yields its API URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def ledger(tmp_path: Path):
+    """A fresh ledger on its own SQLite file, also made the default for code under test."""
+    from delivery.ledger import Ledger
+
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    previous = os.environ.get("DELIVERY_LEDGER_URL")
+    os.environ["DELIVERY_LEDGER_URL"] = url
+    try:
+        yield Ledger(url)
+    finally:
+        if previous is None:
+            os.environ.pop("DELIVERY_LEDGER_URL", None)
+        else:
+            os.environ["DELIVERY_LEDGER_URL"] = previous
