@@ -1,0 +1,16 @@
+"""The ``delivery`` console command. Each area registers its commands from its own module."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(name="delivery", help="GitOps delivery orchestrator on Prefect.", no_args_is_help=True)
+
+
+@app.callback()
+def main() -> None:
+    """GitOps delivery: validated artifacts to running systems, with an audit trail."""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
