@@ -19,3 +19,21 @@ def ledger_url() -> str:
     path = state_dir() / "ledger.db"
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+# Blocks the flows load, as "<block-type-slug>/<document-name>"; each can be pointed elsewhere.
+BLOCK_ENV_DEFAULTS: dict[str, str] = {
+    "git_host": "local-git-host/default",
+    "gitops_repo": "gitops-repo/default",
+    "pipeline_runner": "local-pipeline-runner/default",
+    "package_feed": "directory-package-feed/default",
+    "image_registry": "oci-image-registry/default",
+}
+
+
+def block_ref(role: str) -> str:
+    """The saved block to use for a role, from ``DELIVERY_<ROLE>_BLOCK`` or the embedded default.
+
+    Args:
+        role: one of the keys of :data:`BLOCK_ENV_DEFAULTS`, e.g. ``git_host``.
+    """
+    return os.environ.get(f"DELIVERY_{role.upper()}_BLOCK", BLOCK_ENV_DEFAULTS[role])
