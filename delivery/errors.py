@@ -93,11 +93,11 @@ class AuthenticationError(PermanentError):
     """Credentials were refused."""
 
 
-def is_retryable(exc: BaseException) -> bool:
+def is_retryable(exc: BaseException | None) -> bool:
     """Tell whether a retry may help with ``exc``.
 
     Args:
-        exc: any exception.
+        exc: any exception, or None.
 
     Returns:
         True only for :class:`TransientError` and its subclasses.

@@ -65,22 +65,22 @@ def stage_cache_key(stage_name: str, *, per_environment: bool) -> Callable[[Any,
     return key
 
 
+def _exception(state: Any) -> BaseException | None:
+    # raise_on_failure=False hands back the exception without re-raising it, so its traceback
+    # does not collect the hook's frames.
+    result = state.result(raise_on_failure=False)
+    return result if isinstance(result, BaseException) else None
+
+
 def retry_transient(_task: Any, _task_run: Any, state: Any) -> bool:
     """Retry condition: only a :class:`TransientError` may be retried."""
-    try:
-        state.result()
-    except Exception as exc:  # noqa: BLE001 - the state carries whatever the stage raised
-        return is_retryable(exc)
-    return False
+    return is_retryable(_exception(state))
 
 
 def record_incident(task_obj: Any, task_run: Any, state: Any) -> None:
     """Failure hook: keep the envelope of a stage that failed on something retryable or unexpected."""
-    try:
-        state.result()
-    except Exception as exc:  # noqa: BLE001
-        error = exc
-    else:
+    error = _exception(state)
+    if error is None:
         return
     if isinstance(error, DeliveryError) and not error.retryable:
         return  # a permanent outcome (policy, failed check, bad input) is a result, not an incident
