@@ -1,0 +1,108 @@
+"""Approval rules, pure: who may sign a plan, and when a plan has enough signatures.
+
+Segregation of duties: the planner never approves their own plan, even when both are agents.
+Identities are compared after folding case and whitespace (``Agent:Release-Manager `` is
+``agent:release-manager``). A decision from the planner, from someone outside the environment's
+approvers, or a second decision from someone who already counted, is kept in the audit trail with
+``counted=False`` and the reason, and changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+from fnmatch import fnmatchcase
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from delivery.config import ApprovalRules
+from delivery.ids import normalise_identity
+from delivery.models import Approval, Decision, utcnow
+
+
+class ApprovalInput(BaseModel):
+    """What an approver sends to resume a paused promotion (the form in the Prefect UI).
+
+    The default decision is a rejection: an empty or careless resume never approves.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Decision = Field(default=Decision.REJECT, description="approve or reject")
+    approver: str = Field(min_length=1, description="Your identity, e.g. user:alice or agent:qa-bot")
+    comment: str = Field(default="", max_length=2000)
+
+
+class Outcome(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+def is_allowed(identity: str, approvers: Sequence[str]) -> bool:
+    """Tell whether ``identity`` matches one of the allowed approvers (exact or fnmatch pattern)."""
+    key = normalise_identity(identity)
+    return any(fnmatchcase(key, normalise_identity(allowed)) for allowed in approvers)
+
+
+def judge(
+    decision: ApprovalInput,
+    *,
+    planner: str,
+    rules: ApprovalRules,
+    recorded: Sequence[Approval],
+    at: datetime | None = None,
+) -> Approval:
+    """Decide whether one decision counts.
+
+    Args:
+        decision: what the approver sent.
+        planner: the identity that planned the release.
+        rules: the environment's approval rules.
+        recorded: the decisions already recorded for this plan (counted or not).
+        at: when it arrived (default: now).
+
+    Returns:
+        The approval to record: ``counted`` and, when refused, ``refused_reason``.
+    """
+    approver = decision.approver.strip()
+    key = normalise_identity(approver)
+    reason: str | None = None
+    if not key:
+        reason = "no approver identity given"
+    elif key == normalise_identity(planner):
+        reason = f"segregation of duties: {approver} planned this release and cannot decide on it"
+    elif not is_allowed(approver, rules.approvers):
+        reason = f"{approver} is not an allowed approver for this environment"
+    elif any(a.counted and normalise_identity(a.approver) == key for a in recorded):
+        reason = f"{approver} already decided on this plan; a repeated decision counts once"
+    return Approval(
+        approver=approver,
+        decision=decision.decision,
+        comment=decision.comment,
+        at=at or utcnow(),
+        counted=reason is None,
+        refused_reason=reason,
+    )
+
+
+def counted_approvers(approvals: Sequence[Approval]) -> list[str]:
+    """The distinct identities whose approval counted, in order."""
+    seen: dict[str, str] = {}
+    for approval in approvals:
+        if approval.counted and approval.decision is Decision.APPROVE:
+            seen.setdefault(normalise_identity(approval.approver), approval.approver)
+    return list(seen.values())
+
+
+def outcome(approvals: Sequence[Approval], rules: ApprovalRules) -> Outcome:
+    """Where a plan stands: one counted rejection rejects; ``min_approvers`` distinct approvals approve."""
+    if any(a.counted and a.decision is Decision.REJECT for a in approvals):
+        return Outcome.REJECTED
+    if len(counted_approvers(approvals)) >= rules.min_approvers:
+        return Outcome.APPROVED
+    return Outcome.PENDING
+
+
+__all__ = ["ApprovalInput", "Outcome", "counted_approvers", "is_allowed", "judge", "outcome"]

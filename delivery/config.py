@@ -1,0 +1,255 @@
+"""The delivery configuration: ``delivery.yaml`` at the root of the GitOps repository.
+
+It holds the promotion path and, per environment, where and how to deploy (namespace, runtime
+block, default strategy, template values), the gates (CEL policies, approval rules, health) and
+the optional infrastructure stack and drift handling. An invalid file is refused as a whole with
+:class:`~delivery.errors.InvalidInput`, each problem naming its field, e.g.
+``environments.prod.approval.min_approvers: ...``. CEL expressions are compiled while loading, so
+a syntax error is reported here and not at the gate.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from delivery.errors import InvalidInput
+from delivery.ids import normalise_identity
+from delivery.models import STRATEGY_NAMES, RollingStrategy, Strategy
+from delivery.policy import compile_expression
+
+CONFIG_FILE = "delivery.yaml"
+BLOCK_REF_PATTERN = r"^[a-z0-9][a-z0-9-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
+ENVIRONMENT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
+
+
+class ConfigModel(BaseModel):
+    """Base of the configuration sections: unknown keys are errors, values are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_cel(expression: str) -> str:
+    compile_expression(expression)
+    return expression
+
+
+def _strategy_shorthand(value: Any) -> Any:
+    # `strategy: rolling` is the common case; the mapping form carries parameters (canary steps).
+    if isinstance(value, str):
+        if value not in STRATEGY_NAMES:
+            raise ValueError(f"unknown strategy {value!r}; choose one of {', '.join(STRATEGY_NAMES)}")
+        return {"name": value}
+    return value
+
+
+CelExpression = Annotated[str, Field(min_length=1), AfterValidator(_check_cel)]
+ConfiguredStrategy = Annotated[Strategy, BeforeValidator(_strategy_shorthand)]
+BlockRef = Annotated[str, Field(pattern=BLOCK_REF_PATTERN, description="<block-type-slug>/<block-name>")]
+
+
+class ApprovalRules(ConfigModel):
+    """Who must sign a plan before it is promoted."""
+
+    required: bool = False
+    approvers: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="Identities (or fnmatch patterns such as user:*) allowed to approve"
+    )
+    min_approvers: int = Field(default=1, ge=1, description="Distinct approvers needed")
+    timeout_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+
+    @field_validator("approvers")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for identity in value:
+            key = normalise_identity(identity)
+            if key in seen:
+                raise ValueError(f"approver {identity!r} is listed twice")
+            seen.add(key)
+        return value
+
+    @field_validator("min_approvers")
+    @classmethod
+    def _reachable(cls, value: int, info: ValidationInfo) -> int:
+        approvers = info.data.get("approvers")
+        if not info.data.get("required") or approvers is None:
+            return value
+        if not approvers:
+            raise ValueError("approval is required but no approvers are listed")
+        has_pattern = any(ch in identity for identity in approvers for ch in "*?[")
+        if not has_pattern and value > len(approvers):
+            raise ValueError(
+                f"{value} distinct approvers are required but only {len(approvers)} are allowed"
+            )
+        return value
+
+
+class HttpProbe(ConfigModel):
+    """An HTTP health probe through the Service, after the rollout is ready."""
+
+    path: str = Field(default="/healthz", pattern=r"^/")
+    port: int | None = Field(default=None, ge=1, le=65535)
+    expected_status: int = Field(default=200, ge=100, le=599)
+
+
+def _probe_shorthand(value: Any) -> Any:
+    return {"path": value} if isinstance(value, str) else value
+
+
+class HealthGates(ConfigModel):
+    """When a deployment counts as healthy."""
+
+    timeout_seconds: int = Field(default=120, ge=1, le=3600)
+    http_probe: Annotated[HttpProbe | None, BeforeValidator(_probe_shorthand)] = None
+
+
+class DriftSettings(ConfigModel):
+    """How the drift check treats this environment."""
+
+    mode: Literal["reconcile", "detect"] = "reconcile"
+    ignore: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list, description="Field paths never compared, e.g. spec.replicas"
+    )
+    degraded_after: int = Field(default=3, ge=1, description="Consecutive drifted checks before Degraded")
+
+
+class EnvironmentConfig(ConfigModel):
+    """One environment of the promotion path."""
+
+    namespace: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    runtime: BlockRef
+    strategy: ConfiguredStrategy = Field(default_factory=RollingStrategy)
+    values: dict[str, Any] = Field(default_factory=dict, description="Template values over deploy/values.yaml")
+    policies: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")], CelExpression] = Field(
+        default_factory=dict, description="Policy gates: name -> CEL expression that must be true"
+    )
+    approval: ApprovalRules = Field(default_factory=ApprovalRules)
+    health: HealthGates = Field(default_factory=HealthGates)
+    infrastructure: BlockRef | None = Field(default=None, description="A saved PulumiStack block")
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+
+
+class DeliveryConfig(ConfigModel):
+    """The whole ``delivery.yaml``."""
+
+    path: list[Annotated[str, Field(pattern=ENVIRONMENT_NAME_PATTERN)]] = Field(min_length=1)
+    environments: dict[Annotated[str, Field(pattern=ENVIRONMENT_NAME_PATTERN)], EnvironmentConfig]
+
+    @field_validator("path")
+    @classmethod
+    def _unique_path(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"an environment appears twice in the path {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _path_matches_environments(self) -> DeliveryConfig:
+        missing = [name for name in self.path if name not in self.environments]
+        extra = [name for name in self.environments if name not in self.path]
+        if missing:
+            raise ValueError(f"path: {', '.join(missing)} on the path but not under environments")
+        if extra:
+            raise ValueError(f"environments: {', '.join(extra)} configured but not on the path")
+        return self
+
+    def environment(self, name: str) -> EnvironmentConfig:
+        """Return an environment's settings.
+
+        Raises:
+            InvalidInput: the environment is not on the path.
+        """
+        if name not in self.environments:
+            raise InvalidInput(
+                f"unknown environment {name!r}; the promotion path is {' -> '.join(self.path)}"
+            )
+        return self.environments[name]
+
+    def path_to(self, target: str | None) -> list[str]:
+        """The environments to walk, in order, up to and including ``target`` (default: all).
+
+        Raises:
+            InvalidInput: ``target`` is not on the path.
+        """
+        if target is None:
+            return list(self.path)
+        self.environment(target)
+        return self.path[: self.path.index(target) + 1]
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    parts = [str(part) for part in loc if not str(part).startswith(("function-", "tagged-union"))]
+    # discriminated unions add the tag name (e.g. "canary") to the location: keep it, it helps
+    return ".".join(parts) or "(top level)"
+
+
+def format_validation_error(error: ValidationError, *, source: str = CONFIG_FILE) -> str:
+    """Render a pydantic error as one line per problem, each naming the field."""
+    lines = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{source}: {_location(item['loc'])}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, *, source: str = CONFIG_FILE) -> DeliveryConfig:
+    """Validate an already parsed configuration.
+
+    Raises:
+        InvalidInput: with one line per problem, each naming the field.
+    """
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return DeliveryConfig.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidInput(format_validation_error(exc, source=source)) from None
+
+
+def load_config(raw: bytes | str | None, *, source: str = CONFIG_FILE) -> DeliveryConfig:
+    """Parse and validate ``delivery.yaml``.
+
+    Args:
+        raw: the file's bytes (None when the file does not exist).
+        source: how to name the file in messages.
+
+    Returns:
+        The validated configuration, CEL policies compiled.
+
+    Raises:
+        InvalidInput: missing file, YAML syntax error, or an invalid field (named in the message).
+    """
+    if raw is None:
+        raise InvalidInput(f"{source}: not found at the root of the GitOps repository")
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"{source}: not valid YAML: {exc}") from None
+    if data is None:
+        raise InvalidInput(f"{source}: the file is empty")
+    return parse_config(data, source=source)
+
+
+__all__ = [
+    "CONFIG_FILE",
+    "ApprovalRules",
+    "DeliveryConfig",
+    "DriftSettings",
+    "EnvironmentConfig",
+    "HealthGates",
+    "HttpProbe",
+    "load_config",
+    "parse_config",
+]
