@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import typer
 
+from delivery.cli.demo import demo
+
 app = typer.Typer(name="delivery", help="GitOps delivery orchestrator on Prefect.", no_args_is_help=True)
 
 
 @app.callback()
 def main() -> None:
     """GitOps delivery: validated artifacts to running systems, with an audit trail."""
+
+
+app.command("demo")(demo)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,111 @@
+"""The release flow: one flow run per release, its tasks the delivery stages.
+
+Stages 1-4 here (commit, pull request, checks, merge); the build (flows/build.py) and the
+promotion path (flows/promotion.py) follow the merge.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, tags
+from prefect.blocks.core import Block
+from prefect.context import FlowRunContext
+
+from blocks import git_local
+from blocks.git_host import GitHost
+from delivery.errors import InvalidInput, NotFound
+from delivery.models import CommitInfo, MergeInfo, Model, PullRequest, ReleaseRequest
+from delivery.settings import block_ref
+from tasks.commit import create_commit
+from tasks.pull_request import check_pull_request, merge_pull_request, open_pull_request
+
+PROTECTED_BRANCH = "main"
+
+
+class ReleaseSummary(Model):
+    """What a release run did, for the caller (CLI, agent) to show or chain on."""
+
+    release_id: str
+    trace_id: str
+    app: str
+    branch: str
+    commit: CommitInfo
+    pull_request: PullRequest
+    merge: MergeInfo
+
+
+def release_tags(request: ReleaseRequest) -> list[str]:
+    """The tags of a release's flow run: ``release:<id>`` and ``trace:<id>``."""
+    return [f"release:{request.release_id}", f"trace:{request.trace_id}"]
+
+
+def _run_name() -> str:
+    # Parameters are validated before the run is named, so this is the ReleaseRequest itself.
+    ctx = FlowRunContext.get()
+    request: Any = (ctx.parameters or {}).get("request") if ctx else None
+    release_id = getattr(request, "release_id", None) or (request or {}).get("release_id")
+    return str(release_id or "release")
+
+
+def _tag_run(request: ReleaseRequest) -> None:
+    """Put the release's tags on this flow run itself (``tags()`` only reaches runs created inside)."""
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return
+    wanted = sorted(set(ctx.flow_run.tags or []) | set(release_tags(request)))
+    if wanted != sorted(ctx.flow_run.tags or []):
+        ctx.client.update_flow_run(ctx.flow_run.id, tags=wanted)
+        ctx.flow_run.tags = wanted
+
+
+def load_git_host() -> GitHost:
+    """Load the configured GitHost block (``DELIVERY_GIT_HOST_BLOCK``, default ``local-git-host/default``)."""
+    ref = block_ref("git_host")
+    host = Block.load(ref)
+    if not isinstance(host, GitHost):
+        raise InvalidInput(f"block {ref!r} is a {type(host).__name__}, not a GitHost")
+    return host
+
+
+def validate_release(git_host: GitHost, request: ReleaseRequest, *, target: str = PROTECTED_BRANCH) -> None:
+    """Refuse a release before anything is written: its repository and target branch must exist.
+
+    Raises:
+        InvalidInput: naming the field at fault.
+    """
+    git_local.check_branch(request.branch)
+    try:
+        head = git_host.resolve(request.app, f"refs/heads/{target}")
+    except NotFound as exc:
+        raise InvalidInput(f"app {request.app!r}: no such repository on the git host ({exc})") from exc
+    if head is None:
+        raise InvalidInput(f"app {request.app!r}: its repository has no branch {target!r} to release into")
+
+
+@flow(name="release", flow_run_name=_run_name, log_prints=True)
+def release(request: ReleaseRequest) -> ReleaseSummary:
+    """Deliver a release request: commit, pull request, checks, merge (then build and promotion).
+
+    Args:
+        request: what to deliver; invalid requests are refused before the flow starts.
+
+    Returns:
+        The release summary.
+    """
+    _tag_run(request)
+    logger = get_run_logger()
+    with tags(*release_tags(request)):
+        git_host = load_git_host()
+        validate_release(git_host, request)
+        commit = create_commit(git_host, request, base=PROTECTED_BRANCH)
+        logger.info("commit %s on %s (created=%s)", commit.sha[:12], commit.branch, commit.created)
+        pull_request = open_pull_request(git_host, request, commit, target=PROTECTED_BRANCH)
+        pull_request = check_pull_request(git_host, request, pull_request)
+        merge = merge_pull_request(git_host, request, pull_request)
+        logger.info("merged #%s as %s (created=%s)", merge.pull_request, merge.merge_sha[:12], merge.created)
+        # Build and promotion follow here:
+        #   build = run_build(request, merge)           (flows/build.py)
+        #   promote_path(request, build)                (flows/promotion.py)
+    return ReleaseSummary(release_id=request.release_id, trace_id=request.trace_id, app=request.app,
+                          branch=request.branch, commit=commit, pull_request=pull_request, merge=merge)

@@ -1,0 +1,62 @@
+"""Stage 1: commit the release's validated artifacts to its feature branch ``release/<release_id>``."""
+
+from __future__ import annotations
+
+from blocks.git_host import GitHost
+from delivery.errors import InvalidInput
+from delivery.events import EventName, emit
+from delivery.models import CommitInfo, ReleaseRequest
+from tasks.stage import stage
+
+
+def release_trailers(request: ReleaseRequest) -> list[tuple[str, str]]:
+    """The trailers every commit of a release carries: Release-Id, Trace-Id, one Artifact-Id each."""
+    trailers = [("Release-Id", request.release_id), ("Trace-Id", request.trace_id)]
+    trailers += [("Artifact-Id", artifact.artifact_id) for artifact in request.artifacts]
+    return trailers
+
+
+def require_git_host(git_host: object) -> GitHost:
+    """Refuse anything that is not a :class:`GitHost` block, naming the parameter."""
+    if not isinstance(git_host, GitHost):
+        raise InvalidInput(f"git_host must be a GitHost block, got {type(git_host).__name__}")
+    return git_host
+
+
+@stage("create_commit")
+def create_commit(git_host: GitHost, request: ReleaseRequest, *, base: str = "main") -> CommitInfo:
+    """Commit ``request``'s artifacts to ``release/<release_id>`` of the app's repository.
+
+    Idempotent: a commit of this release already on the branch (found by its ``Release-Id``
+    trailer) whose artifacts are unchanged is returned with ``created=False``.
+
+    Args:
+        git_host: the block holding the application repository (named after ``request.app``).
+        request: the release request; its artifacts were validated when it was built.
+        base: the branch a new release branch starts from.
+
+    Returns:
+        The commit on the release branch.
+
+    Raises:
+        NotFound: the application repository or ``base`` does not exist.
+        ConflictError: another writer moved the branch first (the stage retries).
+    """
+    host = require_git_host(git_host)
+    files = {artifact.path: artifact.data() for artifact in request.artifacts}
+    trailers = release_trailers(request)
+    commit = host.find_commit(request.app, branch=request.branch, trailer=("Release-Id", request.release_id))
+    if commit is None or not _holds(host, request, files):
+        message = (
+            f"Release {request.release_id}: {len(files)} artifact(s) for {request.app}\n\n"
+            f"Requested by {request.requested_by}."
+        )
+        commit = host.commit_files(request.app, branch=request.branch, files=files, message=message,
+                                   trailers=trailers, base=base)
+    emit(EventName.COMMIT_CREATED, release_id=request.release_id, trace_id=request.trace_id,
+         payload={"commit": commit, "artifacts": [a.artifact_id for a in request.artifacts]})
+    return commit
+
+
+def _holds(host: GitHost, request: ReleaseRequest, files: dict[str, bytes]) -> bool:
+    return all(host.read_file(request.app, path, ref=request.branch) == data for path, data in files.items())
