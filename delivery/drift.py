@@ -589,6 +589,17 @@ class SyncStateStore:
                 )
             )
 
+    def checks_since(self, at: datetime, *, environment: str | None = None) -> list[dict[str, Any]]:
+        """The checks recorded at or after ``at`` (latest per environment), by environment."""
+        query = select(drift_checks_table).where(drift_checks_table.c.at >= at).order_by(drift_checks_table.c.id)
+        if environment is not None:
+            query = query.where(drift_checks_table.c.environment == environment)
+        latest: dict[str, dict[str, Any]] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(query).mappings().all():
+                latest[row["environment"]] = dict(row)
+        return [latest[name] for name in sorted(latest)]
+
     def checks(self, environment: str, *, limit: int = 50) -> list[dict[str, Any]]:
         """The latest checks of an environment, newest first."""
         query = (select(drift_checks_table).where(drift_checks_table.c.environment == environment)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from delivery.cli.demo import demo
+from delivery.cli.drift import drift_app
 
 app = typer.Typer(name="delivery", help="GitOps delivery orchestrator on Prefect.", no_args_is_help=True)
 
@@ -15,6 +16,7 @@ def main() -> None:
 
 
 app.command("demo")(demo)
+app.add_typer(drift_app, name="drift")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,247 @@
+"""The ``drift-check`` flow: compare each environment's live state with Git, reconcile, alert.
+
+For each environment of ``delivery.yaml`` (or the one asked for) it reads the desired objects of
+every app under ``environments/<env>/`` at the GitOps repo's head, lists the live managed objects
+with one label-selector LIST per kind, and compares them on the fields Git sets
+(:mod:`delivery.drift`). In ``reconcile`` mode it applies what is missing or changed, prunes what
+is extra and checks again; in ``detect`` mode it only reports. Each check moves the environment's
+sync state (Synced, OutOfSync, Degraded), stores it with the report in the ledger database and
+emits ``DriftDetected`` / ``SyncDegraded`` / ``SyncRecovered``.
+
+Environments with a Pulumi stack also get an infrastructure drift preview, reported like runtime
+drift (never reconciled here: that is the release's provisioning stage) and skipped with a reason
+when the Pulumi CLI is absent.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from delivery.config import EnvironmentConfig, load_config
+from delivery.drift import (
+    DriftMode,
+    DriftReport,
+    DriftSettings,
+    IgnoreRules,
+    InfrastructureDrift,
+    ObjectDrift,
+    SyncStateStore,
+    compare_objects,
+    next_status,
+    object_key,
+)
+from delivery.errors import DeliveryError, PermanentError
+from delivery.events import emit
+from delivery.ids import new_trace_id
+from delivery.labels import RELEASE_ID_ANNOTATION, TRACE_ID_ANNOTATION, managed_selector
+from delivery.ledger import Ledger
+from delivery.settings import block_ref
+from tasks.stage import retry_transient
+
+FLOW_NAME = "drift-check"
+ENVIRONMENTS_DIR = "environments"
+
+Emitter = Callable[..., Any]
+
+
+# --------------------------------------------------------------------------- reading both sides
+
+
+def read_desired_objects(gitops: Any, environment: str, *, ref: str) -> list[dict[str, Any]]:
+    """Parse every app's manifests under ``environments/<env>/`` at ``ref``.
+
+    Args:
+        gitops: the GitOpsRepo block.
+        environment: the environment.
+        ref: the revision to read.
+
+    Returns:
+        The desired objects of all the environment's apps.
+    """
+    from tasks.manifest import parse_objects
+
+    objects: list[dict[str, Any]] = []
+    for app in gitops.list_apps(environment, ref=ref):
+        objects.extend(parse_objects(gitops.read_environment(environment, app, ref=ref)))
+    return objects
+
+
+def list_live_objects(runtime: Any, environment: str, namespace: str) -> list[dict[str, Any]]:
+    """The live objects the product manages in an environment: one LIST per kind."""
+    return runtime.list_managed(selector=managed_selector(environment=environment), namespace=namespace)
+
+
+def reconcile(runtime: Any, desired: Sequence[Mapping[str, Any]], drift: Sequence[ObjectDrift], *,
+              environment: str, namespace: str) -> None:
+    """Apply the missing and changed objects, and prune the extra ones (only when there are some)."""
+    wanted = {d.object.identity for d in drift if d.change in ("missing", "changed")}
+    to_apply = [dict(obj) for obj in desired if object_key(obj, namespace=namespace).identity in wanted]
+    if to_apply:
+        runtime.apply(to_apply)
+    if any(d.change == "extra" for d in drift):
+        runtime.prune([dict(obj) for obj in desired], selector=managed_selector(environment=environment))
+
+
+def check_infrastructure(stack_ref: str | None) -> InfrastructureDrift | None:
+    """Preview the environment's Pulumi stack for drift, or say why it was skipped."""
+    if not stack_ref:
+        return None
+    from infra.stacks import cli_available
+
+    if not cli_available():
+        return InfrastructureDrift(stack=stack_ref, checked=False,
+                                   skipped_reason="the Pulumi CLI is not installed; infrastructure drift not checked")
+    from prefect.blocks.core import Block
+
+    import blocks.pulumi_stack  # noqa: F401 - registers the block type
+
+    stack = Block.load(stack_ref)
+    result = stack.check_drift()
+    changes = tuple(f"{op}: {count}" for op, count in sorted(result.change_summary.items())
+                    if op not in ("same", "read", "refresh") and count)
+    if result.drifted and not changes:
+        changes = (result.detail or "preview --refresh expected no changes",)
+    return InfrastructureDrift(stack=stack_ref, checked=True, changes=changes)
+
+
+# --------------------------------------------------------------------------- one environment
+
+
+def _release_ids(objects: Sequence[Mapping[str, Any]], environment: str) -> tuple[str, str]:
+    """The release and trace that put the environment's current state in Git, for the events."""
+    pairs = Counter(
+        (annotations.get(RELEASE_ID_ANNOTATION), annotations.get(TRACE_ID_ANNOTATION))
+        for annotations in ((obj.get("metadata") or {}).get("annotations") or {} for obj in objects)
+        if annotations.get(RELEASE_ID_ANNOTATION) and annotations.get(TRACE_ID_ANNOTATION)
+    )
+    if pairs:
+        return pairs.most_common(1)[0][0]
+    return f"drift-{environment}", new_trace_id()
+
+
+def check_environment(
+    environment: str,
+    config: EnvironmentConfig,
+    *,
+    gitops: Any,
+    runtime: Any,
+    revision: str,
+    store: SyncStateStore,
+    emitter: Emitter | None = emit,
+) -> DriftReport:
+    """Compare one environment with Git, reconcile it when its mode says so, and record the outcome.
+
+    Args:
+        environment: the environment's name.
+        config: its settings from delivery.yaml.
+        gitops: the GitOpsRepo block.
+        runtime: the environment's runtime block.
+        revision: the GitOps commit to compare with.
+        store: where sync states live.
+        emitter: emits the drift events (None: emit nothing).
+
+    Returns:
+        The report, with the environment's new sync status.
+    """
+    settings = DriftSettings.parse(config.drift, environment=environment)
+    rules = IgnoreRules(settings.ignore)
+    namespace = config.namespace
+    desired = read_desired_objects(gitops, environment, ref=revision)
+    live = list_live_objects(runtime, environment, namespace)
+    drift = compare_objects(desired, live, namespace=namespace, ignore=rules)
+    remaining, reconciled, error = drift, False, None
+    if drift and settings.mode is DriftMode.RECONCILE:
+        try:
+            reconcile(runtime, desired, drift, environment=environment, namespace=namespace)
+            remaining = compare_objects(desired, list_live_objects(runtime, environment, namespace),
+                                        namespace=namespace, ignore=rules)
+            reconciled = not remaining
+        except DeliveryError as exc:
+            if not isinstance(exc, PermanentError):
+                raise  # transient: the task retries the whole check
+            error = str(exc)
+    infrastructure = check_infrastructure(config.infrastructure)
+    infra_found = 1 if infrastructure and infrastructure.drifted else 0
+    report = DriftReport(
+        environment=environment, revision=revision, mode=settings.mode, desired_objects=len(desired),
+        live_objects=len(live), drift=tuple(drift), reconciled=reconciled, remaining=tuple(remaining),
+        reconcile_error=error, infrastructure=infrastructure,
+    )
+    previous = store.get(environment)
+    status, events = next_status(
+        previous, environment=environment, revision=revision, found=len(drift) + infra_found,
+        remaining=len(remaining) + infra_found, reconcile_error=error, degraded_after=settings.degraded_after,
+        detail="; ".join(report.summary().splitlines()[:5]) if report.drifted else "",
+    )
+    report = report.model_copy(update={"status": status})
+    store.record(report, status)
+    if emitter is not None and events:
+        release_id, trace_id = _release_ids(desired, environment)
+        payload = {
+            "environment": environment, "state": status.state.value, "reason": status.reason,
+            "message": status.message, "revision": revision, "mode": settings.mode.value,
+            "consecutive_drift": status.consecutive_drift, "degraded_after": settings.degraded_after,
+            "drift": [str(d) for d in drift[:50]], "reconciled": reconciled,
+        }
+        for name in events:
+            emitter(name, release_id=release_id, trace_id=trace_id, payload=payload,
+                    resource={"delivery.environment": environment, "delivery.sync-state": status.state.value})
+    return report
+
+
+# --------------------------------------------------------------------------- Prefect
+
+
+def _load_block(ref: str) -> Any:
+    from prefect.blocks.core import Block
+
+    import blocks.gitops_repo  # noqa: F401 - registers the block types
+    import blocks.kubernetes_runtime  # noqa: F401
+
+    return Block.load(ref)
+
+
+@task(name="check_environment_drift", retries=2, retry_delay_seconds=[1, 5], retry_jitter_factor=0.5,
+      retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def check_environment_drift(environment: str, config: EnvironmentConfig, revision: str) -> dict[str, Any]:
+    """One environment's drift check as a task (see :func:`check_environment`); returns the report as JSON."""
+    logger = get_run_logger()
+    report = check_environment(
+        environment, config, gitops=_load_block(block_ref("gitops_repo")), runtime=_load_block(config.runtime),
+        revision=revision, store=SyncStateStore(Ledger().engine),
+    )
+    status = report.status
+    logger.info("%s: %s (%s) %s", environment, status.state.value, status.reason, status.message)
+    for line in report.summary().splitlines() if report.drifted else ():
+        logger.warning("%s: %s", environment, line)
+    return report.model_dump(mode="json")
+
+
+@flow(name=FLOW_NAME, log_prints=True)
+def drift_check(environment: str | None = None) -> list[dict[str, Any]]:
+    """Check every environment of delivery.yaml (or one) for drift between Git and the runtime.
+
+    Args:
+        environment: only this environment; default all environments of the promotion path.
+
+    Returns:
+        One report per environment (JSON), each with the environment's new sync status.
+
+    Raises:
+        InvalidInput: unknown environment or invalid delivery.yaml.
+    """
+    gitops = _load_block(block_ref("gitops_repo"))
+    revision = gitops.head()
+    config = load_config(gitops.read_config(ref=revision))
+    names = [environment] if environment else list(config.path)
+    settings = {name: config.environment(name) for name in names}
+    futures = [check_environment_drift.submit(name, settings[name], revision) for name in names]
+    return [future.result() for future in futures]
+
+
+__all__ = ["FLOW_NAME", "check_environment", "check_environment_drift", "drift_check", "read_desired_objects"]
