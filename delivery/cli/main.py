@@ -6,6 +6,7 @@ import typer
 
 from delivery.cli.demo import demo
 from delivery.cli.drift import drift_app
+from delivery.cli.simulator import simulator
 
 app = typer.Typer(name="delivery", help="GitOps delivery orchestrator on Prefect.", no_args_is_help=True)
 
@@ -16,6 +17,7 @@ def main() -> None:
 
 
 app.command("demo")(demo)
+app.command("simulator")(simulator)
 app.add_typer(drift_app, name="drift")
 
 

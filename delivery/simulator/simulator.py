@@ -1,0 +1,99 @@
+"""``KubernetesSimulator``: the store, the HTTP server and the kubelet loop, started together."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from types import TracebackType
+
+import yaml
+
+from .kubelet import Kubelet
+from .server import SimulatorServer
+from .store import Store
+
+
+class KubernetesSimulator:
+    """A small Kubernetes API server for demos and tests (not a real cluster).
+
+    Args:
+        ready_delay: Seconds after a Deployment's spec change until its rollout completes.
+        host: Interface to bind; loopback only by default.
+        port: TCP port; 0 picks a free one.
+    """
+
+    def __init__(self, ready_delay: float = 0.3, *, host: str = "127.0.0.1", port: int = 0):
+        self.ready_delay = ready_delay
+        self._address = (host, port)
+        self.store = Store()
+        self.kubelet = Kubelet(self.store, ready_delay=ready_delay)
+        self._server: SimulatorServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the simulator is not running; call start() first")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> str:
+        """Start serving in background threads; returns the base URL (``http://127.0.0.1:<port>``)."""
+        if self._server is not None:
+            return self.url
+        self._server = SimulatorServer(self._address, self.store)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="simulator-http", daemon=True)
+        self._thread.start()
+        self.kubelet.start()
+        return self.url
+
+    def stop(self) -> None:
+        """Stop serving, end open watches and connections, stop the kubelet loop."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.stopping.set()
+            server.shutdown()
+            server.sever_connections()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.kubelet.stop()
+
+    def __enter__(self) -> KubernetesSimulator:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    @property
+    def request_count(self) -> int:
+        """HTTP requests served since start (or the last reset)."""
+        return self._server.request_count if self._server is not None else 0
+
+    def reset_request_count(self) -> None:
+        if self._server is not None:
+            self._server.reset_request_count()
+
+    def kubeconfig(self, *, context: str = "simulator", namespace: str = "default") -> str:
+        """Kubeconfig YAML pointing at this simulator (the token is accepted but not checked)."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": context, "cluster": {"server": self.url}}],
+            "users": [{"name": context, "user": {"token": "simulator"}}],
+            "contexts": [{"name": context, "context": {"cluster": context, "user": context, "namespace": namespace}}],
+            "current-context": context,
+            "preferences": {},
+        }
+        return yaml.safe_dump(config, sort_keys=False)
+
+    def write_kubeconfig(self, path: str | Path, **options: str) -> Path:
+        """Write :meth:`kubeconfig` to ``path`` (parents created); returns the path."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(self.kubeconfig(**options))
+        return target
