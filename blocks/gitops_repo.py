@@ -1,0 +1,226 @@
+"""The GitOps repository: desired state per environment, ``delivery.yaml``, and healthy tags.
+
+Layout: ``delivery.yaml`` at the root, ``environments/<env>/<app>/`` with one YAML file per
+Kubernetes object, and the tag ``healthy/<env>/<app>`` on the last revision that passed its health
+gates (the rollback target). Writes go through :mod:`blocks.git_local` (temporary clone, push
+without force); a push that loses a race is rebased onto the new head and tried again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from git import Repo
+from prefect.blocks.core import Block
+from pydantic import Field
+
+from blocks import git_local
+from delivery.errors import ConflictError, InvalidInput, NotFound
+from delivery.models import CommitInfo
+from delivery.settings import state_dir
+
+CONFIG_FILE = "delivery.yaml"
+_SEGMENT = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"
+
+
+def environment_prefix(environment: str, app: str) -> str:
+    """The folder of an application's desired state in an environment."""
+    for field, value in (("environment", environment), ("app", app)):
+        if not re.match(_SEGMENT, value or ""):
+            raise InvalidInput(f"{field} {value!r} is not a valid name (lowercase letters, digits, '-')")
+    return f"environments/{environment}/{app}"
+
+
+def healthy_tag(environment: str, app: str) -> str:
+    """The tag naming the last healthy revision of an application in an environment."""
+    environment_prefix(environment, app)
+    return f"healthy/{environment}/{app}"
+
+
+class GitOpsRepo(Block):
+    """A GitOps repository (a bare repository on disk, or any git URL mirrored locally)."""
+
+    _block_type_name = "GitOps Repo"
+    _block_type_slug = "gitops-repo"
+    _description = "Desired state per environment, delivery.yaml and healthy tags, in one git repository."
+
+    url: str = Field(description="A local bare repository path, or any git URL")
+    branch: str = Field(default="main", description="The branch that holds the desired state")
+    author: str = Field(default=git_local.DEFAULT_AUTHOR, description="Name <email> of the commits")
+    push_attempts: int = Field(default=5, ge=1, description="Rebase-and-retry attempts when a push loses a race")
+
+    # ------------------------------------------------------------------ local access
+
+    def _is_local(self) -> bool:
+        return Path(self._path_of_url()).is_dir()
+
+    def _path_of_url(self) -> str:
+        return self.url[len("file://"):] if self.url.startswith("file://") else self.url
+
+    def _local(self) -> str:
+        """A local repository to read from: the bare repository itself, or a refreshed mirror."""
+        if self._is_local():
+            return self._path_of_url()
+        mirror = state_dir() / "gitops-mirrors" / hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        git_local.init_bare(mirror, default_branch=self.branch)
+        repo = git_local.open_bare(mirror)
+        try:
+            with git_local._translated(f"fetch {self.url}"):
+                repo.git.fetch("--prune", "--force", self.url, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
+        finally:
+            repo.close()
+        return str(mirror)
+
+    def ensure_exists(self, *, initial_files: Mapping[str, bytes] | None = None) -> bool:
+        """Create the bare repository when the URL is a local path that holds none yet.
+
+        Args:
+            initial_files: files of the first commit (for example ``delivery.yaml``).
+
+        Returns:
+            True when created.
+        """
+        return git_local.init_bare(
+            self._path_of_url(), default_branch=self.branch, initial_files=initial_files, author=self.author,
+            message="Initialise the GitOps repository",
+        )
+
+    # ------------------------------------------------------------------ reading
+
+    def head(self) -> str:
+        """The sha at the tip of the branch.
+
+        Raises:
+            NotFound: the branch has no commit yet.
+        """
+        sha = git_local.resolve(self._local(), self.branch)
+        if sha is None:
+            raise NotFound(f"{self.url}: branch {self.branch!r} has no commit yet")
+        return sha
+
+    def resolve(self, ref: str) -> str | None:
+        """The sha a branch, tag or sha names, or None."""
+        return git_local.resolve(self._local(), ref)
+
+    def read_config(self, *, ref: str = "main") -> bytes | None:
+        """``delivery.yaml`` at ``ref``, or None when absent (or the branch is still empty)."""
+        local = self._local()
+        if git_local.resolve(local, ref) is None:
+            return None
+        return git_local.read_file(local, CONFIG_FILE, ref=ref)
+
+    def read_environment(self, environment: str, app: str, *, ref: str = "main") -> dict[str, bytes]:
+        """The files of ``environments/<env>/<app>/`` at ``ref``, by name relative to that folder.
+
+        An empty branch or a missing folder gives an empty dict.
+
+        Raises:
+            NotFound: ``ref`` names nothing (and is not the still-empty branch).
+        """
+        prefix = environment_prefix(environment, app)
+        local = self._local()
+        if git_local.resolve(local, ref) is None:
+            if ref == self.branch:
+                return {}
+            raise NotFound(f"{self.url}: no branch, tag or commit {ref!r}")
+        tree = git_local.read_tree(local, prefix, ref=ref)
+        return {path[len(prefix) + 1:]: data for path, data in sorted(tree.items())}
+
+    # ------------------------------------------------------------------ writing
+
+    def write_files(
+        self, files: Mapping[str, bytes | None], *, message: str, trailers: Sequence[tuple[str, str]]
+    ) -> CommitInfo:
+        """Commit repository files (None deletes) to the branch; idempotent, rebased on a lost race."""
+        return self._commit_with_retry(lambda: dict(files), message=message, trailers=trailers)
+
+    def write_environment(
+        self,
+        environment: str,
+        app: str,
+        files: Mapping[str, bytes],
+        *,
+        message: str,
+        trailers: Sequence[tuple[str, str]],
+    ) -> CommitInfo:
+        """Make ``environments/<env>/<app>/`` hold exactly ``files`` (others there are deleted).
+
+        Args:
+            environment: the environment.
+            app: the application.
+            files: name relative to the folder -> bytes.
+            message: the commit message.
+            trailers: ``Release-Id``, ``Trace-Id`` and the others that apply.
+
+        Returns:
+            The commit, ``created=False`` when Git already held exactly this content.
+
+        Raises:
+            ConflictError: the push kept losing races after ``push_attempts`` rebases.
+            InvalidInput: a bad name, path or trailer.
+        """
+        prefix = environment_prefix(environment, app)
+        for name in files:
+            if not name or name.startswith("/") or ".." in name.split("/"):
+                raise InvalidInput(f"file name {name!r} must be relative to {prefix}/")
+
+        def changes() -> dict[str, bytes | None]:
+            current = self.read_environment(environment, app, ref=self.branch)
+            delta: dict[str, bytes | None] = {f"{prefix}/{name}": None for name in current if name not in files}
+            delta.update({f"{prefix}/{name}": bytes(data) for name, data in files.items()})
+            return delta
+
+        return self._commit_with_retry(changes, message=message, trailers=trailers)
+
+    def _commit_with_retry(self, changes, *, message: str, trailers: Sequence[tuple[str, str]]) -> CommitInfo:
+        last: ConflictError | None = None
+        for attempt in range(self.push_attempts):
+            try:
+                return git_local.commit_files(
+                    self.url, branch=self.branch, files=changes(), message=message, trailers=trailers,
+                    base=self.branch, author=self.author, repository=self.url,
+                )
+            except ConflictError as exc:  # another writer moved the branch: rebase onto it and retry
+                last = exc
+                time.sleep(min(0.05 * 2**attempt, 1.0) * random.uniform(0.5, 1.5))
+        raise ConflictError(f"{self.url}: push lost {self.push_attempts} races in a row: {last}")
+
+    # ------------------------------------------------------------------ healthy tags
+
+    def tag_healthy(self, environment: str, app: str, revision: str) -> None:
+        """Move ``healthy/<env>/<app>`` to ``revision``.
+
+        Raises:
+            NotFound: ``revision`` is not a commit of the repository.
+        """
+        tag = healthy_tag(environment, app)
+        local = self._local()
+        sha = git_local.resolve(local, revision)
+        if sha is None:
+            raise NotFound(f"{self.url}: no commit {revision!r} to tag {tag}")
+        repo: Repo = git_local.open_bare(local)
+        try:
+            with git_local._translated(f"tag {tag}"):
+                if self._is_local():
+                    repo.git.update_ref(f"refs/tags/{tag}", sha)
+                else:
+                    repo.git.push("--force", self.url, f"{sha}:refs/tags/{tag}")
+        finally:
+            repo.close()
+
+    def healthy_revision(self, environment: str, app: str) -> str | None:
+        """The revision tagged ``healthy/<env>/<app>``, or None when none passed yet."""
+        tag = healthy_tag(environment, app)
+        local = self._local()
+        repo = git_local.open_bare(local)
+        try:
+            if f"refs/tags/{tag}" not in {ref.path for ref in repo.tags}:
+                return None
+        finally:
+            repo.close()
+        return git_local.resolve(local, f"refs/tags/{tag}")

@@ -1,0 +1,469 @@
+"""Stage 10: render the application's manifest for one environment.
+
+The application's ``deploy/*.yaml.j2`` templates, with ``deploy/values.yaml`` as defaults and the
+environment's values on top, become Kubernetes objects that pin the image by digest, carry the
+managed labels and the release/trace annotations, and serialise to the same bytes every time.
+Anything malformed is refused here, naming the file and the field, before anything is committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import jinja2
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from delivery.errors import InvalidInput
+from delivery.events import EventName, emit
+from delivery.labels import (
+    APP_LABEL,
+    ENVIRONMENT_LABEL,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    RELEASE_ID_ANNOTATION,
+    TRACE_ID_ANNOTATION,
+)
+from delivery.models import Model
+from tasks.stage import stage
+
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"
+DIGEST_REFERENCE = re.compile(r"^[^@\s]+@sha256:[0-9a-f]{64}$")
+DNS_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+TEMPLATE_SUFFIX = ".yaml.j2"
+VALUES_FILE = "values.yaml"
+# Apply order: what others reference first, then workloads, then what routes to them.
+KIND_ORDER = ("Namespace", "ConfigMap", "Secret", "Service", "Deployment", "Ingress")
+CLUSTER_SCOPED = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+                            "PersistentVolume", "StorageClass", "IngressClass"})
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def coerce(model: type[M], value: M | Mapping[str, Any], *, stage_name: str) -> M:
+    """Validate a stage's input, turning pydantic's error into :class:`InvalidInput` naming the fields.
+
+    Args:
+        model: the input model.
+        value: an instance, or a mapping to validate.
+        stage_name: the stage, for the message.
+
+    Returns:
+        The validated model.
+
+    Raises:
+        InvalidInput: the mapping does not fit the model.
+    """
+    if isinstance(value, model):
+        return value
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(input)'}: {err['msg']}" for err in exc.errors()
+        )
+        raise InvalidInput(f"{stage_name}: invalid input: {problems}") from None
+
+
+class DeployTarget(Model):
+    """Who deploys what where: the ids every per-environment stage carries (and is keyed on)."""
+
+    release_id: str = Field(min_length=1)
+    trace_id: str = Field(min_length=1)
+    revision: int = Field(default=1, ge=1, description="The release's revision, not a Git commit")
+    app: str = Field(pattern=NAME_PATTERN)
+    environment: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+    namespace: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+    def target(self) -> DeployTarget:
+        """Just the target part of a larger model."""
+        return DeployTarget(**{name: getattr(self, name) for name in DeployTarget.model_fields})
+
+
+class ManifestSpec(DeployTarget):
+    """The input of :func:`render_manifest`."""
+
+    image: str = Field(description="The image pinned by digest: repository@sha256:<64 hex>")
+    templates: dict[str, str] = Field(description="deploy/ file name -> text: *.yaml.j2 and values.yaml")
+    values: dict[str, Any] = Field(default_factory=dict, description="The environment's values")
+    source: str = Field(default="deploy", description="Folder the templates came from, for messages")
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if not DIGEST_REFERENCE.match(value):
+            raise ValueError(f"{value!r} is not pinned by digest (expected repository@sha256:<64 hex>)")
+        return value
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, value: dict[str, str]) -> dict[str, str]:
+        if not any(name.endswith(TEMPLATE_SUFFIX) for name in value):
+            raise ValueError(f"no *{TEMPLATE_SUFFIX} template given")
+        for name in value:
+            if "/" in name or name.startswith("."):
+                raise ValueError(f"template name {name!r} must be a plain file name")
+        return value
+
+
+class RenderedManifest(DeployTarget):
+    """The rendered objects of one environment, one YAML file per object."""
+
+    image: str
+    files: dict[str, str] = Field(description="file name -> YAML text, in apply order")
+    digest: str = Field(description="sha256 over the files' names and bytes")
+
+    def objects(self) -> list[dict[str, Any]]:
+        """The objects, in apply order."""
+        return parse_objects(self.files)
+
+
+# --------------------------------------------------------------------------- templates and values
+
+
+def templates_from_dir(path: str | Path) -> dict[str, str]:
+    """Read a ``deploy/`` folder: its ``*.yaml.j2`` templates and ``values.yaml``.
+
+    Args:
+        path: the folder.
+
+    Returns:
+        file name -> text.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise InvalidInput(f"templates folder {folder} does not exist")
+    return {
+        entry.name: entry.read_text(encoding="utf-8")
+        for entry in sorted(folder.iterdir())
+        if entry.is_file() and (entry.name.endswith(TEMPLATE_SUFFIX) or entry.name == VALUES_FILE)
+    }
+
+
+class _Values(dict):
+    """A values mapping that remembers its path, so a missing key is reported as ``values.a.b``."""
+
+    def __init__(self, data: Mapping[str, Any], path: str) -> None:
+        super().__init__({key: _wrap(item, f"{path}.{key}") for key, item in data.items()})
+        self.path = path
+
+
+def _wrap(value: Any, path: str) -> Any:
+    if isinstance(value, Mapping):
+        return _Values(value, path)
+    if isinstance(value, list):
+        return [_wrap(item, f"{path}[{index}]") for index, item in enumerate(value)]
+    return value
+
+
+class _NamedUndefined(jinja2.StrictUndefined):
+    """StrictUndefined whose message names the full path of the missing value."""
+
+    @property
+    def _undefined_message(self) -> str:
+        owner = self._undefined_obj
+        if isinstance(owner, _Values):
+            return f"{owner.path}.{self._undefined_name} is not defined"
+        if owner is jinja2.utils.missing:
+            return f"{self._undefined_name} is not defined"
+        return super()._undefined_message
+
+
+def merge_values(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``overrides`` onto ``defaults``: mappings merge, anything else replaces."""
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge_values(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _load_defaults(spec: ManifestSpec) -> dict[str, Any]:
+    text = spec.templates.get(VALUES_FILE)
+    where = f"{spec.source}/{VALUES_FILE}"
+    if text is None:
+        return {}
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise InvalidInput(f"{where}{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{where}: must be a mapping of values, got {type(data).__name__}")
+    return data
+
+
+def _template_line(exc: BaseException, filename: str) -> str:
+    line = getattr(exc, "lineno", None)
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f" line {line}" if line else ""
+
+
+def _render_file(env: jinja2.Environment, name: str, display: str, context: dict[str, Any]) -> str:
+    try:
+        return env.get_template(name).render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        raise InvalidInput(f"{display} line {exc.lineno}: template syntax error: {exc.message}") from None
+    except jinja2.UndefinedError as exc:
+        raise InvalidInput(f"{display}{_template_line(exc, display)}: {exc.message}") from None
+    except Exception as exc:  # noqa: BLE001 - any failure inside a template is the template's fault
+        raise InvalidInput(f"{display}{_template_line(exc, display)}: {type(exc).__name__}: {exc}") from None
+
+
+# --------------------------------------------------------------------------- checks on the objects
+
+
+def _fail(display: str, obj: Mapping[str, Any], field: str, problem: str) -> InvalidInput:
+    kind = obj.get("kind", "?")
+    name = (obj.get("metadata") or {}).get("name", "?") if isinstance(obj.get("metadata"), dict) else "?"
+    return InvalidInput(f"{display}: {kind}/{name}: field {field} {problem}")
+
+
+def _check_int(display: str, obj: Mapping[str, Any], field: str, value: Any, *, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _fail(display, obj, field, f"must be an integer in [{low}, {high}], got {value!r}")
+
+
+def _check_string_map(display: str, obj: Mapping[str, Any], field: str, value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise _fail(display, obj, field, f"must map names to strings, got {value!r}")
+
+
+def _check_object(display: str, obj: Any) -> None:
+    if not isinstance(obj, dict):
+        raise InvalidInput(f"{display}: each YAML document must be a Kubernetes object, got {type(obj).__name__}")
+    for field in ("apiVersion", "kind"):
+        if not isinstance(obj.get(field), str) or not obj[field]:
+            raise _fail(display, obj, field, "is required")
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
+        raise _fail(display, obj, "metadata.name", "is required")
+    if not DNS_NAME.match(metadata["name"]):
+        raise _fail(display, obj, "metadata.name", f"{metadata['name']!r} is not a DNS-1123 name")
+    _check_string_map(display, obj, "metadata.labels", metadata.get("labels"))
+    _check_string_map(display, obj, "metadata.annotations", metadata.get("annotations"))
+    kind = obj["kind"]
+    spec = obj.get("spec")
+    if kind == "Deployment":
+        _check_deployment(display, obj, spec)
+    elif kind == "Service":
+        ports = (spec or {}).get("ports") if isinstance(spec, dict) else None
+        if not isinstance(ports, list) or not ports:
+            raise _fail(display, obj, "spec.ports", "must list at least one port")
+        for index, port in enumerate(ports):
+            _check_int(display, obj, f"spec.ports[{index}].port", (port or {}).get("port"), low=1, high=65535)
+    elif kind in ("ConfigMap", "Secret"):
+        _check_string_map(display, obj, "data", obj.get("data"))
+
+
+def _check_deployment(display: str, obj: Mapping[str, Any], spec: Any) -> None:
+    if not isinstance(spec, dict):
+        raise _fail(display, obj, "spec", "is required")
+    if "replicas" in spec:
+        _check_int(display, obj, "spec.replicas", spec["replicas"], low=0, high=1000)
+    if "progressDeadlineSeconds" in spec:
+        _check_int(display, obj, "spec.progressDeadlineSeconds", spec["progressDeadlineSeconds"], low=1, high=86400)
+    template = spec.get("template")
+    if not isinstance(template, dict):
+        raise _fail(display, obj, "spec.template", "is required")
+    pod_meta = template.get("metadata") or {}
+    _check_string_map(display, obj, "spec.template.metadata.labels", pod_meta.get("labels"))
+    _check_string_map(display, obj, "spec.template.metadata.annotations", pod_meta.get("annotations"))
+    containers = (template.get("spec") or {}).get("containers")
+    if not isinstance(containers, list) or not containers:
+        raise _fail(display, obj, "spec.template.spec.containers", "must list at least one container")
+    for index, container in enumerate(containers):
+        where = f"spec.template.spec.containers[{index}]"
+        if not isinstance(container, dict) or not isinstance(container.get("name"), str):
+            raise _fail(display, obj, f"{where}.name", "is required")
+        image = container.get("image")
+        if not isinstance(image, str) or not DIGEST_REFERENCE.match(image):
+            raise _fail(display, obj, f"{where}.image", f"must pin the image by digest, got {image!r}")
+        for port_index, port in enumerate(container.get("ports") or []):
+            value = (port or {}).get("containerPort")
+            _check_int(display, obj, f"{where}.ports[{port_index}].containerPort", value, low=1, high=65535)
+        if "resources" in container and not isinstance(container["resources"], dict):
+            raise _fail(display, obj, f"{where}.resources", f"must be a mapping, got {container['resources']!r}")
+
+
+# --------------------------------------------------------------------------- serialisation
+
+
+def file_name(obj: Mapping[str, Any]) -> str:
+    """The GitOps file of an object: ``<kind>-<name>.yaml``."""
+    return f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
+
+
+def object_key(obj: Mapping[str, Any]) -> tuple[int, str, str]:
+    """Sort key giving the apply order: by kind rank, then kind, then name."""
+    kind = obj.get("kind", "")
+    rank = KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
+    return (rank, kind, obj.get("metadata", {}).get("name", ""))
+
+
+def dump_object(obj: Mapping[str, Any]) -> str:
+    """Serialise an object deterministically (sorted keys, block style)."""
+    return yaml.safe_dump(dict(obj), sort_keys=True, default_flow_style=False, allow_unicode=True, width=4096)
+
+
+def files_for(objects: list[dict[str, Any]]) -> dict[str, str]:
+    """Turn objects into GitOps files in apply order."""
+    return {file_name(obj): dump_object(obj) for obj in sorted(objects, key=object_key)}
+
+
+def files_digest(files: Mapping[str, str | bytes]) -> str:
+    """sha256 over the files' names and contents, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        content = files[name]
+        digest.update(name.encode() + b"\0" + (content.encode() if isinstance(content, str) else content) + b"\0")
+    return digest.hexdigest()
+
+
+def parse_objects(files: Mapping[str, str | bytes]) -> list[dict[str, Any]]:
+    """Parse GitOps files back into objects, in apply order.
+
+    Raises:
+        InvalidInput: a file is not YAML or holds something that is not an object.
+    """
+    objects: list[dict[str, Any]] = []
+    for name in sorted(files):
+        if not name.endswith((".yaml", ".yml")):
+            continue
+        content = files[name]
+        try:
+            documents = list(yaml.safe_load_all(content))
+        except yaml.YAMLError as exc:
+            raise InvalidInput(f"{name}: not valid YAML: {exc}") from None
+        for document in documents:
+            if document is None:
+                continue
+            if not isinstance(document, dict) or "kind" not in document or "metadata" not in document:
+                raise InvalidInput(f"{name}: holds something that is not a Kubernetes object")
+            objects.append(document)
+    return sorted(objects, key=object_key)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render(spec: ManifestSpec) -> RenderedManifest:
+    """Render a manifest (the pure part of :func:`render_manifest`).
+
+    Args:
+        spec: templates, values, image and target.
+
+    Returns:
+        The rendered manifest.
+
+    Raises:
+        InvalidInput: a template, the values or a rendered object is malformed; the message names
+            the file and the field.
+    """
+    values = merge_values(_load_defaults(spec), spec.values)
+    displays = {name: f"{spec.source}/{name}" for name in spec.templates}
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda name: (spec.templates[name], displays[name], lambda: True)),
+        undefined=_NamedUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    context = {
+        "app": spec.app,
+        "environment": spec.environment,
+        "namespace": spec.namespace,
+        "image": spec.image,
+        "values": _Values(values, "values"),
+    }
+    objects: list[dict[str, Any]] = []
+    origin: dict[tuple[str, str], str] = {}
+    for name in sorted(spec.templates):
+        if not name.endswith(TEMPLATE_SUFFIX):
+            continue
+        display = displays[name]
+        text = _render_file(env, name, display, context)
+        try:
+            documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" (rendered) line {mark.line + 1}" if mark is not None else ""
+            raise InvalidInput(f"{display}{line}: rendered text is not valid YAML: {exc}") from None
+        for document in documents:
+            _check_object(display, document)
+            key = (document["kind"], document["metadata"]["name"])
+            if key in origin:
+                raise _fail(display, document, "metadata.name", f"is also rendered by {origin[key]}")
+            origin[key] = display
+            objects.append(_label(document, spec, display))
+    files = files_for(objects)
+    return RenderedManifest(
+        **spec.target().model_dump(), image=spec.image, files=files, digest=files_digest(files)
+    )
+
+
+def _label(obj: dict[str, Any], spec: ManifestSpec, display: str) -> dict[str, Any]:
+    metadata = obj["metadata"]
+    if obj["kind"] not in CLUSTER_SCOPED:
+        declared = metadata.get("namespace")
+        if declared not in (None, spec.namespace):
+            raise _fail(display, obj, "metadata.namespace", f"is {declared!r}, outside the environment's "
+                        f"namespace {spec.namespace!r}")
+        metadata["namespace"] = spec.namespace
+    metadata["labels"] = {
+        **(metadata.get("labels") or {}),
+        MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+        APP_LABEL: spec.app,
+        ENVIRONMENT_LABEL: spec.environment,
+    }
+    metadata["annotations"] = {
+        **(metadata.get("annotations") or {}),
+        RELEASE_ID_ANNOTATION: spec.release_id,
+        TRACE_ID_ANNOTATION: spec.trace_id,
+    }
+    return obj
+
+
+@stage("render_manifest", per_environment=True)
+def render_manifest(spec: ManifestSpec | Mapping[str, Any]) -> RenderedManifest:
+    """Render the application's manifest for an environment and emit ``ManifestRendered``.
+
+    Args:
+        spec: the templates, the environment's values, the image by digest and the target.
+
+    Returns:
+        The objects as deterministic YAML files, one per object.
+
+    Raises:
+        InvalidInput: malformed input, template, values or object (file and field named).
+    """
+    spec = coerce(ManifestSpec, spec, stage_name="render_manifest")
+    manifest = render(spec)
+    emit(
+        EventName.MANIFEST_RENDERED,
+        release_id=spec.release_id,
+        trace_id=spec.trace_id,
+        payload={
+            "environment": spec.environment,
+            "app": spec.app,
+            "image": spec.image,
+            "files": list(manifest.files),
+            "digest": manifest.digest,
+        },
+        resource={"delivery.environment": spec.environment},
+    )
+    return manifest
