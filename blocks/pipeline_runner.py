@@ -1,0 +1,509 @@
+"""The pipeline runner blocks: run a generated Azure Pipelines YAML and report what it did.
+
+:class:`LocalPipelineRunner` is the embedded default. It reads the pipeline file from a clean
+checkout of the commit, runs each job's ``script`` steps with bash in the job's own clean checkout
+(as separate agents would), runs jobs in parallel where ``dependsOn`` allows, keeps one log file
+per step, enforces each job's ``timeoutInMinutes``, and lets exit codes decide. The
+``PublishTestResults@2`` task reads the JUnit XML the steps wrote; lines starting with
+``##delivery[published]`` in step logs report published packages and images.
+:class:`~blocks.azure_pipelines.AzurePipelinesRunner` maps an Azure run to the same result.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import yaml
+from prefect.blocks.core import Block
+from pydantic import Field
+
+from delivery.errors import InvalidInput, NotFound, PermanentError, TransientError
+from delivery.models import Model, PublishedImage, PublishedPackage, TestCounts
+from delivery.settings import state_dir
+
+PUBLISHED_MARKER = "##delivery[published]"
+TEST_RESULTS_TASK = "PublishTestResults@2"
+_LOG_TAIL = 4000
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    TIMED_OUT = "timed_out"
+    CANCELED = "canceled"
+
+
+class StepResult(Model):
+    """One step of a job."""
+
+    name: str
+    outcome: Outcome
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    log: str | None = Field(default=None, description="Where the step's full log is (path or URL)")
+
+
+class JobResult(Model):
+    """One job of the pipeline."""
+
+    name: str
+    stage: str
+    outcome: Outcome
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    steps: list[StepResult] = Field(default_factory=list)
+    reason: str = ""
+
+
+class PipelineRunResult(Model):
+    """What a pipeline run did, whatever ran it."""
+
+    run_id: str
+    runner: str
+    commit: str
+    succeeded: bool
+    jobs: list[JobResult] = Field(default_factory=list)
+    tests: TestCounts = Field(default_factory=TestCounts)
+    packages: list[PublishedPackage] = Field(default_factory=list)
+    images: list[PublishedImage] = Field(default_factory=list)
+    logs_url: str | None = None
+    reason: str = ""
+    started_at: datetime
+    finished_at: datetime
+
+    def job(self, name: str) -> JobResult:
+        """The job called ``name``."""
+        for job in self.jobs:
+            if job.name == name:
+                return job
+        raise KeyError(name)
+
+
+RunStarted = Callable[[str], None]
+
+
+class PipelineRunner(Block):
+    """Base of pipeline runners."""
+
+    _block_type_name = "Pipeline Runner"
+
+    def run(
+        self,
+        *,
+        repository: str,
+        clone_url: str,
+        commit: str,
+        pipeline_path: str,
+        variables: Mapping[str, str] | None = None,
+        run_name: str = "",
+        on_started: RunStarted | None = None,
+    ) -> PipelineRunResult:  # pragma: no cover - interface
+        """Run the pipeline at ``commit`` to completion.
+
+        Args:
+            repository: the application repository.
+            clone_url: where a runner that clones finds it.
+            commit: the commit to build.
+            pipeline_path: the pipeline file in the repository.
+            variables: queue-time variables (feed and registry locations).
+            run_name: a label for the run, e.g. the release id.
+            on_started: called with the run id once the run is queued.
+
+        Returns:
+            The run's result; a failed run is a result, not an exception.
+        """
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------ the YAML
+
+
+class PipelineJob(Model):
+    """A job as the runner schedules it."""
+
+    name: str
+    stage: str
+    depends_on: list[str]
+    steps: list[dict[str, Any]]
+    timeout_minutes: float = 60
+
+
+def _names(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def _variables(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    found = {}
+    for entry in value:  # the list form: [{name, value}] (groups and templates are not supported)
+        if isinstance(entry, dict) and "name" in entry:
+            found[str(entry["name"])] = str(entry.get("value", ""))
+    return found
+
+
+def parse_pipeline(text: str | bytes) -> tuple[list[PipelineJob], dict[str, str]]:
+    """Read the jobs (with their dependencies resolved to job names) and variables of a pipeline.
+
+    Stages run one after the other unless ``dependsOn`` says otherwise; jobs of a stage run in
+    parallel unless their own ``dependsOn`` orders them.
+
+    Raises:
+        InvalidInput: the YAML is not a pipeline this runner understands.
+    """
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"pipeline: not valid YAML ({exc})") from exc
+    if not isinstance(document, dict):
+        raise InvalidInput("pipeline: expected a mapping")
+    if "stages" in document:
+        stages = document["stages"]
+    elif "jobs" in document:
+        stages = [{"stage": "__default", "jobs": document["jobs"]}]
+    elif "steps" in document:
+        stages = [{"stage": "__default", "jobs": [{"job": "job", "steps": document["steps"]}]}]
+    else:
+        raise InvalidInput("pipeline: needs stages, jobs or steps")
+    jobs: list[PipelineJob] = []
+    stage_jobs: dict[str, list[str]] = {}
+    previous: str | None = None
+    for index, stage in enumerate(stages or []):
+        stage_name = str(stage.get("stage") or f"stage{index}")
+        stage_deps = _names(stage["dependsOn"]) if "dependsOn" in stage else _names(previous)
+        for dep in stage_deps:
+            if dep not in stage_jobs:
+                raise InvalidInput(f"pipeline: stage {stage_name} dependsOn unknown stage {dep!r}")
+        inherited = [job for dep in stage_deps for job in stage_jobs[dep]]
+        names: list[str] = []
+        for job in stage.get("jobs") or []:
+            name = str(job.get("job") or job.get("deployment") or "")
+            if not name:
+                raise InvalidInput(f"pipeline: a job of stage {stage_name} has no name")
+            own = _names(job.get("dependsOn"))
+            for dep in own:
+                if dep not in names and dep not in [s.get("job") for s in stage.get("jobs")]:
+                    raise InvalidInput(f"pipeline: job {name} dependsOn unknown job {dep!r}")
+            jobs.append(PipelineJob(name=name, stage=stage_name, depends_on=inherited + own,
+                                    steps=list(job.get("steps") or []),
+                                    timeout_minutes=float(job.get("timeoutInMinutes") or 60)))
+            names.append(name)
+        stage_jobs[stage_name] = names
+        previous = stage_name
+    if len({job.name for job in jobs}) != len(jobs):
+        raise InvalidInput("pipeline: job names must be unique")
+    return jobs, _variables(document.get("variables"))
+
+
+def read_junit(paths: list[Path]) -> TestCounts:
+    """Add up JUnit XML reports (``testsuites`` or ``testsuite`` roots)."""
+    total = failed = skipped = 0
+    for path in paths:
+        try:
+            root = ElementTree.parse(path).getroot()
+        except ElementTree.ParseError as exc:
+            raise PermanentError(f"test results {path.name}: not JUnit XML ({exc})") from exc
+        suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+        for suite in suites:
+            total += int(suite.get("tests", 0))
+            failed += int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+            skipped += int(suite.get("skipped", 0))
+    return TestCounts(total=total, passed=max(total - failed - skipped, 0), failed=failed, skipped=skipped)
+
+
+def read_published(log_text: str) -> tuple[list[PublishedPackage], list[PublishedImage]]:
+    """Find the ``##delivery[published]`` lines a publish step printed."""
+    packages, images = [], []
+    for line in log_text.splitlines():
+        marker = line.find(PUBLISHED_MARKER)
+        if marker < 0:
+            continue
+        record = json.loads(line[marker + len(PUBLISHED_MARKER):])
+        kind = record.pop("kind", None)
+        if kind == "package":
+            packages.append(PublishedPackage.model_validate(record))
+        elif kind == "image":
+            images.append(PublishedImage.model_validate(record))
+    return packages, images
+
+
+def _env_name(variable: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", variable).upper()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40] or "step"
+
+
+# ------------------------------------------------------------------------------------ local runner
+
+
+class LocalPipelineRunner(PipelineRunner):
+    """Runs the pipeline's script steps on this machine.
+
+    Attributes:
+        work_dir: where runs keep checkouts and logs; default ``<state dir>/pipeline-runs``.
+        max_parallel_jobs: jobs running at once.
+        job_timeout_seconds: overrides every job's ``timeoutInMinutes`` (tests, slow machines).
+        keep_checkouts: keep each job's checkout after the run (logs are always kept).
+    """
+
+    _block_type_name = "Local Pipeline Runner"
+    _block_type_slug = "local-pipeline-runner"
+    _description = "Runs generated Azure Pipelines YAML locally: script steps, parallel jobs, per-step logs."
+
+    work_dir: str | None = None
+    max_parallel_jobs: int = Field(default=2, ge=1)
+    job_timeout_seconds: float | None = Field(default=None, gt=0)
+    keep_checkouts: bool = False
+
+    def run(
+        self,
+        *,
+        repository: str,
+        clone_url: str,
+        commit: str,
+        pipeline_path: str,
+        variables: Mapping[str, str] | None = None,
+        run_name: str = "",
+        on_started: RunStarted | None = None,
+    ) -> PipelineRunResult:
+        """Run the pipeline at ``commit``; see :meth:`PipelineRunner.run`."""
+        started = _now()
+        run_id = f"local-{started:%Y%m%dT%H%M%S}-{_slug(run_name) + '-' if run_name else ''}{secrets.token_hex(3)}"
+        run_dir = Path(self.work_dir or state_dir() / "pipeline-runs") / run_id
+        run_dir.mkdir(parents=True)
+        source = self._checkout(clone_url, commit, run_dir / "source")
+        pipeline_file = source / pipeline_path
+        if not pipeline_file.is_file():
+            raise InvalidInput(f"pipeline file {pipeline_path!r} is not in {repository} at {commit[:12]}")
+        jobs, yaml_variables = parse_pipeline(pipeline_file.read_bytes())
+        if on_started is not None:
+            on_started(run_id)
+        env_vars = {**yaml_variables, **(variables or {})}
+        results = self._schedule(jobs, lambda job: self._run_job(job, clone_url, commit, run_dir, env_vars, run_id))
+        if not self.keep_checkouts:
+            shutil.rmtree(run_dir / "source", ignore_errors=True)
+        ordered = [results[job.name] for job in jobs]
+        return self._summarise(run_id, commit, ordered, run_dir, started)
+
+    # -------------------------------------------------------------- scheduling
+
+    def _schedule(self, jobs: list[PipelineJob], run_job: Callable[[PipelineJob], JobResult]) -> dict[str, JobResult]:
+        results: dict[str, JobResult] = {}
+        pending = {job.name: job for job in jobs}
+        running: dict[Future[JobResult], str] = {}
+        with ThreadPoolExecutor(max_workers=self.max_parallel_jobs, thread_name_prefix="pipeline-job") as pool:
+            while pending or running:
+                progressed = False
+                for name, job in list(pending.items()):
+                    if not all(dep in results for dep in job.depends_on):
+                        continue
+                    del pending[name]
+                    progressed = True
+                    failed = [dep for dep in job.depends_on if results[dep].outcome is not Outcome.SUCCEEDED]
+                    if failed:
+                        results[name] = JobResult(name=name, stage=job.stage, outcome=Outcome.SKIPPED,
+                                                  reason=f"skipped: {', '.join(failed)} did not succeed")
+                    else:
+                        running[pool.submit(run_job, job)] = name
+                if not running:
+                    if pending and not progressed:  # only a dependency cycle leaves jobs that can never start
+                        for name, job in pending.items():
+                            results[name] = JobResult(name=name, stage=job.stage, outcome=Outcome.FAILED,
+                                                      reason=f"dependency cycle through {', '.join(job.depends_on)}")
+                        pending.clear()
+                    continue
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for future in done:
+                    results[running.pop(future)] = future.result()
+        return results
+
+    # -------------------------------------------------------------- one job
+
+    def _checkout(self, clone_url: str, commit: str, target: Path) -> Path:
+        try:
+            subprocess.run(["git", "clone", "--quiet", "--no-checkout", clone_url, str(target)],
+                           check=True, capture_output=True, text=True, timeout=300)
+            subprocess.run(["git", "-C", str(target), "checkout", "--quiet", "--detach", commit],
+                           check=True, capture_output=True, text=True, timeout=300)
+        except subprocess.CalledProcessError as exc:
+            detail = (exc.stderr or "").strip()[-500:]
+            if "did not match" in detail or "reference is not a tree" in detail or "unable to read tree" in detail:
+                raise NotFound(f"commit {commit[:12]} is not in {clone_url}") from exc
+            raise TransientError(f"checkout of {commit[:12]} failed: {detail}") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise TransientError(f"checkout of {commit[:12]} timed out") from exc
+        return target
+
+    def _job_env(self, job: PipelineJob, checkout: Path, staging: Path, commit: str, run_id: str,
+                 variables: Mapping[str, str]) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+        env.update({_env_name(k): v for k, v in variables.items()})
+        env.update({
+            "BUILD_SOURCEVERSION": commit,
+            "BUILD_SOURCESDIRECTORY": str(checkout),
+            "SYSTEM_DEFAULTWORKINGDIRECTORY": str(checkout),
+            "BUILD_ARTIFACTSTAGINGDIRECTORY": str(staging),
+            "AGENT_TEMPDIRECTORY": str(staging.parent / "tmp"),
+            "AGENT_JOBNAME": job.name,
+            "SYSTEM_STAGENAME": job.stage,
+            "BUILD_BUILDID": run_id,
+        })
+        return env
+
+    def _run_job(self, job: PipelineJob, clone_url: str, commit: str, run_dir: Path,
+                 variables: Mapping[str, str], run_id: str) -> JobResult:
+        started = _now()
+        job_dir = run_dir / "jobs" / job.name
+        staging = job_dir / "staging"
+        (job_dir / "tmp").mkdir(parents=True)
+        staging.mkdir()
+        logs = run_dir / "logs" / job.name
+        logs.mkdir(parents=True)
+        try:
+            checkout = self._checkout(clone_url, commit, job_dir / "s")
+        except (TransientError, NotFound) as exc:
+            return JobResult(name=job.name, stage=job.stage, outcome=Outcome.FAILED, started_at=started,
+                             finished_at=_now(), reason=str(exc))
+        env = self._job_env(job, checkout, staging, commit, run_id, variables)
+        budget = self.job_timeout_seconds or job.timeout_minutes * 60
+        deadline = time.monotonic() + budget
+        steps: list[StepResult] = []
+        outcome, reason = Outcome.SUCCEEDED, ""
+        for index, step in enumerate(job.steps, start=1):
+            name = str(step.get("displayName") or step.get("task") or step.get("script", "")[:40])
+            condition = str(step.get("condition", "succeeded()")).replace(" ", "")
+            runs = condition in ("always()", "succeededOrFailed()") or outcome is Outcome.SUCCEEDED
+            if "checkout" in step or not runs:
+                steps.append(StepResult(name=name, outcome=Outcome.SKIPPED))
+                continue
+            log = logs / f"{index:02d}-{_slug(name)}.log"
+            if "script" in step or "bash" in step:
+                result = self._run_script(step, name, checkout, env, log, deadline)
+            elif step.get("task") == TEST_RESULTS_TASK:
+                result = self._publish_test_results(step, name, checkout, log)
+            else:
+                log.write_text(f"step {name!r}: tasks other than {TEST_RESULTS_TASK} run only on Azure Pipelines\n")
+                result = StepResult(name=name, outcome=Outcome.SKIPPED, log=str(log))
+            steps.append(result)
+            if result.outcome is Outcome.TIMED_OUT:
+                outcome, reason = Outcome.TIMED_OUT, f"job {job.name} timed out after {budget:g}s in step {name!r}"
+            elif result.outcome is Outcome.FAILED and outcome is Outcome.SUCCEEDED:
+                outcome = Outcome.FAILED
+                reason = f"step {name!r} of job {job.name} failed (exit code {result.exit_code}); log: {log}"
+        if not self.keep_checkouts:
+            shutil.rmtree(checkout, ignore_errors=True)
+        return JobResult(name=job.name, stage=job.stage, outcome=outcome, started_at=started, finished_at=_now(),
+                         steps=steps, reason=reason)
+
+    def _run_script(self, step: dict[str, Any], name: str, checkout: Path, env: dict[str, str], log: Path,
+                    deadline: float) -> StepResult:
+        directory = checkout / str(step.get("workingDirectory") or ".")
+        if not directory.resolve().is_relative_to(checkout.resolve()):
+            log.write_text(f"workingDirectory {step.get('workingDirectory')!r} leaves the checkout\n")
+            return StepResult(name=name, outcome=Outcome.FAILED, log=str(log))
+        script = str(step.get("script") or step.get("bash"))
+        step_env = {**env, **{k: str(v) for k, v in (step.get("env") or {}).items()}}
+        started = _now()
+        with open(log, "wb") as out:
+            process = subprocess.Popen(["bash", "--noprofile", "--norc", "-e", "-o", "pipefail", "-c", script],
+                                       cwd=directory, env=step_env, stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+            try:
+                code = process.wait(timeout=max(deadline - time.monotonic(), 0.01))
+            except subprocess.TimeoutExpired:
+                _kill_group(process)
+                out.write(b"\n##[error] the job's time limit was reached; the step was stopped\n")
+                return StepResult(name=name, outcome=Outcome.TIMED_OUT, started_at=started, finished_at=_now(),
+                                  log=str(log))
+        outcome = Outcome.SUCCEEDED if code == 0 else Outcome.FAILED
+        return StepResult(name=name, outcome=outcome, exit_code=code, started_at=started, finished_at=_now(),
+                          log=str(log))
+
+    def _publish_test_results(self, step: dict[str, Any], name: str, checkout: Path, log: Path) -> StepResult:
+        started = _now()
+        inputs = step.get("inputs") or {}
+        pattern = str(inputs.get("testResultsFiles") or "**/TEST-*.xml")
+        files = sorted(Path(p) for p in glob.glob(str(checkout / pattern), recursive=True)
+                       if Path(p).resolve().is_relative_to(checkout.resolve()))
+        if not files:
+            log.write_text(f"no test results match {pattern!r}\n")
+            return StepResult(name=name, outcome=Outcome.SUCCEEDED, started_at=started, finished_at=_now(),
+                              log=str(log))
+        counts = read_junit(files)
+        lines = [f"{f.relative_to(checkout)}" for f in files]
+        log.write_text("\n".join(lines) + f"\n##delivery[tests]{counts.model_dump_json()}\n")
+        fail = bool(inputs.get("failTaskOnFailedTests")) and counts.failed > 0
+        return StepResult(name=name, outcome=Outcome.FAILED if fail else Outcome.SUCCEEDED,
+                          exit_code=1 if fail else 0, started_at=started, finished_at=_now(), log=str(log))
+
+    # -------------------------------------------------------------- the summary
+
+    def _summarise(self, run_id: str, commit: str, jobs: list[JobResult], run_dir: Path,
+                   started: datetime) -> PipelineRunResult:
+        tests = TestCounts()
+        packages: list[PublishedPackage] = []
+        images: list[PublishedImage] = []
+        for job in jobs:
+            for step in job.steps:
+                if not step.log or not Path(step.log).exists():
+                    continue
+                text = Path(step.log).read_text(errors="replace")
+                found_packages, found_images = read_published(text)
+                packages += found_packages
+                images += found_images
+                for line in text.splitlines():
+                    if line.startswith("##delivery[tests]"):
+                        counts = TestCounts.model_validate_json(line.removeprefix("##delivery[tests]"))
+                        tests = TestCounts(**{k: getattr(tests, k) + getattr(counts, k)
+                                              for k in TestCounts.model_fields})
+        failed = [job for job in jobs if job.outcome is not Outcome.SUCCEEDED]
+        reason = "; ".join(job.reason for job in failed if job.reason)
+        result = PipelineRunResult(run_id=run_id, runner="local", commit=commit, succeeded=not failed, jobs=jobs,
+                                   tests=tests, packages=packages, images=images, logs_url=(run_dir / "logs").as_uri(),
+                                   reason=reason, started_at=started, finished_at=_now())
+        (run_dir / "result.json").write_text(result.model_dump_json(indent=2))
+        return result
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop a step and everything it started (its own process group)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=5)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
