@@ -74,6 +74,14 @@ class StackTarget(BaseModel):
             raise ValueError(f"backend_url {value!r} must start with one of {', '.join(schemes)}")
         return value
 
+    @model_validator(mode="after")
+    def _passphrase_for_files(self) -> StackTarget:
+        if (self.backend_url is None or self.backend_url.startswith("file://")) and self.passphrase is None:
+            raise ValueError("passphrase is required: a file:// backend encrypts stack secrets with it")
+        if self.passphrase is not None and not self.passphrase.get_secret_value():
+            raise ValueError("passphrase must not be empty")
+        return self
+
     def resolved_backend_url(self) -> str:
         """The backend URL, defaulting to a ``file://`` folder under the product's state folder."""
         if self.backend_url:
@@ -271,8 +279,6 @@ class AutomationBackend:
         if target.passphrase is not None:
             env["PULUMI_CONFIG_PASSPHRASE"] = target.passphrase.get_secret_value()
             secrets_provider = "passphrase"
-        elif backend_url.startswith("file://"):
-            raise InvalidInput("passphrase: a file:// backend needs a passphrase to encrypt the stack's secrets")
         # PulumiCommand wants the folder above bin/; a CLI found elsewhere on PATH is run by name.
         root = target.cli_root or (str(Path(cli).parent.parent) if Path(cli).parent.name == "bin" else None)
         command = auto.PulumiCommand(root=root)
