@@ -162,7 +162,21 @@ def _canonical(document: dict[str, Any]) -> bytes:
 # ------------------------------------------------------------------------------------ the block
 
 
-class OciImageRegistry(Block):
+class ImageRegistry(Block):
+    """Base of image registries: push an assembled image, tell whether one is there by digest."""
+
+    _block_type_name = "Image Registry"
+
+    def pipeline_variables(self) -> dict[str, str]:  # pragma: no cover - interface
+        """Variables the pipeline's publish job reads to reach this registry."""
+        raise NotImplementedError
+
+    def has(self, image: PublishedImage) -> bool:  # pragma: no cover - interface
+        """Whether the registry serves ``image`` by its digest."""
+        raise NotImplementedError
+
+
+class OciImageRegistry(ImageRegistry):
     """An OCI distribution registry (the embedded Debian ``docker-registry``, ACR, any v2 registry).
 
     Attributes:
@@ -250,6 +264,17 @@ class OciImageRegistry(Block):
         if response.status_code == 404:
             raise NotFound(f"image {self.host}/{repository}@{reference} is not in the registry")
         return response.json()
+
+    def has(self, image: PublishedImage, *, transport: httpx.BaseTransport | None = None) -> bool:
+        """Whether this registry serves ``image``'s manifest by digest."""
+        prefix = self.host + "/"
+        if not image.repository.startswith(prefix):
+            return False
+        name = image.repository.removeprefix(prefix)
+        with self._client(transport) as client:
+            response = _call(client, "HEAD", f"/v2/{name}/manifests/{image.digest}",
+                             headers={"Accept": OCI_MANIFEST}, what=f"check {image.reference}", allow=(404,))
+        return response.status_code == 200
 
     def resolve(self, repository: str, tag: str, *, transport: httpx.BaseTransport | None = None) -> str | None:
         """The digest a tag points at now, or None when the tag does not exist."""

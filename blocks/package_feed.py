@@ -53,6 +53,10 @@ class PackageFeed(Block):
         """Variables the pipeline's publish job reads to reach this feed."""
         raise NotImplementedError
 
+    def has(self, package: PublishedPackage) -> bool:  # pragma: no cover - interface
+        """Whether the feed holds ``package`` (name and version)."""
+        raise NotImplementedError
+
 
 class DirectoryPackageFeed(PackageFeed):
     """A folder of wheels, the form ``pip install --find-links`` reads.
@@ -112,6 +116,10 @@ class DirectoryPackageFeed(PackageFeed):
             Path(temporary).unlink(missing_ok=True)
             raise
         return PublishedPackage(name=name, version=version, location=str(target))
+
+    def has(self, package: PublishedPackage) -> bool:
+        """Whether the feed holds a wheel of ``package``'s name and version."""
+        return any(found.name == package.name and found.version == package.version for found in self.list_packages())
 
     def list_packages(self) -> list[PublishedPackage]:
         """The wheels the feed holds, sorted by file name."""
