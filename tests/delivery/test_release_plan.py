@@ -1,0 +1,95 @@
+"""Every pair of ReleasePlan states: the allowed moves land in the ledger, the others are refused."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from delivery.errors import ConflictError, InvalidTransition
+from delivery.models import BuildResult, BuildStatus, RollingStrategy
+from delivery.plan import TRANSITIONS, PlanState, ReleasePlan
+
+ALLOWED = {
+    (PlanState.PLANNED, PlanState.PENDING_APPROVAL),
+    (PlanState.PENDING_APPROVAL, PlanState.APPROVED),
+    (PlanState.PENDING_APPROVAL, PlanState.REJECTED),
+    (PlanState.APPROVED, PlanState.PROMOTING),
+    (PlanState.PROMOTING, PlanState.DEPLOYED),
+    (PlanState.PROMOTING, PlanState.FAILED),
+    (PlanState.FAILED, PlanState.PROMOTING),
+    (PlanState.REJECTED, PlanState.PLANNED),
+}
+ALL_PAIRS = list(itertools.product(PlanState, PlanState))
+
+
+def plan(state: PlanState = PlanState.PLANNED, environment: str = "dev") -> ReleasePlan:
+    build = BuildResult(status=BuildStatus.SUCCEEDED, commit="a" * 40, run_id="run-1")
+    return ReleasePlan(release_id="rel-1", trace_id="t" * 32, app="shop", revision=1, environment=environment,
+                       strategy=RollingStrategy(), planned_by="agent:rm", build=build, state=state)
+
+
+def test_the_table_is_the_designed_machine():
+    # DESIGN.md §3 draws eight arrows (the issue text says seven; the seed's machine has eight).
+    assert set(TRANSITIONS) == ALLOWED
+    assert len(ALL_PAIRS) == 49
+
+
+@pytest.mark.parametrize(("source", "target"), sorted(ALLOWED), ids=lambda s: s.value)
+def test_allowed_transition_succeeds_and_is_in_the_ledger_with_actor_and_reason(ledger, source, target):
+    start = plan(source, environment=f"{source.value}-{target.value}".lower())
+    ledger.save_plan(start)
+    moved, record = start.transition(target, actor="user:alice", reason=f"because {target.value}")
+    ledger.save_plan(moved, record)
+
+    assert moved.state is target
+    assert ledger.get_plan(start.plan_id).state is target
+    [stored] = ledger.transitions(start.plan_id)
+    assert (stored.from_state, stored.to_state) == (source, target)
+    assert stored.actor == "user:alice"
+    assert stored.reason == f"because {target.value}"
+    assert stored.at is not None
+
+
+@pytest.mark.parametrize(("source", "target"), [p for p in ALL_PAIRS if p not in ALLOWED],
+                         ids=lambda s: s.value)
+def test_every_other_pair_raises_invalid_transition(ledger, source, target):
+    start = plan(source)
+    ledger.save_plan(start)
+    with pytest.raises(InvalidTransition) as info:
+        start.transition(target, actor="user:alice", reason="try")
+    assert f"cannot go from {source.value} to {target.value}" in str(info.value)
+    assert ledger.transitions(start.plan_id) == []
+    assert ledger.get_plan(start.plan_id).state is source
+
+
+def test_a_transition_needs_an_actor_and_a_reason():
+    with pytest.raises(InvalidTransition, match="actor and a reason"):
+        plan().transition(PlanState.PENDING_APPROVAL, actor=" ", reason="x")
+    with pytest.raises(InvalidTransition, match="actor and a reason"):
+        plan().transition(PlanState.PENDING_APPROVAL, actor="user:a", reason="")
+
+
+def test_the_walk_to_deployed_is_recorded_in_order(ledger):
+    current = ledger.save_plan(plan())
+    for target in (PlanState.PENDING_APPROVAL, PlanState.APPROVED, PlanState.PROMOTING, PlanState.FAILED,
+                   PlanState.PROMOTING, PlanState.DEPLOYED):
+        current, record = current.transition(target, actor="agent:deployer", reason=f"to {target.value}")
+        ledger.save_plan(current, record)
+    history = ledger.transitions(release_id="rel-1")
+    assert [t.to_state.value for t in history] == [
+        "PendingApproval", "Approved", "Promoting", "Failed", "Promoting", "Deployed"]
+    with pytest.raises(InvalidTransition, match="may go to nothing"):
+        current.transition(PlanState.PROMOTING, actor="x", reason="y")
+
+
+def test_ledger_compare_and_set_refuses_a_stale_writer(ledger):
+    start = ledger.save_plan(plan())
+    first, first_record = start.transition(PlanState.PENDING_APPROVAL, actor="agent:a", reason="submit")
+    ledger.save_plan(first, first_record)
+    # A second writer still holding the Planned plan loses: the stored plan is no longer Planned.
+    stale, stale_record = start.transition(PlanState.PENDING_APPROVAL, actor="agent:b", reason="submit too")
+    with pytest.raises(ConflictError, match="no longer Planned"):
+        ledger.save_plan(stale, stale_record)
+    assert [t.actor for t in ledger.transitions(start.plan_id)] == ["agent:a"]
+    assert ConflictError("x").retryable
