@@ -53,7 +53,7 @@ Emitter = Callable[..., Any]
 
 
 def read_desired_objects(gitops: Any, environment: str, *, ref: str) -> list[dict[str, Any]]:
-    """Parse every app's manifests under ``environments/<env>/`` at ``ref``.
+    """Parse the manifests of every app under ``environments/<env>/`` at ``ref`` (one tree read).
 
     Args:
         gitops: the GitOpsRepo block.
@@ -63,12 +63,19 @@ def read_desired_objects(gitops: Any, environment: str, *, ref: str) -> list[dic
     Returns:
         The desired objects of all the environment's apps.
     """
+    from blocks import git_local
     from tasks.manifest import parse_objects
 
-    objects: list[dict[str, Any]] = []
-    for app in gitops.list_apps(environment, ref=ref):
-        objects.extend(parse_objects(gitops.read_environment(environment, app, ref=ref)))
-    return objects
+    prefix = f"{ENVIRONMENTS_DIR}/{environment}/"
+    # GitOpsRepo reads one app at a time; the drift check wants every app of the environment,
+    # so it reads the environment's tree once from the block's local copy.
+    tree = git_local.read_tree(gitops._local(), prefix, ref=ref)
+    by_app: dict[str, dict[str, bytes]] = {}
+    for path, data in tree.items():
+        app, _, name = path[len(prefix):].partition("/")
+        if name:
+            by_app.setdefault(app, {})[f"{app}/{name}"] = data
+    return [obj for app in sorted(by_app) for obj in parse_objects(by_app[app])]
 
 
 def list_live_objects(runtime: Any, environment: str, namespace: str) -> list[dict[str, Any]]:

@@ -1,0 +1,223 @@
+"""The drift-check flow against the Kubernetes simulator (over HTTP), a real GitOps repo and Prefect.
+
+Out-of-band edits are made with the official Kubernetes client, as an operator with kubectl would.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from blocks.gitops_repo import GitOpsRepo
+from blocks.kubernetes_runtime import KubernetesRuntime
+from delivery.drift import SyncState, SyncStateStore
+from delivery.labels import (
+    APP_LABEL,
+    ENVIRONMENT_LABEL,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    RELEASE_ID_ANNOTATION,
+    TRACE_ID_ANNOTATION,
+)
+from delivery.simulator import KubernetesSimulator
+from flows.drift import check_environment, drift_check
+from tasks.manifest import files_for
+
+NAMESPACE = "drift-dev"
+
+
+def manifests(release_id: str, *, image: str = "registry.local/web:1", config_maps: int = 1) -> list[dict]:
+    """What a release of app `web` put in Git for `dev` (labelled and annotated like render does)."""
+
+    def meta(name: str) -> dict:
+        return {
+            "name": name, "namespace": NAMESPACE,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE, APP_LABEL: "web", ENVIRONMENT_LABEL: "dev"},
+            "annotations": {RELEASE_ID_ANNOTATION: release_id, TRACE_ID_ANNOTATION: "a" * 32},
+        }
+
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta("web"),
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {APP_LABEL: "web"}},
+            "template": {
+                "metadata": {"labels": {APP_LABEL: "web"}},
+                "spec": {"containers": [{"name": "web", "image": image, "ports": [{"name": "http",
+                                                                                     "containerPort": 8080}]}]},
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1", "kind": "Service", "metadata": meta("web"),
+        "spec": {"selector": {APP_LABEL: "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+    }
+    maps = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(f"web-config-{i}"), "data": {"GREETING": "hi"}}
+            for i in range(config_maps)]
+    return [deployment, service, *maps]
+
+
+@dataclass
+class DriftWorld:
+    sim: KubernetesSimulator
+    runtime: KubernetesRuntime
+    gitops: GitOpsRepo
+    release_id: str
+    store: SyncStateStore
+
+    def configure(self, drift: dict | None = None) -> None:
+        """Write delivery.yaml with the dev environment's drift section."""
+        config = {"path": ["dev"], "environments": {"dev": {
+            "namespace": NAMESPACE, "runtime": self.runtime_ref, "drift": drift or {}}}}
+        self.gitops.write_files({"delivery.yaml": yaml.safe_dump(config).encode()}, message="Configure drift",
+                                trailers=[("Release-Id", self.release_id), ("Trace-Id", "a" * 32)])
+
+    def promote(self, objects: list[dict]) -> None:
+        """Put objects in Git for dev/web and apply them, as a promotion and a sync would."""
+        files = {name: text.encode() for name, text in files_for(objects).items()}
+        self.gitops.write_environment("dev", "web", files, message="Promote web to dev",
+                                      trailers=[("Release-Id", self.release_id), ("Trace-Id", "a" * 32)])
+        self.runtime.ensure_namespace(NAMESPACE)
+        self.runtime.apply(objects)
+
+    @property
+    def runtime_ref(self) -> str:
+        return f"kubernetes-runtime/{self.name}"
+
+    name: str = ""
+
+    def apps_api(self):
+        from kubernetes import client, config
+
+        return client.AppsV1Api(config.new_client_from_config_dict(yaml.safe_load(self.sim.kubeconfig())))
+
+    def core_api(self):
+        from kubernetes import client, config
+
+        return client.CoreV1Api(config.new_client_from_config_dict(yaml.safe_load(self.sim.kubeconfig())))
+
+    def set_image(self, image: str) -> None:
+        """An operator's out-of-band edit (strategic merge patch by container name)."""
+        self.apps_api().patch_namespaced_deployment(
+            "web", NAMESPACE, {"spec": {"template": {"spec": {"containers": [{"name": "web", "image": image}]}}}})
+
+    def live_deployment(self):
+        return self.apps_api().read_namespaced_deployment("web", NAMESPACE)
+
+    def check(self) -> dict:
+        (report,) = drift_check(environment="dev")
+        return report
+
+
+@pytest.fixture
+def world(prefect_server, ledger, tmp_path: Path, monkeypatch) -> Iterator[DriftWorld]:
+    name = f"drift-{uuid.uuid4().hex[:8]}"
+    with KubernetesSimulator(ready_delay=0.05) as sim:
+        runtime = KubernetesRuntime(kubeconfig=sim.kubeconfig())
+        runtime.save(name, overwrite=True)
+        gitops = GitOpsRepo(url=str(tmp_path / "gitops.git"))
+        gitops.ensure_exists()
+        gitops.save(name, overwrite=True)
+        monkeypatch.setenv("DELIVERY_GITOPS_REPO_BLOCK", f"gitops-repo/{name}")
+        world = DriftWorld(sim=sim, runtime=runtime, gitops=gitops, release_id=f"rel-{name}",
+                           store=SyncStateStore(ledger.engine), name=name)
+        world.configure()
+        world.promote(manifests(world.release_id))
+        yield world
+
+
+def _fields(report: dict) -> dict[str, list[str]]:
+    return {f"{d['change']} {d['object']['kind']} {d['object']['name']}": d["fields"] for d in report["drift"]}
+
+
+def test_clean_environment_is_synced(world):
+    report = world.check()
+    assert report["drift"] == [] and report["status"]["state"] == "Synced"
+    assert report["desired_objects"] == 3 and report["live_objects"] == 3
+
+
+def test_out_of_band_edit_is_detected_with_its_path_and_reconciled(world):
+    world.set_image("registry.local/web:hacked")
+    report = world.check()
+    assert _fields(report) == {"changed Deployment web": ["spec.template.spec.containers[web].image"]}
+    assert report["reconciled"] is True and report["remaining"] == []
+    assert world.live_deployment().spec.template.spec.containers[0].image == "registry.local/web:1"
+    assert report["status"]["state"] == "Synced" and report["status"]["reason"] == "Reconciled"
+    assert world.check()["drift"] == []  # second run: nothing left to do
+
+
+def test_detect_mode_reports_but_changes_nothing(world):
+    world.configure({"mode": "detect"})
+    world.set_image("registry.local/web:hacked")
+    generation = world.live_deployment().metadata.generation
+    report = world.check()
+    assert _fields(report) == {"changed Deployment web": ["spec.template.spec.containers[web].image"]}
+    assert report["reconciled"] is False and len(report["remaining"]) == 1
+    live = world.live_deployment()
+    assert live.spec.template.spec.containers[0].image == "registry.local/web:hacked"
+    assert live.metadata.generation == generation  # no spec write (the kubelet still updates status)
+    status = world.store.get("dev")
+    assert status.state is SyncState.OUT_OF_SYNC and status.reason == "DriftDetected"
+    assert "Deployment drift-dev/web" in status.message
+
+
+def test_missing_and_extra_objects_are_restored_and_pruned(world):
+    core = world.core_api()
+    core.delete_namespaced_config_map("web-config-0", NAMESPACE)
+    stray = manifests(world.release_id)[2]
+    stray["metadata"]["name"] = "web-stray"
+    world.runtime.apply([stray])
+    report = world.check()
+    assert _fields(report) == {"missing ConfigMap web-config-0": [], "extra ConfigMap web-stray": []}
+    names = {cm.metadata.name for cm in core.list_namespaced_config_map(NAMESPACE).items}
+    assert "web-config-0" in names and "web-stray" not in names
+
+
+def test_unmanaged_objects_are_never_reported_or_touched(world):
+    from kubernetes import client
+
+    core = world.core_api()
+    core.create_namespaced_config_map(NAMESPACE, client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name="someone-elses", labels={"team": "other"}), data={"k": "v"}))
+    core.create_namespaced_config_map(NAMESPACE, client.V1ConfigMap(  # same app and env labels, not ours
+        metadata=client.V1ObjectMeta(name="lookalike", labels={APP_LABEL: "web", ENVIRONMENT_LABEL: "dev"})))
+    report = world.check()
+    assert report["drift"] == [] and report["status"]["state"] == "Synced"
+    names = {cm.metadata.name for cm in core.list_namespaced_config_map(NAMESPACE).items}
+    assert {"someone-elses", "lookalike"} <= names
+    assert core.read_namespaced_config_map("someone-elses", NAMESPACE).data == {"k": "v"}
+
+
+def test_ignored_fields_are_not_drift_and_are_left_alone(world):
+    world.configure({"ignore": ["spec.replicas"]})
+    world.apps_api().patch_namespaced_deployment("web", NAMESPACE, {"spec": {"replicas": 5}})  # an autoscaler
+    report = world.check()
+    assert report["drift"] == [] and report["status"]["state"] == "Synced"
+    assert world.live_deployment().spec.replicas == 5
+
+
+def test_requests_of_a_check_do_not_grow_with_the_number_of_objects(world, ledger):
+    counts = {}
+    for size in (5, 60):
+        world.promote(manifests(world.release_id, config_maps=size))
+        runtime = KubernetesRuntime(kubeconfig=world.sim.kubeconfig())
+        config = _dev_config(world)
+        kwargs = dict(gitops=world.gitops, runtime=runtime, revision=world.gitops.head(), store=world.store,
+                      emitter=None)
+        check_environment("dev", config, **kwargs)  # warms the client's discovery cache
+        world.sim.reset_request_count()
+        report = check_environment("dev", config, **kwargs)
+        counts[size] = world.sim.request_count
+        assert report.desired_objects == size + 2 and report.drift == ()
+    assert counts[5] == counts[60] == len(runtime.managed_kinds)  # one LIST per kind, nothing per object
+
+
+def _dev_config(world: DriftWorld):
+    from delivery.config import load_config
+
+    return load_config(world.gitops.read_config(ref=world.gitops.head())).environment("dev")
