@@ -1,0 +1,445 @@
+"""A small typed client of the Prefect REST API for releases: what the CLI and agents call.
+
+It starts releases (``POST /api/deployments/{id}/create_flow_run`` with
+``idempotency_key=<release_id>:<revision>``, so a retried call gets the same run), finds the
+promotions waiting for approval, approves or rejects them (``POST /api/flow_runs/{id}/resume``,
+reading the orchestration ``status`` ACCEPT/REJECT/ABORT rather than the HTTP code), and reports
+a release's status (plans from the ledger, flow runs from Prefect). SQLite-backed servers answer
+503 under concurrent writes and any server may answer 429: both are retried with backoff.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from delivery.approvals import ApprovalInput
+from delivery.errors import (
+    ApprovalRefused,
+    AuthenticationError,
+    DeliveryError,
+    InvalidInput,
+    NotFound,
+    PermanentError,
+    TransientError,
+)
+from delivery.models import Decision, ReleaseRequest
+from delivery.plan import PlanState
+
+DEFAULT_DEPLOYMENT = "release/release"
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
+
+class ClientModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StartedRelease(ClientModel):
+    """What ``start_release`` returns."""
+
+    release_id: str
+    trace_id: str
+    revision: int
+    flow_run_id: str
+    flow_run_name: str
+    created: bool = Field(description="False when the idempotency key returned an existing run")
+
+
+class PausedRun(ClientModel):
+    """A promotion subflow waiting for a decision."""
+
+    flow_run_id: str
+    name: str
+    environment: str | None
+    pause_key: str | None
+    paused_at: datetime | None = None
+
+
+class ResumeResult(ClientModel):
+    """The orchestration answer to a resume."""
+
+    flow_run_id: str
+    environment: str | None
+    status: str = Field(description="ACCEPT, REJECT or ABORT")
+    reason: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.status == "ACCEPT"
+
+
+class RunStatus(ClientModel):
+    flow_run_id: str
+    name: str
+    flow: str | None = None
+    state: str
+    environment: str | None = None
+
+
+class PlanStatus(ClientModel):
+    environment: str
+    revision: int
+    state: PlanState
+    planned_by: str
+    approvers: list[str]
+    updated_at: datetime
+
+
+class ReleaseStatus(ClientModel):
+    """A release as the ledger and Prefect see it."""
+
+    release_id: str
+    trace_id: str | None
+    plans: list[PlanStatus]
+    runs: list[RunStatus]
+    waiting_for_approval: list[str] = Field(description="Environments paused for a decision")
+
+
+def default_api_url() -> str:
+    """``PREFECT_API_URL`` from the environment or the active Prefect profile."""
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        return url
+    from prefect.settings import PREFECT_API_URL
+
+    value = PREFECT_API_URL.value()
+    if not value:
+        raise InvalidInput("PREFECT_API_URL is not set: start the stack (`delivery up`) or point it at a server")
+    return value
+
+
+def _tag_value(tags: list[str], prefix: str) -> str | None:
+    for tag in tags:
+        if tag.startswith(prefix):
+            return tag[len(prefix):]
+    return None
+
+
+class DeliveryClient:
+    """Typed calls to the Prefect REST API.
+
+    Args:
+        api_url: the Prefect API (``.../api``); default ``PREFECT_API_URL``.
+        timeout: per-request timeout in seconds.
+        retries: attempts after the first on 429/5xx/connection errors.
+        backoff: first retry delay in seconds, doubled each time.
+        transport: an httpx transport (tests).
+    """
+
+    def __init__(
+        self,
+        api_url: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 6,
+        backoff: float = 0.25,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.api_url = (api_url or default_api_url()).rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self._http = httpx.Client(base_url=self.api_url + "/", timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> DeliveryClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ transport
+
+    def _request(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            try:
+                response = self._http.request(method, path.lstrip("/"), json=json)
+            except httpx.TransportError as exc:
+                if attempt == self.retries:
+                    raise TransientError(f"Prefect API at {self.api_url} unreachable: {exc}") from exc
+            else:
+                if response.status_code not in RETRY_STATUSES or attempt == self.retries:
+                    return self._check(response, method, path)
+                retry_after = response.headers.get("retry-after")
+                if retry_after and retry_after.replace(".", "", 1).isdigit():
+                    delay = max(delay, float(retry_after))
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _check(self, response: httpx.Response, method: str, path: str) -> httpx.Response:
+        if response.is_success:
+            return response
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        where = f"{method} {path}: HTTP {response.status_code}: {detail}"
+        if response.status_code in RETRY_STATUSES or response.status_code >= 500:
+            raise TransientError(where)
+        if response.status_code in (401, 403):
+            raise AuthenticationError(where)
+        if response.status_code == 404:
+            raise NotFound(where)
+        if response.status_code in (409, 422):
+            raise InvalidInput(where)
+        raise PermanentError(where)
+
+    # ------------------------------------------------------------------ releases
+
+    def deployment_id(self, name: str = DEFAULT_DEPLOYMENT) -> str:
+        """The id of a deployment named ``<flow>/<deployment>``."""
+        flow_name, _, deployment_name = name.partition("/")
+        return str(self._request("GET", f"/deployments/name/{flow_name}/{deployment_name}").json()["id"])
+
+    def start_release(
+        self, request: ReleaseRequest | Mapping[str, Any], *, deployment: str = DEFAULT_DEPLOYMENT
+    ) -> StartedRelease:
+        """Start (or find) the release flow run for a request.
+
+        Args:
+            request: the release request (a model, or its JSON as a mapping, validated here first).
+            deployment: the release deployment, ``<flow>/<deployment>``.
+
+        Returns:
+            The release id, trace id, revision and flow run id; ``created`` is False when the same
+            ``release_id:revision`` was started before (the same run is returned).
+
+        Raises:
+            InvalidInput: the request is invalid (names the field), here or on the server.
+        """
+        if not isinstance(request, ReleaseRequest):
+            try:
+                request = ReleaseRequest.model_validate(dict(request))
+            except ValidationError as exc:
+                problems = "; ".join(
+                    f"{'.'.join(str(p) for p in err['loc']) or 'request'}: {err['msg']}" for err in exc.errors()
+                )
+                raise InvalidInput(f"invalid release request: {problems}") from None
+        deployment_id = self.deployment_id(deployment)
+        body = {
+            "parameters": {"request": request.model_dump(mode="json")},
+            "idempotency_key": f"{request.release_id}:{request.revision}",
+            "name": request.release_id if request.revision == 1 else f"{request.release_id}-r{request.revision}",
+            "tags": [f"release:{request.release_id}", f"trace:{request.trace_id}"],
+        }
+        response = self._request("POST", f"/deployments/{deployment_id}/create_flow_run", json=body)
+        run = response.json()
+        parameters = (run.get("parameters") or {}).get("request") or {}
+        return StartedRelease(
+            release_id=request.release_id,
+            trace_id=parameters.get("trace_id", request.trace_id),
+            revision=request.revision,
+            flow_run_id=str(run["id"]),
+            flow_run_name=run.get("name") or request.release_id,
+            created=response.status_code == 201,
+        )
+
+    def release_runs(self, release_id: str, *, state_types: list[str] | None = None) -> list[dict[str, Any]]:
+        """Every flow run tagged ``release:<id>`` (the release run and its promotion subflows)."""
+        criteria: dict[str, Any] = {"tags": {"all_": [f"release:{release_id}"]}}
+        if state_types:
+            criteria["state"] = {"type": {"any_": state_types}}
+        body = {"flow_runs": criteria, "sort": "START_TIME_ASC", "limit": 200}
+        return list(self._request("POST", "/flow_runs/filter", json=body).json())
+
+    def paused_runs(self, release_id: str, *, environment: str | None = None) -> list[PausedRun]:
+        """The release's promotions waiting for a decision, optionally in one environment."""
+        paused = []
+        for run in self.release_runs(release_id, state_types=["PAUSED"]):
+            env = _tag_value(run.get("tags") or [], "environment:")
+            if environment is not None and env != environment:
+                continue
+            details = (run.get("state") or {}).get("state_details") or {}
+            paused.append(
+                PausedRun(
+                    flow_run_id=str(run["id"]),
+                    name=run.get("name") or "",
+                    environment=env,
+                    pause_key=details.get("pause_key"),
+                    paused_at=(run.get("state") or {}).get("timestamp"),
+                )
+            )
+        return paused
+
+    def wait_for_pause(
+        self,
+        release_id: str,
+        *,
+        environment: str | None = None,
+        after: PausedRun | None = None,
+        timeout: float = 120.0,
+        interval: float = 0.5,
+    ) -> PausedRun:
+        """Wait until a promotion of the release pauses for a decision (a new pause, if ``after``).
+
+        Raises:
+            TransientError: nothing paused within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            for run in self.paused_runs(release_id, environment=environment):
+                if after is None or (run.flow_run_id, run.pause_key) != (after.flow_run_id, after.pause_key):
+                    return run
+            if time.monotonic() >= deadline:
+                where = f" in {environment}" if environment else ""
+                raise TransientError(f"release {release_id}: no promotion paused for approval{where} in {timeout} s")
+            time.sleep(interval)
+
+    def resume(self, flow_run_id: str, run_input: Mapping[str, Any], *, environment: str | None = None) -> ResumeResult:
+        """Resume a paused run with input; return the orchestration status (never trust the HTTP code).
+
+        The flow saves its input schema just after it pauses: a resume in between is retried briefly.
+        """
+        deadline = time.monotonic() + 10
+        while True:
+            response = self._request("POST", f"/flow_runs/{flow_run_id}/resume", json={"run_input": dict(run_input)})
+            body = response.json()
+            reason = ((body.get("details") or {}).get("reason")) or ""
+            result = ResumeResult(
+                flow_run_id=flow_run_id, environment=environment, status=str(body.get("status", "")), reason=reason
+            )
+            if result.status == "REJECT" and "schema not found" in reason and time.monotonic() < deadline:
+                time.sleep(0.2)
+                continue
+            return result
+
+    def decide(
+        self,
+        release_id: str,
+        *,
+        decision: Decision,
+        approver: str,
+        environment: str | None = None,
+        comment: str = "",
+        wait: float = 0.0,
+    ) -> list[ResumeResult]:
+        """Send one decision to every promotion of the release paused (in ``environment``).
+
+        Args:
+            release_id: the release.
+            decision: approve or reject.
+            approver: the deciding identity (the planner's own decision is refused by the flow).
+            environment: only this environment's promotion.
+            comment: why.
+            wait: seconds to wait for a pause when none is there yet.
+
+        Returns:
+            One result per paused run.
+
+        Raises:
+            NotFound: nothing of that release is waiting for a decision.
+            ApprovalRefused: the server refused the input (status REJECT/ABORT), with its reason.
+        """
+        run_input = ApprovalInput(decision=decision, approver=approver, comment=comment).model_dump(mode="json")
+        paused = self.paused_runs(release_id, environment=environment)
+        if not paused and wait > 0:
+            try:
+                paused = [self.wait_for_pause(release_id, environment=environment, timeout=wait)]
+            except TransientError:
+                paused = []
+        if not paused:
+            where = f" in {environment}" if environment else ""
+            raise NotFound(f"release {release_id}: no promotion is waiting for approval{where}")
+        results = [self.resume(run.flow_run_id, run_input, environment=run.environment) for run in paused]
+        refused = [r for r in results if not r.accepted]
+        if refused:
+            raise ApprovalRefused(
+                "; ".join(f"{r.environment or r.flow_run_id}: {r.status}: {r.reason}" for r in refused)
+            )
+        return results
+
+    def approve(self, release_id: str, *, approver: str, **options: Any) -> list[ResumeResult]:
+        """Approve the release's paused promotion(s); see :meth:`decide`."""
+        return self.decide(release_id, decision=Decision.APPROVE, approver=approver, **options)
+
+    def reject(self, release_id: str, *, approver: str, **options: Any) -> list[ResumeResult]:
+        """Reject the release's paused promotion(s); see :meth:`decide`."""
+        return self.decide(release_id, decision=Decision.REJECT, approver=approver, **options)
+
+    def flow_run(self, flow_run_id: str) -> dict[str, Any]:
+        """One flow run as the API returns it."""
+        return dict(self._request("GET", f"/flow_runs/{flow_run_id}").json())
+
+    def status(self, release_id: str, *, ledger_url: str | None = None) -> ReleaseStatus:
+        """A release's plans (from the ledger) and flow runs (from Prefect)."""
+        from delivery.approvals import counted_approvers
+        from delivery.ledger import Ledger
+
+        plans = Ledger(ledger_url).plans(release_id=release_id)
+        runs = self.release_runs(release_id)
+        trace_id = plans[0].trace_id if plans else None
+        for run in runs:
+            trace_id = trace_id or _tag_value(run.get("tags") or [], "trace:")
+        latest: dict[str, Any] = {}
+        for plan in plans:
+            if plan.environment not in latest or plan.revision >= latest[plan.environment].revision:
+                latest[plan.environment] = plan
+        return ReleaseStatus(
+            release_id=release_id,
+            trace_id=trace_id,
+            plans=[
+                PlanStatus(
+                    environment=p.environment, revision=p.revision, state=p.state, planned_by=p.planned_by,
+                    approvers=counted_approvers(p.approvals), updated_at=p.updated_at,
+                )
+                for p in latest.values()
+            ],
+            runs=[
+                RunStatus(
+                    flow_run_id=str(r["id"]), name=r.get("name") or "",
+                    state=((r.get("state") or {}).get("name") or (r.get("state_type") or "?")),
+                    environment=_tag_value(r.get("tags") or [], "environment:"),
+                )
+                for r in runs
+            ],
+            waiting_for_approval=sorted(
+                {_tag_value(r.get("tags") or [], "environment:") or "?" for r in runs
+                 if (r.get("state") or {}).get("type") == "PAUSED"}
+            ),
+        )
+
+    def wait_for_run(self, flow_run_id: str, *, timeout: float = 600.0, interval: float = 1.0) -> dict[str, Any]:
+        """Wait until a flow run reaches a final state; return it.
+
+        Raises:
+            TransientError: still running after ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.flow_run(flow_run_id)
+            if (run.get("state") or {}).get("type") in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}:
+                return run
+            if time.monotonic() >= deadline:
+                raise TransientError(f"flow run {flow_run_id} still {run.get('state_name')} after {timeout} s")
+            time.sleep(interval)
+
+
+@contextmanager
+def delivery_client(api_url: str | None = None, **options: Any) -> Iterator[DeliveryClient]:
+    """Open a :class:`DeliveryClient` and close it afterwards."""
+    client = DeliveryClient(api_url, **options)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+__all__ = [
+    "DeliveryClient",
+    "DeliveryError",
+    "PausedRun",
+    "ReleaseStatus",
+    "ResumeResult",
+    "StartedRelease",
+    "delivery_client",
+]

@@ -1,0 +1,140 @@
+"""Stage 9 on a real Prefect server: policy gates, pauses, approvals given through the REST resume."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from governance_support import PLANNER, Approver, Step, new_request, succeeded_build
+from prefect import flow, tags
+
+from delivery.config import EnvironmentConfig
+from delivery.models import BuildResult, Decision, ReleaseRequest
+from delivery.plan import PlanState, ReleasePlan
+from tasks.approval import POLICY_ACTOR, TIMEOUT_ACTOR, request_approval
+from tasks.plan import plan_release
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+PROD = EnvironmentConfig.model_validate(
+    {
+        "namespace": "app-prod",
+        "runtime": "kubernetes-runtime/local",
+        "policies": {"tests-passed": "build.tests.failed == 0"},
+        "approval": {"required": True, "approvers": ["user:alice", "user:bob", "agent:qa-bot"], "min_approvers": 2},
+    }
+)
+
+
+@flow(name="plan-and-approve")
+def plan_and_approve(
+    request: ReleaseRequest, build: BuildResult, environment: str, settings: EnvironmentConfig
+) -> ReleasePlan:
+    plan = plan_release(request, build, environment, settings.strategy)
+    return request_approval(plan, settings)
+
+
+def _run(request: ReleaseRequest, settings: EnvironmentConfig, *, build: BuildResult | None = None) -> ReleasePlan:
+    with tags(f"release:{request.release_id}", "environment:prod"):
+        return plan_and_approve(request, build or succeeded_build(), "prod", settings)
+
+
+def _states_of_runs(api_url: str, release_id: str) -> set[str]:
+    with httpx.Client(base_url=api_url + "/") as http:
+        runs = http.post("flow_runs/filter", json={"flow_runs": {"tags": {"all_": [f"release:{release_id}"]}}}).json()
+        states: set[str] = set()
+        for run in runs:
+            history = http.get("flow_run_states/", params={"flow_run_id": run["id"]}).json()
+            states |= {s["type"] for s in history}
+        return states
+
+
+def test_planner_and_outsider_refused_repeat_counts_once_until_two_distinct_approvers(prefect_server, ledger) -> None:
+    request = new_request()
+    plan_id = f"{request.release_id}/r1/prod"
+
+    def still_pending(refused: str, reason: str):
+        def check() -> None:
+            assert ledger.get_plan(plan_id).state is PlanState.PENDING_APPROVAL
+            last = ledger.approvals(plan_id)[-1]
+            assert (last.approver, last.counted) == (refused, False)
+            assert reason in last.refused_reason
+        return check
+
+    approver = Approver(prefect_server, request.release_id, [
+        Step(" Agent:Release-Manager", then=still_pending(" Agent:Release-Manager".strip(), "segregation of duties")),
+        Step("user:mallory", then=still_pending("user:mallory", "not an allowed approver")),
+        Step("user:alice", comment="looks good"),
+        Step("USER:ALICE", then=still_pending("USER:ALICE", "counts once")),
+        Step("agent:qa-bot"),
+    ]).start()
+    plan = _run(request, PROD)
+    approver.join()
+
+    assert plan.state is PlanState.APPROVED
+    audit = [(a.approver, a.counted) for a in ledger.approvals(plan_id)]
+    assert audit == [
+        ("Agent:Release-Manager", False), ("user:mallory", False), ("user:alice", True),
+        ("USER:ALICE", False), ("agent:qa-bot", True),
+    ]
+    history = [(t.from_state, t.to_state, t.actor) for t in ledger.transitions(plan_id)]
+    assert history == [
+        (PlanState.PLANNED, PlanState.PENDING_APPROVAL, PLANNER),
+        (PlanState.PENDING_APPROVAL, PlanState.APPROVED, "agent:qa-bot"),
+    ]
+    assert "user:alice, agent:qa-bot" in ledger.transitions(plan_id)[-1].reason
+    # the gates ran before asking and again once signed, each evaluation recorded
+    evaluations = ledger.policy_evaluations(plan_id)
+    assert [(e["policy"], e["passed"]) for e in evaluations] == [("tests-passed", True)] * 2
+    assert evaluations[0]["detail"].startswith("before approval") and evaluations[1]["detail"].startswith("after")
+
+
+def test_failing_policy_rejects_without_a_pause(prefect_server, ledger) -> None:
+    request = new_request()
+    plan = _run(request, PROD, build=succeeded_build(failed_tests=1))
+    assert plan.state is PlanState.REJECTED
+    plan_id = plan.plan_id
+    last = ledger.transitions(plan_id)[-1]
+    assert last.actor == POLICY_ACTOR and "tests-passed" in last.reason
+    assert [(e["policy"], e["passed"]) for e in ledger.policy_evaluations(plan_id)] == [("tests-passed", False)]
+    assert ledger.approvals(plan_id) == []
+    states = _states_of_runs(prefect_server, request.release_id)
+    assert "COMPLETED" in states and "PAUSED" not in states
+
+
+def test_approval_timeout_rejects_and_the_run_completes(prefect_server, ledger) -> None:
+    settings = PROD.model_copy(update={"approval": PROD.approval.model_copy(update={"timeout_seconds": 3})})
+    request = new_request()
+    plan = _run(request, settings)
+    assert plan.state is PlanState.REJECTED
+    last = ledger.transitions(plan.plan_id)[-1]
+    assert last.actor == TIMEOUT_ACTOR and "timed out after 3 s with 0 of 2" in last.reason
+    states = _states_of_runs(prefect_server, request.release_id)
+    assert "PAUSED" in states and "FAILED" not in states
+
+
+def test_rejection_then_resubmission_plans_a_new_revision(prefect_server, ledger) -> None:
+    first = new_request()
+    rejecter = Approver(prefect_server, first.release_id, [Step("user:bob", Decision.REJECT, comment="not today")])
+    rejecter.start()
+    rejected = _run(first, PROD)
+    rejecter.join()
+    assert rejected.state is PlanState.REJECTED
+    assert ledger.transitions(rejected.plan_id)[-1].reason == "rejected by user:bob: not today"
+
+    second = first.model_copy(update={"revision": 2})
+    approver = Approver(prefect_server, first.release_id, [Step("user:alice"), Step("user:bob")]).start()
+    approved = _run(second, PROD)
+    approver.join()
+    assert approved.state is PlanState.APPROVED and approved.revision == 2
+    assert approved.plan_id == f"{first.release_id}/r2/prod"
+    revised = ledger.get_plan(rejected.plan_id)
+    assert revised.state is PlanState.PLANNED
+    assert ledger.transitions(rejected.plan_id)[-1].reason == "revise and replan: superseded by revision 2"
+    assert [p.revision for p in ledger.plans(release_id=first.release_id)] == [1, 2]
+
+
+def test_no_approval_required_is_approved_by_the_gate(prefect_server, ledger) -> None:
+    settings = PROD.model_copy(update={"approval": PROD.approval.model_copy(update={"required": False})})
+    plan = _run(new_request(), settings)
+    assert plan.state is PlanState.APPROVED
+    assert ledger.transitions(plan.plan_id)[-1].actor == POLICY_ACTOR
