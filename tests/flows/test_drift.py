@@ -5,9 +5,13 @@ Out-of-band edits are made with the official Kubernetes client, as an operator w
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,10 @@ import yaml
 
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
+from delivery.cli.drift import setup_drift_alerts
 from delivery.drift import SyncState, SyncStateStore
+from delivery.errors import InvalidInput
+from delivery.events import EventName, emit
 from delivery.labels import (
     APP_LABEL,
     ENVIRONMENT_LABEL,
@@ -221,3 +228,117 @@ def _dev_config(world: DriftWorld):
     from delivery.config import load_config
 
     return load_config(world.gitops.read_config(ref=world.gitops.head())).environment("dev")
+
+
+# --------------------------------------------------------------------------- alerts
+
+
+class WebhookListener:
+    """An HTTP listener on 127.0.0.1 that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.received: list[dict] = []
+        self.condition = threading.Condition()
+        listener = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with listener.condition:
+                    listener.received.append({"body": json.loads(body), "headers": dict(self.headers)})
+                    listener.condition.notify_all()
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def wait_for(self, predicate, *, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        with self.condition:
+            while True:
+                for item in self.received:
+                    if predicate(item["body"]):
+                        return item
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError(f"no matching webhook call within {timeout}s; got {self.received}")
+                self.condition.wait(remaining)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[WebhookListener]:
+    listener = WebhookListener()
+    yield listener
+    listener.close()
+
+
+def test_sync_degraded_event_calls_the_webhook(prefect_server, webhook):
+    first = setup_drift_alerts("http://127.0.0.1:9/unused")
+    assert setup_drift_alerts(webhook.url, headers={"Authorization": "Bearer t0ken"}) == first  # updated in place
+    emit(EventName.SYNC_DEGRADED, release_id="rel-alert-1", trace_id="t" * 32,
+         payload={"environment": "staging", "state": "Degraded", "reason": "PersistentDrift",
+                  "message": "1 drifted object(s) in 3 consecutive check(s)", "revision": "abc123"},
+         resource={"delivery.environment": "staging"})
+    call = webhook.wait_for(lambda body: body.get("environment") == "staging")
+    assert call["body"]["alert"] == "delivery.SyncDegraded"
+    assert call["body"]["reason"] == "PersistentDrift" and call["body"]["release_id"] == "rel-alert-1"
+    assert call["headers"].get("Authorization") == "Bearer t0ken"
+
+
+def test_alert_setup_refuses_a_non_http_url(prefect_server):
+    with pytest.raises(InvalidInput, match="webhook_url"):
+        setup_drift_alerts("ftp://example.invalid/hook")
+
+
+def _events(name: str, release_id: str) -> list[dict]:
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    body = {"filter": {"event": {"name": [name]}, "resource": {"id": [f"delivery.release.{release_id}"]}}, "limit": 50}
+    response = httpx.post(f"{PREFECT_API_URL.value()}/events/filter", json=body, timeout=10)
+    response.raise_for_status()
+    return response.json()["events"]
+
+
+def _wait_for_events(name: str, release_id: str, *, timeout: float = 30) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = _events(name, release_id)
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def test_drift_that_keeps_coming_back_degrades_alerts_and_recovers(world, webhook):
+    setup_drift_alerts(webhook.url)
+    world.configure({"degraded_after": 2})
+    states = []
+    for attempt in range(2):  # someone keeps setting the image back after every reconcile
+        world.set_image(f"registry.local/web:hotfix-{attempt}")
+        report = world.check()
+        assert report["reconciled"] is True
+        states.append((report["status"]["state"], report["status"]["consecutive_drift"]))
+    assert states == [("Synced", 1), ("Degraded", 2)]
+    status = world.store.get("dev")
+    assert status.reason == "PersistentDrift" and "2 consecutive check(s)" in status.message
+
+    alert = webhook.wait_for(lambda body: body.get("release_id") == world.release_id)
+    assert alert["body"]["alert"] == "delivery.SyncDegraded" and alert["body"]["state"] == "Degraded"
+    assert "spec.template.spec.containers[web].image" in alert["body"]["message"]
+
+    report = world.check()  # the culprit stopped: nothing drifts
+    assert report["drift"] == [] and report["status"]["state"] == "Synced"
+    assert world.store.get("dev").state is SyncState.SYNCED
+    recovered = _wait_for_events("delivery.SyncRecovered", world.release_id)
+    assert recovered and recovered[0]["payload"]["state"] == "Synced"
+    assert len(_wait_for_events("delivery.DriftDetected", world.release_id)) == 2
