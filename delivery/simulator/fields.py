@@ -202,7 +202,8 @@ def server_side_apply(
     still_owned = others | applied.keys()
     orphaned = (mine.paths if mine else set()) - still_owned
     result = copy.deepcopy(old) if old else {}
-    for path in sorted(orphaned, key=len, reverse=True):
+    # Deepest first, and an item's key field after its other fields (the key finds the item).
+    for path in sorted(orphaned, key=lambda p: (len(p), not _is_item_key(p)), reverse=True):
         if _is_item_key(path) and any(p[: len(path) - 1] == path[:-1] for p in still_owned):
             continue
         _remove(result, path)

@@ -255,9 +255,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if lines is None:
                 self._chunk([("ERROR", _expired(since))])
-                return
-            self._chunk(lines)
-            while not self.server.stopping.is_set():
+            else:
+                self._chunk(lines)
+            while lines is not None and not self.server.stopping.is_set():
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break

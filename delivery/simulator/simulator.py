@@ -20,13 +20,14 @@ class KubernetesSimulator:
         ready_delay: Seconds after a Deployment's spec change until its rollout completes.
         host: Interface to bind; loopback only by default.
         port: TCP port; 0 picks a free one.
+        kubelet: Run the loop that writes Deployment status; off, status changes only through the API.
     """
 
-    def __init__(self, ready_delay: float = 0.3, *, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, ready_delay: float = 0.3, *, host: str = "127.0.0.1", port: int = 0, kubelet: bool = True):
         self.ready_delay = ready_delay
         self._address = (host, port)
         self.store = Store()
-        self.kubelet = Kubelet(self.store, ready_delay=ready_delay)
+        self.kubelet = Kubelet(self.store, ready_delay=ready_delay) if kubelet else None
         self._server: SimulatorServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -42,9 +43,12 @@ class KubernetesSimulator:
         if self._server is not None:
             return self.url
         self._server = SimulatorServer(self._address, self.store)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="simulator-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="simulator-http", daemon=True
+        )
         self._thread.start()
-        self.kubelet.start()
+        if self.kubelet is not None:
+            self.kubelet.start()
         return self.url
 
     def stop(self) -> None:
@@ -58,7 +62,8 @@ class KubernetesSimulator:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-        self.kubelet.stop()
+        if self.kubelet is not None:
+            self.kubelet.stop()
 
     def __enter__(self) -> KubernetesSimulator:
         self.start()

@@ -266,6 +266,8 @@ class Store:
                         for child in list(self._objects[other].get(name, {}).values()):
                             self._remove(other, name, child)
                 self._remove(rt, namespace, old)
+        if rt.kind == "Service":  # the API server answers with the deleted Service, other kinds with a Status
+            return old
         return success(rt, name, meta["uid"])
 
     def delete_collection(
