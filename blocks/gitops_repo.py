@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from git import Repo
+from git.exc import GitCommandError
 from prefect.blocks.core import Block
 from pydantic import Field
 
@@ -40,6 +41,13 @@ def healthy_tag(environment: str, app: str) -> str:
     """The tag naming the last healthy revision of an application in an environment."""
     environment_prefix(environment, app)
     return f"healthy/{environment}/{app}"
+
+
+def _is_commit(repo: Repo, sha: str) -> bool:
+    try:
+        return repo.git.cat_file("-t", sha).strip() == "commit"
+    except GitCommandError:
+        return False
 
 
 class GitOpsRepo(Block):
@@ -205,6 +213,8 @@ class GitOpsRepo(Block):
             raise NotFound(f"{self.url}: no commit {revision!r} to tag {tag}")
         repo: Repo = git_local.open_bare(local)
         try:
+            if not _is_commit(repo, sha):
+                raise NotFound(f"{self.url}: no commit {revision!r} to tag {tag}")
             with git_local._translated(f"tag {tag}"):
                 if self._is_local():
                     repo.git.update_ref(f"refs/tags/{tag}", sha)

@@ -367,7 +367,14 @@ class KubernetesRuntime(Block):
             return False
         return True
 
-    def prune(self, desired: list[dict[str, Any]], *, selector: str, dry_run: bool = False) -> list[ObjectRef]:
+    def prune(
+        self,
+        desired: list[dict[str, Any]],
+        *,
+        selector: str,
+        dry_run: bool = False,
+        live: list[dict[str, Any]] | None = None,
+    ) -> list[ObjectRef]:
         """Delete what the selector picks that ``desired`` no longer has.
 
         Only objects carrying ``app.kubernetes.io/managed-by=gitops-delivery`` are ever deleted, even
@@ -377,6 +384,7 @@ class KubernetesRuntime(Block):
             desired: the objects Git holds.
             selector: the managed selector of the application and environment.
             dry_run: report what would be deleted without deleting.
+            live: the selector's objects if the caller just listed them (saves the LISTs).
 
         Returns:
             The objects deleted (or that would be).
@@ -386,11 +394,12 @@ class KubernetesRuntime(Block):
         wanted = {ObjectRef.of(obj).key for obj in desired}
         kinds = list(dict.fromkeys([*self.managed_kinds, *(f"{o['apiVersion']}/{o['kind']}" for o in desired)]))
         pruned: list[ObjectRef] = []
-        for live in reversed(self.list_managed(selector=selector, kinds=kinds)):
-            labels = (live.get("metadata") or {}).get("labels") or {}
+        candidates = live if live is not None else self.list_managed(selector=selector, kinds=kinds)
+        for obj in sorted(candidates, key=_apply_rank, reverse=True):
+            labels = (obj.get("metadata") or {}).get("labels") or {}
             if labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE:
                 continue
-            ref = ObjectRef.of(live)
+            ref = ObjectRef.of(obj)
             if ref.key in wanted:
                 continue
             if self.delete(ref, dry_run=dry_run):

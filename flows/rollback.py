@@ -1,0 +1,57 @@
+"""The ``roll_back`` flow: return an environment to its last healthy revision, on demand.
+
+The GitOps repository's ``delivery.yaml`` says which runtime block and namespace the environment
+uses and its default strategy; the flow loads those blocks, restores ``healthy/<env>/<app>`` and
+syncs it (:func:`tasks.rollback.roll_back`).
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+from prefect.blocks.core import Block
+from pydantic import Field
+
+from blocks.gitops_repo import GitOpsRepo
+from delivery.config import load_config
+from delivery.ids import new_release_id, new_trace_id
+from delivery.models import Model
+from delivery.settings import block_ref
+from tasks.rollback import RollbackResult, RollbackSpec, roll_back
+
+
+class RollbackRequest(Model):
+    """An on-demand rollback: which application, where, who asks and why."""
+
+    environment: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+    app: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$")
+    requested_by: str = Field(min_length=1, description="Who asks, e.g. user:alice")
+    reason: str = Field(default="on-demand rollback", max_length=2000)
+    release_id: str = Field(default_factory=lambda: new_release_id().replace("rel-", "rollback-", 1))
+    trace_id: str = Field(default_factory=new_trace_id, pattern=r"^[A-Za-z0-9-]{8,64}$")
+    timeout_seconds: float = Field(default=120, gt=0, le=3600)
+    gitops_repo: str | None = Field(default=None, description="GitOpsRepo block ref; default from settings")
+
+
+@flow(name="roll_back", log_prints=True)
+def roll_back_environment(request: RollbackRequest) -> RollbackResult:
+    """Roll an environment back to its last healthy revision.
+
+    Args:
+        request: the environment, the application, who asks and why.
+
+    Returns:
+        The restoring revision and whether the restored rollouts are healthy.
+
+    Raises:
+        InvalidInput: the environment is not in ``delivery.yaml``.
+    """
+    repo = GitOpsRepo.load(request.gitops_repo or block_ref("gitops_repo"))
+    config = load_config(repo.read_config(ref=repo.branch))
+    environment = config.environment(request.environment)
+    runtime = Block.load(environment.runtime)
+    spec = RollbackSpec(
+        release_id=request.release_id, trace_id=request.trace_id, app=request.app,
+        environment=request.environment, namespace=environment.namespace, strategy=environment.strategy.name,
+        reason=request.reason, requested_by=request.requested_by, timeout_seconds=request.timeout_seconds,
+    )
+    return roll_back(runtime, repo, spec)

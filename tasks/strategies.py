@@ -1,0 +1,309 @@
+"""Deployment strategies: the phases a release goes through in one environment, and running them.
+
+Every phase is a GitOps commit followed by a sync and a health gate, so Git always says what runs:
+
+- ``rolling``: one phase; the objects are updated in place.
+- ``blue_green``: Deployments ``<name>-blue`` / ``<name>-green`` (label ``delivery.gitops/slot``).
+  Phase ``deploy-<idle>`` adds the new version in the idle slot (the Service still selects the live
+  slot) and gates it; phase ``switch-<idle>`` moves the Service selector. The previous slot stays,
+  so a rollback is a switch back.
+- ``canary``: the stable Deployment carries ``delivery.gitops/track: stable``; phases
+  ``canary-<pct>`` add ``<name>-canary`` with ``ceil(replicas * pct / 100)`` replicas (stable and
+  everything else in Git unchanged) and gate it; phase ``promote`` makes the new version stable
+  and removes the canary.
+
+A first deployment (nothing in Git yet) needs no gradual phases. On failure the environment is
+rolled back to its last healthy revision (:mod:`tasks.rollback`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import Field
+
+from blocks.gitops_repo import GitOpsRepo
+from blocks.kubernetes_runtime import KubernetesRuntime
+from delivery.errors import DeliveryError
+from delivery.models import BlueGreenStrategy, CanaryStrategy, Model, RollingStrategy, Strategy
+from tasks.health import HealthSpec, HttpProbeSpec, check_health
+from tasks.manifest import ManifestSpec, files_for, parse_objects, render_manifest
+from tasks.promote import Promotion, promote
+from tasks.rollback import SLOT_LABEL, TRACK_LABEL, RollbackResult, RollbackSpec, roll_back
+from tasks.stage import stage_cache_key
+from tasks.sync import SyncSpec, sync_environment
+
+SLOTS = ("blue", "green")
+
+
+class Phase(Model):
+    """One step of a strategy: what Git must hold, which Deployments gate it."""
+
+    name: str
+    files: dict[str, str]
+    gate: list[str] = Field(description="Deployments whose rollout gates the phase")
+    final: bool = Field(description="The last phase: its success marks the revision healthy")
+    description: str
+
+
+# --------------------------------------------------------------------------- object helpers
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return obj["metadata"]["name"]
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    return (obj["kind"], _name(obj))
+
+
+def _deployments(objects: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [dict(obj) for obj in objects if obj["kind"] == "Deployment"]
+
+
+def _labelled(deployment: Mapping[str, Any], labels: Mapping[str, str], *, name: str | None = None,
+              replicas: int | None = None) -> dict[str, Any]:
+    """A copy of a Deployment with extra selector/pod labels (and a new name or replica count)."""
+    out = copy.deepcopy(dict(deployment))
+    meta = out.setdefault("metadata", {})
+    if name is not None:
+        meta["name"] = name
+    meta["labels"] = {**(meta.get("labels") or {}), **labels}
+    spec = out.setdefault("spec", {})
+    selector = spec.setdefault("selector", {})
+    selector["matchLabels"] = {**(selector.get("matchLabels") or {}), **labels}
+    template_meta = spec.setdefault("template", {}).setdefault("metadata", {})
+    template_meta["labels"] = {**(template_meta.get("labels") or {}), **labels}
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return out
+
+
+def _selecting(service: Mapping[str, Any], slot: str) -> dict[str, Any]:
+    out = copy.deepcopy(dict(service))
+    spec = out.setdefault("spec", {})
+    if spec.get("selector"):
+        spec["selector"] = {**spec["selector"], SLOT_LABEL: slot}
+    return out
+
+
+def live_slot(objects: Sequence[Mapping[str, Any]]) -> str | None:
+    """The slot the Services select, or None when no Service selects a slot."""
+    for obj in objects:
+        if obj["kind"] == "Service":
+            slot = ((obj.get("spec") or {}).get("selector") or {}).get(SLOT_LABEL)
+            if slot in SLOTS:
+                return slot
+    return None
+
+
+# --------------------------------------------------------------------------- planning (pure)
+
+
+def plan_phases(
+    strategy: Strategy, *, rendered: Mapping[str, str], current: Mapping[str, bytes | str]
+) -> list[Phase]:
+    """Plan the phases of a release in one environment.
+
+    Args:
+        strategy: rolling, blue_green or canary (with its steps).
+        rendered: the new manifest's files (:func:`tasks.manifest.render_manifest`).
+        current: what Git holds for the environment now.
+
+    Returns:
+        The phases in order; the last one is ``final``.
+    """
+    new = parse_objects(rendered)
+    cur = parse_objects(current)
+    if isinstance(strategy, BlueGreenStrategy):
+        return _blue_green(new, cur)
+    if isinstance(strategy, CanaryStrategy):
+        return _canary(new, cur, strategy.steps)
+    files = files_for(new)
+    return [Phase(name="deploy", files=files, gate=[_name(d) for d in _deployments(new)], final=True,
+                  description="update in place")]
+
+
+def _blue_green(new: list[dict[str, Any]], cur: list[dict[str, Any]]) -> list[Phase]:
+    live = live_slot(cur)
+    idle = "blue" if live in (None, "green") else "green"
+
+    def in_slot(objects: list[dict[str, Any]], slot: str) -> list[dict[str, Any]]:
+        out = []
+        for obj in objects:
+            if obj["kind"] == "Deployment":
+                out.append(_labelled(obj, {SLOT_LABEL: slot}, name=f"{_name(obj)}-{slot}"))
+            elif obj["kind"] == "Service":
+                out.append(_selecting(obj, slot))
+            else:
+                out.append(obj)
+        return out
+
+    target = in_slot(new, idle)
+    idle_deployments = _deployments(target)
+    gate = [_name(d) for d in idle_deployments]
+    if live is None:
+        return [Phase(name=f"deploy-{idle}", files=files_for(target), gate=gate, final=True,
+                      description=f"first deployment, into slot {idle}")]
+    live_deployments = [d for d in _deployments(cur) if (d["metadata"].get("labels") or {}).get(SLOT_LABEL) == live]
+    cur_keys = {_key(obj) for obj in cur}
+    idle_names = {_name(d) for d in idle_deployments}
+    staged = [obj for obj in cur if not (obj["kind"] == "Deployment" and _name(obj) in idle_names)]
+    staged += idle_deployments + [o for o in target if o["kind"] != "Deployment" and _key(o) not in cur_keys]
+    switched = target + live_deployments
+    return [
+        Phase(name=f"deploy-{idle}", files=files_for(staged), gate=gate, final=False,
+              description=f"new version in idle slot {idle}; Service still on {live}"),
+        Phase(name=f"switch-{idle}", files=files_for(switched), gate=gate, final=True,
+              description=f"Service switched from {live} to {idle}"),
+    ]
+
+
+def _canary(new: list[dict[str, Any]], cur: list[dict[str, Any]], steps: list[int]) -> list[Phase]:
+    stable = [(_labelled(o, {TRACK_LABEL: "stable"}) if o["kind"] == "Deployment" else o) for o in new]
+    stable_names = [_name(d) for d in _deployments(stable)]
+    live_stable = {_name(d) for d in _deployments(cur)
+                   if (d["metadata"].get("labels") or {}).get(TRACK_LABEL) == "stable"}
+    final = Phase(name="promote", files=files_for(stable), gate=stable_names, final=True,
+                  description="new version made stable, canary removed")
+    if not live_stable & set(stable_names):
+        return [final.model_copy(update={"name": "deploy", "description": "first deployment, no stable to protect"})]
+    cur_keys = {_key(obj) for obj in cur}
+    kept = [obj for obj in cur if not (obj["kind"] == "Deployment" and _name(obj).endswith("-canary"))]
+    added = [o for o in stable if o["kind"] != "Deployment" and _key(o) not in cur_keys]
+    phases = []
+    for percent in steps:
+        canaries = []
+        for deployment in _deployments(new):
+            total = int((deployment.get("spec") or {}).get("replicas", 1))
+            share = max(1, math.ceil(total * percent / 100))
+            canaries.append(_labelled(deployment, {TRACK_LABEL: "canary"}, name=f"{_name(deployment)}-canary",
+                                      replicas=share))
+        phases.append(Phase(name=f"canary-{percent}", files=files_for(kept + added + canaries),
+                            gate=[_name(c) for c in canaries], final=False,
+                            description=f"canary at {percent}% of replicas; stable unchanged"))
+    return [*phases, final]
+
+
+# --------------------------------------------------------------------------- running
+
+
+class HealthSettings(Model):
+    """How long and how a phase is gated."""
+
+    timeout_seconds: float = Field(default=120, gt=0, le=3600)
+    poll_seconds: float = Field(default=0.5, gt=0, le=30)
+    http_probe: HttpProbeSpec | None = Field(default=None, description="Probed at the final phase")
+
+
+class PhaseOutcome(Model):
+    """What one phase did."""
+
+    name: str
+    git_revision: str
+    committed: bool
+    changed: int
+    pruned: int
+    healthy: bool
+    message: str
+
+
+class DeploymentOutcome(Model):
+    """The result of deploying a release into one environment with its strategy."""
+
+    environment: str
+    app: str
+    strategy: str
+    git_revision: str = Field(description="Where the environment's Git state ends (after a rollback: its commit)")
+    failed_revision: str | None = Field(default=None, description="The revision abandoned by the rollback")
+    healthy: bool
+    rolled_back: bool
+    phases: list[PhaseOutcome] = Field(default_factory=list)
+    rollback: RollbackResult | None = None
+    message: str = ""
+
+
+def _in_phase(task: Any, phase: str) -> Any:
+    """The same stage keyed (for resume) on its phase as well, so each phase runs once per release."""
+    base = stage_cache_key(task.name, per_environment=True)
+
+    def key(context: Any, parameters: dict[str, Any]) -> str | None:
+        value = base(context, parameters)
+        return f"{value}-{phase}" if value else None
+
+    return task.with_options(cache_key_fn=key, task_run_name=f"{task.name}[{phase}]")
+
+
+def deploy_with_strategy(
+    runtime: KubernetesRuntime,
+    repo: GitOpsRepo,
+    spec: ManifestSpec,
+    *,
+    strategy: Strategy | None = None,
+    health: HealthSettings | None = None,
+    artifact_ids: Sequence[str] = (),
+    planned_by: str | None = None,
+    approved_by: Sequence[str] = (),
+) -> DeploymentOutcome:
+    """Deploy a release into one environment: render, then per phase promote -> sync -> health.
+
+    A failure after the first commit rolls the environment back to its last healthy revision and
+    is reported in the outcome (``healthy=False, rolled_back=True``) rather than raised.
+
+    Args:
+        runtime: the environment's runtime.
+        repo: the GitOps repository.
+        spec: templates, environment values, the image by digest and the target.
+        strategy: default rolling.
+        health: gate timeout, poll interval and the optional HTTP probe.
+        artifact_ids: ``Artifact-Id`` trailers of the promotion commits.
+        planned_by: ``Planned-By`` trailer.
+        approved_by: ``Approved-By`` trailers.
+
+    Returns:
+        The outcome: revision, healthy, rolled_back, the phases and the rollback.
+
+    Raises:
+        InvalidInput: malformed templates or values (nothing was committed).
+        DeliveryError: a failure before anything was committed.
+    """
+    strategy = strategy or RollingStrategy()
+    health = health or HealthSettings()
+    target = spec.target().model_dump()
+    manifest = render_manifest(spec)
+    phases = plan_phases(strategy, rendered=manifest.files,
+                         current=repo.read_environment(spec.environment, spec.app, ref=repo.branch))
+    outcomes: list[PhaseOutcome] = []
+    revision: str | None = None
+    try:
+        for phase in phases:
+            promoted = _in_phase(promote, phase.name)(repo, Promotion(
+                **target, files=phase.files, phase=phase.name, artifact_ids=list(artifact_ids),
+                planned_by=planned_by, approved_by=list(approved_by)))
+            revision = promoted.git_revision
+            synced = _in_phase(sync_environment, phase.name)(runtime, repo, SyncSpec(**target, git_revision=revision))
+            checked = _in_phase(check_health, phase.name)(runtime, repo, HealthSpec(
+                **target, git_revision=revision, deployments=phase.gate, timeout_seconds=health.timeout_seconds,
+                poll_seconds=health.poll_seconds, http_probe=health.http_probe if phase.final else None,
+                mark_healthy=phase.final))
+            outcomes.append(PhaseOutcome(name=phase.name, git_revision=revision, committed=promoted.created,
+                                         changed=len(synced.changed), pruned=len(synced.pruned), healthy=True,
+                                         message=checked.message))
+    except DeliveryError as exc:
+        if revision is None:
+            raise
+        rollback = roll_back(runtime, repo, RollbackSpec(
+            **target, strategy=strategy.name, reason=str(exc), failed_revision=revision,
+            requested_by=planned_by, timeout_seconds=health.timeout_seconds, poll_seconds=health.poll_seconds))
+        return DeploymentOutcome(
+            environment=spec.environment, app=spec.app, strategy=strategy.name, git_revision=rollback.git_revision,
+            failed_revision=revision, healthy=False, rolled_back=True, phases=outcomes, rollback=rollback,
+            message=f"{exc}; rolled back: {rollback.message}",
+        )
+    return DeploymentOutcome(
+        environment=spec.environment, app=spec.app, strategy=strategy.name, git_revision=revision or "",
+        healthy=True, rolled_back=False, phases=outcomes, message=f"{len(outcomes)} phase(s) healthy",
+    )

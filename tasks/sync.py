@@ -1,0 +1,117 @@
+"""Stage 13a: reconcile an environment's Git revision onto the runtime (apply + prune).
+
+Every object Git holds is server-side applied (an unchanged object keeps its resourceVersion);
+every managed object of the application and environment that Git no longer holds is deleted;
+nothing without the managed labels is ever touched. Emits ``GitOpsSynced`` with the revision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import Field
+
+from blocks.gitops_repo import GitOpsRepo
+from blocks.kubernetes_runtime import KubernetesRuntime, ObjectRef
+from delivery.errors import InvalidInput
+from delivery.events import EventName, emit
+from delivery.labels import APP_LABEL, ENVIRONMENT_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, managed_selector
+from tasks.manifest import DeployTarget, coerce, parse_objects
+from tasks.stage import stage
+
+
+class SyncSpec(DeployTarget):
+    """Which environment to reconcile, at which GitOps revision."""
+
+    git_revision: str | None = Field(default=None, description="GitOps commit; default: the branch head")
+    dry_run: bool = False
+
+
+class SyncResult(DeployTarget):
+    """What a reconciliation did."""
+
+    git_revision: str
+    changed: list[ObjectRef] = Field(default_factory=list, description="Created or updated objects")
+    unchanged: list[ObjectRef] = Field(default_factory=list)
+    pruned: list[ObjectRef] = Field(default_factory=list)
+
+    @property
+    def no_op(self) -> bool:
+        """True when the runtime already matched Git."""
+        return not self.changed and not self.pruned
+
+
+def desired_objects(repo: GitOpsRepo, target: DeployTarget, git_revision: str) -> list[dict[str, Any]]:
+    """The objects Git holds for an environment at a revision, checked to be ours to manage.
+
+    Raises:
+        InvalidInput: an object lacks the managed labels or lives outside the environment's namespace.
+    """
+    files = repo.read_environment(target.environment, target.app, ref=git_revision)
+    objects = parse_objects(files)
+    wanted = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, APP_LABEL: target.app, ENVIRONMENT_LABEL: target.environment}
+    for obj in objects:
+        meta = obj.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        missing = [f"{k}={v}" for k, v in wanted.items() if labels.get(k) != v]
+        if missing:
+            raise InvalidInput(f"{ObjectRef.of(obj)} in Git at {git_revision[:12]}: metadata.labels lacks "
+                               f"{', '.join(missing)}: it could never be pruned")
+        if meta.get("namespace") not in (None, target.namespace):
+            raise InvalidInput(f"{ObjectRef.of(obj)} in Git: metadata.namespace is not {target.namespace!r}")
+    return objects
+
+
+def reconcile(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: SyncSpec) -> SyncResult:
+    """Apply and prune (the stage's body, also used by rollbacks and the drift check).
+
+    Returns:
+        What changed, what did not, and what was pruned.
+    """
+    git_revision = spec.git_revision or repo.head()
+    objects = desired_objects(repo, spec, git_revision)
+    selector = managed_selector(app=spec.app, environment=spec.environment)
+    if not spec.dry_run:
+        runtime.ensure_namespace(spec.namespace)
+    kinds = list(dict.fromkeys([*runtime.managed_kinds, *(f"{o['apiVersion']}/{o['kind']}" for o in objects)]))
+    live = runtime.list_managed(selector=selector, kinds=kinds)
+    before = {ObjectRef.of(obj).key: ObjectRef.of(obj).resource_version for obj in live}
+    applied = runtime.apply(objects, dry_run=spec.dry_run)
+    pruned = runtime.prune(objects, selector=selector, dry_run=spec.dry_run, live=live)
+    changed = [ref for ref in applied if before.get(ref.key) != ref.resource_version]
+    unchanged = [ref for ref in applied if before.get(ref.key) == ref.resource_version]
+    return SyncResult(**spec.target().model_dump(), git_revision=git_revision, changed=changed,
+                      unchanged=unchanged, pruned=pruned)
+
+
+@stage("sync_environment", per_environment=True)
+def sync_environment(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: SyncSpec | Mapping[str, Any]) -> SyncResult:
+    """Reconcile the environment's Git revision onto the runtime; emit ``GitOpsSynced``.
+
+    Args:
+        runtime: the environment's runtime.
+        repo: the GitOps repository.
+        spec: the environment and the revision (default: head).
+
+    Returns:
+        The revision synced and what changed; a second sync of the same revision changes nothing.
+    """
+    spec = coerce(SyncSpec, spec, stage_name="sync_environment")
+    result = reconcile(runtime, repo, spec)
+    emit(
+        EventName.GITOPS_SYNCED,
+        release_id=spec.release_id,
+        trace_id=spec.trace_id,
+        payload={
+            "environment": spec.environment,
+            "app": spec.app,
+            "revision": result.git_revision,
+            "changed": [str(ref) for ref in result.changed],
+            "unchanged": len(result.unchanged),
+            "pruned": [str(ref) for ref in result.pruned],
+            "dry_run": spec.dry_run,
+        },
+        resource={"delivery.environment": spec.environment},
+    )
+    return result

@@ -1,0 +1,191 @@
+"""Strategies: phase planning (pure) and full deployments with rollback, on the simulator and a real GitOps repo."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from runtime_support import APP, FAIL, IMAGE_V1, IMAGE_V2, IMAGE_V3, RuntimeEnv, runtime_env, subset_equal
+
+from delivery.errors import InvalidInput
+from delivery.models import BlueGreenStrategy, CanaryStrategy, RollingStrategy
+from tasks.manifest import parse_objects, render
+from tasks.rollback import SLOT_LABEL, TRACK_LABEL
+from tasks.strategies import DeploymentOutcome, HealthSettings, deploy_with_strategy, plan_phases
+
+HEALTH = HealthSettings(timeout_seconds=20, poll_seconds=0.05)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[RuntimeEnv]:
+    with runtime_env(tmp_path, ready_delay=0.1) as environment:
+        yield environment
+
+
+def deploy(env: RuntimeEnv, strategy: Any, *, image: str, values: dict | None = None) -> DeploymentOutcome:
+    from prefect import flow
+
+    @flow
+    def one_environment() -> DeploymentOutcome:
+        return deploy_with_strategy(env.runtime, env.repo, env.spec(image=image, values=values), strategy=strategy,
+                                    health=HEALTH, artifact_ids=["art-1"], planned_by="agent:planner",
+                                    approved_by=["user:alice"])
+
+    return one_environment()
+
+
+def assert_live_equals_git(env: RuntimeEnv, ref: str) -> dict[tuple[str, str], dict]:
+    """Every object Git holds at ``ref`` is live with those fields; nothing else managed is live."""
+    desired = parse_objects(env.repo.read_environment(env.environment, APP, ref=ref))
+    live = env.live_by_name()
+    assert set(live) == {(o["kind"], o["metadata"]["name"]) for o in desired}
+    for obj in desired:
+        differences = subset_equal({k: v for k, v in obj.items() if k != "status"},
+                                   live[(obj["kind"], obj["metadata"]["name"])])
+        assert differences == [], differences
+    return live
+
+
+def deployment(live: dict, name: str) -> dict:
+    return live[("Deployment", name)]
+
+
+def image_of(obj: dict) -> str:
+    return obj["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def rendered(image: str = IMAGE_V1, **values: Any) -> dict[str, str]:
+    from runtime_support import SAMPLE_DEPLOY
+
+    from tasks.manifest import ManifestSpec, templates_from_dir
+
+    return render(ManifestSpec(release_id="rel-p", trace_id="t" * 32, app=APP, environment="dev", namespace="dev",
+                               image=image, templates=templates_from_dir(SAMPLE_DEPLOY),
+                               values={"replicas": 4, **values})).files
+
+
+def objects_of(files: dict[str, str]) -> dict[tuple[str, str], dict]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in parse_objects(files)}
+
+
+def test_rolling_is_one_phase_in_place() -> None:
+    (phase,) = plan_phases(RollingStrategy(), rendered=rendered(), current={})
+    assert phase.final and phase.gate == [APP] and phase.files == rendered()
+
+
+def test_blue_green_deploys_the_idle_slot_then_switches_the_service() -> None:
+    (first,) = plan_phases(BlueGreenStrategy(), rendered=rendered(), current={})
+    assert first.name == "deploy-blue" and first.final and first.gate == [f"{APP}-blue"]
+    live_files = {name: text.encode() for name, text in first.files.items()}
+    staged, switched = plan_phases(BlueGreenStrategy(), rendered=rendered(IMAGE_V2), current=live_files)
+    assert (staged.name, switched.name) == ("deploy-green", "switch-green")
+    staged_objects, switched_objects = objects_of(staged.files), objects_of(switched.files)
+    assert staged_objects[("Service", APP)]["spec"]["selector"][SLOT_LABEL] == "blue"
+    assert staged.files[f"deployment-{APP}-blue.yaml"] == first.files[f"deployment-{APP}-blue.yaml"]
+    green = staged_objects[("Deployment", f"{APP}-green")]
+    assert image_of(green) == IMAGE_V2 and green["spec"]["selector"]["matchLabels"][SLOT_LABEL] == "green"
+    assert switched_objects[("Service", APP)]["spec"]["selector"][SLOT_LABEL] == "green"
+    assert switched.files[f"deployment-{APP}-blue.yaml"] == first.files[f"deployment-{APP}-blue.yaml"]
+    assert switched.final and not staged.final and staged.gate == switched.gate == [f"{APP}-green"]
+
+
+def test_canary_steps_take_a_share_of_replicas_and_leave_stable_alone() -> None:
+    (first,) = plan_phases(CanaryStrategy(), rendered=rendered(), current={})
+    assert first.name == "deploy"
+    stable = objects_of(first.files)[("Deployment", APP)]
+    assert stable["spec"]["selector"]["matchLabels"][TRACK_LABEL] == "stable"
+    current = {name: text.encode() for name, text in first.files.items()}
+    phases = plan_phases(CanaryStrategy(steps=[10, 50, 100]), rendered=rendered(IMAGE_V2), current=current)
+    assert [p.name for p in phases] == ["canary-10", "canary-50", "canary-100", "promote"]
+    for phase, replicas in zip(phases[:3], [1, 2, 4], strict=True):
+        canary = objects_of(phase.files)[("Deployment", f"{APP}-canary")]
+        assert canary["spec"]["replicas"] == replicas and image_of(canary) == IMAGE_V2
+        assert canary["spec"]["template"]["metadata"]["labels"][TRACK_LABEL] == "canary"
+        assert {n: t for n, t in phase.files.items() if "canary" not in n} == first.files
+        assert phase.gate == [f"{APP}-canary"] and not phase.final
+    promoted = objects_of(phases[-1].files)
+    assert image_of(promoted[("Deployment", APP)]) == IMAGE_V2 and ("Deployment", f"{APP}-canary") not in promoted
+
+
+# --------------------------------------------------------------------------- deployments
+
+
+@pytest.mark.parametrize("strategy", [RollingStrategy(), BlueGreenStrategy(), CanaryStrategy(steps=[50, 100])],
+                         ids=lambda s: s.name)
+def test_a_release_that_never_becomes_ready_is_rolled_back_to_the_last_healthy_revision(
+    prefect_server: str, env: RuntimeEnv, strategy: Any
+) -> None:
+    good = deploy(env, strategy, image=IMAGE_V1)
+    assert good.healthy and not good.rolled_back
+    healthy = env.repo.healthy_revision(env.environment, APP)
+    assert healthy == good.git_revision == env.repo.head()
+    before = assert_live_equals_git(env, healthy)
+
+    bad = deploy(env, strategy, image=IMAGE_V2, values=FAIL)
+
+    assert not bad.healthy and bad.rolled_back and bad.rollback is not None
+    assert bad.rollback.restored_from == healthy and bad.failed_revision not in (None, healthy)
+    assert env.repo.healthy_revision(env.environment, APP) == healthy
+    assert env.repo.read_environment(env.environment, APP) == env.repo.read_environment(env.environment, APP,
+                                                                                         ref=healthy)
+    after = assert_live_equals_git(env, healthy)
+    assert bad.rollback.healthy
+    if strategy.name == "rolling":
+        assert image_of(deployment(after, APP)) == IMAGE_V1
+        assert "simulator.delivery.gitops/fail" not in str(deployment(after, APP)["spec"])
+    if strategy.name == "blue_green":
+        assert after[("Service", APP)]["spec"]["selector"][SLOT_LABEL] == "blue"
+        assert ("Deployment", f"{APP}-green") not in after
+        assert deployment(after, f"{APP}-blue")["metadata"]["resourceVersion"] == \
+            deployment(before, f"{APP}-blue")["metadata"]["resourceVersion"]
+        assert "switched back to slot blue" in bad.rollback.message
+    if strategy.name == "canary":
+        assert not [key for key in after if key[1].endswith("-canary")]
+        assert deployment(after, APP)["metadata"]["resourceVersion"] == \
+            deployment(before, APP)["metadata"]["resourceVersion"]
+        assert [p.name for p in bad.phases] == []  # the first canary step already failed
+
+
+def test_blue_green_and_canary_upgrades_end_on_the_new_version(prefect_server: str, env: RuntimeEnv) -> None:
+    assert deploy(env, BlueGreenStrategy(), image=IMAGE_V1).healthy
+    upgraded = deploy(env, BlueGreenStrategy(), image=IMAGE_V2)
+    assert upgraded.healthy and [p.name for p in upgraded.phases] == ["deploy-green", "switch-green"]
+    live = assert_live_equals_git(env, upgraded.git_revision)
+    assert live[("Service", APP)]["spec"]["selector"][SLOT_LABEL] == "green"
+    assert image_of(deployment(live, f"{APP}-green")) == IMAGE_V2
+    assert image_of(deployment(live, f"{APP}-blue")) == IMAGE_V1
+
+    canary = deploy(env, CanaryStrategy(steps=[25, 100]), image=IMAGE_V3)
+    assert canary.healthy and [p.name for p in canary.phases] == ["deploy"]  # no stable track yet
+    second = deploy(env, CanaryStrategy(steps=[25, 100]), image=IMAGE_V1)
+    assert [p.name for p in second.phases] == ["canary-25", "canary-100", "promote"]
+    live = assert_live_equals_git(env, second.git_revision)
+    assert image_of(deployment(live, APP)) == IMAGE_V1 and ("Deployment", f"{APP}-canary") not in live
+    assert env.repo.healthy_revision(env.environment, APP) == second.git_revision
+
+
+def test_malformed_values_are_refused_before_anything_is_committed(prefect_server: str, env: RuntimeEnv) -> None:
+    head = env.repo.head()
+    with pytest.raises(InvalidInput, match="spec.replicas"):
+        deploy(env, RollingStrategy(), image=IMAGE_V1, values={"replicas": "many"})
+    assert env.repo.head() == head
+    assert env.live() == []
+
+
+def test_commits_carry_the_release_trailers(prefect_server: str, env: RuntimeEnv) -> None:
+    from git import Repo
+
+    outcome = deploy(env, RollingStrategy(), image=IMAGE_V1)
+    message = Repo(env.repo.url).commit(outcome.git_revision).message
+    for trailer in ("Release-Id: rel-rt-", "Trace-Id: ", "Artifact-Id: art-1", "Planned-By: agent:planner",
+                    "Approved-By: user:alice", "Delivery-Phase: deploy"):
+        assert trailer in message
+    deployment_file = env.repo.read_environment(env.environment, APP)[f"deployment-{APP}.yaml"]
+    annotations = yaml.safe_load(deployment_file)["metadata"]["annotations"]
+    assert annotations["delivery.gitops/release-id"].startswith("rel-rt-")
