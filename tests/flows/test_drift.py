@@ -342,3 +342,65 @@ def test_drift_that_keeps_coming_back_degrades_alerts_and_recovers(world, webhoo
     recovered = _wait_for_events("delivery.SyncRecovered", world.release_id)
     assert recovered and recovered[0]["payload"]["state"] == "Synced"
     assert len(_wait_for_events("delivery.DriftDetected", world.release_id)) == 2
+
+
+# --------------------------------------------------------------------------- the scheduled deployment
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _drift_deployment_entry() -> dict:
+    document = yaml.safe_load((REPO_ROOT / "prefect.yaml").read_text())
+    (entry,) = [d for d in document["deployments"] if d["name"] == "drift-check"]
+    return entry
+
+
+def test_prefect_yaml_schedules_the_drift_check_every_five_minutes():
+    from prefect.flows import load_flow_from_entrypoint
+
+    entry = _drift_deployment_entry()
+    assert [s["cron"] for s in entry["schedules"]] == ["*/5 * * * *"]
+    assert load_flow_from_entrypoint(str(REPO_ROOT / entry["entrypoint"])).name == "drift-check"
+
+
+def test_the_deployment_from_prefect_yaml_runs_the_check_through_the_cli(world):
+    import os
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.settings import PREFECT_API_URL
+    from typer.testing import CliRunner
+
+    from delivery.cli.main import app
+
+    pool = f"drift-test-{world.name}"
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_WORKER_QUERY_SECONDS": "1"}
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    prefect = [sys.executable, "-m", "prefect"]
+    deployed = subprocess.run([*prefect, "--no-prompt", "deploy", "--name", "drift-check", "--pool", pool],
+                              cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    with get_client(sync_client=True) as client:
+        deployment = client.read_deployment_by_name("drift-check/drift-check")
+    assert [s.schedule.cron for s in deployment.schedules] == ["*/5 * * * *"]
+
+    world.set_image("registry.local/web:hacked")
+    worker = subprocess.Popen([*prefect, "worker", "start", "--pool", pool, "--type", "process"], cwd=REPO_ROOT,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        result = CliRunner().invoke(app, ["drift", "check", "--env", "dev", "--json", "--timeout", "240"])
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    assert result.exit_code == 0, result.output
+    output = json.loads(result.output)
+    (report,) = output["reports"]
+    assert _fields(report) == {"changed Deployment web": ["spec.template.spec.containers[web].image"]}
+    assert report["reconciled"] is True
+    assert world.live_deployment().spec.template.spec.containers[0].image == "registry.local/web:1"
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(output["flow_run_id"])
+    assert run.deployment_id == deployment.id
