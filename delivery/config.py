@@ -98,15 +98,14 @@ class ApprovalRules(ConfigModel):
 
 
 class HttpProbe(ConfigModel):
-    """An HTTP health probe through the Service, after the rollout is ready."""
+    """An HTTP probe: a URL that must answer ``expected_status`` once the rollout is ready."""
 
-    path: str = Field(default="/healthz", pattern=r"^/")
-    port: int | None = Field(default=None, ge=1, le=65535)
+    url: str = Field(pattern=r"^https?://")
     expected_status: int = Field(default=200, ge=100, le=599)
 
 
 def _probe_shorthand(value: Any) -> Any:
-    return {"path": value} if isinstance(value, str) else value
+    return {"url": value} if isinstance(value, str) else value
 
 
 class HealthGates(ConfigModel):

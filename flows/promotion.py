@@ -1,0 +1,388 @@
+"""The promotion loop: walk the environment path, one subflow per environment.
+
+For each environment up to the request's target: plan (stage 8) -> policy gate and approval
+(stage 9, pausing the subflow) -> under the environment's lock: infrastructure when configured
+(stage 11) -> deploy with the strategy (render, promote, sync, health; rollback on failure) ->
+Deployed, or Failed. A rejected or failed environment stops the path; later ones are not touched.
+
+One promotion per environment at a time: the Prefect global concurrency limit
+``delivery-env-<env>`` (limit 1) is created by the product before use and acquired strictly, so a
+missing limit is an error rather than a silent no-lock. A markdown artifact ``release-<id>``
+summarises each environment's state, revision, approvers and timings, refreshed as the path moves.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime
+
+from prefect import flow, get_run_logger, tags
+from prefect.artifacts import create_markdown_artifact
+from prefect.blocks.core import Block
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from pydantic import Field
+
+from delivery.approvals import counted_approvers
+from delivery.config import DeliveryConfig, EnvironmentConfig, load_config
+from delivery.errors import (
+    ApprovalRefused,
+    DeliveryError,
+    HealthCheckFailed,
+    InvalidInput,
+    PermanentError,
+    PolicyViolation,
+)
+from delivery.ledger import Ledger
+from delivery.models import BuildResult, Model, ReleaseRequest, utcnow
+from delivery.plan import PlanState, ReleasePlan
+from delivery.settings import block_ref
+from tasks.approval import POLICY_ACTOR, request_approval
+from tasks.plan import plan_release
+
+PROMOTION_ACTOR = "system:promotion"
+LOCK_TIMEOUT_SECONDS = float(os.environ.get("DELIVERY_LOCK_TIMEOUT_SECONDS", "3600"))
+
+
+class EnvironmentOutcome(Model):
+    """Where one environment of the path ended for this release."""
+
+    environment: str
+    state: PlanState | None = Field(default=None, description="None: not reached")
+    revision: int
+    plan_id: str | None = None
+    approvers: list[str] = Field(default_factory=list)
+    reason: str = ""
+    error_type: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class PromotionSummary(Model):
+    """The outcome of the whole path."""
+
+    release_id: str
+    trace_id: str
+    revision: int
+    environments: list[EnvironmentOutcome]
+
+    @property
+    def deployed(self) -> bool:
+        return all(env.state is PlanState.DEPLOYED for env in self.environments)
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def load_delivery_config() -> DeliveryConfig:
+    """Read and validate ``delivery.yaml`` from the GitOps repository (the ``gitops_repo`` block).
+
+    Raises:
+        InvalidInput: missing or invalid configuration, naming the field.
+    """
+    repo = Block.load(block_ref("gitops_repo"))
+    return load_config(repo.read_config())
+
+
+def check_request(request: ReleaseRequest, config: DeliveryConfig) -> list[str]:
+    """Check a release request against the delivery configuration, before anything is written.
+
+    Args:
+        request: the release.
+        config: the delivery configuration.
+
+    Returns:
+        The environments to walk, in order.
+
+    Raises:
+        InvalidInput: unknown target environment (or a strategy the configuration cannot take).
+    """
+    if request.target_environment is not None and request.target_environment not in config.environments:
+        raise InvalidInput(
+            f"target_environment: unknown environment {request.target_environment!r}; "
+            f"the promotion path is {' -> '.join(config.path)}"
+        )
+    return config.path_to(request.target_environment)
+
+
+def validate_promotion(request: ReleaseRequest) -> DeliveryConfig:
+    """Load the configuration and check the request against it; call first in the release flow.
+
+    Raises:
+        InvalidInput: bad configuration or request, naming the field.
+    """
+    config = load_delivery_config()
+    check_request(request, config)
+    return config
+
+
+# --------------------------------------------------------------------------- locks
+
+
+def lock_name(environment: str) -> str:
+    """The global concurrency limit guarding an environment."""
+    return f"delivery-env-{environment}"
+
+
+def ensure_environment_lock(environment: str) -> str:
+    """Create the environment's global concurrency limit (limit 1) when missing; return its name."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    name = lock_name(environment)
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            except ObjectAlreadyExists:
+                pass  # another release created it first
+    return name
+
+
+# --------------------------------------------------------------------------- the deploy steps
+
+
+def provision_infrastructure(plan: ReleasePlan, settings: EnvironmentConfig) -> None:
+    """Stage 11, when the environment names an infrastructure stack."""
+    if settings.infrastructure is None:
+        return
+    from tasks.infrastructure import provision_if_configured
+
+    provision_if_configured(plan, settings)
+
+
+def _image_of(plan: ReleasePlan) -> str:
+    images = plan.build.images
+    named = [image for image in images if image.repository.rsplit("/", 1)[-1] == plan.app]
+    return (named or images)[0].reference
+
+
+def load_templates(plan: ReleasePlan) -> dict[str, str]:
+    """The application's ``deploy/`` templates and values at the built commit, from the git host.
+
+    Raises:
+        InvalidInput: the application has no ``deploy/`` folder at that commit.
+    """
+    host = Block.load(block_ref("git_host"))
+    files = host.read_tree(plan.app, "deploy", ref=plan.build.commit)
+    templates = {path.rsplit("/", 1)[-1]: data.decode() for path, data in files.items() if path.count("/") == 1}
+    if not templates:
+        raise InvalidInput(f"app {plan.app!r}: no deploy/ templates at commit {plan.build.commit[:12]}")
+    return templates
+
+
+def deploy_environment(plan: ReleasePlan, settings: EnvironmentConfig, request: ReleaseRequest) -> None:
+    """Stages 10, 12-14: render, promote, sync, health, with the strategy's rollback on failure.
+
+    Raises:
+        HealthCheckFailed: the deployment was unhealthy and the strategy rolled it back.
+        DeliveryError: a failure before anything was committed.
+    """
+    from tasks.manifest import ManifestSpec
+    from tasks.strategies import HealthSettings, deploy_with_strategy
+
+    runtime = Block.load(settings.runtime)
+    repo = Block.load(block_ref("gitops_repo"))
+    spec = ManifestSpec(
+        release_id=plan.release_id, trace_id=plan.trace_id, revision=plan.revision, app=plan.app,
+        environment=plan.environment, namespace=settings.namespace, image=_image_of(plan),
+        templates=load_templates(plan), values=settings.values,
+    )
+    probe = settings.health.http_probe
+    health = HealthSettings(
+        timeout_seconds=settings.health.timeout_seconds,
+        http_probe=probe.model_dump() if probe else None,
+    )
+    outcome = deploy_with_strategy(
+        runtime, repo, spec, strategy=plan.strategy, health=health,
+        artifact_ids=[artifact.artifact_id for artifact in request.artifacts],
+        planned_by=plan.planned_by, approved_by=counted_approvers(plan.approvals),
+    )
+    if not outcome.healthy:
+        raise HealthCheckFailed(outcome.message or f"{plan.environment}: unhealthy, rolled back")
+
+
+def _move(ledger: Ledger, plan: ReleasePlan, to: PlanState, reason: str) -> ReleasePlan:
+    moved, record = plan.transition(to, actor=PROMOTION_ACTOR, reason=reason)
+    return ledger.save_plan(moved, record)
+
+
+def _outcome(plan: ReleasePlan, *, started_at: datetime, reason: str = "", error_type: str | None = None):
+    return EnvironmentOutcome(
+        environment=plan.environment,
+        state=plan.state,
+        revision=plan.revision,
+        plan_id=plan.plan_id,
+        approvers=counted_approvers(plan.approvals),
+        reason=reason,
+        error_type=error_type,
+        started_at=started_at,
+        finished_at=utcnow(),
+    )
+
+
+def _last_reason(ledger: Ledger, plan: ReleasePlan) -> tuple[str, str | None]:
+    history = ledger.transitions(plan.plan_id)
+    if not history:
+        return "", None
+    last = history[-1]
+    if last.to_state is PlanState.REJECTED:
+        return last.reason, PolicyViolation.__name__ if last.actor == POLICY_ACTOR else ApprovalRefused.__name__
+    return last.reason, None
+
+
+@flow(name="promote-environment", log_prints=True)
+def promote_environment(
+    request: ReleaseRequest, build: BuildResult, environment: str, settings: EnvironmentConfig
+) -> EnvironmentOutcome:
+    """Plan, approve and deploy one environment (a subflow, so the approval can pause it).
+
+    Args:
+        request: the release.
+        build: the succeeded build to deploy.
+        environment: the environment's name.
+        settings: the environment's configuration.
+
+    Returns:
+        The environment's outcome: Deployed, Failed, or Rejected.
+    """
+    logger = get_run_logger()
+    started_at = utcnow()
+    ledger = Ledger()
+    plan = plan_release(request, build, environment, request.strategy or settings.strategy)
+    plan = request_approval(plan, settings)
+    if plan.state is PlanState.REJECTED:
+        reason, error_type = _last_reason(ledger, plan)
+        logger.warning("%s: plan %s rejected: %s", environment, plan.plan_id, reason)
+        return _outcome(plan, started_at=started_at, reason=reason, error_type=error_type)
+    if plan.state is PlanState.DEPLOYED:
+        return _outcome(plan, started_at=started_at, reason="already deployed by an earlier run")
+
+    name = ensure_environment_lock(environment)
+    with concurrency(name, occupy=1, timeout_seconds=LOCK_TIMEOUT_SECONDS, strict=True):
+        plan = ledger.get_plan(plan.plan_id)
+        if plan.state is PlanState.DEPLOYED:
+            return _outcome(plan, started_at=started_at, reason="already deployed by an earlier run")
+        reason = "begin promotion" if plan.state is PlanState.APPROVED else "retry after fix"
+        plan = _move(ledger, plan, PlanState.PROMOTING, reason)
+        try:
+            provision_infrastructure(plan, settings)
+            deploy_environment(plan, settings, request)
+        except DeliveryError as exc:
+            failed = _move(ledger, ledger.get_plan(plan.plan_id), PlanState.FAILED, f"{type(exc).__name__}: {exc}")
+            logger.error("%s: promotion failed: %s", environment, exc)
+            return _outcome(failed, started_at=started_at, reason=str(exc), error_type=type(exc).__name__)
+        except Exception as exc:  # an unexpected bug still leaves the plan in a true state
+            _move(ledger, ledger.get_plan(plan.plan_id), PlanState.FAILED, f"unexpected {type(exc).__name__}: {exc}")
+            raise
+        deployed = _move(ledger, ledger.get_plan(plan.plan_id), PlanState.DEPLOYED, "health gates passed")
+    logger.info("%s: deployed revision %s of %s", environment, plan.revision, plan.release_id)
+    return _outcome(deployed, started_at=started_at, reason="health gates passed")
+
+
+# --------------------------------------------------------------------------- the path
+
+
+def artifact_key(release_id: str) -> str:
+    """The markdown artifact's key for a release (lowercase letters, digits and dashes)."""
+    return "release-" + re.sub(r"[^a-z0-9-]+", "-", release_id.lower()).strip("-")
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%H:%M:%S") if value else "-"
+
+
+def render_summary(summary: PromotionSummary) -> str:
+    """The markdown of the release summary artifact."""
+    lines = [
+        f"# Release `{summary.release_id}` (revision {summary.revision})",
+        "",
+        f"Trace: `{summary.trace_id}`",
+        "",
+        "| environment | state | revision | approvers | started | finished | seconds | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for env in summary.environments:
+        seconds = (
+            f"{(env.finished_at - env.started_at).total_seconds():.1f}" if env.started_at and env.finished_at else "-"
+        )
+        note = env.reason.replace("|", "\\|").replace("\n", " ")[:200]
+        lines.append(
+            f"| {env.environment} | {env.state.value if env.state else 'not reached'} | {env.revision} | "
+            f"{', '.join(env.approvers) or '-'} | {_when(env.started_at)} | {_when(env.finished_at)} | "
+            f"{seconds} | {note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _publish(summary: PromotionSummary) -> None:
+    create_markdown_artifact(
+        markdown=render_summary(summary),
+        key=artifact_key(summary.release_id),
+        description=f"Promotion of release {summary.release_id}",
+    )
+
+
+def _stop_error(outcome: EnvironmentOutcome, remaining: list[str]) -> PermanentError:
+    untouched = f"; not touched: {', '.join(remaining)}" if remaining else ""
+    message = f"{outcome.environment}: {outcome.state.value if outcome.state else '?'}: {outcome.reason}{untouched}"
+    if outcome.state is PlanState.REJECTED:
+        return PolicyViolation(message) if outcome.error_type == "PolicyViolation" else ApprovalRefused(message)
+    if outcome.error_type == HealthCheckFailed.__name__:
+        return HealthCheckFailed(message)
+    return PermanentError(message, reason=outcome.error_type)
+
+
+@flow(name="promote-path", log_prints=True)
+def promote_path(
+    request: ReleaseRequest, build: BuildResult, config: DeliveryConfig | None = None
+) -> PromotionSummary:
+    """Promote a built release along the path up to its target environment.
+
+    Args:
+        request: the release.
+        build: the build result (must have succeeded).
+        config: the delivery configuration; default: read from the GitOps repository.
+
+    Returns:
+        The summary, every environment Deployed.
+
+    Raises:
+        InvalidInput: bad configuration or request (nothing planned).
+        PolicyViolation, ApprovalRefused: an environment was rejected; the path stopped there.
+        HealthCheckFailed, PermanentError: an environment failed (after rollback); the path stopped.
+    """
+    config = config or load_delivery_config()
+    environments = check_request(request, config)
+    outcomes = [EnvironmentOutcome(environment=env, revision=request.revision) for env in environments]
+    summary = PromotionSummary(
+        release_id=request.release_id, trace_id=request.trace_id, revision=request.revision, environments=outcomes
+    )
+    for index, environment in enumerate(environments):
+        run = promote_environment.with_options(flow_run_name=f"{request.release_id}-{environment}-r{request.revision}")
+        with tags(f"release:{request.release_id}", f"trace:{request.trace_id}", f"environment:{environment}"):
+            outcome = run(request, build, environment, config.environment(environment))
+        outcomes[index] = outcome
+        summary = summary.model_copy(update={"environments": list(outcomes)})
+        _publish(summary)
+        if outcome.state is not PlanState.DEPLOYED:
+            raise _stop_error(outcome, environments[index + 1:])
+    return summary
+
+
+__all__ = [
+    "EnvironmentOutcome",
+    "PromotionSummary",
+    "artifact_key",
+    "check_request",
+    "ensure_environment_lock",
+    "load_delivery_config",
+    "lock_name",
+    "promote_environment",
+    "promote_path",
+    "render_summary",
+    "validate_promotion",
+]
