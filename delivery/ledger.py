@@ -217,7 +217,9 @@ class Ledger:
         if plan_id is not None:
             query = query.where(transitions_table.c.plan_id == plan_id)
         if release_id is not None:
-            query = query.where(transitions_table.c.plan_id.like(f"{release_id}/r%"))
+            # "_" is a LIKE wildcard and release ids may contain it: escape so rel_1 never matches relx1.
+            escaped = release_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(transitions_table.c.plan_id.like(f"{escaped}/r%", escape="\\"))
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [

@@ -46,7 +46,7 @@ class Artifact(Model):
     path: str = Field(description="Repository-relative POSIX path, e.g. app/service.py")
     content: str | None = Field(default=None, description="The file as text")
     content_base64: str | None = Field(default=None, description="The file as base64, for binaries")
-    sha256: str = Field(description="Hex SHA-256 of the file's bytes; verified")
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="Hex SHA-256 of the file's bytes; verified")
     validation: ArtifactValidation
 
     @field_validator("artifact_id")

@@ -23,9 +23,9 @@ ALLOWED = {
 ALL_PAIRS = list(itertools.product(PlanState, PlanState))
 
 
-def plan(state: PlanState = PlanState.PLANNED, environment: str = "dev") -> ReleasePlan:
+def plan(state: PlanState = PlanState.PLANNED, environment: str = "dev", release_id: str = "rel-1") -> ReleasePlan:
     build = BuildResult(status=BuildStatus.SUCCEEDED, commit="a" * 40, run_id="run-1")
-    return ReleasePlan(release_id="rel-1", trace_id="t" * 32, app="shop", revision=1, environment=environment,
+    return ReleasePlan(release_id=release_id, trace_id="t" * 32, app="shop", revision=1, environment=environment,
                        strategy=RollingStrategy(), planned_by="agent:rm", build=build, state=state)
 
 
@@ -93,3 +93,11 @@ def test_ledger_compare_and_set_refuses_a_stale_writer(ledger):
         ledger.save_plan(stale, stale_record)
     assert [t.actor for t in ledger.transitions(start.plan_id)] == ["agent:a"]
     assert ConflictError("x").retryable
+
+
+def test_transitions_by_release_do_not_mix_up_similar_ids(ledger):
+    for release_id in ("rel_1", "relx1"):
+        start = ledger.save_plan(plan(release_id=release_id))
+        moved, record = start.transition(PlanState.PENDING_APPROVAL, actor="agent:a", reason="submit")
+        ledger.save_plan(moved, record)
+    assert [t.plan_id for t in ledger.transitions(release_id="rel_1")] == ["rel_1/r1/dev"]
