@@ -46,11 +46,17 @@ def _comparable(obj: dict | None) -> dict | None:
     return {**obj, "metadata": meta, "__fields": fields}
 
 
-class Event:
-    __slots__ = ("rv", "rt", "type", "obj")
+def encode(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
 
-    def __init__(self, rv: int, rt: ResourceType, type_: str, obj: dict):
-        self.rv, self.rt, self.type, self.obj = rv, rt, type_, obj
+
+class Event:
+    """One change; ``data`` is the object already serialised (watchers share it)."""
+
+    __slots__ = ("rv", "rt", "type", "obj", "data")
+
+    def __init__(self, rv: int, rt: ResourceType, type_: str, obj: dict, data: bytes):
+        self.rv, self.rt, self.type, self.obj, self.data = rv, rt, type_, obj, data
 
 
 class Store:
@@ -65,6 +71,9 @@ class Store:
         self._event_rvs: list[int] = []
         self._oldest_rv = 0
         self._listeners: list[Listener] = []
+        # JSON of every stored object, keyed by id(): stored objects are immutable, so it never goes
+        # stale, and an entry is dropped when its object leaves the store.
+        self._encoded: dict[int, bytes] = {}
         for name in _INITIAL_NAMESPACES:
             self.create(_NAMESPACE, None, {"metadata": {"name": name}}, manager="simulator")
 
@@ -79,6 +88,11 @@ class Store:
         if obj is None:
             raise not_found(rt, name)
         return obj
+
+    def encoded(self, obj: dict) -> bytes:
+        """The JSON of an object returned by this store (cached for stored objects)."""
+        cached = self._encoded.get(id(obj))
+        return cached if cached is not None else encode(obj)
 
     def exists(self, rt: ResourceType, namespace: str | None, name: str) -> bool:
         with self.lock:
@@ -393,7 +407,10 @@ class Store:
         self.rv += 1
         meta["resourceVersion"] = str(self.rv)
         self._objects[rt].setdefault(namespace or "", {})[name] = new
-        self._record(rt, "ADDED" if old is None else "MODIFIED", new)
+        data = self._encoded[id(new)] = encode(new)
+        if old is not None:
+            self._encoded.pop(id(old), None)
+        self._record(rt, "ADDED" if old is None else "MODIFIED", new, data)
         for listener in self._listeners:
             listener(rt, old, new)
         return new
@@ -403,14 +420,15 @@ class Store:
         bucket.pop(obj["metadata"]["name"], None)
         if not bucket:
             self._objects[rt].pop(namespace or "", None)
+        self._encoded.pop(id(obj), None)
         self.rv += 1
         gone = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(self.rv)}}
-        self._record(rt, "DELETED", gone)
+        self._record(rt, "DELETED", gone, encode(gone))
         for listener in self._listeners:
             listener(rt, obj, None)
 
-    def _record(self, rt: ResourceType, type_: str, obj: dict) -> None:
-        self._events.append(Event(self.rv, rt, type_, obj))
+    def _record(self, rt: ResourceType, type_: str, obj: dict, data: bytes) -> None:
+        self._events.append(Event(self.rv, rt, type_, obj, data))
         self._event_rvs.append(self.rv)
         if len(self._events) > _EVENT_LOG_LIMIT:
             cut = _EVENT_LOG_LIMIT // 2

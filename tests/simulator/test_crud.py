@@ -56,6 +56,7 @@ def test_full_lifecycle_of_every_namespaced_kind(dyn, ns: str, kind: str) -> Non
 
     body = fetched.to_dict()
     body["metadata"].setdefault("labels", {})["tier"] = "gold"
+    del body["metadata"]["resourceVersion"]  # unconditional: the kubelet may write status meanwhile
     replaced = resource.replace(body=body, namespace=ns)
     assert replaced.metadata.labels["tier"] == "gold"
     assert int(replaced.metadata.resourceVersion) > int(meta.resourceVersion)
