@@ -131,13 +131,21 @@ def translate(exc: Exception, action: str) -> DeliveryError:
 
 
 @contextmanager
-def _translated(action: str) -> Iterator[None]:
+def translated(action: str) -> Iterator[None]:
+    """Context manager translating any foreign exception raised inside into :mod:`delivery.errors`.
+
+    Args:
+        action: what is being done, e.g. ``fetch <url>``; it starts the error message.
+    """
     try:
         yield
     except DeliveryError:
         raise
     except Exception as exc:  # noqa: BLE001 - the boundary: everything foreign is translated
         raise translate(exc, action) from exc
+
+
+_translated = translated  # the original private name, still used by callers
 
 
 # --------------------------------------------------------------------------- repositories
