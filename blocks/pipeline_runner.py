@@ -33,13 +33,12 @@ import yaml
 from prefect.blocks.core import Block
 from pydantic import Field
 
+from blocks.publishing import PUBLISHED_MARKER
 from delivery.errors import InvalidInput, NotFound, PermanentError, TransientError
 from delivery.models import Model, PublishedImage, PublishedPackage, TestCounts
 from delivery.settings import state_dir
 
-PUBLISHED_MARKER = "##delivery[published]"
 TEST_RESULTS_TASK = "PublishTestResults@2"
-_LOG_TAIL = 4000
 
 
 class Outcome(StrEnum):

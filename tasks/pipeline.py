@@ -82,7 +82,7 @@ def pipeline_document(settings: BuildSettings) -> dict:
                     "Build the wheel",
                     directory=settings.package.path,
                 ),
-                _step(f'{python} -m blocks.package_feed publish --feed "$PACKAGE_FEED" {dist[:-1]}/"*.whl',
+                _step(f'{python} -m blocks.publishing package --feed "$PACKAGE_FEED" {dist[:-1]}/"*.whl',
                       "Publish to the package feed"),
             ],
         })
@@ -93,7 +93,7 @@ def pipeline_document(settings: BuildSettings) -> dict:
             "timeoutInMinutes": settings.image.timeout_minutes,
             "steps": [
                 _step(
-                    f'{python} -m blocks.image_registry push --registry "$IMAGE_REGISTRY" '
+                    f'{python} -m blocks.publishing image --registry "$IMAGE_REGISTRY" '
                     f'--tag "$BUILD_SOURCEVERSION" --settings {shlex.quote(BUILD_SETTINGS_FILE)}',
                     "Build and push the image",
                 ),

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from blocks.package_feed import DirectoryPackageFeed, main, wheel_name_and_version
+from blocks.package_feed import DirectoryPackageFeed, wheel_name_and_version
+from blocks.publishing import main
 from delivery.errors import InvalidInput, PermanentError
 from delivery.models import PublishedPackage
 
@@ -55,6 +56,15 @@ def test_only_wheels_are_accepted(tmp_path, name):
 
 def test_the_pipeline_step_prints_what_it_published(tmp_path, capsys):
     built = wheel(tmp_path / "dist")
-    assert main(["publish", "--feed", str(tmp_path / "feed"), str(built)]) == 0
+    assert main(["package", "--feed", str(tmp_path / "feed"), str(built)]) == 0
     out = capsys.readouterr().out
     assert '##delivery[published]{"kind": "package", "name": "demo-pkg", "version": "1.0.0"' in out
+
+
+def test_the_pipeline_step_reports_refusals_on_one_line(tmp_path, capsys):
+    feed = tmp_path / "feed"
+    assert main(["package", "--feed", str(feed), str(wheel(tmp_path / "one"))]) == 0
+    assert main(["package", "--feed", str(feed), str(wheel(tmp_path / "two", body="y = 2\n"))]) == 1
+    assert "##[error] PermanentError: package feed" in capsys.readouterr().err
+    assert main(["package", "--feed", "", str(wheel(tmp_path / "one"))]) == 1
+    assert "set the PACKAGE_FEED variable" in capsys.readouterr().err
