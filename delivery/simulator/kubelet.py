@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
+import logging
 import math
 import threading
 import time
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 
 from .resources import ResourceType
 from .store import Store, now
+
+logger = logging.getLogger(__name__)
 
 FAIL_ANNOTATION = "simulator.delivery.gitops/fail"
 MANAGER = "kube-controller-manager"
@@ -113,9 +116,12 @@ class Kubelet:
                 if next_due is not None:
                     heapq.heappush(self._due, (next_due, key, generation))
             if self._rt is not None:
-                current = self._current_status(key)
-                if current is not None:
-                    self.store.update_status(self._rt, key[0], key[1], _stamp(status, current), manager=MANAGER)
+                try:
+                    current = self._current_status(key)
+                    if current is not None:
+                        self.store.update_status(self._rt, key[0], key[1], _stamp(status, current), manager=MANAGER)
+                except Exception:  # the loop must outlive one bad object
+                    logger.exception("simulator kubelet could not update %s/%s", *key)
 
     def _current_status(self, key: tuple[str, str]) -> dict | None:
         try:
