@@ -6,6 +6,7 @@ import typer
 
 from delivery.cli.demo import demo
 from delivery.cli.drift import drift_app
+from delivery.cli.release import release_app
 from delivery.cli.simulator import simulator
 
 app = typer.Typer(name="delivery", help="GitOps delivery orchestrator on Prefect.", no_args_is_help=True)
@@ -19,6 +20,7 @@ def main() -> None:
 app.command("demo")(demo)
 app.command("simulator")(simulator)
 app.add_typer(drift_app, name="drift")
+app.add_typer(release_app, name="release")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,212 @@
+"""``delivery release start|approve|reject|status``: releases through the Prefect API.
+
+Every command prints for people (rich) or, with ``--json``, one JSON document for agents. Errors
+exit non-zero with the message (``{"error": ..., "type": ...}`` in JSON mode): 2 for bad input,
+1 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from delivery.cli.client import DEFAULT_DEPLOYMENT, DeliveryClient
+from delivery.errors import DeliveryError, InvalidInput
+from delivery.models import Artifact, Decision
+
+release_app = typer.Typer(help="Start, approve, reject and follow releases.", no_args_is_help=True)
+console = Console()
+
+JsonOption = typer.Option(False, "--json", help="Print one JSON document (for agents).")
+ApiOption = typer.Option(None, "--api-url", envvar="PREFECT_API_URL", help="The Prefect API (…/api).")
+
+
+def _fail(exc: Exception, as_json: bool) -> None:
+    code = 2 if isinstance(exc, InvalidInput) else 1
+    if as_json:
+        typer.echo(json.dumps({"error": str(exc), "type": type(exc).__name__}))
+    else:
+        console.print(f"[red]{type(exc).__name__}[/red]: {exc}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _run(as_json: bool, action: Callable[[], Any], show: Callable[[Any], None]) -> None:
+    try:
+        result = action()
+    except (DeliveryError, ValueError) as exc:
+        _fail(exc, as_json)
+        return
+    if as_json:
+        typer.echo(json.dumps(_jsonable(result)))
+    else:
+        show(result)
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _artifact(spec: str, index: int, validator: str) -> Artifact:
+    """``LOCAL[:REPO_PATH]`` -> a validated text artifact (id ``artifact-<n>``)."""
+    local, _, repo_path = spec.partition(":")
+    path = Path(local)
+    if not path.is_file():
+        raise InvalidInput(f"--artifact {spec!r}: no such file {local!r}")
+    return Artifact.from_text(f"artifact-{index}", repo_path or path.name, path.read_text(), validator=validator)
+
+
+def build_request(
+    *,
+    file: Path | None,
+    app: str | None,
+    artifacts: list[str],
+    requested_by: str | None,
+    target: str | None,
+    strategy: str | None,
+    release_id: str | None,
+    revision: int | None,
+) -> dict[str, Any]:
+    """Assemble the request from a JSON file and/or options (options win)."""
+    body: dict[str, Any] = {}
+    if file is not None:
+        try:
+            body = json.loads(file.read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(f"--file {file}: {exc}") from None
+        if not isinstance(body, dict):
+            raise InvalidInput(f"--file {file}: expected a JSON object (a ReleaseRequest)")
+    if artifacts:
+        body["artifacts"] = [
+            _artifact(spec, n, "delivery-cli").model_dump(mode="json") for n, spec in enumerate(artifacts, 1)
+        ]
+    for key, value in {
+        "app": app, "requested_by": requested_by, "target_environment": target, "release_id": release_id,
+        "revision": revision,
+    }.items():
+        if value is not None:
+            body[key] = value
+    if strategy is not None:
+        body["strategy"] = {"name": strategy}
+    return body
+
+
+@release_app.command("start")
+def start(
+    file: Path | None = typer.Option(None, "--file", "-f", help="A ReleaseRequest as JSON."),
+    app: str | None = typer.Option(None, "--app", help="Application (repository) name."),
+    artifact: list[str] = typer.Option([], "--artifact", help="LOCAL_FILE[:REPO_PATH], repeatable."),
+    requested_by: str | None = typer.Option(
+        None, "--as", envvar="DELIVERY_IDENTITY", help="The planner, e.g. agent:release-manager."
+    ),
+    target: str | None = typer.Option(None, "--target", help="Stop the path at this environment."),
+    strategy: str | None = typer.Option(None, "--strategy", help="rolling | blue_green | canary."),
+    release_id: str | None = typer.Option(None, "--release-id", help="Default: generated."),
+    revision: int | None = typer.Option(None, "--revision", help="Raise it to re-plan after a rejection."),
+    deployment: str = typer.Option(DEFAULT_DEPLOYMENT, "--deployment"),
+    api_url: str | None = ApiOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Start a release (idempotent on release id and revision); print release, trace and flow run ids."""
+
+    def action() -> Any:
+        body = build_request(file=file, app=app, artifacts=artifact, requested_by=requested_by, target=target,
+                             strategy=strategy, release_id=release_id, revision=revision)
+        with DeliveryClient(api_url) as client:
+            return client.start_release(body, deployment=deployment)
+
+    def show(started: Any) -> None:
+        verb = "started" if started.created else "already started"
+        console.print(f"release [bold]{started.release_id}[/bold] (revision {started.revision}) {verb}")
+        console.print(f"  trace id:    {started.trace_id}")
+        console.print(f"  flow run id: {started.flow_run_id} ({started.flow_run_name})")
+
+    _run(as_json, action, show)
+
+
+def _decide(decision: Decision, release_id: str, approver: str | None, environment: str | None, comment: str,
+            wait: float, api_url: str | None, as_json: bool) -> None:
+    def action() -> Any:
+        if not approver:
+            raise InvalidInput("--as: give your identity (e.g. user:alice), or set DELIVERY_IDENTITY")
+        with DeliveryClient(api_url) as client:
+            return client.decide(release_id, decision=decision, approver=approver, environment=environment,
+                                 comment=comment, wait=wait)
+
+    def show(results: Any) -> None:
+        for result in results:
+            console.print(f"{decision.value} sent to {result.environment or result.flow_run_id}: {result.status}")
+        console.print("the promotion judges it (planner, outsiders and repeats are refused and audited): "
+                      f"see `delivery release status {release_id}`")
+
+    _run(as_json, action, show)
+
+
+@release_app.command("approve")
+def approve(
+    release_id: str = typer.Argument(..., help="The release id."),
+    approver: str | None = typer.Option(None, "--as", envvar="DELIVERY_IDENTITY", help="Your identity."),
+    environment: str | None = typer.Option(None, "--environment", "-e", help="Only this environment."),
+    comment: str = typer.Option("", "--comment", "-m"),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for a promotion to pause."),
+    api_url: str | None = ApiOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Approve the release's promotion waiting for a decision (resume through REST, status checked)."""
+    _decide(Decision.APPROVE, release_id, approver, environment, comment, wait, api_url, as_json)
+
+
+@release_app.command("reject")
+def reject(
+    release_id: str = typer.Argument(..., help="The release id."),
+    approver: str | None = typer.Option(None, "--as", envvar="DELIVERY_IDENTITY", help="Your identity."),
+    environment: str | None = typer.Option(None, "--environment", "-e", help="Only this environment."),
+    comment: str = typer.Option("", "--comment", "-m"),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for a promotion to pause."),
+    api_url: str | None = ApiOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Reject the release's promotion waiting for a decision."""
+    _decide(Decision.REJECT, release_id, approver, environment, comment, wait, api_url, as_json)
+
+
+@release_app.command("status")
+def status(
+    release_id: str = typer.Argument(..., help="The release id."),
+    api_url: str | None = ApiOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Show each environment's plan (ledger) and the release's flow runs (Prefect)."""
+
+    def action() -> Any:
+        with DeliveryClient(api_url) as client:
+            return client.status(release_id, ledger_url=os.environ.get("DELIVERY_LEDGER_URL"))
+
+    def show(report: Any) -> None:
+        console.print(f"release [bold]{report.release_id}[/bold]  trace {report.trace_id or '-'}")
+        plans = Table("environment", "revision", "state", "approvers", "updated")
+        for plan in report.plans:
+            plans.add_row(plan.environment, str(plan.revision), plan.state.value, ", ".join(plan.approvers) or "-",
+                          plan.updated_at.strftime("%Y-%m-%d %H:%M:%S"))
+        console.print(plans)
+        runs = Table("flow run", "state", "environment")
+        for run in report.runs:
+            runs.add_row(run.name, run.state, run.environment or "-")
+        console.print(runs)
+        if report.waiting_for_approval:
+            console.print(f"waiting for approval: {', '.join(report.waiting_for_approval)}")
+
+    _run(as_json, action, show)
+
+
+__all__ = ["build_request", "release_app"]
