@@ -372,7 +372,7 @@ class StackRunner:
             handle = self.backend.open(target, program)
             handle.set_all_config(config)
         except Exception as exc:
-            raise translate(exc, action="stack select", target=target) from exc
+            raise translate(exc, action="stack select", target=target) from None
         return handle
 
     def apply(
@@ -432,7 +432,7 @@ class StackRunner:
             except Exception as exc:
                 error = translate(exc, action=action, target=target)
                 if not isinstance(error, StackLocked) or attempt == self.attempts:
-                    raise error from exc
+                    raise error from None  # the foreign exception holds unmasked CLI output
                 self.sleep(self._delay(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -453,7 +453,7 @@ class StackRunner:
             except Exception as exc:
                 error = translate(exc, action=action, target=target)
                 if not isinstance(error, StackLocked) or attempt == self.attempts:
-                    raise error from exc
+                    raise error from None  # the foreign exception holds unmasked CLI output
                 self.sleep(self._delay(attempt))
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError
 
 from blocks.pulumi_stack import PulumiStack
-from delivery.errors import InvalidInput
+from delivery.errors import InvalidInput, NotFound
 from delivery.events import EventName, emit
 from delivery.models import Model
 from infra.stacks import ApplyResult, Program, StackOutput
@@ -198,39 +198,52 @@ def load_stack(reference: str) -> PulumiStack:
     """Load a saved ``PulumiStack`` from ``pulumi-stack/<name>`` or a bare ``<name>``.
 
     Raises:
+        NotFound: no block is saved under that reference.
         InvalidInput: the reference names another kind of block.
     """
     from prefect.blocks.core import Block
 
-    block = Block.load(reference) if "/" in reference else PulumiStack.load(reference)
+    try:
+        block = Block.load(reference) if "/" in reference else PulumiStack.load(reference)
+    except ValueError as exc:  # Prefect's answer for a missing document or type
+        raise NotFound(f"infrastructure: no saved PulumiStack block {reference!r}: {exc}") from None
     if not isinstance(block, PulumiStack):
         raise InvalidInput(f"infrastructure: {reference!r} is a {type(block).__name__}, not a PulumiStack block")
     return block
 
 
+def stack_ref_of(settings: Any) -> str | None:
+    """The environment's stack reference: ``settings`` itself (a ref or None) or its ``infrastructure``."""
+    if settings is None or isinstance(settings, str):
+        return settings or None
+    return getattr(settings, "infrastructure", None) or None
+
+
 def provision_if_configured(
-    stack_ref: str | None,
-    request: Any,
+    target: Any,
+    settings: Any,
     *,
     load: Callable[[str], PulumiStack] = load_stack,
 ) -> InfrastructureResult | None:
     """Run stage 11 when the environment's configuration names a stack; otherwise do nothing.
 
-    Call it from the promotion loop (inside the flow) with the environment's ``infrastructure``
-    setting from delivery.yaml.
+    Call it from the promotion loop, inside the flow:
+    ``provision_if_configured(plan, environment_config)``.
 
     Args:
-        stack_ref: the environment's ``infrastructure`` block reference, or None.
-        request: an :class:`InfrastructureRequest` or anything carrying release_id, trace_id,
-            revision and environment (such as a ``DeployTarget``).
+        target: anything carrying release_id, trace_id, revision and environment (a ``ReleasePlan``,
+            a ``DeployTarget``, an :class:`InfrastructureRequest`).
+        settings: the environment's configuration (its ``infrastructure`` block reference is used),
+            or the reference itself (``"pulumi-stack/<name>"``), or None.
         load: how to load the block (tests may attach a fake CLI boundary).
 
     Returns:
-        The stage's result, or None when the environment has no stack.
+        The stage's result, or None when the environment has no stack (the stage is not called).
     """
+    stack_ref = stack_ref_of(settings)
     if not stack_ref:
         return None
-    return provision_infrastructure(load(stack_ref), InfrastructureRequest.of(request))
+    return provision_infrastructure(load(stack_ref), InfrastructureRequest.of(target))
 
 
 def kubernetes_runtime_settings(stack: PulumiStack, result: InfrastructureResult) -> dict[str, SecretStr | str] | None:
