@@ -107,3 +107,27 @@ def subset_equal(desired: Any, live: Any, path: str = "") -> list[str]:
             out += subset_equal(d, item, f"{path}[{index}]")
         return out
     return [] if desired == live else [f"{path}: live {live!r} != Git {desired!r}"]
+
+
+def wait_for_events(api_url: str, trace_id: str, names: list[str], *, deadline_s: float = 60) -> list[dict]:
+    """Poll /api/events/filter by the related trace resource until every name in ``names`` arrived."""
+    import httpx
+
+    body = {"filter": {"related": {"id": [f"delivery.trace.{trace_id}"]}, "order": "ASC"}, "limit": 50}
+    deadline = time.monotonic() + deadline_s
+    events: list[dict] = []
+    while time.monotonic() < deadline:
+        response = httpx.post(f"{api_url}/events/filter", json=body, timeout=10)
+        response.raise_for_status()
+        events = response.json()["events"]
+        if {f"delivery.{name}" for name in names} <= {e["event"] for e in events}:
+            return events
+        time.sleep(0.5)
+    raise AssertionError(f"events {names} not all found for trace {trace_id}; got {[e['event'] for e in events]}")
+
+
+def in_flow(fn: Callable[[], T]) -> T:
+    """Run ``fn`` (which calls stage tasks) inside a throw-away Prefect flow."""
+    from prefect import flow
+
+    return flow(name="runtime-test")(fn)()
