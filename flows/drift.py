@@ -94,25 +94,32 @@ def reconcile(runtime: Any, desired: Sequence[Mapping[str, Any]], drift: Sequenc
         runtime.prune([dict(obj) for obj in desired], selector=managed_selector(environment=environment))
 
 
-def check_infrastructure(stack_ref: str | None) -> InfrastructureDrift | None:
-    """Preview the environment's Pulumi stack for drift, or say why it was skipped."""
+def check_infrastructure(stack_ref: str | None, *, load_stack: Callable[[str], Any] | None = None
+                         ) -> InfrastructureDrift | None:
+    """Preview the environment's Pulumi stack for drift (a refresh expecting no changes).
+
+    Args:
+        stack_ref: the environment's ``infrastructure`` block reference, or None.
+        load_stack: loads the PulumiStack block (default: from the Prefect server).
+
+    Returns:
+        None without a stack; else what the preview found, or why it was skipped (no Pulumi CLI).
+    """
     if not stack_ref:
         return None
-    from infra.stacks import cli_available
+    from infra.stacks import NO_CHANGE_OPS, PulumiCliMissing
 
-    if not cli_available():
+    try:
+        result = (load_stack or _load_block)(stack_ref).check_drift()
+    except PulumiCliMissing as exc:
+        return InfrastructureDrift(stack=stack_ref, checked=False, skipped_reason=str(exc))
+    except DeliveryError as exc:  # reported, so the runtime's drift is still checked and recorded
         return InfrastructureDrift(stack=stack_ref, checked=False,
-                                   skipped_reason="the Pulumi CLI is not installed; infrastructure drift not checked")
-    from prefect.blocks.core import Block
-
-    import blocks.pulumi_stack  # noqa: F401 - registers the block type
-
-    stack = Block.load(stack_ref)
-    result = stack.check_drift()
+                                   skipped_reason=f"the drift preview failed ({type(exc).__name__}): {exc}")
     changes = tuple(f"{op}: {count}" for op, count in sorted(result.change_summary.items())
-                    if op not in ("same", "read", "refresh") and count)
+                    if op not in NO_CHANGE_OPS and count)
     if result.drifted and not changes:
-        changes = (result.detail or "preview --refresh expected no changes",)
+        changes = (result.detail or "the refresh preview expected no changes and found some",)
     return InfrastructureDrift(stack=stack_ref, checked=True, changes=changes)
 
 
@@ -140,6 +147,7 @@ def check_environment(
     revision: str,
     store: SyncStateStore,
     emitter: Emitter | None = emit,
+    load_stack: Callable[[str], Any] | None = None,
 ) -> DriftReport:
     """Compare one environment with Git, reconcile it when its mode says so, and record the outcome.
 
@@ -151,6 +159,7 @@ def check_environment(
         revision: the GitOps commit to compare with.
         store: where sync states live.
         emitter: emits the drift events (None: emit nothing).
+        load_stack: loads the environment's PulumiStack block (default: from the Prefect server).
 
     Returns:
         The report, with the environment's new sync status.
@@ -172,7 +181,7 @@ def check_environment(
             if not isinstance(exc, PermanentError):
                 raise  # transient: the task retries the whole check
             error = str(exc)
-    infrastructure = check_infrastructure(config.infrastructure)
+    infrastructure = check_infrastructure(config.infrastructure, load_stack=load_stack)
     infra_found = 1 if infrastructure and infrastructure.drifted else 0
     report = DriftReport(
         environment=environment, revision=revision, mode=settings.mode, desired_objects=len(desired),
@@ -209,6 +218,7 @@ def _load_block(ref: str) -> Any:
 
     import blocks.gitops_repo  # noqa: F401 - registers the block types
     import blocks.kubernetes_runtime  # noqa: F401
+    import blocks.pulumi_stack  # noqa: F401
 
     return Block.load(ref)
 

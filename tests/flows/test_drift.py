@@ -77,10 +77,10 @@ class DriftWorld:
     release_id: str
     store: SyncStateStore
 
-    def configure(self, drift: dict | None = None) -> None:
-        """Write delivery.yaml with the dev environment's drift section."""
+    def configure(self, drift: dict | None = None, **settings) -> None:
+        """Write delivery.yaml with the dev environment's drift section (and other settings)."""
         config = {"path": ["dev"], "environments": {"dev": {
-            "namespace": NAMESPACE, "runtime": self.runtime_ref, "drift": drift or {}}}}
+            "namespace": NAMESPACE, "runtime": self.runtime_ref, "drift": drift or {}, **settings}}}
         self.gitops.write_files({"delivery.yaml": yaml.safe_dump(config).encode()}, message="Configure drift",
                                 trailers=[("Release-Id", self.release_id), ("Trace-Id", "a" * 32)])
 
@@ -228,6 +228,62 @@ def _dev_config(world: DriftWorld):
     from delivery.config import load_config
 
     return load_config(world.gitops.read_config(ref=world.gitops.head())).environment("dev")
+
+
+# --------------------------------------------------------------------------- infrastructure
+
+
+class FakeStackHandle:
+    """The Pulumi CLI boundary answering a refresh preview with a fixed change summary."""
+
+    def __init__(self, summary: dict[str, int]) -> None:
+        self.summary = summary
+
+    def set_all_config(self, config) -> None:
+        pass
+
+    def preview_refresh(self, *, expect_no_changes: bool) -> dict[str, int]:
+        assert expect_no_changes
+        return self.summary
+
+
+class FakeStackBackend:
+    def __init__(self, summary: dict[str, int]) -> None:
+        self.summary = summary
+
+    def open(self, target, program) -> FakeStackHandle:
+        return FakeStackHandle(self.summary)
+
+
+def test_infrastructure_drift_is_skipped_with_a_reason_without_the_pulumi_cli(world, tmp_path):
+    from blocks.pulumi_stack import PulumiStack
+
+    PulumiStack(stack="dev", passphrase="pass", cli_root=str(tmp_path / "no-pulumi")).save(world.name, overwrite=True)
+    world.configure(infrastructure=f"pulumi-stack/{world.name}")
+    report = world.check()
+    infrastructure = report["infrastructure"]
+    assert infrastructure["checked"] is False and "Pulumi CLI was not found" in infrastructure["skipped_reason"]
+    assert report["status"]["state"] == "Synced"
+
+
+@pytest.mark.parametrize(
+    "summary,changes,state",
+    [({"same": 4}, [], "Synced"), ({"same": 3, "update": 1, "delete": 1}, ["delete: 1", "update: 1"], "OutOfSync")],
+)
+def test_infrastructure_drift_is_reported_like_runtime_drift(world, summary, changes, state):
+    from blocks.pulumi_stack import PulumiStack
+
+    world.configure(infrastructure="pulumi-stack/dev-infra")
+    stack = PulumiStack(stack="dev", passphrase="pass").use_backend(FakeStackBackend(summary))
+    report = check_environment("dev", _dev_config(world), gitops=world.gitops, runtime=world.runtime,
+                               revision=world.gitops.head(), store=world.store, emitter=None,
+                               load_stack=lambda ref: stack if ref == "pulumi-stack/dev-infra" else None)
+    assert report.drift == () and report.infrastructure.checked is True
+    assert list(report.infrastructure.changes) == changes
+    assert report.status.state.value == state
+    if changes:
+        assert "infrastructure pulumi-stack/dev-infra: update: 1" in report.summary()
+        assert report.status.reason == "DriftDetected"  # the drift check never changes infrastructure
 
 
 # --------------------------------------------------------------------------- alerts
