@@ -298,17 +298,18 @@ class LocalPipelineRunner(PipelineRunner):
         run_id = f"local-{started:%Y%m%dT%H%M%S}-{_slug(run_name) + '-' if run_name else ''}{secrets.token_hex(3)}"
         run_dir = Path(self.work_dir or state_dir() / "pipeline-runs") / run_id
         run_dir.mkdir(parents=True)
-        source = self._checkout(clone_url, commit, run_dir / "source")
-        pipeline_file = source / pipeline_path
-        if not pipeline_file.is_file():
-            raise InvalidInput(f"pipeline file {pipeline_path!r} is not in {repository} at {commit[:12]}")
-        jobs, yaml_variables = parse_pipeline(pipeline_file.read_bytes())
+        try:
+            source = self._checkout(clone_url, commit, run_dir / "source")
+            pipeline_file = source / pipeline_path
+            if not pipeline_file.is_file():
+                raise InvalidInput(f"pipeline file {pipeline_path!r} is not in {repository} at {commit[:12]}")
+            jobs, yaml_variables = parse_pipeline(pipeline_file.read_bytes())
+        finally:
+            shutil.rmtree(run_dir / "source", ignore_errors=True)
         if on_started is not None:
             on_started(run_id)
         env_vars = {**yaml_variables, **(variables or {})}
         results = self._schedule(jobs, lambda job: self._run_job(job, clone_url, commit, run_dir, env_vars, run_id))
-        if not self.keep_checkouts:
-            shutil.rmtree(run_dir / "source", ignore_errors=True)
         ordered = [results[job.name] for job in jobs]
         return self._summarise(run_id, commit, ordered, run_dir, started)
 
