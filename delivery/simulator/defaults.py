@@ -25,6 +25,17 @@ def validate_name(rt: ResourceType, name: str) -> None:
         raise invalid(rt, name, f'metadata.name: Invalid value: "{name}": must be a lowercase RFC 1123 name')
 
 
+def validate_metadata(rt: ResourceType, obj: dict) -> None:
+    """Labels and annotations are maps of strings, as the API server insists."""
+    meta = obj["metadata"]
+    for field in ("labels", "annotations"):
+        value = meta.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise invalid(rt, meta["name"], f"metadata.{field}: Invalid value: must be a map of string keys to strings")
+
+
 def initial_status(rt: ResourceType) -> dict | None:
     if rt.kind == "Namespace":
         return {"phase": "Active"}

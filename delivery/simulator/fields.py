@@ -6,11 +6,10 @@ lists with a merge key are addressed item by item, other lists are owned as a wh
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass
 
-from .patch import merge_key, strategic_merge
+from .patch import clone, merge_key, strategic_merge
 
 Path = tuple[str, ...]
 _SERVER_METADATA = {
@@ -201,7 +200,7 @@ def server_side_apply(
     others: set[Path] = set().union(*(o.paths for o in owners if o is not mine))
     still_owned = others | applied.keys()
     orphaned = (mine.paths if mine else set()) - still_owned
-    result = copy.deepcopy(old) if old else {}
+    result = clone(old) if old else {}
     # Deepest first, and an item's key field after its other fields (the key finds the item).
     for path in sorted(orphaned, key=lambda p: (len(p), not _is_item_key(p)), reverse=True):
         if _is_item_key(path) and any(p[: len(path) - 1] == path[:-1] for p in still_owned):

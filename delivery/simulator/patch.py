@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 # The merge keys Kubernetes declares for the list fields of the served kinds; other lists are atomic.
@@ -23,6 +22,15 @@ _MERGE_KEYS = {
 _CONTAINER_LISTS = {"containers", "initContainers", "ephemeralContainers"}
 
 
+def clone(value: Any) -> Any:
+    """Deep copy of JSON-shaped data (several times faster than ``copy.deepcopy``)."""
+    if isinstance(value, dict):
+        return {k: clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clone(v) for v in value]
+    return value
+
+
 class PatchError(ValueError):
     """The patch cannot be applied to the object."""
 
@@ -41,7 +49,7 @@ def merge_key(path: tuple[str, ...]) -> str | None:
 def json_merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386: objects merge recursively, ``null`` deletes, everything else replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -58,9 +66,9 @@ def strategic_merge(target: Any, patch: Any, path: tuple[str, ...] = ()) -> Any:
     replaces the whole list); other lists are replaced. ``null`` deletes a field.
     """
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     if patch.get("$patch") == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
+        return {k: clone(v) for k, v in patch.items() if k != "$patch"}
     if patch.get("$patch") == "delete":
         return None
     result = dict(target) if isinstance(target, dict) else {}
@@ -140,7 +148,7 @@ def _resolve(doc: Any, parts: list[str]) -> Any:
 
 def json_patch(doc: Any, operations: list) -> Any:
     """RFC 6902 JSON patch (add, remove, replace, move, copy, test)."""
-    doc = copy.deepcopy(doc)
+    doc = clone(doc)
     for op in operations:
         try:
             kind, parts = op["op"], _pointer(op["path"])
@@ -149,16 +157,16 @@ def json_patch(doc: Any, operations: list) -> Any:
                     raise PatchError(f"test failed at {op['path']}")
                 continue
             if kind in ("move", "copy"):
-                value = copy.deepcopy(_resolve(doc, _pointer(op["from"])))
+                value = clone(_resolve(doc, _pointer(op["from"])))
                 if kind == "move":
                     doc = _remove(doc, _pointer(op["from"]))
                 doc = _add(doc, parts, value)
             elif kind == "add":
-                doc = _add(doc, parts, copy.deepcopy(op["value"]))
+                doc = _add(doc, parts, clone(op["value"]))
             elif kind == "remove":
                 doc = _remove(doc, parts)
             elif kind == "replace":
-                doc = _add(_remove(doc, parts), parts, copy.deepcopy(op["value"]))
+                doc = _add(_remove(doc, parts), parts, clone(op["value"]))
             else:
                 raise PatchError(f"unknown JSON patch operation {kind!r}")
         except (KeyError, IndexError, ValueError, TypeError) as exc:

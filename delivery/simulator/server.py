@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -16,6 +17,8 @@ from .resources import BY_PATH, ResourceType
 from .selectors import SelectorError, exact_field, field_selector, label_selector
 from .status import ApiError, bad_request
 from .store import Store
+
+logger = logging.getLogger(__name__)
 
 _PATCH_TYPES = {
     "application/json-patch+json": "json",
@@ -106,6 +109,11 @@ class _Handler(BaseHTTPRequestHandler):
             code, body = exc.code, exc.status()
         except SelectorError as exc:
             code, body = 400, bad_request(str(exc)).status()
+        except (BrokenPipeError, ConnectionResetError):
+            return
+        except Exception as exc:  # a bug must answer a Status, not drop the connection
+            logger.exception("simulator failed on %s %s", method, self.path)
+            code, body = 500, ApiError(500, "InternalError", f"simulator error: {exc!r}").status()
         if body is not None:
             self._send(code, body)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import bisect
-import copy
 import json
 import threading
 import uuid
@@ -17,7 +16,7 @@ from datetime import UTC, datetime
 
 from . import defaults
 from .fields import ApplyConflict, record_update, server_side_apply
-from .patch import PatchError, json_merge_patch, json_patch, strategic_merge
+from .patch import PatchError, clone, json_merge_patch, json_patch, strategic_merge
 from .resources import RESOURCE_TYPES, ResourceType
 from .selectors import Predicate
 from .status import ApiError, already_exists, bad_request, conflict, not_found, success
@@ -341,7 +340,7 @@ class Store:
         dry_run: bool = False,
     ) -> dict:
         """Normalise, default, version and store one write; returns what is stored (or would be)."""
-        new = copy.deepcopy(body)
+        new = clone(body)
         applied_fields = None if manager else new.get("metadata", {}).get("managedFields")
         new["apiVersion"], new["kind"] = rt.api_version, rt.kind
         meta = new.get("metadata") if isinstance(new.get("metadata"), dict) else {}
@@ -369,15 +368,16 @@ class Store:
                 else:
                     meta.pop(key, None)
             if subresource == "status":
-                new = {**copy.deepcopy({k: v for k, v in old.items() if k != "status"}), "status": new.get("status")}
+                new = {**clone({k: v for k, v in old.items() if k != "status"}), "status": new.get("status")}
                 if new["status"] is None:
                     new.pop("status")
                 meta = new["metadata"]
             elif rt.has_status:
                 new.pop("status", None)
                 if "status" in old:
-                    new["status"] = copy.deepcopy(old["status"])
+                    new["status"] = clone(old["status"])
         if subresource != "status":
+            defaults.validate_metadata(rt, new)
             defaults.apply_defaults(rt, new, old)
         if rt.has_generation:
             if old is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+import httpx
 import pytest
 from k8s_helpers import api_error, configmap, deployment
 from kubernetes import client
@@ -197,3 +198,15 @@ def test_delete_precondition_and_collection(core: client.CoreV1Api, ns: str) -> 
     core.delete_namespaced_config_map("a", ns, body=fresh)
     core.delete_collection_namespaced_config_map(ns, label_selector="group=x")
     assert [c.metadata.name for c in core.list_namespaced_config_map(ns).items] == ["c"]
+
+
+def test_labels_must_be_strings_and_malformed_bodies_are_refused(sim, ns: str) -> None:
+    url = f"{sim.url}/api/v1/namespaces/{ns}/configmaps"
+    bad = configmap("cfg")
+    bad["metadata"]["labels"] = {"replicas": 3}  # the typed client would refuse this before sending it
+    response = httpx.post(url, json=bad)
+    assert response.status_code == 422 and "metadata.labels" in response.json()["message"]
+    response = httpx.post(url, content=b"{not json", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json()["reason"] == "BadRequest"
+    response = httpx.post(url, content=b"[1, 2]", headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
