@@ -10,6 +10,7 @@ a release's status (plans from the ledger, flow runs from Prefect). SQLite-backe
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -103,10 +104,15 @@ class ReleaseStatus(ClientModel):
 
 
 def default_api_url() -> str:
-    """``PREFECT_API_URL`` from the environment or the active Prefect profile."""
+    """``PREFECT_API_URL``, else the local stack's (``stack.json``), else the active Prefect profile's."""
     url = os.environ.get("PREFECT_API_URL")
     if url:
         return url
+    from delivery.settings import state_dir
+
+    stack = state_dir() / "stack.json"
+    if stack.is_file():  # the local stack of `delivery up`
+        return str(json.loads(stack.read_text())["api_url"])
     from prefect.settings import PREFECT_API_URL
 
     value = PREFECT_API_URL.value()

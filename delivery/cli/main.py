@@ -8,6 +8,7 @@ from delivery.cli.demo import demo
 from delivery.cli.drift import drift_app
 from delivery.cli.release import release_app
 from delivery.cli.simulator import simulator
+from delivery.cli.stack import down_command, up_command
 
 app = typer.Typer(name="delivery", help="GitOps delivery orchestrator on Prefect.", no_args_is_help=True)
 
@@ -21,6 +22,8 @@ app.command("demo")(demo)
 app.command("simulator")(simulator)
 app.add_typer(drift_app, name="drift")
 app.add_typer(release_app, name="release")
+app.command("up")(up_command)
+app.command("down")(down_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

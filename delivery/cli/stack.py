@@ -1,0 +1,338 @@
+"""``delivery up`` / ``delivery down``: the local stack of the embedded default (DESIGN §12).
+
+``up`` starts, under the state folder (``DELIVERY_HOME``, default ``.delivery/``): a Prefect server
+on 127.0.0.1 with SQLite, the Kubernetes API simulator, the local OCI registry; seeds bare repos
+for the sample application and the GitOps repository from ``examples/``; saves the blocks the
+flows load; creates the ``delivery`` process work pool, deploys ``prefect.yaml`` and starts one
+worker polling every second. Every process it starts is recorded in ``stack.json`` so that
+``down`` stops exactly those (by process group, after checking the pid is still ours).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+
+from delivery.errors import InvalidInput, TransientError
+from delivery.settings import state_dir
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO_ROOT / "examples"
+WORK_POOL = "delivery"
+SAMPLE_APP = "sample-app"
+SKIP_PARTS = {"__pycache__", "test-results", "build", "dist", ".pytest_cache"}
+
+console = Console(stderr=True)
+
+
+class StackProcess(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    pid: int
+    marker: str = Field(description="A word of its command line, checked before stopping it")
+    log: str
+
+
+class StackInfo(BaseModel):
+    """What ``up`` started and where everything is (``<home>/stack.json``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    home: str
+    api_url: str
+    ui_url: str
+    simulator_url: str
+    kubeconfig: str
+    registry_url: str
+    git_root: str
+    gitops_repo: str
+    ledger_url: str
+    processes: list[StackProcess] = Field(default_factory=list)
+
+    def env(self) -> dict[str, str]:
+        """The environment the worker, the CLI and flows share."""
+        return {
+            "PREFECT_API_URL": self.api_url,
+            "DELIVERY_HOME": self.home,
+            "DELIVERY_LEDGER_URL": self.ledger_url,
+            "PREFECT_HOME": str(Path(self.home) / "prefect"),
+            "PREFECT_LOCAL_STORAGE_PATH": str(Path(self.home) / "results"),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+
+
+def stack_file(home: Path | None = None) -> Path:
+    return (home or state_dir()) / "stack.json"
+
+
+def read_stack(home: Path | None = None) -> StackInfo | None:
+    """The running stack's description, or None."""
+    path = stack_file(home)
+    if not path.is_file():
+        return None
+    return StackInfo.model_validate_json(path.read_text())
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _alive(process: StackProcess) -> bool:
+    try:
+        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return process.marker in cmdline
+
+
+def _spawn(name: str, command: list[str], *, env: dict[str, str], logs: Path, marker: str) -> StackProcess:
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{name}.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+    return StackProcess(name=name, pid=process.pid, marker=marker, log=str(log_path))
+
+
+def _wait(what: str, check: Callable[[], Any], *, timeout: float, process: StackProcess | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and not _alive(process):
+            tail = Path(process.log).read_text(errors="replace")[-800:] if Path(process.log).exists() else ""
+            raise TransientError(f"{what}: the process exited; last log lines:\n{tail}")
+        try:
+            value = check()
+        except (OSError, httpx.HTTPError):
+            value = None
+        if value:
+            return value
+        time.sleep(0.25)
+    raise TransientError(f"{what}: not ready after {timeout:.0f} s")
+
+
+def stop_process(process: StackProcess, *, timeout: float = 20.0) -> bool:
+    """Stop one recorded process and its process group; False when it was already gone (or not ours)."""
+    if not _alive(process):
+        return False
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                finished, _ = os.waitpid(process.pid, os.WNOHANG)
+            except ChildProcessError:
+                finished = 0 if _alive(process) else process.pid
+            if finished or not _alive(process):
+                return True
+            time.sleep(0.2)
+    return True
+
+
+# --------------------------------------------------------------------------- the pieces
+
+
+def _app_files(source: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(source).as_posix(): path.read_bytes()
+        for path in sorted(source.rglob("*"))
+        if path.is_file() and not SKIP_PARTS & set(path.relative_to(source).parts) and ".egg-info" not in str(path)
+    }
+
+
+def _save_blocks(info: StackInfo) -> None:
+    from pydantic import SecretStr
+
+    from blocks.git_host import LocalGitHost
+    from blocks.gitops_repo import GitOpsRepo
+    from blocks.image_registry import OciImageRegistry
+    from blocks.kubernetes_runtime import KubernetesRuntime
+    from blocks.package_feed import DirectoryPackageFeed
+    from blocks.pipeline_runner import LocalPipelineRunner
+
+    home = Path(info.home)
+    host = LocalGitHost(root=info.git_root)
+    host.ensure_repository(SAMPLE_APP, initial_files=_app_files(EXAMPLES / SAMPLE_APP))
+    host.save("default", overwrite=True)
+    repo = GitOpsRepo(url=info.gitops_repo)
+    repo.ensure_exists(initial_files={"delivery.yaml": (EXAMPLES / "gitops" / "delivery.yaml").read_bytes()})
+    repo.save("default", overwrite=True)
+    KubernetesRuntime(kubeconfig=SecretStr(Path(info.kubeconfig).read_text())).save("local", overwrite=True)
+    LocalPipelineRunner(work_dir=str(home / "runs")).save("default", overwrite=True)
+    DirectoryPackageFeed(path=str(home / "feed")).save("default", overwrite=True)
+    OciImageRegistry(url=info.registry_url).save("default", overwrite=True)
+
+
+def _ensure_work_pool() -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=WORK_POOL, type="process"))
+        except ObjectAlreadyExists:
+            pass
+
+
+def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str], None] = console.print) -> StackInfo:
+    """Start the local stack (or return the one already running).
+
+    Args:
+        home: the state folder (default ``DELIVERY_HOME`` or ``.delivery``).
+        ready_delay: the simulator's rollout time in seconds.
+        say: where progress lines go.
+
+    Returns:
+        The stack's description, also written to ``<home>/stack.json``.
+
+    Raises:
+        TransientError: a piece did not come up (what was started is stopped again).
+        InvalidInput: a prerequisite is missing (e.g. the registry binary).
+    """
+    home = (home or state_dir()).resolve()
+    running = read_stack(home)
+    if running is not None and running.processes and all(_alive(p) for p in running.processes):
+        say(f"the stack is already up (Prefect at {running.ui_url})")
+        return running
+    if running is not None:
+        down(home=home, say=say)
+    home.mkdir(parents=True, exist_ok=True)
+    logs = home / "logs"
+    api_port = _free_port()
+    info = StackInfo(
+        home=str(home), api_url=f"http://127.0.0.1:{api_port}/api", ui_url=f"http://127.0.0.1:{api_port}",
+        simulator_url="", kubeconfig=str(home / "simulator" / "kubeconfig"), registry_url="",
+        git_root=str(home / "repos"), gitops_repo=str(home / "gitops.git"),
+        ledger_url=f"sqlite:///{home / 'ledger.db'}",
+    )
+    env = {**os.environ, **info.env(), "PREFECT_API_DATABASE_CONNECTION_URL":
+           f"sqlite+aiosqlite:///{home / 'prefect' / 'prefect.db'}"}
+    python = sys.executable
+
+    def record(process: StackProcess) -> None:
+        info.processes.append(process)
+        stack_file(home).write_text(info.model_dump_json(indent=2))
+
+    try:
+        say("starting the Prefect server (SQLite) ...")
+        server = _spawn("prefect-server", [python, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+                                           "--port", str(api_port)], env=env, logs=logs, marker="prefect")
+        record(server)
+        say("starting the Kubernetes API simulator ...")
+        Path(info.kubeconfig).unlink(missing_ok=True)
+        simulator = _spawn("simulator", [python, "-m", "delivery.cli.main", "simulator", "--port", "0",
+                                         "--kubeconfig", info.kubeconfig, "--ready-delay", str(ready_delay)],
+                           env=env, logs=logs, marker="simulator")
+        record(simulator)
+        say("starting the OCI registry ...")
+        from delivery.local_registry import start_registry
+
+        registry = start_registry(home / "registry")
+        info.registry_url = registry.url
+        record(StackProcess(name="registry", pid=registry.pid, marker="registry",
+                            log=str(registry.root / "registry.log")))
+        kubeconfig_text = _wait("simulator", lambda: Path(info.kubeconfig).read_text(), timeout=60, process=simulator)
+        import yaml
+
+        info.simulator_url = yaml.safe_load(kubeconfig_text)["clusters"][0]["cluster"]["server"]
+        _wait("Prefect server", lambda: httpx.get(f"{info.api_url}/health", timeout=2).status_code == 200,
+              timeout=180, process=server)
+        say(f"Prefect is up at {info.ui_url}")
+
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: info.api_url}):
+            say("seeding repositories and saving blocks ...")
+            _save_blocks(info)
+            _ensure_work_pool()
+        say("deploying prefect.yaml ...")
+        deployed = subprocess.run([python, "-m", "prefect", "--no-prompt", "deploy", "--all"], cwd=REPO_ROOT,
+                                  env=env, capture_output=True, text=True, timeout=300)
+        if deployed.returncode != 0:
+            raise TransientError(f"prefect deploy failed:\n{(deployed.stdout + deployed.stderr)[-1500:]}")
+        say("starting one worker on the 'delivery' pool ...")
+        worker = _spawn("worker", [python, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type",
+                                   "process"], env={**env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, logs=logs,
+                        marker="worker")
+        record(worker)
+        _wait("worker", lambda: _worker_online(info.api_url), timeout=90, process=worker)
+    except BaseException:
+        down(home=home, say=say)
+        raise
+    stack_file(home).write_text(info.model_dump_json(indent=2))
+    return info
+
+
+def _worker_online(api_url: str) -> bool:
+    response = httpx.post(f"{api_url}/work_pools/{WORK_POOL}/workers/filter", json={}, timeout=5)
+    return response.status_code == 200 and any(w.get("status") == "ONLINE" for w in response.json())
+
+
+def down(*, home: Path | None = None, say: Callable[[str], None] = console.print) -> list[str]:
+    """Stop what ``up`` started (recorded in ``stack.json``), newest first; return their names."""
+    home = (home or state_dir()).resolve()
+    info = read_stack(home)
+    if info is None:
+        say("nothing to stop (no stack.json)")
+        return []
+    stopped = []
+    for process in reversed(info.processes):
+        if stop_process(process):
+            stopped.append(process.name)
+            say(f"stopped {process.name} (pid {process.pid})")
+    stack_file(home).unlink(missing_ok=True)
+    return stopped
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def up_command(
+    ready_delay: float = typer.Option(1.0, "--ready-delay", help="Simulated rollout time in seconds."),
+    as_json: bool = typer.Option(False, "--json", help="Print the stack description as JSON."),
+) -> None:
+    """Start the local stack: Prefect server, simulator, registry, repos, blocks, deployments, a worker."""
+    try:
+        info = up(ready_delay=ready_delay, say=(lambda _m: None) if as_json else console.print)
+    except (TransientError, InvalidInput) as exc:
+        console.print(f"[red]delivery up failed[/red]: {exc}")
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(info.model_dump_json())
+        return
+    console.print(f"Prefect UI      {info.ui_url}")
+    console.print(f"GitOps repo     {info.gitops_repo}")
+    console.print(f"app repos       {info.git_root}")
+    console.print(f"simulator       {info.simulator_url} (kubeconfig {info.kubeconfig})")
+    console.print(f"registry        {info.registry_url}")
+    console.print(f"use it:         export PREFECT_API_URL={info.api_url}")
+    console.print("stop it:        delivery down")
+
+
+def down_command(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Stop exactly what `delivery up` started."""
+    stopped = down(say=(lambda _m: None) if as_json else console.print)
+    if as_json:
+        typer.echo(json.dumps({"stopped": stopped}))
+
+
+__all__ = ["StackInfo", "down", "down_command", "read_stack", "up", "up_command"]
