@@ -1,0 +1,151 @@
+"""The full demo: the local stack, one release of the sample app through the API, approvals by others.
+
+:func:`run_full_demo` starts the stack (``delivery up``), starts a release of the sample app
+through the Prefect REST API as the agent ``agent:release-manager``, approves each environment that
+asks for it as other identities through the same API (staging: ``user:alice``; prod: ``user:alice``
+and ``user:bob``), shows progress while it waits, and prints the outcome per environment, the trace
+id, where to look and how to stop the stack. It talks to flows only through the API.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from delivery.cli.client import DeliveryClient, ReleaseStatus
+from delivery.cli.stack import down, up
+from delivery.config import load_config
+from delivery.errors import DeliveryError, NotFound
+from delivery.models import Artifact, ReleaseRequest
+
+PLANNER = "agent:release-manager"
+# Who signs where; prod needs two distinct people, and none of them is the planner.
+APPROVERS: dict[str, list[str]] = {"staging": ["user:alice"], "prod": ["user:alice", "user:bob"]}
+FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+console = Console()
+
+
+def demo_request() -> ReleaseRequest:
+    """A release of the sample app bumping its version (unique per run, so its package is new)."""
+    version = f"0.2.{int(time.time())}"
+    text = (
+        '"""A small web service the delivery demo releases: /healthz and /version on port 8080."""\n\n'
+        f'__version__ = "{version}"\n'
+    )
+    artifact = Artifact.from_text("sample-app-version", "src/sample_app/__init__.py", text, validator="demo-lint")
+    return ReleaseRequest(app="sample-app", artifacts=[artifact], requested_by=PLANNER)
+
+
+def _approvers_for(environment: str, required: bool) -> list[str]:
+    return APPROVERS.get(environment, ["user:alice"]) if required else []
+
+
+def follow_release(
+    client: DeliveryClient,
+    started: Any,
+    *,
+    approvals: dict[str, list[str]],
+    timeout: float = 1800.0,
+    on_change: Callable[[str], None] = console.print,
+) -> dict[str, Any]:
+    """Approve what waits for a decision and wait until the release run ends; return the final run."""
+    given: dict[str, list[str]] = {env: [] for env in approvals}
+    last = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.flow_run(started.flow_run_id)
+        state = (run.get("state") or {}).get("type", "")
+        report = client.status(started.release_id)
+        line = _progress_line(run, report)
+        if line != last:
+            on_change(line)
+            last = line
+        if state in FINAL_STATES:
+            return run
+        for paused in client.paused_runs(started.release_id):
+            env = paused.environment or ""
+            pending = [who for who in approvals.get(env, []) if who not in given.get(env, [])]
+            if not pending:
+                continue
+            approver = pending[0]
+            result = client.resume(
+                paused.flow_run_id, {"decision": "approve", "approver": approver, "comment": "demo approval"},
+                environment=env,
+            )
+            on_change(f"  {approver} approves {env}: {result.status}")
+            if result.accepted:
+                given.setdefault(env, []).append(approver)
+        time.sleep(1.0)
+    raise DeliveryError(f"release {started.release_id} still running after {timeout:.0f} s")
+
+
+def _progress_line(run: dict[str, Any], report: ReleaseStatus) -> str:
+    plans = ", ".join(f"{p.environment}={p.state.value}" for p in report.plans) or "building"
+    waiting = ", ".join(report.waiting_for_approval)
+    waiting = f"; waiting for approval in {waiting}" if waiting else ""
+    return f"[{run.get('state_name', '?')}] {plans}{waiting}"
+
+
+def run_full_demo(*, keep_running: bool = False, timeout: float = 1800.0) -> bool:
+    """Run the demo end to end; return True when every environment ends Deployed.
+
+    Args:
+        keep_running: leave the stack up at the end (otherwise ``delivery down`` runs).
+        timeout: seconds to wait for the release.
+    """
+    info = up()
+    ok = False
+    try:
+        from blocks.gitops_repo import GitOpsRepo
+
+        config = load_config(GitOpsRepo(url=info.gitops_repo).read_config())
+        approvals = {env: _approvers_for(env, config.environments[env].approval.required) for env in config.path}
+        request = demo_request()
+        with DeliveryClient(info.api_url) as client:
+            started = client.start_release(request)
+            console.print(f"release [bold]{started.release_id}[/bold] started by {PLANNER} "
+                          f"(flow run {started.flow_run_name}, trace {started.trace_id})")
+            with console.status("waiting for the release (build, then dev -> staging -> prod) ..."):
+                run = follow_release(client, started, approvals=approvals, timeout=timeout)
+            report = client.status(started.release_id, ledger_url=info.ledger_url)
+        table = Table("environment", "revision", "state", "approved by")
+        outcome = {p.environment: p for p in report.plans}
+        for env in config.path:
+            plan = outcome.get(env)
+            table.add_row(env, str(plan.revision) if plan else "-", plan.state.value if plan else "not reached",
+                          ", ".join(plan.approvers) if plan else "-")
+        console.print(table)
+        ok = all(env in outcome and outcome[env].state.value == "Deployed" for env in config.path)
+        console.print(f"release run:   {run.get('state_name')}")
+        console.print(f"trace id:      {started.trace_id}")
+        console.print(f"Prefect UI:    {info.ui_url}/runs/flow-run/{started.flow_run_id}")
+        console.print(f"GitOps repo:   {info.gitops_repo}  (git --git-dir {info.gitops_repo} log --oneline)")
+        console.print(f"ledger:        {info.ledger_url}")
+        console.print(f"status:        delivery release status {started.release_id}")
+    except (DeliveryError, NotFound) as exc:
+        console.print(f"[red]demo failed[/red]: {exc}")
+    finally:
+        if keep_running:
+            console.print("the stack keeps running; stop it with: delivery down")
+        else:
+            down()
+            console.print("stack stopped (run `delivery up` to start it again)")
+    return ok
+
+
+def demo_full_command(
+    keep: bool = typer.Option(False, "--keep/--stop", help="Leave the stack running at the end."),
+    timeout: float = typer.Option(1800.0, "--timeout", help="Seconds to wait for the release."),
+) -> None:
+    """Start the stack, release the sample app through the API with approvals, print the outcome."""
+    if not run_full_demo(keep_running=keep, timeout=timeout):
+        raise typer.Exit(1)
+
+
+__all__ = ["demo_full_command", "demo_request", "follow_release", "run_full_demo"]
