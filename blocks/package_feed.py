@@ -44,7 +44,7 @@ class DirectoryPackageFeed(PackageFeed):
         path: the folder; created when missing.
         allow_overwrite: replace a different file already published under the same name. Off by
             default, as real feeds refuse it; a local demo that re-releases one version may set it
-            (the pipeline step itself never overwrites).
+            (the pipeline's publish step learns it through ``PACKAGE_FEED_ALLOW_OVERWRITE``).
     """
 
     _block_type_name = "Directory Package Feed"
@@ -55,8 +55,11 @@ class DirectoryPackageFeed(PackageFeed):
     allow_overwrite: bool = False
 
     def pipeline_variables(self) -> dict[str, str]:
-        """The feed folder, as ``PACKAGE_FEED``."""
-        return {"PACKAGE_FEED": str(Path(self.path).resolve())}
+        """The feed folder, as ``PACKAGE_FEED`` (and ``PACKAGE_FEED_ALLOW_OVERWRITE`` when set)."""
+        variables = {"PACKAGE_FEED": str(Path(self.path).resolve())}
+        if self.allow_overwrite:
+            variables["PACKAGE_FEED_ALLOW_OVERWRITE"] = "true"
+        return variables
 
     def publish(self, distribution: Path) -> PublishedPackage:
         """Copy a wheel into the feed, atomically (see :func:`blocks.publishing.publish_wheel`).

@@ -312,7 +312,8 @@ def _publish_packages(args: argparse.Namespace) -> None:
     if not args.feed:
         raise InvalidInput("--feed is empty: set the PACKAGE_FEED variable when queueing the pipeline")
     for distribution in args.distributions:
-        published = publish_wheel(Path(args.feed), distribution)
+        allow = os.environ.get("PACKAGE_FEED_ALLOW_OVERWRITE", "").lower() in ("1", "true", "yes")
+        published = publish_wheel(Path(args.feed), distribution, allow_overwrite=allow)
         print(f"published {published.name} {published.version} to {published.location}")
         _announce("package", published)
 

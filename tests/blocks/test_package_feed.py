@@ -68,3 +68,16 @@ def test_the_pipeline_step_reports_refusals_on_one_line(tmp_path, capsys):
     assert "##[error] PermanentError: package feed" in capsys.readouterr().err
     assert main(["package", "--feed", "", str(wheel(tmp_path / "one"))]) == 1
     assert "set the PACKAGE_FEED variable" in capsys.readouterr().err
+
+
+def test_a_feed_that_allows_overwrites_tells_the_pipeline_step(tmp_path, capsys, monkeypatch):
+    feed = DirectoryPackageFeed(path=str(tmp_path / "feed"), allow_overwrite=True)
+    variables = feed.pipeline_variables()
+    assert variables == {"PACKAGE_FEED": str((tmp_path / "feed").resolve()), "PACKAGE_FEED_ALLOW_OVERWRITE": "true"}
+    assert "PACKAGE_FEED_ALLOW_OVERWRITE" not in DirectoryPackageFeed(path=str(tmp_path)).pipeline_variables()
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert main(["package", "--feed", variables["PACKAGE_FEED"], str(wheel(tmp_path / "one"))]) == 0
+    assert main(["package", "--feed", variables["PACKAGE_FEED"], str(wheel(tmp_path / "two", body="y\n"))]) == 0
+    assert (tmp_path / "feed" / "demo_pkg-1.0.0-py3-none-any.whl").read_bytes() == (
+        tmp_path / "two" / "demo_pkg-1.0.0-py3-none-any.whl").read_bytes()
