@@ -50,17 +50,21 @@ class Kubelet:
         self._due: list[tuple[float, tuple[str, str], int]] = []
         self._wake = threading.Condition()
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="simulator-kubelet", daemon=True)
+        self._thread: threading.Thread | None = None
         store.add_listener(self._observe)
 
     def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopped.clear()
+        self._thread = threading.Thread(target=self._run, name="simulator-kubelet", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stopped.set()
         with self._wake:
             self._wake.notify_all()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive():
             self._thread.join(timeout=5)
 
     def _observe(self, rt: ResourceType, old: dict | None, new: dict | None) -> None:

@@ -30,6 +30,7 @@ class KubernetesSimulator:
         self.kubelet = Kubelet(self.store, ready_delay=ready_delay) if kubelet else None
         self._server: SimulatorServer | None = None
         self._thread: threading.Thread | None = None
+        self._earlier_requests = 0
 
     @property
     def url(self) -> str:
@@ -39,10 +40,15 @@ class KubernetesSimulator:
         return f"http://{host}:{port}"
 
     def start(self) -> str:
-        """Start serving in background threads; returns the base URL (``http://127.0.0.1:<port>``)."""
+        """Start serving in background threads; returns the base URL (``http://127.0.0.1:<port>``).
+
+        After :meth:`stop`, ``start`` serves the same objects again on the same port, so a test can
+        take the API away for a while and bring it back under the same kubeconfig.
+        """
         if self._server is not None:
             return self.url
         self._server = SimulatorServer(self._address, self.store)
+        self._address = self._server.server_address[:2]
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="simulator-http", daemon=True
         )
@@ -55,6 +61,7 @@ class KubernetesSimulator:
         """Stop serving, end open watches and connections, stop the kubelet loop."""
         server, self._server = self._server, None
         if server is not None:
+            self._earlier_requests += server.request_count
             server.stopping.set()
             server.shutdown()
             server.sever_connections()
@@ -76,10 +83,11 @@ class KubernetesSimulator:
 
     @property
     def request_count(self) -> int:
-        """HTTP requests served since start (or the last reset)."""
-        return self._server.request_count if self._server is not None else 0
+        """HTTP requests served since the simulator was created (or the last reset)."""
+        return self._earlier_requests + (self._server.request_count if self._server is not None else 0)
 
     def reset_request_count(self) -> None:
+        self._earlier_requests = 0
         if self._server is not None:
             self._server.reset_request_count()
 

@@ -87,3 +87,22 @@ def test_request_count_counts_http_requests(sim: KubernetesSimulator, core: clie
         core.list_namespace()
     core.list_namespaced_config_map("default")
     assert sim.request_count == 4
+
+
+def test_stop_and_start_again_keeps_the_url_and_the_objects(tmp_path) -> None:
+    sim = KubernetesSimulator(ready_delay=0)
+    url = sim.start()
+    kubeconfig = sim.write_kubeconfig(tmp_path / "kubeconfig")
+    with config.new_client_from_config(config_file=str(kubeconfig)) as api:
+        client.CoreV1Api(api).create_namespaced_config_map("default", {"metadata": {"name": "kept"}})
+    sim.stop()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/version", timeout=2)
+    try:
+        assert sim.start() == url
+        with config.new_client_from_config(config_file=str(kubeconfig)) as api:
+            assert client.CoreV1Api(api).read_namespaced_config_map("kept", "default").metadata.name == "kept"
+        assert sim.request_count == 2
+    finally:
+        sim.stop()
+    sim.stop()  # idempotent
