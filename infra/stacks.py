@@ -14,13 +14,14 @@ The CLI is looked for once (PATH, or ``<cli_root>/bin/pulumi``) and never downlo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import random
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -296,6 +297,22 @@ class AutomationBackend:
         return AutomationHandle(stack)
 
 
+_override: list[StackBackend] = []
+
+
+@contextlib.contextmanager
+def backend_override(backend: StackBackend) -> Iterator[StackBackend]:
+    """Route every :class:`StackRunner` made without an explicit backend to ``backend`` while open.
+
+    For tests and demos that run whole flows (which load saved blocks) on machines without the CLI.
+    """
+    _override.append(backend)
+    try:
+        yield backend
+    finally:
+        _override.remove(backend)
+
+
 # --------------------------------------------------------------------------- the policy
 
 
@@ -357,7 +374,7 @@ class StackRunner:
     ) -> None:
         if attempts < 1:
             raise InvalidInput("attempts must be at least 1")
-        self.backend: StackBackend = backend or AutomationBackend()
+        self.backend: StackBackend = backend or (_override[-1] if _override else AutomationBackend())
         self.attempts = attempts
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
