@@ -16,7 +16,7 @@ from . import resources
 from .resources import BY_PATH, ResourceType
 from .selectors import SelectorError, exact_field, field_selector, label_selector
 from .status import ApiError, bad_request
-from .store import Store
+from .store import Event, Store
 
 logger = logging.getLogger(__name__)
 
@@ -244,12 +244,23 @@ class _Handler(BaseHTTPRequestHandler):
         if not since.isdigit():
             raise bad_request(f"invalid resourceVersion {since!r}")
 
-        def wanted(event_rt: ResourceType, obj: dict) -> bool:
-            if event_rt is not rt:
-                return False
-            if namespace is not None and obj["metadata"].get("namespace") != namespace:
+        def matches(obj: dict | None) -> bool:
+            if obj is None or (namespace is not None and obj["metadata"].get("namespace") != namespace):
                 return False
             return (not labels or labels(obj)) and (not fields or fields(obj))
+
+        def seen_as(event: Event) -> str | None:
+            """The event type this watcher sees: a change moving an object out of (into) the selection
+            is a DELETED (ADDED) for it, as with the API server."""
+            if event.rt is not rt:
+                return None
+            now_in = matches(event.obj)
+            if event.type != "MODIFIED":
+                return event.type if now_in else None
+            was_in = matches(event.old)
+            if was_in and now_in:
+                return "MODIFIED"
+            return "ADDED" if now_in else ("DELETED" if was_in else None)
 
         with store.lock:
             if since == "0":
@@ -283,7 +294,8 @@ class _Handler(BaseHTTPRequestHandler):
                     break
                 if events:
                     cursor = events[-1].rv
-                    self._chunk([(e.type, e.data) for e in events if wanted(e.rt, e.obj)])
+                    seen = [(seen_as(e), e.data) for e in events]
+                    self._chunk([(kind, data) for kind, data in seen if kind])
             self.wfile.write(b"0\r\n\r\n")
         except (BrokenPipeError, ConnectionResetError, OSError):
             return

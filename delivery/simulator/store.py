@@ -50,12 +50,12 @@ def encode(obj: object) -> bytes:
 
 
 class Event:
-    """One change; ``data`` is the object already serialised (watchers share it)."""
+    """One change; ``data`` is the object already serialised (watchers share it), ``old`` what it replaced."""
 
-    __slots__ = ("rv", "rt", "type", "obj", "data")
+    __slots__ = ("rv", "rt", "type", "obj", "data", "old")
 
-    def __init__(self, rv: int, rt: ResourceType, type_: str, obj: dict, data: bytes):
-        self.rv, self.rt, self.type, self.obj, self.data = rv, rt, type_, obj, data
+    def __init__(self, rv: int, rt: ResourceType, type_: str, obj: dict, data: bytes, old: dict | None = None):
+        self.rv, self.rt, self.type, self.obj, self.data, self.old = rv, rt, type_, obj, data, old
 
 
 class Store:
@@ -410,7 +410,7 @@ class Store:
         data = self._encoded[id(new)] = encode(new)
         if old is not None:
             self._encoded.pop(id(old), None)
-        self._record(rt, "ADDED" if old is None else "MODIFIED", new, data)
+        self._record(rt, "ADDED" if old is None else "MODIFIED", new, data, old)
         for listener in self._listeners:
             listener(rt, old, new)
         return new
@@ -427,8 +427,8 @@ class Store:
         for listener in self._listeners:
             listener(rt, obj, None)
 
-    def _record(self, rt: ResourceType, type_: str, obj: dict, data: bytes) -> None:
-        self._events.append(Event(self.rv, rt, type_, obj, data))
+    def _record(self, rt: ResourceType, type_: str, obj: dict, data: bytes, old: dict | None = None) -> None:
+        self._events.append(Event(self.rv, rt, type_, obj, data, old))
         self._event_rvs.append(self.rv)
         if len(self._events) > _EVENT_LOG_LIMIT:
             cut = _EVENT_LOG_LIMIT // 2

@@ -85,3 +85,20 @@ def test_watch_from_an_expired_resource_version_reports_410(sim, core: client.Co
     with httpx.stream("GET", url, params={"watch": "true", "resourceVersion": "1"}, timeout=10) as response:
         lines = [line for line in response.iter_lines() if line]
     assert '"code":410' in lines[0] and '"type":"ERROR"' in lines[0]
+
+
+def test_a_selected_watch_sees_objects_enter_and_leave_the_selection(core: client.CoreV1Api, ns: str) -> None:
+    core.create_namespaced_config_map(ns, configmap("cfg", {"team": "y"}))
+    since = core.list_namespaced_config_map(ns).metadata.resource_version
+    w = watch.Watch()
+    events: list = []
+    stream = w.stream(
+        core.list_namespaced_config_map, ns, label_selector="team=x", resource_version=since, timeout_seconds=20
+    )
+    thread = _collect(stream, events, 3)
+    core.patch_namespaced_config_map("cfg", ns, {"metadata": {"labels": {"team": "x"}}})
+    core.patch_namespaced_config_map("cfg", ns, {"data": {"key": "2"}})
+    core.patch_namespaced_config_map("cfg", ns, {"metadata": {"labels": {"team": "z"}}})
+    thread.join(timeout=20)
+    w.stop()
+    assert [kind for kind, _ in events] == ["ADDED", "MODIFIED", "DELETED"]
