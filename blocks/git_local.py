@@ -404,7 +404,7 @@ def commit_files(
 
 def _check_path(path: str) -> str:
     parts = path.split("/")
-    if not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts) or parts[0] == ".git":
+    if not path or any(p in ("", ".", "..") or p.casefold() == ".git" for p in parts):
         raise InvalidInput(f"path {path!r} is not a relative path inside the repository")
     return path
 

@@ -64,9 +64,11 @@ class Artifact(Model):
         path = PurePosixPath(value)
         if path.is_absolute():
             raise ValueError(f"path {value!r} is absolute: artifact paths are repository-relative")
-        if any(part in ("..", ".") for part in path.parts) or value.endswith("/"):
+        # Split the text itself: PurePosixPath drops "." and empty parts ("a/./b", "a//b").
+        parts = value.split("/")
+        if any(part in ("..", ".", "") for part in parts):
             raise ValueError(f"path {value!r} escapes or is not a file inside the repository")
-        if path.parts[0] == ".git":
+        if any(part.casefold() == ".git" for part in parts):
             raise ValueError(f"path {value!r} points into .git")
         return value
 
