@@ -1,0 +1,106 @@
+"""roll_back: restore the last healthy revision (or remove the app when none), sync, emit RollbackCompleted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from runtime_support import APP, FAIL, IMAGE_V1, IMAGE_V2, RuntimeEnv, in_flow, runtime_env, wait_for_events
+
+from delivery.errors import InvalidInput
+from tasks.health import HealthSpec, evaluate_health
+from tasks.manifest import render
+from tasks.promote import Promotion, write_promotion
+from tasks.rollback import RollbackSpec, roll_back
+from tasks.strategies import HealthSettings, deploy_with_strategy
+from tasks.sync import SyncSpec, reconcile
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[RuntimeEnv]:
+    with runtime_env(tmp_path, ready_delay=0.1) as environment:
+        yield environment
+
+
+def deployed(env: RuntimeEnv, **options: Any) -> tuple[dict[str, Any], str]:
+    spec = env.spec(**options)
+    target = spec.target().model_dump()
+    revision = write_promotion(env.repo, Promotion(**target, files=render(spec).files)).git_revision
+    reconcile(env.runtime, env.repo, SyncSpec(**target, git_revision=revision))
+    return target, revision
+
+
+def image_live(env: RuntimeEnv) -> str:
+    live = env.runtime.get(api_version="apps/v1", kind="Deployment", name=APP, namespace=env.namespace)
+    return live["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def test_roll_back_restores_the_healthy_revision_and_a_second_rollback_changes_nothing(
+    prefect_server: str, env: RuntimeEnv
+) -> None:
+    target, good = deployed(env, image=IMAGE_V1)
+    assert evaluate_health(env.runtime, env.repo, HealthSpec(**target, git_revision=good, poll_seconds=0.05)).healthy
+    _, bad = deployed(env, image=IMAGE_V2, values=FAIL, release_id=target["release_id"], trace_id=target["trace_id"])
+    assert image_live(env) == IMAGE_V2
+    spec = RollbackSpec(**target, reason="gate failed", failed_revision=bad, timeout_seconds=20, poll_seconds=0.05)
+
+    result = in_flow(lambda: roll_back(env.runtime, env.repo, spec))
+
+    assert result.committed and result.restored_from == good and result.healthy
+    assert image_live(env) == IMAGE_V1
+    assert env.repo.read_environment(env.environment, APP) == env.repo.read_environment(env.environment, APP,
+                                                                                         ref=good)
+    assert [ref.name for ref in result.changed] == [APP]  # only the Deployment differed
+    head, versions = env.repo.head(), {k: o["metadata"]["resourceVersion"] for k, o in env.live_by_name().items()}
+
+    again = roll_back.fn(env.runtime, env.repo, spec)
+
+    assert not again.committed and again.git_revision == head and again.changed == [] and again.pruned == []
+    assert {k: o["metadata"]["resourceVersion"] for k, o in env.live_by_name().items()} == versions
+
+
+def test_without_a_healthy_revision_the_app_is_removed(env: RuntimeEnv) -> None:
+    target, bad = deployed(env, values=FAIL)
+    result = roll_back.fn(env.runtime, env.repo, RollbackSpec(**target, failed_revision=bad))
+    assert result.restored_from is None and len(result.pruned) == 4
+    assert env.live() == [] and env.repo.read_environment(env.environment, APP) == {}
+
+
+def test_a_failed_deployment_leaves_a_traceable_event_trail(prefect_server: str, env: RuntimeEnv) -> None:
+    from prefect import flow
+
+    spec = env.spec(values=FAIL)
+
+    @flow
+    def failing() -> Any:
+        return deploy_with_strategy(env.runtime, env.repo, spec, health=HealthSettings(timeout_seconds=20,
+                                                                                       poll_seconds=0.05))
+
+    outcome = failing()
+    assert outcome.rolled_back and not outcome.healthy and env.live() == []
+    names = ["ManifestRendered", "DeploymentPromoted", "GitOpsSynced", "HealthChecked", "RollbackCompleted"]
+    events = wait_for_events(prefect_server, spec.trace_id, names)
+    by_name = {e["event"]: e for e in events}
+    assert by_name["delivery.DeploymentPromoted"]["payload"]["revision"] == outcome.failed_revision
+    assert by_name["delivery.GitOpsSynced"]["payload"]["revision"] == outcome.failed_revision
+    assert by_name["delivery.HealthChecked"]["payload"]["healthy"] is False
+    assert by_name["delivery.RollbackCompleted"]["payload"]["revision"] == outcome.git_revision
+    assert all(e["resource"]["prefect.resource.id"] == f"delivery.release.{spec.release_id}" for e in events)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"strategy": "big_bang"}, "strategy"),
+        ({"timeout_seconds": -1}, "timeout_seconds"),
+        ({"namespace": "Bad"}, "namespace"),
+        ({"whatever": 1}, "whatever"),
+    ],
+)
+def test_validation_table(env: RuntimeEnv, change: dict[str, Any], field: str) -> None:
+    head = env.repo.head()
+    with pytest.raises(InvalidInput, match=f"roll_back: invalid input: {field}"):
+        roll_back.fn(env.runtime, env.repo, {**env.target(), **change})
+    assert env.repo.head() == head
