@@ -204,9 +204,11 @@ def test_labels_must_be_strings_and_malformed_bodies_are_refused(sim, ns: str) -
     url = f"{sim.url}/api/v1/namespaces/{ns}/configmaps"
     bad = configmap("cfg")
     bad["metadata"]["labels"] = {"replicas": 3}  # the typed client would refuse this before sending it
-    response = httpx.post(url, json=bad)
+    http = httpx.Client()
+    response = http.post(url, json=bad)
     assert response.status_code == 422 and "metadata.labels" in response.json()["message"]
-    response = httpx.post(url, content=b"{not json", headers={"Content-Type": "application/json"})
+    response = http.post(url, content=b"{not json", headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and response.json()["reason"] == "BadRequest"
-    response = httpx.post(url, content=b"[1, 2]", headers={"Content-Type": "application/json"})
+    response = http.post(url, content=b"[1, 2]", headers={"Content-Type": "application/json"})
     assert response.status_code == 400
+    http.close()

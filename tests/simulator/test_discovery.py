@@ -55,15 +55,16 @@ def test_dynamic_client_knows_the_status_subresource_and_rejects_unknown_kinds(d
 
 
 def test_unknown_paths_answer_a_404_status(sim: KubernetesSimulator) -> None:
-
-    for path in (
+    unknown = [
         "/apis/batch/v1",
         "/apis/nope",
         "/api/v2",
         "/api/v1/pods",
         "/apis/apps/v1/namespaces/x/deployments/a/scale",
-    ):
-        response = httpx.get(sim.url + path)
+    ]
+    with httpx.Client(base_url=sim.url) as http:
+        responses = {path: http.get(path) for path in unknown}
+    for path, response in responses.items():
         assert response.status_code == 404, path
         assert response.json()["kind"] == "Status" and response.json()["reason"] == "NotFound"
 
