@@ -16,7 +16,7 @@ from pydantic import SecretStr
 
 from blocks.pulumi_stack import PulumiStack
 from delivery.errors import InvalidInput
-from infra.stacks import PulumiCommandFailed, StackOutput
+from infra.stacks import PulumiCommandFailed, StackLocked, StackOutput
 from infra.testing import RecordingBackend, cli_error, locked_error
 from tasks.infrastructure import (
     InfrastructureRequest,
@@ -274,33 +274,54 @@ def test_stack_ref_of() -> None:
 # --------------------------------------------------------------------------- secrets
 
 
-def test_no_secret_reaches_logs_events_or_artifacts(prefect_server: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_no_secret_reaches_logs_events_artifacts_or_the_ledger(
+    prefect_server: str, ledger, caplog: pytest.LogCaptureFixture
+) -> None:
     ok_request = new_request()
     ok = run(RecordingBackend(outputs=platform_outputs(ok_request.release_id)), ok_request)
     ok.result()
     failing_request = new_request()
     cli_output = f"error: client {CLIENT_ID} with secret {CLIENT_SECRET} refused; passphrase {PASSPHRASE}"
-    failing = RecordingBackend().fail("up", cli_error(stderr=cli_output))
-    bad = run(failing, failing_request)
+    bad = run(RecordingBackend().fail("up", cli_error(stderr=cli_output)), failing_request)
     with pytest.raises(PulumiCommandFailed):
         bad.result()
+    # A lock that outlasts every stage retry becomes an incident, whose envelope keeps the traceback.
+    locked_request = new_request()
+    locked_cli = cli_error("ConcurrentUpdateError", stderr=f"the stack is currently locked by {CLIENT_SECRET}")
+    locked = run(RecordingBackend().fail("up", locked_cli, times=10), locked_request)
+    with pytest.raises(StackLocked):
+        locked.result()
 
     seen: list[str] = [caplog.text]
-    for state, request in ((ok, ok_request), (bad, failing_request)):
+    for state, request, expected_line, expected_event in (
+        (ok, ok_request, "infrastructure of", "delivery.InfrastructureProvisioned"),
+        (bad, failing_request, "refused", None),
+        (locked, locked_request, "locked", "delivery.IncidentRaised"),
+    ):
         flow_run_id = str(state.state_details.flow_run_id)
         logs = wait_for(
-            lambda fid=flow_run_id: [e["message"] for e in logs_of(prefect_server, fid)]
-            if any("infrastructure of" in e["message"] or "refused" in e["message"]
-                   for e in logs_of(prefect_server, fid)) else None,
+            lambda fid=flow_run_id, line=expected_line: [e["message"] for e in logs_of(prefect_server, fid)]
+            if any(line in e["message"] for e in logs_of(prefect_server, fid)) else None,
             what="the run's logs",
         )
         seen.extend(logs)
-        seen.extend(str(run_["state"]) for run_ in task_runs_of(prefect_server, flow_run_id))
+        seen.extend(str(task_run) for task_run in task_runs_of(prefect_server, flow_run_id))
+        seen.append(httpx.get(f"{prefect_server}/flow_runs/{flow_run_id}").text)
         artifacts = httpx.post(
             f"{prefect_server}/artifacts/filter", json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}}
         ).json()
         seen.extend(str(a) for a in artifacts)
+        if expected_event:
+            wait_for(
+                lambda tid=request.trace_id, name=expected_event: any(
+                    e["event"] == name for e in events_of(prefect_server, tid)
+                ),
+                what=expected_event,
+            )
         seen.extend(str(e) for e in events_of(prefect_server, request.trace_id))
+    incidents = [i for i in ledger.incidents() if i.get("release_id") == locked_request.release_id]
+    assert incidents, "the exhausted lock should have raised an incident"
+    seen.extend(str(ledger.incident(i["id"])) for i in incidents)
 
     # Persisted task results (the resume state) are scanned as bytes too.
     results = Path(os.environ["PREFECT_LOCAL_STORAGE_PATH"])
@@ -308,9 +329,10 @@ def test_no_secret_reaches_logs_events_or_artifacts(prefect_server: str, caplog:
     assert [s for s in SECRETS if s.encode() in stored] == []
 
     scanned = "\n".join(seen)
-    # The scan covered what happened: the success line, the failure's CLI message, the event.
+    # The scan covered what happened: the success line, the failures' CLI messages, the events, the incident.
     assert "infrastructure of dev" in scanned
     assert "refused" in scanned and "***" in scanned
-    assert "delivery.InfrastructureProvisioned" in scanned
+    assert "delivery.InfrastructureProvisioned" in scanned and "delivery.IncidentRaised" in scanned
+    assert "Traceback" in scanned
     leaked = [secret for secret in SECRETS if secret in scanned]
     assert leaked == []
