@@ -78,6 +78,9 @@ def events_of(api_url: str, trace_id: str, wanted: set[str], *, timeout: float =
         response = httpx.post(f"{api_url}/events/filter", json={
             "filter": {"related": {"id": [f"delivery.trace.{trace_id}"]},
                        "occurred": {"since": "2020-01-01T00:00:00Z"}}, "limit": 50})
+        if response.status_code == 503:  # SQLite busy: the server asks callers to come back
+            time.sleep(0.5)
+            continue
         response.raise_for_status()
         found = {e["event"].removeprefix("delivery."): e for e in response.json()["events"]}
         if wanted <= set(found):
