@@ -156,6 +156,8 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             return 200, discovery
         rt, namespace, name, subresource = _resource_route(parts)
+        if subresource is not None and method not in ("GET", "PUT", "PATCH"):
+            raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on the {subresource} subresource")
         dry_run = _dry_run(query)
         store = self.server.store
         if method == "GET":

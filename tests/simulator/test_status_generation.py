@@ -71,8 +71,10 @@ def test_writes_to_status_ignore_spec_and_metadata(apps: client.AppsV1Api, ns: s
 def test_status_subresource_exists_only_where_discovery_says(core: client.CoreV1Api, ns: str) -> None:
     core.create_namespaced_config_map(ns, configmap("cfg"))
 
-    url = core.api_client.configuration.host + f"/api/v1/namespaces/{ns}/configmaps/cfg/status"
-    assert httpx.get(url).status_code == 404
+    host = core.api_client.configuration.host
+    with httpx.Client(base_url=host) as http:
+        assert http.get(f"/api/v1/namespaces/{ns}/configmaps/cfg/status").status_code == 404
+        assert http.delete(f"/api/v1/namespaces/{ns}/services/cfg/status").status_code == 405
 
 
 def test_dry_run_create_replace_patch_apply_delete(
