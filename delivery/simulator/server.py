@@ -35,6 +35,7 @@ class SimulatorServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 128  # the default backlog of 5 turns bursts of new connections into 1 s SYN retries
 
     def __init__(self, address: tuple[str, int], store: Store):
         super().__init__(address, _Handler)
