@@ -155,6 +155,10 @@ class PulumiStack(Block):
         """Preview a refresh expecting no changes: does Azure still match the stack's state?"""
         return self.runner().check_drift(self.target(), _no_program)
 
+    def cancel_update(self) -> None:
+        """Remove the lock a crashed update left (``pulumi cancel``); never called automatically."""
+        self.runner().cancel(self.target(), _no_program)
+
     def outputs(self) -> dict[str, StackOutput]:
         """The stack's outputs; secret ones hold a SecretStr."""
         return self.runner().outputs(self.target(), _no_program)

@@ -267,6 +267,14 @@ class AutomationHandle:
         self._stack.cancel()
 
 
+@functools.lru_cache(maxsize=8)
+def _command(root: str | None) -> Any:
+    """One ``PulumiCommand`` per CLI location: building it runs ``pulumi version``."""
+    from pulumi import automation as auto
+
+    return auto.PulumiCommand(root=root)
+
+
 class AutomationBackend:
     """The real :class:`StackBackend`: ``pulumi.automation`` with a local workspace."""
 
@@ -282,7 +290,7 @@ class AutomationBackend:
             secrets_provider = "passphrase"
         # PulumiCommand wants the folder above bin/; a CLI found elsewhere on PATH is run by name.
         root = target.cli_root or (str(Path(cli).parent.parent) if Path(cli).parent.name == "bin" else None)
-        command = auto.PulumiCommand(root=root)
+        command = _command(root)
         opts = auto.LocalWorkspaceOptions(
             project_settings=auto.ProjectSettings(
                 name=target.project, runtime="python", backend=auto.ProjectBackend(url=backend_url)
@@ -490,6 +498,11 @@ class StackRunner:
         """Read the stack's current outputs (secrets included, flagged as such)."""
         handle = self._open(target, program, {})
         return dict(self._with_retries(target, "stack output", handle.outputs))
+
+    def cancel(self, target: StackTarget, program: Program) -> None:
+        """Release a lock left by a crashed update. Only for an operator who knows no update is running."""
+        handle = self._open(target, program, {})
+        self._with_retries(target, "cancel", handle.cancel)
 
     def check_drift(self, target: StackTarget, program: Program) -> DriftReport:
         """Preview a refresh expecting no changes; changes (or the CLI refusing) mean drift."""

@@ -86,6 +86,9 @@ def test_secret_output_and_drift_check() -> None:
     assert block.secret_output("missing") is None
     assert block.check_drift().drifted is False
     assert block.refresh() == {"same": 5}
+    assert fake.count("cancel") == 0  # a lock is never cancelled behind the operator's back
+    block.cancel_update()
+    assert fake.count("cancel") == 1
 
 
 def test_without_a_cli_the_block_says_so(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
