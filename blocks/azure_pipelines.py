@@ -28,7 +28,7 @@ from blocks.pipeline_runner import (
     StepResult,
     read_published,
 )
-from delivery.errors import AuthenticationError, NotFound, PermanentError, TransientError
+from delivery.errors import AuthenticationError, InvalidInput, NotFound, PermanentError, TransientError
 
 API_VERSION = "7.1"
 _RESULTS = {
@@ -173,6 +173,33 @@ class AzurePipelinesRunner(PipelineRunner):
             started_at=_time(run.get("createdDate")) or started,
             finished_at=_time(run.get("finishedDate")) or datetime.now(UTC),
         )
+
+    def preview(self, pipeline_yaml: str, *, branch: str = "refs/heads/main",
+                transport: httpx.BaseTransport | None = None) -> str:
+        """Have Azure Pipelines check a pipeline without running it (``previewRun``).
+
+        Args:
+            pipeline_yaml: the YAML to check, e.g. a freshly generated pipeline.
+            branch: the ref whose templates and resources apply.
+            transport: an httpx transport (tests).
+
+        Returns:
+            The ``finalYaml`` Azure expanded from it.
+
+        Raises:
+            InvalidInput: Azure refused the YAML (its message says why).
+        """
+        body = {"previewRun": True, "yamlOverride": pipeline_yaml,
+                "resources": {"repositories": {"self": {"refName": branch}}}}
+        with self._client(transport) as client:
+            try:
+                answer = self._request(client, "POST", f"pipelines/{self.pipeline_id}/runs", json=body,
+                                       what=f"preview pipeline {self.pipeline_id}")
+            except PermanentError as exc:
+                if "answered 400" in str(exc):
+                    raise InvalidInput(f"Azure Pipelines refused the YAML: {exc}") from exc
+                raise
+        return str(answer.json().get("finalYaml", ""))
 
     def _wait(self, client: httpx.Client, run_id: int, run: dict[str, Any]) -> dict[str, Any]:
         deadline = time.monotonic() + self.run_timeout_seconds

@@ -155,3 +155,28 @@ def test_a_run_that_outlives_the_timeout_is_reported():
     with pytest.raises(TransientError, match="still inProgress after 0.2s"):
         queue(fake, run_timeout_seconds=0.2)
     assert fake.polls >= 1
+
+
+def test_a_generated_pipeline_can_be_checked_by_azure_without_running():
+    from pathlib import Path
+
+    from delivery.build_settings import parse_build_settings
+    from delivery.errors import InvalidInput
+    from tasks.pipeline import render_pipeline
+
+    seen: list[dict] = []
+
+    def preview(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append(body)
+        assert request.url.path == "/contoso/shop/_apis/pipelines/7/runs" and body["previewRun"] is True
+        if "stages:" not in body["yamlOverride"]:
+            return httpx.Response(400, json={"message": "/azure-pipelines.yml: Unexpected value 'stagez'"})
+        return httpx.Response(200, json={"id": -1, "finalYaml": body["yamlOverride"]})
+
+    settings = Path(__file__).resolve().parents[2] / "examples" / "sample-app" / "delivery-build.yaml"
+    generated = render_pipeline(parse_build_settings(settings.read_bytes()))
+    assert runner().preview(generated, transport=httpx.MockTransport(preview)) == generated
+    with pytest.raises(InvalidInput, match="Unexpected value 'stagez'"):
+        runner().preview("stagez: []\n", transport=httpx.MockTransport(preview))
+    assert len(seen) == 2
