@@ -23,7 +23,7 @@ from prefect.blocks.core import Block
 from pydantic import BaseModel, ConfigDict, Field
 
 from blocks import git_local
-from delivery.errors import CheckFailed, InvalidInput, MergeConflict, NotFound, PermanentError
+from delivery.errors import CheckFailed, ConflictError, InvalidInput, MergeConflict, NotFound, PermanentError
 from delivery.models import CheckResult, CheckStatus, CommitInfo, MergeInfo, PullRequest, PullRequestStatus, utcnow
 
 _REPOSITORY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -232,6 +232,10 @@ class LocalGitHost(GitHost):
 
         A merge conflict is recorded as a failed ``mergeable`` check. Commands run only when the
         pull request merges cleanly.
+
+        Raises:
+            ConflictError: the source branch moved while the checks were being prepared (retry).
+            NotFound: the pull request or its source branch does not exist.
         """
         pr = self.get_pull_request(repository, number)
         if pr.status is not PullRequestStatus.OPEN:
@@ -240,7 +244,7 @@ class LocalGitHost(GitHost):
         if head is None:
             raise NotFound(f"{repository}: source branch {pr.source_branch!r} of #{number} is gone")
         checks = [self._branch_policy(pr), self._policy_gate(repository, pr, head)]
-        checks.extend(self._run_commands(repository, pr))
+        checks.extend(self._run_commands(repository, pr, head))
         with self._locked(repository) as folder:
             current = self.get_pull_request(repository, number)
             updated = current.model_copy(update={"checks": checks, "head_sha": head})
@@ -267,12 +271,14 @@ class LocalGitHost(GitHost):
         problems += [f"head commit lacks trailer {key}" for key in self.required_trailers if key not in info.trailers]
         return _result("policy-gate", "policy_gate", problems, ok=f"{len(changed)} changed paths allowed")
 
-    def _run_commands(self, repository: str, pr: PullRequest) -> list[CheckResult]:
+    def _run_commands(self, repository: str, pr: PullRequest, head: str) -> list[CheckResult]:
         commands = [c for c in self.check_commands if not c.repositories or repository in c.repositories]
         started = utcnow()
         try:
             with git_local.merged_checkout(self.clone_url(repository), source=pr.source_branch,
                                            target=pr.target_branch) as work:
+                if work.commit(f"refs/remotes/origin/{pr.source_branch}").hexsha != head:
+                    raise ConflictError(f"{repository}#{pr.number}: {pr.source_branch} moved while being checked")
                 results = [_run(command, Path(work.working_dir)) for command in commands]
         except MergeConflict as exc:
             return [CheckResult(name="mergeable", kind="branch_policy", status=CheckStatus.FAILED, summary=str(exc),

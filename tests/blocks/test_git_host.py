@@ -281,3 +281,20 @@ def test_block_saves_and_loads_through_prefect(host, prefect_server):
     assert isinstance(loaded, LocalGitHost)
     assert loaded.root == host.root and loaded.check_commands == host.check_commands
     assert loaded.resolve("shop", "main") == host.resolve("shop", "main")
+
+
+def test_a_source_moving_while_checks_start_is_a_retryable_conflict(host, monkeypatch):
+    release_branch(host)
+    pr = host.open_pull_request("shop", source="release/rel-1", target="main", title="t")
+    real_checkout = git_local.merged_checkout
+
+    def checkout_after_a_push(url, *, source, target):
+        monkeypatch.setattr(git_local, "merged_checkout", real_checkout)
+        host.commit_files("shop", branch=source, files={"late.txt": b"late"}, message="late", trailers=TRAILERS)
+        return real_checkout(url, source=source, target=target)
+
+    monkeypatch.setattr(git_local, "merged_checkout", checkout_after_a_push)
+    with pytest.raises(ConflictError, match="moved while being checked"):
+        host.run_checks("shop", pr.number)
+    assert host.get_pull_request("shop", pr.number).checks == []
+    assert host.run_checks("shop", pr.number).checks_passed  # the retry checks the new head
