@@ -20,6 +20,10 @@ from delivery.config import ApprovalRules
 from delivery.ids import normalise_identity
 from delivery.models import Approval, Decision, utcnow
 
+POLICY_ACTOR = "system:policy-gate"
+TIMEOUT_ACTOR = "system:approval-timeout"
+LATE_REASON = "too late: the approval window closed and the plan was rejected"
+
 
 class ApprovalInput(BaseModel):
     """What an approver sends to resume a paused promotion (the form in the Prefect UI).
@@ -105,4 +109,14 @@ def outcome(approvals: Sequence[Approval], rules: ApprovalRules) -> Outcome:
     return Outcome.PENDING
 
 
-__all__ = ["ApprovalInput", "Outcome", "counted_approvers", "is_allowed", "judge", "outcome"]
+__all__ = [
+    "LATE_REASON",
+    "POLICY_ACTOR",
+    "TIMEOUT_ACTOR",
+    "ApprovalInput",
+    "Outcome",
+    "counted_approvers",
+    "is_allowed",
+    "judge",
+    "outcome",
+]

@@ -25,16 +25,22 @@ from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 
-from delivery.approvals import ApprovalInput, Outcome, counted_approvers, judge, outcome
-from delivery.config import ApprovalRules, EnvironmentConfig
+from delivery.approvals import (
+    POLICY_ACTOR,
+    TIMEOUT_ACTOR,
+    ApprovalInput,
+    Outcome,
+    counted_approvers,
+    judge,
+    outcome,
+)
+from delivery.config import EnvironmentConfig
 from delivery.events import EventName, emit
 from delivery.ledger import Ledger
 from delivery.models import Approval
 from delivery.plan import PlanState, ReleasePlan
 from delivery.policy import PolicyResult, evaluate_policies, policy_context
 
-POLICY_ACTOR = "system:policy-gate"
-TIMEOUT_ACTOR = "system:approval-timeout"
 POLL_INTERVAL_SECONDS = 2
 
 
@@ -115,7 +121,7 @@ def _resume_running() -> None:
         client.set_flow_run_state(context.flow_run.id, Running(), force=True)
 
 
-def _wait_for_decision(plan: ReleasePlan, rules: ApprovalRules, *, attempt: int, remaining: float) -> ApprovalInput:
+def _wait_for_decision(plan: ReleasePlan, *, attempt: int, remaining: float) -> ApprovalInput:
     return pause_flow_run(
         wait_for_input=ApprovalInput,
         timeout=max(1, math.ceil(remaining)),
@@ -153,7 +159,7 @@ def request_approval(plan: ReleasePlan, settings: EnvironmentConfig) -> ReleaseP
         try:
             if remaining <= 0:
                 raise FlowPauseTimeout("approval time is up")
-            decision = _wait_for_decision(plan, rules, attempt=attempt, remaining=remaining)
+            decision = _wait_for_decision(plan, attempt=attempt, remaining=remaining)
         except FlowPauseTimeout:
             _resume_running()
             signed = counted_approvers(plan.approvals)
@@ -192,4 +198,4 @@ def _record(ledger: Ledger, plan: ReleasePlan, approval: Approval) -> ReleasePla
     return ledger.save_plan(plan.with_approval(approval))
 
 
-__all__ = ["ApprovalInput", "evaluate_policy_gates", "request_approval"]
+__all__ = ["POLICY_ACTOR", "TIMEOUT_ACTOR", "ApprovalInput", "evaluate_policy_gates", "request_approval"]

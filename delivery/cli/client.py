@@ -354,6 +354,8 @@ class DeliveryClient:
             except TransientError:
                 paused = []
         if not paused:
+            self._refuse_late(release_id, environment=environment, decision=decision, approver=approver,
+                              comment=comment)
             where = f" in {environment}" if environment else ""
             raise NotFound(f"release {release_id}: no promotion is waiting for approval{where}")
         results = [self.resume(run.flow_run_id, run_input, environment=run.environment) for run in paused]
@@ -363,6 +365,22 @@ class DeliveryClient:
                 "; ".join(f"{r.environment or r.flow_run_id}: {r.status}: {r.reason}" for r in refused)
             )
         return results
+
+    def _refuse_late(self, release_id: str, *, environment: str | None, decision: Decision, approver: str,
+                     comment: str) -> None:
+        """A decision on a plan whose approval window closed is audited as refused, then refused."""
+        from delivery.approvals import LATE_REASON, TIMEOUT_ACTOR
+        from delivery.ledger import Ledger
+        from delivery.models import Approval
+
+        ledger = Ledger()
+        for plan in ledger.plans(release_id=release_id, environment=environment):
+            history = ledger.transitions(plan.plan_id)
+            if plan.state is PlanState.REJECTED and history and history[-1].actor == TIMEOUT_ACTOR:
+                ledger.record_approval(plan.plan_id, Approval(
+                    approver=approver, decision=decision, comment=comment, counted=False,
+                    refused_reason=LATE_REASON))
+                raise ApprovalRefused(f"{plan.environment}: {LATE_REASON} ({history[-1].reason})")
 
     def approve(self, release_id: str, *, approver: str, **options: Any) -> list[ResumeResult]:
         """Approve the release's paused promotion(s); see :meth:`decide`."""

@@ -7,7 +7,9 @@ import pytest
 from governance_support import PLANNER, Approver, Step, new_request, succeeded_build
 from prefect import flow, tags
 
+from delivery.cli.client import DeliveryClient
 from delivery.config import EnvironmentConfig
+from delivery.errors import ApprovalRefused
 from delivery.models import BuildResult, Decision, ReleaseRequest
 from delivery.plan import PlanState, ReleasePlan
 from tasks.approval import POLICY_ACTOR, TIMEOUT_ACTOR, request_approval
@@ -110,6 +112,12 @@ def test_approval_timeout_rejects_and_the_run_completes(prefect_server, ledger) 
     assert last.actor == TIMEOUT_ACTOR and "timed out after 3 s with 0 of 2" in last.reason
     states = _states_of_runs(prefect_server, request.release_id)
     assert "PAUSED" in states and "FAILED" not in states
+    # a decision arriving after the window closed is refused, and audited
+    with DeliveryClient(prefect_server) as client, pytest.raises(ApprovalRefused, match="too late"):
+        client.approve(request.release_id, approver="user:alice", environment="prod")
+    (late,) = ledger.approvals(plan.plan_id)
+    assert (late.approver, late.counted) == ("user:alice", False) and late.refused_reason.startswith("too late")
+    assert ledger.get_plan(plan.plan_id).state is PlanState.REJECTED
 
 
 def test_rejection_then_resubmission_plans_a_new_revision(prefect_server, ledger) -> None:
