@@ -79,7 +79,8 @@ def pipeline_document(settings: BuildSettings) -> dict:
                     # a fixed timestamp makes the wheel reproducible: the same files, the same bytes, so a
                     # rebuild of unchanged code republishes as a no-op (1980-01-01, the earliest zip time)
                     "SOURCE_DATE_EPOCH=315532800 "
-                    f"{python} -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir {dist} .",
+                    f"{python} -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation "
+                    f"--wheel-dir {dist} .",
                     "Build the wheel",
                     directory=settings.package.path,
                 ),
