@@ -39,6 +39,7 @@ from delivery.models import Model, PublishedImage, PublishedPackage, TestCounts
 from delivery.settings import state_dir
 
 TEST_RESULTS_TASK = "PublishTestResults@2"
+_JOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 
 
 class Outcome(StrEnum):
@@ -199,8 +200,9 @@ def parse_pipeline(text: str | bytes) -> tuple[list[PipelineJob], dict[str, str]
         names: list[str] = []
         for job in stage.get("jobs") or []:
             name = str(job.get("job") or job.get("deployment") or "")
-            if not name:
-                raise InvalidInput(f"pipeline: a job of stage {stage_name} has no name")
+            if not _JOB_NAME.match(name):  # Azure's rule; it also keeps job folders inside the run
+                raise InvalidInput(f"pipeline: job name {name!r} in stage {stage_name} is invalid "
+                                   "(letters, digits and '_', not starting with a digit)")
             own = _names(job.get("dependsOn"))
             for dep in own:
                 if dep not in names and dep not in [s.get("job") for s in stage.get("jobs")]:

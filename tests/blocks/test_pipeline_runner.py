@@ -168,6 +168,8 @@ def test_each_job_starts_from_a_clean_checkout_of_the_commit(tmp_path):
         ("jobs:\n- job: a\n  dependsOn: ghost\n  steps: []\n", "unknown job 'ghost'"),
         ("jobs:\n- job: a\n  steps: []\n- job: a\n  steps: []\n", "unique"),
         ("trigger: none\n", "needs stages, jobs or steps"),
+        ("jobs:\n- job: ../../escape\n  steps: []\n", "job name '../../escape' in stage __default is invalid"),
+        ("jobs:\n- steps: []\n", "job name '' in stage __default is invalid"),
         ("- just a list\n", "expected a mapping"),
     ],
 )
