@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import subprocess
+import sys
+import textwrap
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pulumi
@@ -78,15 +82,29 @@ def _run(build) -> dict[str, Any]:
 
 
 def test_importing_the_program_declares_nothing() -> None:
-    # Fresh mocks after the import: had the module declared anything, it would show here or have failed.
-    import infra.platform  # noqa: F401
+    # In a fresh interpreter (so the import really happens) where declaring any resource raises.
+    script = textwrap.dedent(
+        """
+        import pulumi
 
-    recorder = RecordingMocks()
-    pulumi.runtime.set_mocks(recorder, project="p", stack="s", preview=False)
-    import importlib
+        def refuse(self, *args, **kwargs):
+            raise RuntimeError("declared " + str(args[:2]))
 
-    importlib.reload(infra.platform)
-    assert recorder.resources == {}
+        pulumi.Resource.__init__ = refuse
+        import infra.platform, infra.stacks
+
+        program = infra.platform.platform_program(infra.platform.PlatformSpec(environment="dev"))
+        try:
+            program()
+        except RuntimeError as exc:
+            print("control:", exc)
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    # The patch works (calling the program declares), and neither the imports nor building the program did.
+    assert "control: declared" in done.stdout and "EnvironmentPlatform" in done.stdout
 
 
 def test_names_skus_and_monitoring(mocks: RecordingMocks) -> None:
