@@ -310,6 +310,38 @@ class KubernetesRuntime(Block):
             raise NotFound(f"Deployment {namespace}/{name} does not exist")
         return rollout_of(live)
 
+    def probe_service(self, *, service: str, namespace: str, path: str = "/healthz",
+                      port: int | str | None = None, timeout_seconds: float = 5.0) -> int:
+        """Call a Service through the API server's service proxy and return the HTTP status.
+
+        Args:
+            service: the Service's name.
+            namespace: its namespace.
+            path: the path to call, e.g. ``/healthz``.
+            port: the Service port (number or name); default the Service's only port.
+            timeout_seconds: the request's time limit.
+
+        Returns:
+            The status the proxied call answered (the API server's own status when it could not
+            proxy, e.g. 404 or 503).
+
+        Raises:
+            TransientError: the API server could not be reached.
+            AuthenticationError: the credentials were refused.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        target = f"{service}:{port}" if port is not None else service
+        url = f"/api/v1/namespaces/{namespace}/services/{target}/proxy/{path.lstrip('/')}"
+        with _boundary(f"probe {namespace}/{target}{path}"):
+            try:
+                response = self._client().request("get", url, serialize=False, _request_timeout=timeout_seconds)
+            except ApiException as exc:
+                if exc.status in (401, 403):
+                    raise
+                return int(exc.status or 0)
+            return int(response.status)
+
     # ------------------------------------------------------------------ writing
 
     def ensure_namespace(self, name: str) -> bool:

@@ -7,16 +7,23 @@ syncs it (:func:`tasks.rollback.roll_back`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from prefect import flow
 from prefect.blocks.core import Block
 from pydantic import Field
 
 from blocks.gitops_repo import GitOpsRepo
+from blocks.kubernetes_runtime import KubernetesRuntime
 from delivery.config import load_config
+from delivery.errors import NotFound
 from delivery.ids import new_release_id, new_trace_id
 from delivery.models import Model
 from delivery.settings import block_ref
 from tasks.rollback import RollbackResult, RollbackSpec, roll_back
+
+# Imported so Block.load finds these block types by slug.
+__all__ = ["GitOpsRepo", "KubernetesRuntime", "RollbackRequest", "roll_back_environment"]
 
 
 class RollbackRequest(Model):
@@ -32,6 +39,13 @@ class RollbackRequest(Model):
     gitops_repo: str | None = Field(default=None, description="GitOpsRepo block ref; default from settings")
 
 
+def _load(ref: str) -> Any:
+    try:
+        return Block.load(ref)
+    except ValueError as exc:
+        raise NotFound(f"block {ref!r} is not saved on the Prefect server: {exc}") from None
+
+
 @flow(name="roll_back", log_prints=True)
 def roll_back_environment(request: RollbackRequest) -> RollbackResult:
     """Roll an environment back to its last healthy revision.
@@ -45,10 +59,10 @@ def roll_back_environment(request: RollbackRequest) -> RollbackResult:
     Raises:
         InvalidInput: the environment is not in ``delivery.yaml``.
     """
-    repo = GitOpsRepo.load(request.gitops_repo or block_ref("gitops_repo"))
+    repo = _load(request.gitops_repo or block_ref("gitops_repo"))
     config = load_config(repo.read_config(ref=repo.branch))
     environment = config.environment(request.environment)
-    runtime = Block.load(environment.runtime)
+    runtime = _load(environment.runtime)  # a KubernetesRuntime, or any block with its methods
     spec = RollbackSpec(
         release_id=request.release_id, trace_id=request.trace_id, app=request.app,
         environment=request.environment, namespace=environment.namespace, strategy=environment.strategy.name,

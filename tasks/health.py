@@ -17,7 +17,7 @@ from pydantic import Field
 
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime, RolloutStatus
-from delivery.errors import HealthCheckFailed, NotFound
+from delivery.errors import HealthCheckFailed, NotFound, TransientError
 from delivery.events import EventName, emit
 from delivery.models import Model
 from tasks.manifest import DeployTarget, coerce
@@ -26,10 +26,24 @@ from tasks.sync import desired_objects
 
 
 class HttpProbeSpec(Model):
-    """An HTTP probe: a URL that must answer ``expected_status`` once the rollout is ready."""
+    """An HTTP probe that must answer ``expected_status`` once the rollout is ready.
 
-    url: str = Field(pattern=r"^https?://")
+    With ``url`` the probe calls it directly; otherwise it calls ``path`` on the application's
+    Service (or ``service``) through the API server's service proxy, as ``kubectl`` would.
+    """
+
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    path: str = Field(default="/healthz", pattern=r"^/")
+    port: int | str | None = Field(default=None, description="Service port number or name; default its only port")
+    service: str | None = Field(default=None, description="Service to probe; default the application's")
     expected_status: int = Field(default=200, ge=100, le=599)
+
+    def where(self, namespace: str, app: str) -> str:
+        """What is probed, for messages."""
+        if self.url:
+            return self.url
+        port = f":{self.port}" if self.port is not None else ""
+        return f"service {namespace}/{self.service or app}{port}{self.path}"
 
 
 class HealthSpec(DeployTarget):
@@ -89,20 +103,28 @@ def wait_for_rollouts(
         time.sleep(poll_seconds)
 
 
-def probe(spec: HttpProbeSpec, *, deadline: float, poll_seconds: float) -> tuple[bool, int | None, str]:
-    """Call the probe URL until it answers the expected status or the deadline passes."""
+def probe(
+    spec: HttpProbeSpec, runtime: KubernetesRuntime, *, namespace: str, app: str, deadline: float,
+    poll_seconds: float,
+) -> tuple[bool, int | None, str]:
+    """Call the probe until it answers the expected status or the deadline passes."""
     status: int | None = None
     detail = ""
+    where = spec.where(namespace, app)
     while True:
         try:
-            status = httpx.get(spec.url, timeout=5.0).status_code
+            if spec.url:
+                status = httpx.get(spec.url, timeout=5.0).status_code
+            else:
+                status = runtime.probe_service(service=spec.service or app, namespace=namespace, path=spec.path,
+                                               port=spec.port)
             if status == spec.expected_status:
-                return True, status, f"probe {spec.url} answered {status}"
+                return True, status, f"probe {where} answered {status}"
             detail = f"answered {status}, expected {spec.expected_status}"
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, TransientError) as exc:
             detail = f"{type(exc).__name__}: {exc}"
         if time.monotonic() >= deadline:
-            return False, status, f"probe {spec.url} {detail}"
+            return False, status, f"probe {where} {detail}"
         time.sleep(poll_seconds)
 
 
@@ -117,7 +139,8 @@ def evaluate_health(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: HealthSp
     probe_status = None
     if healthy and spec.http_probe is not None:
         healthy, probe_status, probe_message = probe(
-            spec.http_probe, deadline=started + spec.timeout_seconds, poll_seconds=spec.poll_seconds
+            spec.http_probe, runtime, namespace=spec.namespace, app=spec.app,
+            deadline=started + spec.timeout_seconds, poll_seconds=spec.poll_seconds,
         )
         message = f"{message}; {probe_message}"
     tagged = False
