@@ -101,3 +101,26 @@ def test_dry_run_create_replace_patch_apply_delete(
     assert fresh.metadata.name == "new"
     assert api_error(lambda: core.read_namespaced_config_map("new", ns))[0] == 404
     assert api_error(lambda: core.create_namespaced_config_map(ns, configmap("x"), dry_run="Some"))[0] == 400
+
+
+def test_dynamic_client_status_subresource_and_ingress_generation(dyn, ns: str) -> None:
+    ingresses = dyn.resources.get(api_version="networking.k8s.io/v1", kind="Ingress")
+    backend = {"service": {"name": "web", "port": {"number": 80}}}
+    manifest = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": "web"},
+        "spec": {"defaultBackend": backend},
+    }
+    created = ingresses.create(body=manifest, namespace=ns)
+    assert created.metadata.generation == 1 and created.status.loadBalancer is not None
+    lb = {"status": {"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}}}
+    written = ingresses.status.patch(name="web", namespace=ns, body=lb, content_type="application/merge-patch+json")
+    assert written.status.loadBalancer.ingress[0].ip == "10.0.0.1" and written.metadata.generation == 1
+    moved = ingresses.patch(
+        name="web",
+        namespace=ns,
+        body={"spec": {"ingressClassName": "nginx"}, "status": {"loadBalancer": {}}},
+        content_type="application/merge-patch+json",
+    )
+    assert moved.metadata.generation == 2 and moved.status.loadBalancer.ingress[0].ip == "10.0.0.1"
