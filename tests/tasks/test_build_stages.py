@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -108,3 +109,25 @@ def test_an_image_the_registry_does_not_serve_fails_the_build(prefect_server):
     with pytest.raises(BuildFailed, match="image elsewhere.example/app@sha256:1+ is not in the registry"):
         ingest_build_result(request("rel-ingest-image"), run_result(images=[image]),
                             registry=OciImageRegistry(url="http://127.0.0.1:9"))
+
+
+class CountingFeed(DirectoryPackageFeed):
+    """A directory feed that counts how often the stage asks it."""
+
+    _block_type_slug = "counting-feed-for-tests"
+    asked: ClassVar[list[str]] = []
+
+    def has(self, package: PublishedPackage) -> bool:
+        CountingFeed.asked.append(package.name)
+        return super().has(package)
+
+
+def test_ingest_runs_once_per_release(prefect_server, tmp_path):
+    feed = CountingFeed(path=str(tmp_path / "feed"))
+    wheel = tmp_path / "dist" / "demo-1.0-py3-none-any.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(b"PK")
+    run = run_result(packages=[feed.publish(wheel)])
+    first = ingest_build_result(request("rel-ingest-once"), run, feed=feed)
+    again = ingest_build_result(request("rel-ingest-once"), run, feed=feed)
+    assert again == first and CountingFeed.asked == ["demo"]  # the second call is the persisted result
