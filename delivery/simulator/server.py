@@ -164,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET":
             if name is not None:
                 return 200, store.get(rt, namespace, name)
-            if query.get("watch") in ("true", "1"):
+            if _flag(query, "watch"):
                 self._watch(rt, namespace, query)
                 return 200, None
             return 200, self._list(rt, namespace, query)
@@ -211,7 +211,7 @@ class _Handler(BaseHTTPRequestHandler):
             patch_type,
             self._parse(raw, yaml_ok=patch_type == "apply"),
             manager=manager,
-            force=query.get("force") in ("true", "1"),
+            force=_flag(query, "force"),
             subresource=subresource,
             dry_run=dry_run,
         )
@@ -372,3 +372,7 @@ def _selectors(query: dict[str, str]):  # noqa: ANN202 - pair of optional predic
 
 def _expired(since: str) -> dict:
     return ApiError(410, "Expired", f"too old resource version: {since}").status()
+
+
+def _flag(query: dict[str, str], name: str) -> bool:
+    return query.get(name, "").lower() in ("true", "1")
