@@ -32,7 +32,7 @@ from delivery.labels import (
     TRACE_ID_ANNOTATION,
 )
 from delivery.simulator import KubernetesSimulator
-from flows.drift import check_environment, drift_check
+from flows.drift import check_environment, drift_check, parse_manifests
 from tasks.manifest import files_for
 
 NAMESPACE = "drift-dev"
@@ -228,6 +228,32 @@ def _dev_config(world: DriftWorld):
     from delivery.config import load_config
 
     return load_config(world.gitops.read_config(ref=world.gitops.head())).environment("dev")
+
+
+def test_unknown_environment_and_bad_drift_settings_are_refused_naming_the_field(world):
+    with pytest.raises(InvalidInput, match="unknown environment 'nope'"):
+        drift_check(environment="nope")
+    world.configure({"ignore": ["spec..replicas"]})
+    with pytest.raises(InvalidInput, match=r"environments\.dev\.drift\.ignore"):
+        world.check()
+
+
+@pytest.mark.parametrize(
+    "files,message",
+    [
+        ({"web/a.yaml": b"kind: [unclosed"}, "web/a.yaml: not valid YAML"),
+        ({"web/a.yaml": b"- just\n- a list\n"}, "web/a.yaml: holds something that is not a Kubernetes object"),
+    ],
+)
+def test_malformed_manifests_in_git_are_refused_naming_the_file(files, message):
+    with pytest.raises(InvalidInput, match=message):
+        parse_manifests(files)
+
+
+def test_manifests_parse_every_document_and_skip_other_files():
+    files = {"web/a.yaml": b"kind: ConfigMap\nmetadata: {name: a}\n---\nkind: Secret\nmetadata: {name: b}\n",
+             "web/README.md": b"# not a manifest"}
+    assert [o["metadata"]["name"] for o in parse_manifests(files)] == ["a", "b"]
 
 
 # --------------------------------------------------------------------------- infrastructure
