@@ -45,16 +45,23 @@ def test_the_sample_apps_pipeline_is_the_same_bytes_on_two_runs():
     assert document["stages"][0]["jobs"][0]["steps"][0]["script"].startswith("python -m pytest")
 
 
+def test_the_committed_sample_pipeline_is_what_the_generator_makes():
+    files = sample_app_files()
+    assert files["azure-pipelines.yml"] == render_pipeline(parse_build_settings(files[BUILD_SETTINGS_FILE])).encode()
+
+
 def test_generate_or_refresh_commits_only_when_the_settings_change(prefect_server, tmp_path):
     host = LocalGitHost(root=str(tmp_path / "repos"))
-    host.ensure_repository("sample-app", initial_files=sample_app_files())
+    files = sample_app_files()
+    del files["azure-pipelines.yml"]
+    host.ensure_repository("sample-app", initial_files=files)
 
     release_1 = request("rel-gen-1")
     first = generate_pipeline(host, release_1, merged(host))
     head = host.resolve("sample-app", "main")
     assert first.refreshed and first.commit == head and first.commit != first.merge_commit
     committed = host.read_file("sample-app", "azure-pipelines.yml", ref=head)
-    assert committed == render_pipeline(parse_build_settings(sample_app_files()[BUILD_SETTINGS_FILE])).encode()
+    assert committed == render_pipeline(parse_build_settings(files[BUILD_SETTINGS_FILE])).encode()
     found = host.find_commit("sample-app", branch="main", trailer=("Release-Id", "rel-gen-1"))
     assert found is not None and found.sha == head
     assert found.trailers["Trace-Id"] == [release_1.trace_id]
@@ -63,7 +70,7 @@ def test_generate_or_refresh_commits_only_when_the_settings_change(prefect_serve
     assert not unchanged.refreshed and unchanged.commit == head
     assert host.resolve("sample-app", "main") == head  # nothing committed
 
-    settings = sample_app_files()[BUILD_SETTINGS_FILE].replace(b"timeout_minutes: 5", b"timeout_minutes: 7")
+    settings = files[BUILD_SETTINGS_FILE].replace(b"timeout_minutes: 5", b"timeout_minutes: 7")
     host.commit_files("sample-app", branch="main", files={BUILD_SETTINGS_FILE: settings},
                       message="Give the tests more time", trailers=[("Release-Id", "rel-gen-3")])
     release_3 = request("rel-gen-3")
