@@ -28,6 +28,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 
 from delivery.errors import ConflictError, NotFound
 from delivery.models import Approval, utcnow
@@ -153,18 +154,21 @@ class Ledger:
                 "updated_at": plan.updated_at,
             }
             if existing is None:
-                conn.execute(
-                    insert(plans_table).values(
-                        plan_id=plan.plan_id,
-                        release_id=plan.release_id,
-                        revision=plan.revision,
-                        environment=plan.environment,
-                        trace_id=plan.trace_id,
-                        planned_by=plan.planned_by,
-                        created_at=plan.created_at,
-                        **values,
+                try:
+                    conn.execute(
+                        insert(plans_table).values(
+                            plan_id=plan.plan_id,
+                            release_id=plan.release_id,
+                            revision=plan.revision,
+                            environment=plan.environment,
+                            trace_id=plan.trace_id,
+                            planned_by=plan.planned_by,
+                            created_at=plan.created_at,
+                            **values,
+                        )
                     )
-                )
+                except IntegrityError as exc:
+                    raise ConflictError(f"plan {plan.plan_id} was created by another writer") from exc
             else:
                 expected = transition.from_state.value if transition else existing
                 result = conn.execute(
