@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import datetime
+from typing import Any
 
 from prefect import flow, get_run_logger, tags
 from prefect.artifacts import create_markdown_artifact
@@ -25,6 +26,9 @@ from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from pydantic import Field
 
+from blocks.git_host import GitHost
+from blocks.gitops_repo import GitOpsRepo
+from blocks.kubernetes_runtime import KubernetesRuntime
 from delivery.approvals import counted_approvers
 from delivery.config import DeliveryConfig, EnvironmentConfig, load_config
 from delivery.errors import (
@@ -76,14 +80,25 @@ class PromotionSummary(Model):
 # --------------------------------------------------------------------------- configuration
 
 
+def _load(reference: str, kind: type[Block]) -> Any:
+    """Load a saved block (its class is imported above, so the slug resolves) and check its kind.
+
+    Raises:
+        InvalidInput: the reference names another kind of block.
+    """
+    block = Block.load(reference)
+    if not isinstance(block, kind):
+        raise InvalidInput(f"block {reference!r} is a {type(block).__name__}, not a {kind.__name__}")
+    return block
+
+
 def load_delivery_config() -> DeliveryConfig:
     """Read and validate ``delivery.yaml`` from the GitOps repository (the ``gitops_repo`` block).
 
     Raises:
         InvalidInput: missing or invalid configuration, naming the field.
     """
-    repo = Block.load(block_ref("gitops_repo"))
-    return load_config(repo.read_config())
+    return load_config(_load(block_ref("gitops_repo"), GitOpsRepo).read_config())
 
 
 def check_request(request: ReleaseRequest, config: DeliveryConfig) -> list[str]:
@@ -166,7 +181,7 @@ def load_templates(plan: ReleasePlan) -> dict[str, str]:
     Raises:
         InvalidInput: the application has no ``deploy/`` folder at that commit.
     """
-    host = Block.load(block_ref("git_host"))
+    host = _load(block_ref("git_host"), GitHost)
     files = host.read_tree(plan.app, "deploy", ref=plan.build.commit)
     templates = {path.rsplit("/", 1)[-1]: data.decode() for path, data in files.items() if path.count("/") == 1}
     if not templates:
@@ -184,8 +199,8 @@ def deploy_environment(plan: ReleasePlan, settings: EnvironmentConfig, request: 
     from tasks.manifest import ManifestSpec
     from tasks.strategies import HealthSettings, deploy_with_strategy
 
-    runtime = Block.load(settings.runtime)
-    repo = Block.load(block_ref("gitops_repo"))
+    runtime = _load(settings.runtime, KubernetesRuntime)
+    repo = _load(block_ref("gitops_repo"), GitOpsRepo)
     spec = ManifestSpec(
         release_id=plan.release_id, trace_id=plan.trace_id, revision=plan.revision, app=plan.app,
         environment=plan.environment, namespace=settings.namespace, image=_image_of(plan),
