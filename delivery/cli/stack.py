@@ -209,6 +209,12 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
         InvalidInput: a prerequisite is missing (e.g. the registry binary).
     """
     home = (home or state_dir()).resolve()
+    started = time.monotonic()
+    plain_say = say
+
+    def say(message: str) -> None:  # noqa: F811 - the same sink, with the elapsed time
+        plain_say(f"[{time.monotonic() - started:5.1f}s] {message}")
+
     running = read_stack(home)
     if running is not None and running.processes and all(_alive(p) for p in running.processes):
         say(f"the stack is already up (Prefect at {running.ui_url})")
