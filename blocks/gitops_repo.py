@@ -8,6 +8,7 @@ without force); a push that loses a race is rebased onto the new head and tried 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import random
 import re
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from git import Repo
 from git.exc import GitCommandError
+from git.objects import Commit
 from prefect.blocks.core import Block
 from pydantic import Field
 
@@ -61,6 +63,11 @@ class GitOpsRepo(Block):
     branch: str = Field(default="main", description="The branch that holds the desired state")
     author: str = Field(default=git_local.DEFAULT_AUTHOR, description="Name <email> of the commits")
     push_attempts: int = Field(default=5, ge=1, description="Rebase-and-retry attempts when a push loses a race")
+    direct_writes: bool = Field(
+        default=True,
+        description="For a local bare repository, commit in place with a compare-and-swap ref update instead of "
+        "clone + push (same race semantics, several times faster; server-side hooks do not run)",
+    )
 
     # ------------------------------------------------------------------ local access
 
@@ -187,8 +194,11 @@ class GitOpsRepo(Block):
 
     def _commit_with_retry(self, changes, *, message: str, trailers: Sequence[tuple[str, str]]) -> CommitInfo:
         last: ConflictError | None = None
+        direct = self.direct_writes and self._is_local()
         for attempt in range(self.push_attempts):
             try:
+                if direct:
+                    return self._commit_in_place(changes(), message=message, trailers=trailers)
                 return git_local.commit_files(
                     self.url, branch=self.branch, files=changes(), message=message, trailers=trailers,
                     base=self.branch, author=self.author, repository=self.url,
@@ -197,6 +207,36 @@ class GitOpsRepo(Block):
                 last = exc
                 time.sleep(min(0.05 * 2**attempt, 1.0) * random.uniform(0.5, 1.5))
         raise ConflictError(f"{self.url}: push lost {self.push_attempts} races in a row: {last}")
+
+    def _commit_in_place(
+        self, files: Mapping[str, bytes | None], *, message: str, trailers: Sequence[tuple[str, str]]
+    ) -> CommitInfo:
+        """Commit into the local bare repository; the branch moves only if nobody moved it meanwhile."""
+        git_local.check_branch(self.branch)
+        paths = {git_local._check_path(path): data for path, data in files.items()}
+        full_message = git_local.format_message(message, trailers)
+        actor = git_local._actor(self.author)
+        repo = git_local.open_bare(self._path_of_url())
+        lock = open(Path(repo.git_dir) / "delivery-write.lock", "w")  # noqa: SIM115 - held for the block below
+        try:
+            # Building the tree swaps the repository's index file: one in-place writer at a time.
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with git_local._translated(f"commit to {self.branch}"):
+                parent_sha = git_local.resolve(self._path_of_url(), self.branch)
+                parent = repo.commit(parent_sha) if parent_sha else None
+                tree_sha = git_local._write_tree(repo, parent, paths)
+                if parent is not None and parent.tree.hexsha == tree_sha:
+                    return git_local._info(parent, repository=self.url, branch=self.branch, created=False)
+                commit = Commit.create_from_tree(
+                    repo, repo.tree(tree_sha), full_message, parent_commits=[parent] if parent else [],
+                    head=False, author=actor, committer=actor,
+                )
+                # Compare-and-swap: fails with "cannot lock ref" (a ConflictError) if the branch moved.
+                repo.git.update_ref(f"refs/heads/{self.branch}", commit.hexsha, parent_sha or "0" * 40)
+                return git_local._info(commit, repository=self.url, branch=self.branch, created=True)
+        finally:
+            lock.close()
+            repo.close()
 
     # ------------------------------------------------------------------ healthy tags
 

@@ -50,7 +50,9 @@ def test_the_folder_holds_exactly_the_files_written_and_old_revisions_stay_reada
     assert repo.read_environment("dev", "web", ref=first.sha) == {"a.yaml": b"a: 1\n", "b.yaml": b"b: 1\n"}
 
 
-def test_concurrent_writers_are_rebased_and_all_land(repo: GitOpsRepo) -> None:
+@pytest.mark.parametrize("direct_writes", [True, False], ids=["in-place", "clone-and-push"])
+def test_concurrent_writers_are_rebased_and_all_land(repo: GitOpsRepo, direct_writes: bool) -> None:
+    repo = repo.model_copy(update={"direct_writes": direct_writes})
     errors: list[BaseException] = []
 
     def write(index: int) -> None:
@@ -113,3 +115,27 @@ def test_a_missing_repository_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(NotFound):
         GitOpsRepo(url=str(tmp_path / "absent.git")).write_environment(
             "dev", "web", {"a.yaml": b""}, message="m", trailers=TRAILERS)
+
+
+def test_a_write_that_lost_a_race_is_rebased_onto_the_new_head(repo: GitOpsRepo, monkeypatch) -> None:
+    """Another writer pushes between our read and our ref update: we re-read the head and retry."""
+    from blocks import git_local
+
+    other = repo.model_copy(update={"direct_writes": False})
+    real_write_tree = git_local._write_tree
+    theirs: list = []
+    raced: list[bool] = []
+
+    def push_first(*args, **kwargs):
+        if not raced:
+            raced.append(True)
+            theirs.append(other.write_environment("dev", "other", {"x.yaml": b"x\n"}, message="theirs",
+                                                  trailers=TRAILERS))
+        return real_write_tree(*args, **kwargs)
+
+    monkeypatch.setattr(git_local, "_write_tree", push_first)
+    ours = repo.write_environment("dev", "web", {"a.yaml": b"a: 1\n"}, message="ours", trailers=TRAILERS)
+    monkeypatch.undo()
+    assert ours.created and ours.parent == theirs[0].sha == Repo(repo.url).commit(ours.sha).parents[0].hexsha
+    assert repo.read_environment("dev", "other") == {"x.yaml": b"x\n"}
+    assert repo.read_environment("dev", "web") == {"a.yaml": b"a: 1\n"}
