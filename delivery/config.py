@@ -98,14 +98,24 @@ class ApprovalRules(ConfigModel):
 
 
 class HttpProbe(ConfigModel):
-    """An HTTP probe: a URL that must answer ``expected_status`` once the rollout is ready."""
+    """An HTTP probe that must answer ``expected_status`` once the rollout is ready.
 
-    url: str = Field(pattern=r"^https?://")
+    With ``url`` it is called directly; otherwise ``path`` is called on the application's Service
+    (or ``service``) through the API server's service proxy.
+    """
+
+    url: str | None = Field(default=None, pattern=r"^https?://")
+    path: str = Field(default="/healthz", pattern=r"^/")
+    port: int | str | None = Field(default=None, description="Service port number or name; default its only port")
+    service: str | None = Field(default=None, description="Service to probe; default the application's")
     expected_status: int = Field(default=200, ge=100, le=599)
 
 
 def _probe_shorthand(value: Any) -> Any:
-    return {"url": value} if isinstance(value, str) else value
+    # `http_probe: /healthz` probes through the Service; `http_probe: http://...` calls the URL.
+    if isinstance(value, str):
+        return {"url": value} if "://" in value else {"path": value}
+    return value
 
 
 class HealthGates(ConfigModel):

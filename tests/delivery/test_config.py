@@ -66,6 +66,9 @@ def test_defaults() -> None:
 def test_shorthands() -> None:
     config = load_config(_with("environments.dev.health", {"http_probe": "http://127.0.0.1:8080/ready"}))
     assert config.environments["dev"].health.http_probe.url == "http://127.0.0.1:8080/ready"
+    config = load_config(_with("environments.dev.health", {"http_probe": "/ready"}))
+    probe = config.environments["dev"].health.http_probe
+    assert (probe.url, probe.path, probe.port) == (None, "/ready", None)
     config = load_config(_with("environments.dev.strategy", "blue_green"))
     assert config.environments["dev"].strategy.name == "blue_green"
 
@@ -89,7 +92,8 @@ def test_shorthands() -> None:
         ("environments.dev.drift", {"mode": "ignore"}, "environments.dev.drift.mode:"),
         ("environments.dev.drift", {"degraded_after": 0}, "environments.dev.drift.degraded_after:"),
         ("environments.dev.health", {"timeout_seconds": -1}, "environments.dev.health.timeout_seconds:"),
-        ("environments.dev.health", {"http_probe": "healthz"}, "environments.dev.health.http_probe.url:"),
+        ("environments.dev.health", {"http_probe": "healthz"}, "environments.dev.health.http_probe.path:"),
+        ("environments.dev.health", {"http_probe": "ftp://x/"}, "environments.dev.health.http_probe.url:"),
         ("environments.dev.infrastructure", "not a ref", "environments.dev.infrastructure:"),
         ("path", ["dev", "dev"], "path: an environment appears twice"),
         ("path", [], "path: List should have at least 1 item"),
