@@ -53,6 +53,7 @@ def follow_release(
     approvals: dict[str, list[str]],
     timeout: float = 1800.0,
     on_change: Callable[[str], None] = console.print,
+    ledger_url: str | None = None,
 ) -> dict[str, Any]:
     """Approve what waits for a decision and wait until the release run ends; return the final run."""
     given: dict[str, list[str]] = {env: [] for env in approvals}
@@ -61,7 +62,7 @@ def follow_release(
     while time.monotonic() < deadline:
         run = client.flow_run(started.flow_run_id)
         state = (run.get("state") or {}).get("type", "")
-        report = client.status(started.release_id)
+        report = client.status(started.release_id, ledger_url=ledger_url)
         line = _progress_line(run, report)
         if line != last:
             on_change(line)
@@ -112,7 +113,8 @@ def run_full_demo(*, keep_running: bool = False, timeout: float = 1800.0) -> boo
             console.print(f"release [bold]{started.release_id}[/bold] started by {PLANNER} "
                           f"(flow run {started.flow_run_name}, trace {started.trace_id})")
             with console.status("waiting for the release (build, then dev -> staging -> prod) ..."):
-                run = follow_release(client, started, approvals=approvals, timeout=timeout)
+                run = follow_release(client, started, approvals=approvals, timeout=timeout,
+                                     ledger_url=info.ledger_url)
             report = client.status(started.release_id, ledger_url=info.ledger_url)
         table = Table("environment", "revision", "state", "approved by")
         outcome = {p.environment: p for p in report.plans}
