@@ -364,13 +364,38 @@ def webhook() -> Iterator[WebhookListener]:
     listener.close()
 
 
+def degraded(release_id: str, environment: str) -> None:
+    emit(EventName.SYNC_DEGRADED, release_id=release_id, trace_id="t" * 32,
+         payload={"environment": environment, "state": "Degraded", "reason": "PersistentDrift",
+                  "message": "1 drifted object(s) in 3 consecutive check(s)", "revision": "abc123"},
+         resource={"delivery.environment": environment})
+
+
+def alerts_live(webhook: WebhookListener, **options) -> None:
+    """Set up the alert and wait until the server's trigger service has loaded it.
+
+    The trigger service learns of a new or updated automation asynchronously, and an event it
+    evaluates before that is not matched: probe with events until one reaches the webhook.
+    """
+    setup_drift_alerts(webhook.url, **options)
+    probe = f"rel-probe-{uuid.uuid4().hex[:8]}"
+    deadline = time.monotonic() + 90
+    while True:
+        degraded(probe, "probe")
+        try:
+            webhook.wait_for(lambda body: body.get("release_id") == probe, timeout=3)
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+
+
 def test_sync_degraded_event_calls_the_webhook(prefect_server, webhook):
     first = setup_drift_alerts("http://127.0.0.1:9/unused")
+    alerts_live(webhook, headers={"Authorization": "Bearer t0ken"})
     assert setup_drift_alerts(webhook.url, headers={"Authorization": "Bearer t0ken"}) == first  # updated in place
-    emit(EventName.SYNC_DEGRADED, release_id="rel-alert-1", trace_id="t" * 32,
-         payload={"environment": "staging", "state": "Degraded", "reason": "PersistentDrift",
-                  "message": "1 drifted object(s) in 3 consecutive check(s)", "revision": "abc123"},
-         resource={"delivery.environment": "staging"})
+    alerts_live(webhook, headers={"Authorization": "Bearer t0ken"})
+    degraded("rel-alert-1", "staging")
     call = webhook.wait_for(lambda body: body.get("environment") == "staging")
     assert call["body"]["alert"] == "delivery.SyncDegraded"
     assert call["body"]["reason"] == "PersistentDrift" and call["body"]["release_id"] == "rel-alert-1"
@@ -402,7 +427,7 @@ def _wait_for_events(name: str, release_id: str, *, timeout: float = 30) -> list
 
 
 def test_drift_that_keeps_coming_back_degrades_alerts_and_recovers(world, webhook):
-    setup_drift_alerts(webhook.url)
+    alerts_live(webhook)
     world.configure({"degraded_after": 2})
     states = []
     for attempt in range(2):  # someone keeps setting the image back after every reconcile
