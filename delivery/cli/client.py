@@ -93,6 +93,15 @@ class PlanStatus(ClientModel):
     updated_at: datetime
 
 
+class TraceEvent(ClientModel):
+    """One event of a trace, as ``delivery release trace`` lists it."""
+
+    event: str
+    occurred: datetime
+    release_id: str | None = None
+    environment: str | None = None
+
+
 class ReleaseStatus(ClientModel):
     """A release as the ledger and Prefect see it."""
 
@@ -432,6 +441,32 @@ class DeliveryClient:
             ),
         )
 
+    def trace_events(self, trace_id: str, *, limit: int = 500) -> list[TraceEvent]:
+        """Every ``delivery.*`` event of a trace, oldest first (the server pages by 50)."""
+        body = {
+            "filter": {
+                "related": {"id": [f"delivery.trace.{trace_id}"]},
+                "event": {"prefix": ["delivery."]},
+                "occurred": {"since": "2000-01-01T00:00:00Z"},
+                "order": "ASC",
+            },
+            "limit": 50,
+        }
+        page = self._request("POST", "/events/filter", json=body).json()
+        events: list[TraceEvent] = []
+        while True:
+            for event in page.get("events", []):
+                resource = event.get("resource") or {}
+                events.append(TraceEvent(
+                    event=event["event"], occurred=event["occurred"],
+                    release_id=resource.get("prefect.resource.name"),
+                    environment=resource.get("delivery.environment"),
+                ))
+            next_page = page.get("next_page")
+            if not next_page or len(events) >= limit:
+                return events[:limit]
+            page = self._request("GET", next_page.split("/api/", 1)[-1]).json()
+
     def wait_for_run(self, flow_run_id: str, *, timeout: float = 600.0, interval: float = 1.0) -> dict[str, Any]:
         """Wait until a flow run reaches a final state; return it.
 
@@ -465,5 +500,6 @@ __all__ = [
     "ReleaseStatus",
     "ResumeResult",
     "StartedRelease",
+    "TraceEvent",
     "delivery_client",
 ]

@@ -209,4 +209,29 @@ def status(
     _run(as_json, action, show)
 
 
+@release_app.command("trace")
+def trace(
+    release_id: str = typer.Argument(..., help="The release id (its trace id is looked up)."),
+    trace_id: str | None = typer.Option(None, "--trace-id", help="Use this trace id directly."),
+    api_url: str | None = ApiOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """List the release's events across commit, build and every environment, in order."""
+
+    def action() -> Any:
+        with DeliveryClient(api_url) as client:
+            wanted = trace_id or client.status(release_id, ledger_url=os.environ.get("DELIVERY_LEDGER_URL")).trace_id
+            if not wanted:
+                raise InvalidInput(f"release {release_id}: no trace id found; pass --trace-id")
+            return client.trace_events(wanted)
+
+    def show(events: Any) -> None:
+        table = Table("occurred", "event", "environment")
+        for event in events:
+            table.add_row(event.occurred.strftime("%H:%M:%S.%f")[:-3], event.event, event.environment or "-")
+        console.print(table)
+
+    _run(as_json, action, show)
+
+
 __all__ = ["build_request", "release_app"]

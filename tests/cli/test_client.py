@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 
 import httpx
@@ -142,6 +143,17 @@ def test_cli_approve_refused_planner_then_allowed_approver_and_status(prefect_se
     assert status["waiting_for_approval"] == []
     nothing = _cli("release", "reject", rid, "--as", "user:bob", "--api-url", prefect_server, "--json")
     assert nothing.exit_code == 1 and json.loads(nothing.output)["type"] == "NotFound"
+
+    # the trace: events reach the API a moment after they are emitted, so poll with a deadline
+    deadline = time.monotonic() + 30
+    while True:
+        traced = _cli("release", "trace", rid, "--api-url", prefect_server, "--json")
+        assert traced.exit_code == 0, traced.output
+        names = [(e["event"], e["environment"]) for e in json.loads(traced.output)]
+        if ("delivery.ReleaseApproved", "prod") in names or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert names == [("delivery.ReleasePlanned", "prod"), ("delivery.ReleaseApproved", "prod")]
 
 
 def test_client_retries_503_and_429() -> None:
