@@ -142,7 +142,8 @@ def request_approval(plan: ReleasePlan, settings: EnvironmentConfig) -> ReleaseP
         earlier run of this release already decided).
     """
     ledger = Ledger()
-    plan = ledger.get_plan(plan.plan_id)
+    # a plan restored from the stage's persisted result may predate this ledger: keep it on record
+    plan = ledger.find_plan(plan.plan_id) or ledger.save_plan(plan)
     if plan.state is not PlanState.PENDING_APPROVAL:
         return plan  # decided by an earlier run of this release
     rejected = _gate(plan, settings.policies, phase="before approval")
