@@ -15,6 +15,7 @@ when the Pulumi CLI is absent.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -46,6 +47,8 @@ from tasks.stage import retry_transient
 
 FLOW_NAME = "drift-check"
 ENVIRONMENTS_DIR = "environments"
+# How long a check waits for an environment's lock before skipping it (a promotion holds it).
+LOCK_WAIT_SECONDS = float(os.environ.get("DELIVERY_DRIFT_LOCK_WAIT_SECONDS", "10"))
 
 Emitter = Callable[..., Any]
 
@@ -250,12 +253,32 @@ def _load_block(ref: str) -> Any:
 @task(name="check_environment_drift", retries=2, retry_delay_seconds=[1, 5], retry_jitter_factor=0.5,
       retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def check_environment_drift(environment: str, config: EnvironmentConfig, revision: str) -> dict[str, Any]:
-    """One environment's drift check as a task (see :func:`check_environment`); returns the report as JSON."""
+    """One environment's drift check as a task (see :func:`check_environment`); returns the report as JSON.
+
+    It holds the environment's lock (``delivery-env-<env>``, the one promotions hold) while it
+    compares and reconciles, so a promotion half-way between its Git commit and its sync is not
+    taken for drift. When a promotion holds the lock, the environment is skipped this round.
+    """
+    from prefect.concurrency.sync import concurrency
+
+    from flows.promotion import ensure_environment_lock
+
     logger = get_run_logger()
-    report = check_environment(
-        environment, config, gitops=_load_block(block_ref("gitops_repo")), runtime=_load_block(config.runtime),
-        revision=revision, store=SyncStateStore(Ledger().engine),
-    )
+    lock = ensure_environment_lock(environment)
+    acquired = False
+    try:
+        with concurrency(lock, occupy=1, timeout_seconds=LOCK_WAIT_SECONDS, strict=True):
+            acquired = True
+            report = check_environment(
+                environment, config, gitops=_load_block(block_ref("gitops_repo")),
+                runtime=_load_block(config.runtime), revision=revision, store=SyncStateStore(Ledger().engine),
+            )
+    except TimeoutError:
+        if acquired:
+            raise
+        reason = f"a promotion holds {lock}; the environment is checked next time"
+        logger.info("%s: skipped: %s", environment, reason)
+        return {"environment": environment, "revision": revision, "skipped_reason": reason}
     status = report.status
     logger.info("%s: %s (%s) %s", environment, status.state.value, status.reason, status.message)
     for line in report.summary().splitlines() if report.drifted else ():
@@ -271,7 +294,8 @@ def drift_check(environment: str | None = None) -> list[dict[str, Any]]:
         environment: only this environment; default all environments of the promotion path.
 
     Returns:
-        One report per environment (JSON), each with the environment's new sync status.
+        One report per environment (JSON), each with the environment's new sync status; an
+        environment skipped because a promotion holds its lock has only ``skipped_reason``.
 
     Raises:
         InvalidInput: unknown environment or invalid delivery.yaml.

@@ -230,6 +230,22 @@ def _dev_config(world: DriftWorld):
     return load_config(world.gitops.read_config(ref=world.gitops.head())).environment("dev")
 
 
+def test_an_environment_under_promotion_is_skipped_not_taken_for_drift(world, monkeypatch):
+    from prefect.concurrency.sync import concurrency
+
+    import flows.drift
+    from flows.promotion import ensure_environment_lock
+
+    monkeypatch.setattr(flows.drift, "LOCK_WAIT_SECONDS", 1.0)
+    world.set_image("registry.local/web:2")  # as if a promotion were between its commit and its sync
+    with concurrency(ensure_environment_lock("dev"), occupy=1, strict=True):
+        (report,) = drift_check(environment="dev")
+    assert "promotion holds delivery-env-dev" in report["skipped_reason"]
+    assert world.live_deployment().spec.template.spec.containers[0].image == "registry.local/web:2"
+    assert world.store.get("dev") is None  # nothing counted
+    assert world.check()["reconciled"] is True  # the lock is free again
+
+
 def test_unknown_environment_and_bad_drift_settings_are_refused_naming_the_field(world):
     with pytest.raises(InvalidInput, match="unknown environment 'nope'"):
         drift_check(environment="nope")
