@@ -19,6 +19,8 @@ rolled back to its last healthy revision (:mod:`tasks.rollback`).
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -226,13 +228,21 @@ class DeploymentOutcome(Model):
     message: str = ""
 
 
-def _in_phase(task: Any, phase: str) -> Any:
-    """The same stage keyed (for resume) on its phase as well, so each phase runs once per release."""
+def _keyed(task: Any, phase: str, *situation: str | None) -> Any:
+    """The same stage, its resume key extended with the phase and what it acts on.
+
+    A stage runs several times per release and environment (one per phase, and again after a
+    rollback and a retry), so the release's ids alone would wrongly reuse an earlier result. The
+    key adds the phase and the situation (content digest, revision): a resumed run skips exactly
+    what already happened, and anything new runs (every stage is idempotent against Git and the
+    cluster anyway).
+    """
     base = stage_cache_key(task.name, per_environment=True)
+    digest = hashlib.sha256("\0".join(part or "-" for part in situation).encode()).hexdigest()[:16]
 
     def key(context: Any, parameters: dict[str, Any]) -> str | None:
         value = base(context, parameters)
-        return f"{value}-{phase}" if value else None
+        return f"{value}-{phase}-{digest}" if value else None
 
     return task.with_options(cache_key_fn=key, task_run_name=f"{task.name}[{phase}]")
 
@@ -273,19 +283,23 @@ def deploy_with_strategy(
     strategy = strategy or RollingStrategy()
     health = health or HealthSettings()
     target = spec.target().model_dump()
-    manifest = render_manifest(spec)
+    spec_digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+    manifest = _keyed(render_manifest, "render", spec_digest)(spec)
+    base_revision = repo.resolve(repo.branch)
     phases = plan_phases(strategy, rendered=manifest.files,
                          current=repo.read_environment(spec.environment, spec.app, ref=repo.branch))
     outcomes: list[PhaseOutcome] = []
     revision: str | None = None
     try:
         for phase in phases:
-            promoted = _in_phase(promote, phase.name)(repo, Promotion(
+            files_digest = hashlib.sha256(json.dumps(phase.files, sort_keys=True).encode()).hexdigest()
+            promoted = _keyed(promote, phase.name, base_revision, files_digest)(repo, Promotion(
                 **target, files=phase.files, phase=phase.name, artifact_ids=list(artifact_ids),
                 planned_by=planned_by, approved_by=list(approved_by)))
             revision = promoted.git_revision
-            synced = _in_phase(sync_environment, phase.name)(runtime, repo, SyncSpec(**target, git_revision=revision))
-            checked = _in_phase(check_health, phase.name)(runtime, repo, HealthSpec(
+            synced = _keyed(sync_environment, phase.name, revision)(
+                runtime, repo, SyncSpec(**target, git_revision=revision))
+            checked = _keyed(check_health, phase.name, revision)(runtime, repo, HealthSpec(
                 **target, git_revision=revision, deployments=phase.gate, timeout_seconds=health.timeout_seconds,
                 poll_seconds=health.poll_seconds, http_probe=health.http_probe if phase.final else None,
                 mark_healthy=phase.final))
@@ -295,7 +309,7 @@ def deploy_with_strategy(
     except DeliveryError as exc:
         if revision is None:
             raise
-        rollback = roll_back(runtime, repo, RollbackSpec(
+        rollback = _keyed(roll_back, "rollback", revision)(runtime, repo, RollbackSpec(
             **target, strategy=strategy.name, reason=str(exc), failed_revision=revision,
             requested_by=planned_by, timeout_seconds=health.timeout_seconds, poll_seconds=health.poll_seconds))
         return DeploymentOutcome(

@@ -25,12 +25,14 @@ def env(tmp_path: Path) -> Iterator[RuntimeEnv]:
         yield environment
 
 
-def deploy(env: RuntimeEnv, strategy: Any, *, image: str, values: dict | None = None) -> DeploymentOutcome:
+def deploy(env: RuntimeEnv, strategy: Any, *, image: str, values: dict | None = None,
+           **target: Any) -> DeploymentOutcome:
     from prefect import flow
 
     @flow
     def one_environment() -> DeploymentOutcome:
-        return deploy_with_strategy(env.runtime, env.repo, env.spec(image=image, values=values), strategy=strategy,
+        spec = env.spec(image=image, values=values, **target)
+        return deploy_with_strategy(env.runtime, env.repo, spec, strategy=strategy,
                                     health=HEALTH, artifact_ids=["art-1"], planned_by="agent:planner",
                                     approved_by=["user:alice"])
 
@@ -189,3 +191,21 @@ def test_commits_carry_the_release_trailers(prefect_server: str, env: RuntimeEnv
     deployment_file = env.repo.read_environment(env.environment, APP)[f"deployment-{APP}.yaml"]
     annotations = yaml.safe_load(deployment_file)["metadata"]["annotations"]
     assert annotations["delivery.gitops/release-id"].startswith("rel-rt-")
+
+
+def test_the_same_release_retried_after_a_rollback_deploys_again_and_a_rerun_is_a_no_op(
+    prefect_server: str, env: RuntimeEnv
+) -> None:
+    ids = {"release_id": f"rel-retry-{env.namespace}-{id(env) % 10_000}", "trace_id": "d" * 32}
+    failed = deploy(env, RollingStrategy(), image=IMAGE_V1, values=FAIL, **ids)
+    assert failed.rolled_back and env.live() == []
+
+    fixed = deploy(env, RollingStrategy(), image=IMAGE_V1, **ids)  # same release and revision, fixed values
+    assert fixed.healthy and not fixed.rolled_back and fixed.phases[0].committed
+    assert env.repo.healthy_revision(env.environment, APP) == fixed.git_revision
+    versions = {key: obj["metadata"]["resourceVersion"] for key, obj in env.live_by_name().items()}
+
+    rerun = deploy(env, RollingStrategy(), image=IMAGE_V1, **ids)
+    assert rerun.healthy and rerun.git_revision == fixed.git_revision == env.repo.head()
+    assert not rerun.phases[0].committed  # the sync and gate of that revision are resumed from their results
+    assert {key: obj["metadata"]["resourceVersion"] for key, obj in env.live_by_name().items()} == versions
