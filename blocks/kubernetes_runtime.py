@@ -8,7 +8,9 @@ the product's hierarchy here: 401/403 -> AuthenticationError, 404 -> NotFound, 4
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -240,8 +242,9 @@ class KubernetesRuntime(Block):
                 api_client = config.new_client_from_config_dict(document, context=self.context)
             else:
                 raise InvalidInput("kubeconfig: give the kubeconfig text or set in_cluster")
-            # Discovery documents are cached per block instance, never shared through a temp file.
-            cache = Path(tempfile.mkdtemp(prefix="delivery-k8s-")) / "discovery.json"
+            # The discovery cache file is per API server and per process, so processes never race on it.
+            host = hashlib.sha256(api_client.configuration.host.encode()).hexdigest()[:16]
+            cache = Path(tempfile.gettempdir()) / f"delivery-k8s-discovery-{host}-{os.getpid()}.json"
             return DynamicClient(api_client, cache_file=str(cache))
 
     def _resource(self, api_version: str, kind: str) -> Any:
