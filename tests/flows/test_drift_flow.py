@@ -527,3 +527,33 @@ def test_the_deployment_from_prefect_yaml_runs_the_check_through_the_cli(world):
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(output["flow_run_id"])
     assert run.deployment_id == deployment.id
+
+
+# --------------------------------------------------------------------------- the CLI's other commands
+
+
+def test_cli_status_reads_the_sync_states_from_the_ledger(world):
+    from typer.testing import CliRunner
+
+    from delivery.cli.main import app
+
+    world.set_image("registry.local/web:hacked")
+    world.configure({"mode": "detect"})
+    world.check()
+    result = CliRunner().invoke(app, ["drift", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    (status,) = json.loads(result.output)
+    assert status["environment"] == "dev" and status["state"] == "OutOfSync" and status["reason"] == "DriftDetected"
+    table = CliRunner().invoke(app, ["drift", "status"], env={"COLUMNS": "200"})
+    assert "OutOfSync" in table.output and "DriftDetected" in table.output
+
+
+def test_cli_errors_are_clear(prefect_server):
+    from typer.testing import CliRunner
+
+    from delivery.cli.main import app
+
+    result = CliRunner().invoke(app, ["drift", "alerts", "--webhook", "ftp://example.invalid", "--json"])
+    assert result.exit_code == 1 and "webhook_url must be an http" in json.loads(result.stderr)["error"]
+    result = CliRunner().invoke(app, ["drift", "check", "--deployment", "drift-check/missing", "--json"])
+    assert result.exit_code == 1 and "could not run drift-check/missing" in json.loads(result.stderr)["error"]
