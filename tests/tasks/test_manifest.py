@@ -123,3 +123,18 @@ def test_the_stage_renders_in_a_flow_and_a_second_run_gives_the_same_bytes(prefe
     first, second = twice()
     assert first.files == second.files and first.digest == second.digest
     assert first.release_id == release_id and first.environment == "staging"
+
+
+def test_every_environment_of_the_example_gitops_config_renders() -> None:
+    from runtime_support import ROOT
+
+    from delivery.config import load_config
+
+    config = load_config((ROOT / "examples" / "gitops" / "delivery.yaml").read_bytes())
+    for name in config.path:
+        settings = config.environment(name)
+        manifest = render(ManifestSpec(**spec(environment=name, namespace=settings.namespace,
+                                              values=settings.values)))
+        deployment = yaml.safe_load(manifest.files[f"deployment-{APP}.yaml"])
+        assert deployment["spec"]["replicas"] == settings.values["replicas"]
+        assert deployment["metadata"]["namespace"] == settings.namespace
