@@ -172,10 +172,24 @@ def test_blue_green_and_canary_upgrades_end_on_the_new_version(prefect_server: s
     assert env.repo.healthy_revision(env.environment, APP) == second.git_revision
 
 
-def test_malformed_values_are_refused_before_anything_is_committed(prefect_server: str, env: RuntimeEnv) -> None:
+def test_malformed_values_or_templates_are_refused_before_anything_is_committed(
+    prefect_server: str, env: RuntimeEnv
+) -> None:
+    from prefect import flow
+
     head = env.repo.head()
-    with pytest.raises(InvalidInput, match="spec.replicas"):
+    with pytest.raises(InvalidInput, match="deploy/deployment.yaml.j2: Deployment/sample-app: field spec.replicas"):
         deploy(env, RollingStrategy(), image=IMAGE_V1, values={"replicas": "many"})
+    spec = env.spec()
+    templates = {**spec.templates, "service.yaml.j2": spec.templates["service.yaml.j2"].replace(
+        "values.servicePort", "values.service.port")}
+
+    @flow
+    def broken_template() -> DeploymentOutcome:
+        return deploy_with_strategy(env.runtime, env.repo, spec.model_copy(update={"templates": templates}))
+
+    with pytest.raises(InvalidInput, match="deploy/service.yaml.j2 line 11: values.service is not defined"):
+        broken_template()
     assert env.repo.head() == head
     assert env.live() == []
 
