@@ -170,7 +170,7 @@ def _translate(exc: BaseException, action: str) -> DeliveryError:
     if isinstance(exc, ResourceNotFoundError):
         return NotFound(f"{action}: the API server does not serve this kind ({exc})")
     if isinstance(exc, ConfigException):
-        return InvalidInput(f"{action}: kubeconfig: {exc}")
+        return InvalidInput(f"{action}: client configuration (kubeconfig or in-cluster settings): {exc}")
     if isinstance(exc, (HTTPError, OSError)):
         return TransientError(f"{action}: cannot reach the API server: {type(exc).__name__}: {exc}")
     return PermanentError(f"{action}: {type(exc).__name__}: {exc}")

@@ -130,6 +130,7 @@ def test_api_server_refusals_are_translated(env: RuntimeEnv) -> None:
         (KubernetesRuntime(kubeconfig=SecretStr("a: [")), "kubeconfig: not valid YAML"),
         (KubernetesRuntime(kubeconfig=SecretStr("- 1\n")), "kubeconfig"),
         (KubernetesRuntime(kubeconfig=SecretStr("apiVersion: v1\nkind: Config\nclusters: []\n")), "kubeconfig"),
+        (KubernetesRuntime(in_cluster=True), "in-cluster"),  # no service account on this machine
     ],
 )
 def test_bad_connection_settings_are_invalid_input(block: KubernetesRuntime, message: str) -> None:
