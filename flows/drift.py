@@ -105,20 +105,28 @@ def parse_manifests(files: Mapping[str, bytes]) -> list[dict[str, Any]]:
     return objects
 
 
-def list_live_objects(runtime: Any, environment: str, namespace: str) -> list[dict[str, Any]]:
-    """The live objects the product manages in an environment: one LIST per kind."""
-    return runtime.list_managed(selector=managed_selector(environment=environment), namespace=namespace)
+def list_live_objects(runtime: Any, environment: str, namespace: str,
+                      desired: Sequence[Mapping[str, Any]] = ()) -> list[dict[str, Any]]:
+    """The live objects the product manages in an environment: one LIST per kind.
+
+    The kinds are the runtime's managed kinds plus any other kind Git holds for the environment.
+    """
+    kinds = list(dict.fromkeys([*runtime.managed_kinds, *(f"{o['apiVersion']}/{o['kind']}" for o in desired)]))
+    return runtime.list_managed(selector=managed_selector(environment=environment), namespace=namespace,
+                                kinds=kinds)
 
 
-def reconcile(runtime: Any, desired: Sequence[Mapping[str, Any]], drift: Sequence[ObjectDrift], *,
-              environment: str, namespace: str) -> None:
-    """Apply the missing and changed objects, and prune the extra ones (only when there are some)."""
+def reconcile(runtime: Any, desired: Sequence[Mapping[str, Any]], live: Sequence[Mapping[str, Any]],
+              drift: Sequence[ObjectDrift], *, environment: str, namespace: str) -> None:
+    """Apply the missing and changed objects; prune the extra ones from what was just listed."""
     wanted = {d.object.identity for d in drift if d.change in ("missing", "changed")}
     to_apply = [dict(obj) for obj in desired if object_key(obj, namespace=namespace).identity in wanted]
     if to_apply:
+        runtime.ensure_namespace(namespace)  # someone may have deleted it with everything in it
         runtime.apply(to_apply)
     if any(d.change == "extra" for d in drift):
-        runtime.prune([dict(obj) for obj in desired], selector=managed_selector(environment=environment))
+        runtime.prune([dict(obj) for obj in desired], selector=managed_selector(environment=environment),
+                      live=[dict(obj) for obj in live])
 
 
 def check_infrastructure(stack_ref: str | None, *, load_stack: Callable[[str], Any] | None = None
@@ -195,13 +203,13 @@ def check_environment(
     rules = IgnoreRules(settings.ignore)
     namespace = config.namespace
     desired = read_desired_objects(gitops, environment, ref=revision)
-    live = list_live_objects(runtime, environment, namespace)
+    live = list_live_objects(runtime, environment, namespace, desired)
     drift = compare_objects(desired, live, namespace=namespace, ignore=rules)
     remaining, reconciled, error = drift, False, None
     if drift and settings.mode is DriftMode.RECONCILE:
         try:
-            reconcile(runtime, desired, drift, environment=environment, namespace=namespace)
-            remaining = compare_objects(desired, list_live_objects(runtime, environment, namespace),
+            reconcile(runtime, desired, live, drift, environment=environment, namespace=namespace)
+            remaining = compare_objects(desired, list_live_objects(runtime, environment, namespace, desired),
                                         namespace=namespace, ignore=rules)
             reconciled = not remaining
         except DeliveryError as exc:
