@@ -7,6 +7,7 @@ import typer
 from delivery.cli.demo import demo
 from delivery.cli.drift import drift_app
 from delivery.cli.release import release_app
+from delivery.cli.rollback import rollback_command
 from delivery.cli.simulator import simulator
 from delivery.cli.stack import down_command, up_command
 
@@ -24,6 +25,7 @@ app.add_typer(drift_app, name="drift")
 app.add_typer(release_app, name="release")
 app.command("up")(up_command)
 app.command("down")(down_command)
+app.command("rollback")(rollback_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
