@@ -9,6 +9,7 @@ and creates (or updates) the automation that calls it on ``delivery.SyncDegraded
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -24,6 +25,7 @@ from delivery.events import EventName, event_type
 DEPLOYMENT = "drift-check/drift-check"
 ALERT_BLOCK = "delivery-drift-alerts"
 ALERT_AUTOMATION = "delivery-sync-degraded"
+ALERT_WEBHOOK_ENV = "DELIVERY_ALERT_WEBHOOK_URL"
 # The webhook's body; the templating context is the triggering event.
 ALERT_PAYLOAD = """{
   "alert": "{{ event.event }}",
@@ -90,6 +92,16 @@ def setup_drift_alerts(
     existing.trigger, existing.actions, existing.description, existing.enabled = trigger, actions, description, True
     existing.update()
     return existing.id
+
+
+def setup_drift_alerts_from_env() -> UUID | None:
+    """Set up the alert when ``DELIVERY_ALERT_WEBHOOK_URL`` is set (what ``delivery up`` calls).
+
+    Returns:
+        The automation's id, or None when no webhook is configured.
+    """
+    url = os.environ.get(ALERT_WEBHOOK_ENV, "").strip()
+    return setup_drift_alerts(url) if url else None
 
 
 def _store() -> SyncStateStore:
@@ -176,4 +188,4 @@ def _fail(message: str, as_json: bool) -> typer.Exit:
     return typer.Exit(code=1)
 
 
-__all__ = ["drift_app", "setup_drift_alerts"]
+__all__ = ["drift_app", "setup_drift_alerts", "setup_drift_alerts_from_env"]

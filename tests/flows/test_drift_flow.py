@@ -557,3 +557,17 @@ def test_cli_errors_are_clear(prefect_server):
     assert result.exit_code == 1 and "webhook_url must be an http" in json.loads(result.stderr)["error"]
     result = CliRunner().invoke(app, ["drift", "check", "--deployment", "drift-check/missing", "--json"])
     assert result.exit_code == 1 and "could not run drift-check/missing" in json.loads(result.stderr)["error"]
+
+
+def test_alert_setup_from_the_environment(prefect_server, monkeypatch):
+    from prefect.automations import Automation
+
+    from delivery.cli.drift import ALERT_AUTOMATION, setup_drift_alerts_from_env
+
+    monkeypatch.delenv("DELIVERY_ALERT_WEBHOOK_URL", raising=False)
+    assert setup_drift_alerts_from_env() is None
+    monkeypatch.setenv("DELIVERY_ALERT_WEBHOOK_URL", "http://127.0.0.1:9/hook")
+    automation_id = setup_drift_alerts_from_env()
+    automation = Automation.read(name=ALERT_AUTOMATION)
+    assert automation.id == automation_id and automation.enabled
+    assert automation.trigger.expect == {"delivery.SyncDegraded"}
