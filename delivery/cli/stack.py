@@ -270,6 +270,10 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
             say("seeding repositories and saving blocks ...")
             _save_blocks(info)
             _ensure_work_pool()
+            from delivery.cli.drift import setup_drift_alerts_from_env
+
+            if setup_drift_alerts_from_env() is not None:
+                say("drift alerts go to DELIVERY_ALERT_WEBHOOK_URL")
         say("deploying prefect.yaml ...")
         deployed = subprocess.run([python, "-m", "prefect", "--no-prompt", "deploy", "--all"], cwd=REPO_ROOT,
                                   env=env, capture_output=True, text=True, timeout=300)
