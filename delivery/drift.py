@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -229,8 +230,36 @@ def _walk(desired: Any, live: Any, path: tuple[Segment, ...], out: list[tuple[Se
             return
         _walk_list(desired, live, path, out, ignored)
         return
-    if not _same_scalar(desired, live):
+    if not _same_scalar(desired, live) and not (_QUANTITY_PARENTS & set(path) and _same_quantity(desired, live)):
         out.append(path)
+
+
+# API servers write resource quantities in canonical form ("0.5" -> "500m", "1024Mi" -> "1Gi"),
+# so under these keys two spellings of the same amount are not drift.
+_QUANTITY_PARENTS = frozenset({"resources", "limits", "requests", "capacity", "allocatable", "hard"})
+_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(?:[eE]([+-]?\d+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E))?$")
+_SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, "n": Decimal("1e-9"),
+           "u": Decimal("1e-6"), "m": Decimal("1e-3"), "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
+           "P": 10**15, "E": 10**18}
+
+
+def quantity(value: Any) -> Decimal | None:
+    """The amount a Kubernetes quantity (``500m``, ``1Gi``, ``2``, ``1e3``) stands for, or None."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return None
+    match = _QUANTITY.match(str(value).strip())
+    if match is None:
+        return None
+    number, exponent, suffix = match.groups()
+    amount = Decimal(number)
+    if exponent is not None:
+        return amount.scaleb(int(exponent))
+    return amount * _SUFFIX[suffix] if suffix else amount
+
+
+def _same_quantity(desired: Any, live: Any) -> bool:
+    want, have = quantity(desired), quantity(live)
+    return want is not None and want == have
 
 
 def _walk_list(desired: list[Any], live: list[Any], path: tuple[Segment, ...], out: list[tuple[Segment, ...]],

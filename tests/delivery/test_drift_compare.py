@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -19,6 +20,7 @@ from delivery.drift import (
     format_path,
     next_status,
     parse_path,
+    quantity,
 )
 from delivery.errors import InvalidInput
 from delivery.events import EventName
@@ -135,6 +137,26 @@ def test_labels_with_dots_get_quoted_paths_and_missing_fields_are_drift():
 def test_fields_only_live_has_are_defaults_not_drift_and_null_means_unset():
     desired = {"metadata": {"annotations": None}, "data": {"a": "1"}, "spec": {"x": {}}}
     assert field_differences(desired, {"metadata": {"annotations": {"other": "z"}}, "data": {"a": "1", "b": "2"}}) == []
+
+
+def test_resource_quantities_in_canonical_form_are_not_drift_but_other_amounts_are():
+    want = {"spec": {"containers": [{"name": "app", "resources": {"limits": {"cpu": "0.5", "memory": "1024Mi"},
+                                                                    "requests": {"cpu": 1}}}]}}
+    live = copy.deepcopy(want)
+    live["spec"]["containers"][0]["resources"] = {"limits": {"cpu": "500m", "memory": "1Gi"}, "requests": {"cpu": "1"}}
+    assert field_differences(want, live) == []
+    live["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "600m"
+    assert field_differences(want, live) == ["spec.containers[app].resources.limits.cpu"]
+    assert field_differences({"data": {"x": "1"}}, {"data": {"x": "1.0"}}) == ["data.x"]  # only under resources
+
+
+@pytest.mark.parametrize(
+    "text,amount",
+    [("500m", Decimal("0.5")), ("1Gi", Decimal(2**30)), ("2", Decimal(2)), ("1e3", Decimal(1000)),
+     ("1E", Decimal(10**18)), (".5", Decimal("0.5")), ("12x", None), ("", None), (True, None)],
+)
+def test_quantities(text, amount):
+    assert quantity(text) == amount
 
 
 # --------------------------------------------------------------------------- ignore rules

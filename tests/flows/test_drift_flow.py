@@ -30,12 +30,14 @@ from delivery.labels import (
     MANAGED_BY_VALUE,
     RELEASE_ID_ANNOTATION,
     TRACE_ID_ANNOTATION,
+    managed_selector,
 )
 from delivery.simulator import KubernetesSimulator
 from flows.drift import check_environment, drift_check, parse_manifests
 from tasks.manifest import files_for
 
 NAMESPACE = "drift-dev"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def manifests(release_id: str, *, image: str = "registry.local/web:1", config_maps: int = 1) -> list[dict]:
@@ -85,12 +87,13 @@ class DriftWorld:
                                 trailers=[("Release-Id", self.release_id), ("Trace-Id", "a" * 32)])
 
     def promote(self, objects: list[dict]) -> None:
-        """Put objects in Git for dev/web and apply them, as a promotion and a sync would."""
+        """Put objects in Git for dev/web, apply them and prune the rest, as a promotion and a sync would."""
         files = {name: text.encode() for name, text in files_for(objects).items()}
         self.gitops.write_environment("dev", "web", files, message="Promote web to dev",
                                       trailers=[("Release-Id", self.release_id), ("Trace-Id", "a" * 32)])
         self.runtime.ensure_namespace(NAMESPACE)
         self.runtime.apply(objects)
+        self.runtime.prune(objects, selector=managed_selector(environment="dev"))
 
     @property
     def runtime_ref(self) -> str:
@@ -146,6 +149,25 @@ def test_clean_environment_is_synced(world):
     report = world.check()
     assert report["drift"] == [] and report["status"]["state"] == "Synced"
     assert report["desired_objects"] == 3 and report["live_objects"] == 3
+
+
+def test_the_sample_apps_rendered_manifests_show_no_false_drift(world):
+    from tasks.manifest import ManifestSpec, render, templates_from_dir
+
+    rendered = render(ManifestSpec(
+        release_id=world.release_id, trace_id="a" * 32, app="web", environment="dev", namespace=NAMESPACE,
+        image="registry.local/web@sha256:" + "b" * 64,
+        templates=templates_from_dir(REPO_ROOT / "examples/sample-app/deploy"),
+    ))
+    objects = rendered.objects()
+    world.promote(objects)
+    report = world.check()
+    assert {o["kind"] for o in objects} >= {"Deployment", "Service", "ConfigMap", "Ingress"}
+    assert report["drift"] == [] and report["desired_objects"] == len(objects)
+    world.apps_api().patch_namespaced_deployment("web", NAMESPACE, {"spec": {"template": {"spec": {"containers": [
+        {"name": "web", "resources": {"limits": {"cpu": "2"}}}]}}}})
+    report = world.check()
+    assert _fields(report) == {"changed Deployment web": ["spec.template.spec.containers[web].resources.limits.cpu"]}
 
 
 def test_out_of_band_edit_is_detected_with_its_path_and_reconciled(world):
@@ -468,8 +490,6 @@ def test_drift_that_keeps_coming_back_degrades_alerts_and_recovers(world, webhoo
 
 
 # --------------------------------------------------------------------------- the scheduled deployment
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _drift_deployment_entry() -> dict:
