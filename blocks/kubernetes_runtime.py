@@ -171,6 +171,10 @@ def _translate(exc: BaseException, action: str) -> DeliveryError:
         return NotFound(f"{action}: the API server does not serve this kind ({exc})")
     if isinstance(exc, ConfigException):
         return InvalidInput(f"{action}: client configuration (kubeconfig or in-cluster settings): {exc}")
+    if isinstance(exc, json.JSONDecodeError):
+        return TransientError(f"{action}: the API server answered something that is not JSON: {exc}")
+    if isinstance(exc, ValueError):  # the client refusing an object before sending it (e.g. no namespace)
+        return InvalidInput(f"{action}: {exc}")
     if isinstance(exc, (HTTPError, OSError)):
         return TransientError(f"{action}: cannot reach the API server: {type(exc).__name__}: {exc}")
     return PermanentError(f"{action}: {type(exc).__name__}: {exc}")

@@ -121,6 +121,8 @@ def test_api_server_refusals_are_translated(env: RuntimeEnv) -> None:
         env.runtime.apply([bad])
     with pytest.raises(NotFound):
         env.runtime.apply([{**objects(env)[0], "metadata": {**objects(env)[0]["metadata"], "namespace": "absent"}}])
+    with pytest.raises(InvalidInput, match="Namespace is required"):
+        env.runtime.apply([{**objects(env)[0], "metadata": {"name": "no-namespace"}}])
 
 
 @pytest.mark.parametrize(
