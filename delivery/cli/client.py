@@ -482,6 +482,34 @@ class DeliveryClient:
                 raise TransientError(f"flow run {flow_run_id} still {run.get('state_name')} after {timeout} s")
             time.sleep(interval)
 
+    # ------------------------------------------------------------------ incidents
+
+    def flow_deployment_id(self, flow_name: str) -> str:
+        """The id of the (first) deployment of the flow called ``flow_name``.
+
+        Raises:
+            NotFound: the flow has no deployment on this server.
+        """
+        body = {"flows": {"name": {"any_": [flow_name]}}, "limit": 1}
+        found = self._request("POST", "/deployments/filter", json=body).json()
+        if not found:
+            raise NotFound(f"flow {flow_name!r} has no deployment on {self.api_url}")
+        return str(found[0]["id"])
+
+    def create_flow_run(
+        self,
+        deployment_id: str,
+        *,
+        parameters: Mapping[str, Any],
+        idempotency_key: str | None = None,
+        tags: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Create a flow run of a deployment; the same ``idempotency_key`` returns the same run."""
+        body: dict[str, Any] = {"parameters": dict(parameters), "tags": tags or []}
+        if idempotency_key:
+            body["idempotency_key"] = idempotency_key
+        return self._request("POST", f"/deployments/{deployment_id}/create_flow_run", json=body).json()
+
 
 @contextmanager
 def delivery_client(api_url: str | None = None, **options: Any) -> Iterator[DeliveryClient]:

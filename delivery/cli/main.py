@@ -6,6 +6,7 @@ import typer
 
 from delivery.cli.demo import demo
 from delivery.cli.drift import drift_app
+from delivery.cli.incidents import incidents_app
 from delivery.cli.release import release_app
 from delivery.cli.rollback import rollback_command
 from delivery.cli.simulator import simulator
@@ -22,6 +23,7 @@ def main() -> None:
 app.command("demo")(demo)
 app.command("simulator")(simulator)
 app.add_typer(drift_app, name="drift")
+app.add_typer(incidents_app, name="incidents")
 app.add_typer(release_app, name="release")
 app.command("up")(up_command)
 app.command("down")(down_command)
