@@ -9,6 +9,8 @@ id, where to look and how to stop the stack. It talks to flows only through the 
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +30,7 @@ PLANNER = "agent:release-manager"
 APPROVERS: dict[str, list[str]] = {"staging": ["user:alice"], "prod": ["user:alice", "user:bob"]}
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
-console = Console()
+console = Console(soft_wrap=True)
 
 
 def demo_request() -> ReleaseRequest:
@@ -126,7 +128,8 @@ def run_full_demo(*, keep_running: bool = False, timeout: float = 1800.0) -> boo
         ok = all(env in outcome and outcome[env].state.value == "Deployed" for env in config.path)
         console.print(f"release run:   {run.get('state_name')}")
         console.print(f"trace id:      {started.trace_id}")
-        console.print(f"Prefect UI:    {info.ui_url}/runs/flow-run/{started.flow_run_id}")
+        console.print(f"Prefect UI:    {info.ui_url}/runs/flow-run/{started.flow_run_id}"
+                      + ("" if keep_running else "  (while the stack runs: delivery up)"))
         console.print(f"GitOps repo:   {info.gitops_repo}  (git --git-dir {info.gitops_repo} log --oneline)")
         console.print(f"ledger:        {info.ledger_url}")
         console.print(f"status:        delivery release status {started.release_id}")
@@ -141,13 +144,20 @@ def run_full_demo(*, keep_running: bool = False, timeout: float = 1800.0) -> boo
     return ok
 
 
+def keep_by_default() -> bool:
+    """Keep the stack up for a person to look at; stop it in CI or without a terminal."""
+    return os.environ.get("CI", "").lower() not in ("1", "true", "yes") and sys.stdin.isatty()
+
+
 def demo_full_command(
-    keep: bool = typer.Option(False, "--keep/--stop", help="Leave the stack running at the end."),
+    keep: bool | None = typer.Option(
+        None, "--keep/--stop", help="Leave the stack running at the end (default: keep on a terminal, stop in CI)."
+    ),
     timeout: float = typer.Option(1800.0, "--timeout", help="Seconds to wait for the release."),
 ) -> None:
     """Start the stack, release the sample app through the API with approvals, print the outcome."""
-    if not run_full_demo(keep_running=keep, timeout=timeout):
+    if not run_full_demo(keep_running=keep_by_default() if keep is None else keep, timeout=timeout):
         raise typer.Exit(1)
 
 
-__all__ = ["demo_full_command", "demo_request", "follow_release", "run_full_demo"]
+__all__ = ["demo_full_command", "demo_request", "follow_release", "keep_by_default", "run_full_demo"]

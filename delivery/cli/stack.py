@@ -35,7 +35,7 @@ WORK_POOL = "delivery"
 SAMPLE_APP = "sample-app"
 SKIP_PARTS = {"__pycache__", "test-results", "build", "dist", ".pytest_cache"}
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 class StackProcess(BaseModel):
