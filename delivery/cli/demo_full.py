@@ -128,8 +128,8 @@ def run_full_demo(*, keep_running: bool = False, timeout: float = 1800.0) -> boo
         ok = all(env in outcome and outcome[env].state.value == "Deployed" for env in config.path)
         console.print(f"release run:   {run.get('state_name')}")
         console.print(f"trace id:      {started.trace_id}")
-        console.print(f"Prefect UI:    {info.ui_url}/runs/flow-run/{started.flow_run_id}"
-                      + ("" if keep_running else "  (while the stack runs: delivery up)"))
+        stopped = "" if keep_running else "  (stopped with the stack; `delivery up` brings it back, same history)"
+        console.print(f"Prefect UI:    {info.ui_url}/runs/flow-run/{started.flow_run_id}{stopped}")
         console.print(f"GitOps repo:   {info.gitops_repo}  (git --git-dir {info.gitops_repo} log --oneline)")
         console.print(f"ledger:        {info.ledger_url}")
         console.print(f"status:        delivery release status {started.release_id}")
