@@ -1,0 +1,95 @@
+"""Cost of promoting and syncing an environment of N objects (figures printed; nothing asserted).
+
+Usage: .venv/bin/python bench/runtime_sync.py [N ...]    (default: 10 100 1000)
+
+Per size: a Kubernetes simulator (in this process, ready delay 0.1 s), a bare GitOps repo, and
+an environment holding the sample app's objects plus N-4 ConfigMaps. Measured with the stage
+bodies (no Prefect around them): the promotion commit, a first sync (everything created), a
+second sync of the same revision (a no-op: nothing changes, no resourceVersion moves), and the
+rollback to a healthy revision that differs in one ConfigMap.
+
+A sync lists each managed kind once, checks the namespace, then server-side applies every object
+(an unchanged object keeps its resourceVersion, but still costs one PATCH) and prunes.
+
+Figures on the 2-core machine the project was built on (2026-11-27, other work running):
+
+ objects  promote s | sync: requests  wall s | no-op: requests  wall s | rollback: requests  wall s
+      10       0.10 |             22    0.28 |              16    0.25 |                 16    0.20
+     100       0.23 |            112    0.52 |             106    0.43 |                106    0.77
+    1000       1.58 |           1012    3.56 |            1006    4.08 |               1006    7.58
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from pydantic import SecretStr
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from blocks.gitops_repo import GitOpsRepo  # noqa: E402
+from blocks.kubernetes_runtime import KubernetesRuntime  # noqa: E402
+from delivery.simulator import KubernetesSimulator  # noqa: E402
+from tasks.manifest import ManifestSpec, dump_object, parse_objects, render, templates_from_dir  # noqa: E402
+from tasks.promote import Promotion, write_promotion  # noqa: E402
+from tasks.rollback import RollbackSpec, restore_healthy  # noqa: E402
+from tasks.sync import SyncSpec, reconcile  # noqa: E402
+
+
+def files_with(n: int, target: dict, *, greeting: str) -> dict[str, str]:
+    spec = ManifestSpec(**target, image="127.0.0.1:5000/sample-app@sha256:" + "1" * 64,
+                        templates=templates_from_dir(ROOT / "examples/sample-app/deploy"), values={"replicas": 1})
+    files = dict(render(spec).files)
+    template = parse_objects({"c.yaml": files["configmap-sample-app-config.yaml"]})[0]
+    for index in range(max(0, n - len(files))):
+        extra = {**template, "metadata": {**template["metadata"], "name": f"extra-{index}"},
+                 "data": {"GREETING": greeting if index == 0 else "same"}}
+        files[f"configmap-extra-{index}.yaml"] = dump_object(extra)
+    return files
+
+
+def measure(n: int) -> tuple[float, ...]:
+    with tempfile.TemporaryDirectory() as tmp, KubernetesSimulator(ready_delay=0.1) as sim:
+        runtime = KubernetesRuntime(kubeconfig=SecretStr(sim.kubeconfig()))
+        repo = GitOpsRepo(url=str(Path(tmp) / "gitops.git"))
+        repo.ensure_exists(initial_files={"delivery.yaml": b"path: [bench]\n"})
+        target = {"release_id": f"bench-{uuid.uuid4().hex[:6]}", "trace_id": uuid.uuid4().hex, "app": "sample-app",
+                  "environment": "bench", "namespace": "bench"}
+        start = time.perf_counter()
+        good = write_promotion(repo, Promotion(**target, files=files_with(n, target, greeting="v1"))).git_revision
+        promote_s = time.perf_counter() - start
+        sim.reset_request_count()
+        start = time.perf_counter()
+        reconcile(runtime, repo, SyncSpec(**target, git_revision=good))
+        first_s, first_requests = time.perf_counter() - start, sim.request_count
+        repo.tag_healthy("bench", "sample-app", good)
+        sim.reset_request_count()
+        start = time.perf_counter()
+        again = reconcile(runtime, repo, SyncSpec(**target, git_revision=good))
+        second_s, second_requests = time.perf_counter() - start, sim.request_count
+        assert again.no_op
+        bad = write_promotion(repo, Promotion(**target, files=files_with(n, target, greeting="v2"))).git_revision
+        reconcile(runtime, repo, SyncSpec(**target, git_revision=bad))
+        sim.reset_request_count()
+        start = time.perf_counter()
+        rolled = restore_healthy(runtime, repo, RollbackSpec(**target, failed_revision=bad, wait=False))
+        rollback_s, rollback_requests = time.perf_counter() - start, sim.request_count
+        assert len(rolled.changed) == (1 if n > 4 else 0)
+        return (promote_s, first_requests, first_s, second_requests, second_s, rollback_requests, rollback_s)
+
+
+def main(sizes: list[int]) -> None:
+    print(f"{'objects':>8} {'promote s':>10} | {'sync: requests':>14} {'wall s':>7} | "
+          f"{'no-op: requests':>15} {'wall s':>7} | {'rollback: requests':>18} {'wall s':>7}")
+    for n in sizes:
+        promote_s, r1, s1, r2, s2, r3, s3 = measure(n)
+        print(f"{n:>8} {promote_s:>10.2f} | {r1:>14} {s1:>7.2f} | {r2:>15} {s2:>7.2f} | {r3:>18} {s3:>7.2f}")
+
+
+if __name__ == "__main__":
+    main([int(arg) for arg in sys.argv[1:]] or [10, 100, 1000])
