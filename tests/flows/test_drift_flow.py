@@ -258,6 +258,7 @@ def test_an_environment_under_promotion_is_skipped_not_taken_for_drift(world, mo
     import flows.drift
     from flows.promotion import ensure_environment_lock
 
+    default_wait = flows.drift.LOCK_WAIT_SECONDS
     monkeypatch.setattr(flows.drift, "LOCK_WAIT_SECONDS", 1.0)
     world.set_image("registry.local/web:2")  # as if a promotion were between its commit and its sync
     with concurrency(ensure_environment_lock("dev"), occupy=1, strict=True):
@@ -265,6 +266,8 @@ def test_an_environment_under_promotion_is_skipped_not_taken_for_drift(world, mo
     assert "promotion holds delivery-env-dev" in report["skipped_reason"]
     assert world.live_deployment().spec.template.spec.containers[0].image == "registry.local/web:2"
     assert world.store.get("dev") is None  # nothing counted
+    # The slot is released by a background service: the next check waits for it as a drift run would.
+    monkeypatch.setattr(flows.drift, "LOCK_WAIT_SECONDS", default_wait)
     assert world.check()["reconciled"] is True  # the lock is free again
 
 
