@@ -198,7 +198,7 @@ def status(
         for plan in report.plans:
             plans.add_row(plan.environment, str(plan.revision), plan.state.value, ", ".join(plan.approvers) or "-",
                           plan.updated_at.strftime("%Y-%m-%d %H:%M:%S"))
-        console.print(plans)
+        console.print(plans if report.plans else "no plan yet: the release has not reached promotion")
         runs = Table("flow run", "state", "environment")
         for run in report.runs:
             runs.add_row(run.name, run.state, run.environment or "-")

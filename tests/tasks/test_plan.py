@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import pytest
 from governance_support import PLANNER, new_request, succeeded_build
+from prefect import flow
 
 from delivery.errors import BuildFailed, InvalidInput
-from delivery.models import BuildResult, BuildStatus, RollingStrategy
+from delivery.models import BuildResult, BuildStatus, ReleaseRequest, RollingStrategy
 from delivery.plan import PlanState
-from tasks.plan import plan_release
+from tasks.plan import plan_release as plan_release_task
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+@flow(name="plan-under-test")
+def plan_release(request: ReleaseRequest, build: BuildResult, environment: str, strategy: RollingStrategy):
+    """The stage inside a flow run, as the promotion runs it."""
+    return plan_release_task(request, build, environment, strategy)
 
 
 def test_plans_and_submits_for_approval(ledger) -> None:
