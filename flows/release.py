@@ -1,7 +1,8 @@
 """The release flow: one flow run per release, its tasks the delivery stages.
 
-Stages 1-4 here (commit, pull request, checks, merge); the build (flows/build.py) and the
-promotion path (flows/promotion.py) follow the merge.
+Stages 1-4 here (commit, pull request, checks, merge); the build (flows/build.py, stages 5-7)
+and the promotion path (flows/promotion.py, stages 8-14 per environment) follow the merge.
+Everything a release can be refused for is checked before the first write.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from prefect.context import FlowRunContext
 from blocks import git_local
 from blocks.git_host import GitHost
 from delivery.errors import InvalidInput, NotFound
-from delivery.models import CommitInfo, MergeInfo, Model, PullRequest, ReleaseRequest
+from delivery.models import BuildResult, CommitInfo, MergeInfo, Model, PullRequest, ReleaseRequest
 from delivery.settings import block_ref
+from flows.build import run_build
+from flows.promotion import PromotionSummary, promote_path, validate_promotion
 from tasks.commit import create_commit
 from tasks.pull_request import check_pull_request, merge_pull_request, open_pull_request
 
@@ -33,6 +36,8 @@ class ReleaseSummary(Model):
     commit: CommitInfo
     pull_request: PullRequest
     merge: MergeInfo
+    build: BuildResult
+    promotion: PromotionSummary
 
 
 def release_tags(request: ReleaseRequest) -> list[str]:
@@ -85,7 +90,7 @@ def validate_release(git_host: GitHost, request: ReleaseRequest, *, target: str 
 
 @flow(name="release", flow_run_name=_run_name, log_prints=True)
 def release(request: ReleaseRequest) -> ReleaseSummary:
-    """Deliver a release request: commit, pull request, checks, merge (then build and promotion).
+    """Deliver a release request: commit, pull request, checks, merge, build, then promotion.
 
     Args:
         request: what to deliver; invalid requests are refused before the flow starts.
@@ -98,14 +103,15 @@ def release(request: ReleaseRequest) -> ReleaseSummary:
     with tags(*release_tags(request)):
         git_host = load_git_host()
         validate_release(git_host, request)
+        config = validate_promotion(request)
         commit = create_commit(git_host, request, base=PROTECTED_BRANCH)
         logger.info("commit %s on %s (created=%s)", commit.sha[:12], commit.branch, commit.created)
         pull_request = open_pull_request(git_host, request, commit, target=PROTECTED_BRANCH)
         pull_request = check_pull_request(git_host, request, pull_request)
         merge = merge_pull_request(git_host, request, pull_request)
         logger.info("merged #%s as %s (created=%s)", merge.pull_request, merge.merge_sha[:12], merge.created)
-        # Build and promotion follow here:
-        #   build = run_build(request, merge)           (flows/build.py)
-        #   promote_path(request, build)                (flows/promotion.py)
+        build = run_build(request, merge)
+        promotion = promote_path(request, build, config)
     return ReleaseSummary(release_id=request.release_id, trace_id=request.trace_id, app=request.app,
-                          branch=request.branch, commit=commit, pull_request=pull_request, merge=merge)
+                          branch=request.branch, commit=commit, pull_request=pull_request, merge=merge,
+                          build=build, promotion=promotion)
