@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from delivery.cli.demo import demo
+from delivery.cli.demo_full import demo_full_command
 from delivery.cli.drift import drift_app
 from delivery.cli.incidents import incidents_app
 from delivery.cli.release import release_app
@@ -20,7 +20,7 @@ def main() -> None:
     """GitOps delivery: validated artifacts to running systems, with an audit trail."""
 
 
-app.command("demo")(demo)
+app.command("demo")(demo_full_command)
 app.command("simulator")(simulator)
 app.add_typer(drift_app, name="drift")
 app.add_typer(incidents_app, name="incidents")
