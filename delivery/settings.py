@@ -36,4 +36,9 @@ def block_ref(role: str) -> str:
     Args:
         role: one of the keys of :data:`BLOCK_ENV_DEFAULTS`, e.g. ``git_host``.
     """
-    return os.environ.get(f"DELIVERY_{role.upper()}_BLOCK", BLOCK_ENV_DEFAULTS[role])
+    return os.environ.get(block_setting(role), BLOCK_ENV_DEFAULTS[role])
+
+
+def block_setting(role: str) -> str:
+    """The environment variable that points a role at a saved block, e.g. ``DELIVERY_GIT_HOST_BLOCK``."""
+    return f"DELIVERY_{role.upper()}_BLOCK"

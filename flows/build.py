@@ -6,35 +6,16 @@ release, so the Prefect UI shows the build's stages together.
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 from prefect import flow
-from prefect.blocks.core import Block
 
 from blocks.git_host import GitHost
 from blocks.image_registry import ImageRegistry
+from blocks.loading import load_configured_block
 from blocks.package_feed import PackageFeed
 from blocks.pipeline_runner import PipelineRunner
-from delivery.errors import InvalidInput
 from delivery.models import BuildResult, MergeInfo, ReleaseRequest
-from delivery.settings import block_ref
 from tasks.build import ingest_build_result, run_pipeline
 from tasks.pipeline import generate_pipeline
-
-B = TypeVar("B", bound=Block)
-
-
-def load_block(role: str, kind: type[B]) -> B:
-    """Load the block configured for ``role`` (see :func:`delivery.settings.block_ref`).
-
-    Raises:
-        InvalidInput: the saved block is not a ``kind``.
-    """
-    ref = block_ref(role)
-    block = Block.load(ref)
-    if not isinstance(block, kind):
-        raise InvalidInput(f"block {ref!r} ({role}) is a {type(block).__name__}, not a {kind.__name__}")
-    return block
 
 
 def _run_name() -> str:
@@ -59,11 +40,12 @@ def run_build(request: ReleaseRequest, merge: MergeInfo) -> BuildResult:
     Raises:
         BuildFailed: the build failed; ``BuildCompleted(status=Failed)`` has been emitted.
         InvalidInput: bad build settings or block configuration.
+        NotFound: a block the build needs is not saved (the message names its variable).
     """
-    git_host = load_block("git_host", GitHost)
-    runner = load_block("pipeline_runner", PipelineRunner)
-    feed = load_block("package_feed", PackageFeed)
-    registry = load_block("image_registry", ImageRegistry)
+    git_host = load_configured_block("git_host", GitHost)
+    runner = load_configured_block("pipeline_runner", PipelineRunner)
+    feed = load_configured_block("package_feed", PackageFeed)
+    registry = load_configured_block("image_registry", ImageRegistry)
     pipeline = generate_pipeline(git_host, request, merge)
     run = run_pipeline(runner, request, pipeline, clone_url=git_host.clone_url(request.app),
                        variables={**feed.pipeline_variables(), **registry.pipeline_variables()})

@@ -42,7 +42,7 @@ from delivery.events import emit
 from delivery.ids import new_trace_id
 from delivery.labels import RELEASE_ID_ANNOTATION, TRACE_ID_ANNOTATION, managed_selector
 from delivery.ledger import Ledger
-from delivery.settings import block_ref
+from delivery.settings import block_ref, block_setting
 from tasks.stage import retry_transient
 
 FLOW_NAME = "drift-check"
@@ -248,14 +248,12 @@ def check_environment(
 # --------------------------------------------------------------------------- Prefect
 
 
-def _load_block(ref: str) -> Any:
+def _load_block(ref: str, source: str | None = None) -> Any:
     from prefect.blocks.core import Block
 
-    import blocks.gitops_repo  # noqa: F401 - registers the block types
-    import blocks.kubernetes_runtime  # noqa: F401
-    import blocks.pulumi_stack  # noqa: F401
+    from blocks.loading import load_block
 
-    return Block.load(ref)
+    return load_block(ref, Block, source=source)
 
 
 @task(name="check_environment_drift", retries=2, retry_delay_seconds=[1, 5], retry_jitter_factor=0.5,
@@ -278,8 +276,9 @@ def check_environment_drift(environment: str, config: EnvironmentConfig, revisio
         with concurrency(lock, occupy=1, timeout_seconds=LOCK_WAIT_SECONDS, strict=True):
             acquired = True
             report = check_environment(
-                environment, config, gitops=_load_block(block_ref("gitops_repo")),
-                runtime=_load_block(config.runtime), revision=revision, store=SyncStateStore(Ledger().engine),
+                environment, config, gitops=_load_block(block_ref("gitops_repo"), block_setting("gitops_repo")),
+                runtime=_load_block(config.runtime, f"delivery.yaml environments.{environment}.runtime"),
+                revision=revision, store=SyncStateStore(Ledger().engine),
             )
     except TimeoutError:
         if acquired:
@@ -308,7 +307,7 @@ def drift_check(environment: str | None = None) -> list[dict[str, Any]]:
     Raises:
         InvalidInput: unknown environment or invalid delivery.yaml.
     """
-    gitops = _load_block(block_ref("gitops_repo"))
+    gitops = _load_block(block_ref("gitops_repo"), block_setting("gitops_repo"))
     revision = gitops.head()
     config = load_config(gitops.read_config(ref=revision))
     names = [environment] if environment else list(config.path)

@@ -16,11 +16,9 @@ from __future__ import annotations
 import os
 import re
 from datetime import datetime
-from typing import Any
 
 from prefect import flow, get_run_logger, tags
 from prefect.artifacts import create_markdown_artifact
-from prefect.blocks.core import Block
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
@@ -29,6 +27,7 @@ from pydantic import Field
 from blocks.git_host import GitHost
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
+from blocks.loading import load_block, load_configured_block
 from delivery.approvals import counted_approvers
 from delivery.config import DeliveryConfig, EnvironmentConfig, load_config
 from delivery.errors import (
@@ -42,7 +41,6 @@ from delivery.errors import (
 from delivery.ledger import Ledger
 from delivery.models import BuildResult, Model, ReleaseRequest, utcnow
 from delivery.plan import PlanState, ReleasePlan
-from delivery.settings import block_ref
 from tasks.approval import POLICY_ACTOR, request_approval
 from tasks.plan import plan_release
 
@@ -80,25 +78,13 @@ class PromotionSummary(Model):
 # --------------------------------------------------------------------------- configuration
 
 
-def _load(reference: str, kind: type[Block]) -> Any:
-    """Load a saved block (its class is imported above, so the slug resolves) and check its kind.
-
-    Raises:
-        InvalidInput: the reference names another kind of block.
-    """
-    block = Block.load(reference)
-    if not isinstance(block, kind):
-        raise InvalidInput(f"block {reference!r} is a {type(block).__name__}, not a {kind.__name__}")
-    return block
-
-
 def load_delivery_config() -> DeliveryConfig:
     """Read and validate ``delivery.yaml`` from the GitOps repository (the ``gitops_repo`` block).
 
     Raises:
         InvalidInput: missing or invalid configuration, naming the field.
     """
-    return load_config(_load(block_ref("gitops_repo"), GitOpsRepo).read_config())
+    return load_config(load_configured_block("gitops_repo", GitOpsRepo).read_config())
 
 
 def check_request(request: ReleaseRequest, config: DeliveryConfig) -> list[str]:
@@ -181,7 +167,7 @@ def load_templates(plan: ReleasePlan) -> dict[str, str]:
     Raises:
         InvalidInput: the application has no ``deploy/`` folder at that commit.
     """
-    host = _load(block_ref("git_host"), GitHost)
+    host = load_configured_block("git_host", GitHost)
     files = host.read_tree(plan.app, "deploy", ref=plan.build.commit)
     templates = {path.rsplit("/", 1)[-1]: data.decode() for path, data in files.items() if path.count("/") == 1}
     if not templates:
@@ -199,8 +185,9 @@ def deploy_environment(plan: ReleasePlan, settings: EnvironmentConfig, request: 
     from tasks.manifest import ManifestSpec
     from tasks.strategies import HealthSettings, deploy_with_strategy
 
-    runtime = _load(settings.runtime, KubernetesRuntime)
-    repo = _load(block_ref("gitops_repo"), GitOpsRepo)
+    runtime = load_block(settings.runtime, KubernetesRuntime,
+                         source=f"delivery.yaml environments.{plan.environment}.runtime")
+    repo = load_configured_block("gitops_repo", GitOpsRepo)
     spec = ManifestSpec(
         release_id=plan.release_id, trace_id=plan.trace_id, revision=plan.revision, app=plan.app,
         environment=plan.environment, namespace=settings.namespace, image=_image_of(plan),

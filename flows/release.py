@@ -10,14 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger, tags
-from prefect.blocks.core import Block
 from prefect.context import FlowRunContext
 
 from blocks import git_local
 from blocks.git_host import GitHost
+from blocks.loading import load_configured_block
 from delivery.errors import InvalidInput, NotFound
 from delivery.models import BuildResult, CommitInfo, MergeInfo, Model, PullRequest, ReleaseRequest
-from delivery.settings import block_ref
 from flows.build import run_build
 from flows.promotion import PromotionSummary, promote_path, validate_promotion
 from tasks.commit import create_commit
@@ -65,12 +64,13 @@ def _tag_run(request: ReleaseRequest) -> None:
 
 
 def load_git_host() -> GitHost:
-    """Load the configured GitHost block (``DELIVERY_GIT_HOST_BLOCK``, default ``local-git-host/default``)."""
-    ref = block_ref("git_host")
-    host = Block.load(ref)
-    if not isinstance(host, GitHost):
-        raise InvalidInput(f"block {ref!r} is a {type(host).__name__}, not a GitHost")
-    return host
+    """Load the configured GitHost block (``DELIVERY_GIT_HOST_BLOCK``, default ``local-git-host/default``).
+
+    Raises:
+        NotFound: no block is saved under that reference (the message names the variable).
+        InvalidInput: the reference names another kind of block.
+    """
+    return load_configured_block("git_host", GitHost)
 
 
 def validate_release(git_host: GitHost, request: ReleaseRequest, *, target: str = PROTECTED_BRANCH) -> None:

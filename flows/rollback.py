@@ -15,11 +15,11 @@ from pydantic import Field
 
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
+from blocks.loading import load_block
 from delivery.config import load_config
-from delivery.errors import NotFound
 from delivery.ids import new_release_id, new_trace_id
 from delivery.models import Model
-from delivery.settings import block_ref
+from delivery.settings import block_ref, block_setting
 from tasks.rollback import RollbackResult, RollbackSpec, roll_back
 
 # Imported so Block.load finds these block types by slug.
@@ -39,11 +39,8 @@ class RollbackRequest(Model):
     gitops_repo: str | None = Field(default=None, description="GitOpsRepo block ref; default from settings")
 
 
-def _load(ref: str) -> Any:
-    try:
-        return Block.load(ref)
-    except ValueError as exc:
-        raise NotFound(f"block {ref!r} is not saved on the Prefect server: {exc}") from None
+def _load(ref: str, source: str) -> Any:
+    return load_block(ref, Block, source=source)
 
 
 @flow(name="roll_back", log_prints=True)
@@ -59,10 +56,12 @@ def roll_back_environment(request: RollbackRequest) -> RollbackResult:
     Raises:
         InvalidInput: the environment is not in ``delivery.yaml``.
     """
-    repo = _load(request.gitops_repo or block_ref("gitops_repo"))
+    repo = _load(request.gitops_repo or block_ref("gitops_repo"),
+                 "the request's gitops_repo" if request.gitops_repo else block_setting("gitops_repo"))
     config = load_config(repo.read_config(ref=repo.branch))
     environment = config.environment(request.environment)
-    runtime = _load(environment.runtime)  # a KubernetesRuntime, or any block with its methods
+    # a KubernetesRuntime, or any block with its methods
+    runtime = _load(environment.runtime, f"delivery.yaml environments.{request.environment}.runtime")
     spec = RollbackSpec(
         release_id=request.release_id, trace_id=request.trace_id, app=request.app,
         environment=request.environment, namespace=environment.namespace, strategy=environment.strategy.name,

@@ -1,0 +1,84 @@
+"""Loading saved blocks by reference, with the product's errors instead of Prefect's bare ``ValueError``.
+
+Every flow loads its providers through :func:`load_block` (a reference such as
+``kubernetes-runtime/local`` from ``delivery.yaml``) or :func:`load_configured_block` (a role whose
+reference comes from ``DELIVERY_<ROLE>_BLOCK``), so a block that was never saved is reported once,
+the same way: which reference, where it was set, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TypeVar
+
+from prefect.blocks.core import Block
+
+from delivery.errors import InvalidInput, NotFound
+from delivery.settings import block_ref, block_setting
+
+B = TypeVar("B", bound=Block)
+
+# Imported before a load so Prefect resolves every block type slug of the product to its class.
+BLOCK_MODULES = (
+    "blocks.azure_pipelines",
+    "blocks.git_host",
+    "blocks.gitops_repo",
+    "blocks.image_registry",
+    "blocks.kubernetes_runtime",
+    "blocks.package_feed",
+    "blocks.pipeline_runner",
+    "blocks.pulumi_stack",
+)
+
+
+def register_block_types() -> None:
+    """Import the product's block modules, so ``Block.load`` can turn any of their slugs into a class."""
+    for module in BLOCK_MODULES:
+        importlib.import_module(module)
+
+
+def load_block(reference: str, kind: type[B], *, source: str | None = None) -> B:
+    """Load the block saved under ``reference`` and check that it is a ``kind``.
+
+    Args:
+        reference: ``<block-type-slug>/<document-name>``, e.g. ``gitops-repo/default``.
+        kind: the class (or base class) the caller needs; ``Block`` accepts any block.
+        source: where the reference was set (an environment variable, a ``delivery.yaml`` field),
+            named in the error so the reader knows what to change.
+
+    Raises:
+        InvalidInput: the reference is malformed, names an unknown block type, or another kind of block.
+        NotFound: no block is saved under the reference on the Prefect server.
+    """
+    where = f" (set by {source})" if source else ""
+    slug, _, name = reference.partition("/")
+    if not slug or not name:
+        raise InvalidInput(f"block reference {reference!r}{where}: expected '<block-type-slug>/<name>'")
+    register_block_types()
+    try:
+        block = Block.load(reference)
+    except ValueError as exc:  # Prefect's answer for a missing document or block type
+        fix = f"; save it (delivery up saves the local stack's blocks) or point {source} at a saved block" \
+            if source else "; save it or name a saved block"
+        raise NotFound(f"block {reference!r}{where} is not saved on the Prefect server ({exc}){fix}") from None
+    except KeyError:  # a document whose block type no module of the product defines
+        raise InvalidInput(f"block {reference!r}{where}: block type {slug!r} is not one the product knows") from None
+    if not isinstance(block, kind):
+        raise InvalidInput(f"block {reference!r}{where} is a {type(block).__name__}, not a {kind.__name__}")
+    return block
+
+
+def load_configured_block(role: str, kind: type[B]) -> B:
+    """Load the block configured for a role (``DELIVERY_<ROLE>_BLOCK`` or the embedded default).
+
+    Args:
+        role: one of :data:`delivery.settings.BLOCK_ENV_DEFAULTS`, e.g. ``gitops_repo``.
+        kind: the class the caller needs.
+
+    Raises:
+        InvalidInput, NotFound: as :func:`load_block`, naming the environment variable.
+    """
+    return load_block(block_ref(role), kind, source=block_setting(role))
+
+
+__all__ = ["BLOCK_MODULES", "load_block", "load_configured_block", "register_block_types"]
