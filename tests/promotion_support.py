@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 from pydantic import SecretStr
+from runtime_support import FAIL, ROOT, SAMPLE_DEPLOY
 
 from blocks.git_host import LocalGitHost
 from blocks.gitops_repo import GitOpsRepo
@@ -19,10 +20,8 @@ from blocks.kubernetes_runtime import KubernetesRuntime
 from delivery.models import BuildResult, BuildStatus, PublishedImage, TestCounts
 from delivery.simulator import KubernetesSimulator
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE_DEPLOY = ROOT / "examples" / "sample-app" / "deploy"
 FAST = {"progressDeadlineSeconds": 2, "replicas": 2}
-FAIL = {"podAnnotations": {"simulator.delivery.gitops/fail": "true"}}
+__all__ = ["FAIL", "FAST", "ROOT", "SAMPLE_DEPLOY", "Stack", "delivery_yaml", "promotion_stack"]
 
 
 def delivery_yaml(runtime_ref: str, *, prod_values: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -53,7 +53,8 @@ def test_a_malformed_reference_is_invalid_input(reference, message):
 def test_a_block_of_another_kind_is_refused(tmp_path):
     name = f"loading-{uuid.uuid4().hex[:8]}"
     LocalGitHost(root=str(tmp_path / "git")).save(name, overwrite=True)
-    with pytest.raises(InvalidInput, match=rf"'local-git-host/{name}' \(set by X\) is a LocalGitHost, not a GitOpsRepo"):
+    expected = rf"'local-git-host/{name}' \(set by X\) is a LocalGitHost, not a GitOpsRepo"
+    with pytest.raises(InvalidInput, match=expected):
         load_block(f"local-git-host/{name}", GitOpsRepo, source="X")
 
 

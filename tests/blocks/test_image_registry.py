@@ -17,12 +17,6 @@ from delivery.local_registry import start_registry
 SAMPLE_SRC = Path(__file__).resolve().parents[2] / "examples" / "sample-app" / "src"
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    with start_registry(tmp_path_factory.mktemp("registry")) as running:
-        yield running
-
-
 def context(tmp_path: Path, text: str = "print('hi')\n") -> Path:
     folder = tmp_path / "ctx"
     (folder / "pkg").mkdir(parents=True, exist_ok=True)

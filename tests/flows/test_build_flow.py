@@ -11,30 +11,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from release_support import sample_app_files
 
 from blocks.git_host import LocalGitHost
 from blocks.image_registry import OciImageRegistry
 from blocks.package_feed import DirectoryPackageFeed
 from blocks.pipeline_runner import LocalPipelineRunner
 from delivery.errors import BuildFailed
-from delivery.local_registry import start_registry
 from delivery.models import Artifact, BuildStatus, MergeInfo, ReleaseRequest
 from flows.build import run_build
 
-SAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "sample-app"
 FAILING_TEST = "def test_the_change_broke_something():\n    assert 1 + 1 == 3\n"
-
-
-def sample_app_files() -> dict[str, bytes]:
-    skip = {"__pycache__", "deploy", "test-results", "build", "dist", ".pytest_cache"}
-    return {p.relative_to(SAMPLE_APP).as_posix(): p.read_bytes() for p in sorted(SAMPLE_APP.rglob("*"))
-            if p.is_file() and not skip & set(p.relative_to(SAMPLE_APP).parts) and ".egg-info" not in str(p)}
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    with start_registry(tmp_path_factory.mktemp("registry")) as running:
-        yield running
 
 
 @pytest.fixture
@@ -42,7 +29,7 @@ def stack(prefect_server, registry, tmp_path, monkeypatch):
     """The embedded providers, saved as blocks under names of this test only, and the sample app repo."""
     suffix = secrets.token_hex(4)
     host = LocalGitHost(root=str(tmp_path / "repos"))
-    host.ensure_repository("sample-app", initial_files=sample_app_files())
+    host.ensure_repository("sample-app", initial_files=sample_app_files(deploy=False))
     blocks = {
         "git_host": host,
         "pipeline_runner": LocalPipelineRunner(work_dir=str(tmp_path / "runs")),

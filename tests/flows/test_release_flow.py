@@ -1,75 +1,28 @@
-"""The release flow in a real Prefect server over real bare repositories (stages 1-4)."""
+"""The release flow in a real Prefect server on the whole wired product (tests/release_support.py).
+
+Stages 1-4 in detail (branch, trailers, pull request, checks, merge, run name and tags, events by
+trace), the re-run that writes nothing, and the refusals that happen before the first write. The
+releases here stop at dev (``target_environment="dev"``): the full path is test_release_e2e.py's.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from git import Repo
+from release_support import APP, ReleaseStack
+from runtime_support import wait_for_events
 
-from blocks.git_host import CheckCommand, LocalGitHost
 from delivery.errors import CheckFailed, InvalidInput
-from delivery.models import Artifact, ArtifactValidation, PullRequestStatus, ReleaseRequest
+from delivery.ids import new_trace_id
+from delivery.models import Artifact, PullRequestStatus
+from delivery.plan import PlanState
 
-EVENTS = ["delivery.CommitCreated", "delivery.PullRequestOpened", "delivery.PullRequestChecked",
-          "delivery.PullRequestMerged"]
-
-
-@pytest.fixture
-def host(tmp_path: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch) -> LocalGitHost:
-    """A saved LocalGitHost (its own block name) with a seeded ``shop`` repository and a real check."""
-    git_host = LocalGitHost(
-        root=str(tmp_path / "repos"),
-        check_commands=[CheckCommand(name="no-todo", run="! grep -rq TODO app")],
-    )
-    git_host.ensure_repository("shop", initial_files={"README.md": b"# shop\n", "app/main.py": b"VALUE = 1\n"})
-    name = f"release-flow-{uuid.uuid4().hex[:8]}"
-    git_host.save(name, overwrite=True)
-    monkeypatch.setenv("DELIVERY_GIT_HOST_BLOCK", f"local-git-host/{name}")
-    return git_host
-
-
-def make_artifact(artifact_id: str, path: str, text: str) -> Artifact:
-    return Artifact(artifact_id=artifact_id, path=path, content=text,
-                    sha256=hashlib.sha256(text.encode()).hexdigest(),
-                    validation=ArtifactValidation(passed=True, validator="ci-lint", report_url="https://ci/1"))
-
-
-def make_request(release_id: str, *, main_text: str = "VALUE = 2\n") -> ReleaseRequest:
-    return ReleaseRequest(
-        release_id=release_id, app="shop", requested_by="agent:release-manager",
-        artifacts=[make_artifact("shop-main", "app/main.py", main_text),
-                   make_artifact("shop-config", "config/settings.toml", "[shop]\nmode = 'prod'\n")],
-    )
-
-
-def snapshot(host: LocalGitHost) -> dict[str, Any]:
-    """Every ref of the repository and every pull-request record: what 'unchanged' means."""
-    with Repo(host.clone_url("shop")) as repo:
-        refs = {ref.path: ref.commit.hexsha for ref in repo.references}
-    records = Path(host.clone_url("shop")).with_suffix(".prs")
-    prs = sorted(p.name for p in records.glob("*.json")) if records.exists() else []
-    return {"refs": refs, "prs": prs}
-
-
-def wait_for_events(api_url: str, trace_id: str, names: list[str], *, deadline_s: float = 60) -> list[dict]:
-    """Poll /api/events/filter by the related trace resource until ``names`` all arrived."""
-    body = {"filter": {"related": {"id": [f"delivery.trace.{trace_id}"]}, "order": "ASC"}, "limit": 50}
-    deadline = time.monotonic() + deadline_s
-    events: list[dict] = []
-    while time.monotonic() < deadline:
-        response = httpx.post(f"{api_url}/events/filter", json=body, timeout=10)
-        response.raise_for_status()
-        events = response.json()["events"]
-        if set(names) <= {e["event"] for e in events}:
-            return events
-        time.sleep(0.5)
-    raise AssertionError(f"events {names} not all found for trace {trace_id}; got {[e['event'] for e in events]}")
+STAGES_1_TO_4 = ["CommitCreated", "PullRequestOpened", "PullRequestChecked", "PullRequestMerged"]
+BROKEN_SERVICE_TEST = (Path(__file__).resolve().parents[2] / "examples" / APP / "tests" / "test_service.py"
+                       ).read_text() + "\n\ndef test_the_change_broke_the_service():\n    assert False\n"
 
 
 def read_flow_run(flow_run_id: Any) -> Any:
@@ -79,32 +32,37 @@ def read_flow_run(flow_run_id: Any) -> Any:
         return client.read_flow_run(flow_run_id)
 
 
-def test_release_runs_commit_pr_checks_merge_and_is_traceable(host, prefect_server):
+def test_release_runs_commit_pr_checks_merge_and_is_traceable(release_stack: ReleaseStack, prefect_server):
     from flows.release import release
 
-    request = make_request("rel-flow-1")
-    main_before = host.resolve("shop", "main")
+    host = release_stack.host
+    request = release_stack.request("rel-flow-1", target_environment="dev")
+    main_before = host.resolve(APP, "main")
     state = release(request, return_state=True)
     assert state.is_completed(), state
     summary = state.result()
 
     # The branch with the artifacts and the trailers.
-    assert host.read_file("shop", "config/settings.toml", ref="release/rel-flow-1") == b"[shop]\nmode = 'prod'\n"
+    notes = request.artifacts[1]
+    assert host.read_file(APP, "CHANGES.md", ref="release/rel-flow-1") == notes.data()
     assert summary.commit.trailers == {"Release-Id": ["rel-flow-1"], "Trace-Id": [request.trace_id],
-                                       "Artifact-Id": ["shop-main", "shop-config"]}
-    # The pull request record, merged after its checks passed.
-    pr = host.get_pull_request("shop", summary.pull_request.number)
+                                       "Artifact-Id": ["app-version", "release-notes"]}
+    # The pull request record, merged after its checks (the service's tests among them) passed.
+    pr = host.get_pull_request(APP, summary.pull_request.number)
     assert (pr.source_branch, pr.target_branch, pr.status) == ("release/rel-flow-1", "main", PullRequestStatus.MERGED)
     assert pr.head_sha == summary.commit.sha and pr.merge_sha == summary.merge.merge_sha
-    assert {c.name for c in pr.checks} == {"branch-policy", "policy-gate", "mergeable", "no-todo"}
+    assert {c.name for c in pr.checks} == {"branch-policy", "policy-gate", "mergeable", "unit-tests"}
     assert pr.checks_passed
-    # The merge commit on main: two parents, the release's trailers.
-    with Repo(host.clone_url("shop")) as repo:
-        merge = repo.commit("refs/heads/main")
-        assert merge.hexsha == summary.merge.merge_sha
+    # The merge commit: two parents, the release's trailers; main holds it (and the build ran on it).
+    with Repo(host.clone_url(APP)) as repo:
+        merge = repo.commit(summary.merge.merge_sha)
         assert [p.hexsha for p in merge.parents] == [main_before, summary.commit.sha]
-        assert f"Trace-Id: {request.trace_id}" in merge.message and "Artifact-Id: shop-config" in merge.message
-    assert host.read_file("shop", "app/main.py", ref="main") == b"VALUE = 2\n"
+        assert f"Trace-Id: {request.trace_id}" in merge.message and "Artifact-Id: release-notes" in merge.message
+        assert repo.is_ancestor(merge, repo.commit("refs/heads/main"))
+    assert host.read_file(APP, "src/sample_app/__init__.py", ref="main") == request.artifacts[0].data()
+    assert summary.build.commit == host.resolve(APP, "main")
+    # Built and promoted up to the target, not further.
+    assert [(e.environment, e.state) for e in summary.promotion.environments] == [("dev", PlanState.DEPLOYED)]
 
     # The flow run: named after the release, tagged with release and trace.
     flow_run = read_flow_run(state.state_details.flow_run_id)
@@ -112,55 +70,66 @@ def test_release_runs_commit_pr_checks_merge_and_is_traceable(host, prefect_serv
     assert {"release:rel-flow-1", f"trace:{request.trace_id}"} <= set(flow_run.tags)
 
     # The four events, found by the trace id alone.
-    events = wait_for_events(prefect_server, request.trace_id, EVENTS)
-    by_name = {e["event"]: e for e in events}
-    assert all(by_name[n]["resource"]["prefect.resource.id"] == "delivery.release.rel-flow-1" for n in EVENTS)
-    assert by_name["delivery.CommitCreated"]["payload"]["commit"]["sha"] == summary.commit.sha
-    assert by_name["delivery.PullRequestChecked"]["payload"]["passed"] is True
-    assert by_name["delivery.PullRequestMerged"]["payload"]["merge"]["merge_sha"] == summary.merge.merge_sha
+    events = wait_for_events(prefect_server, request.trace_id, STAGES_1_TO_4)
+    by_name = {e["event"].removeprefix("delivery."): e for e in events}
+    assert all(by_name[n]["resource"]["prefect.resource.id"] == "delivery.release.rel-flow-1" for n in STAGES_1_TO_4)
+    assert by_name["CommitCreated"]["payload"]["commit"]["sha"] == summary.commit.sha
+    assert by_name["PullRequestChecked"]["payload"]["passed"] is True
+    assert by_name["PullRequestMerged"]["payload"]["merge"]["merge_sha"] == summary.merge.merge_sha
 
 
-def test_running_the_same_release_again_writes_nothing_and_completes(host, prefect_server):
+def test_running_the_same_release_again_writes_nothing_and_completes(release_stack: ReleaseStack):
     from flows.release import release
 
-    request = make_request("rel-flow-again")
+    request = release_stack.request("rel-flow-again", target_environment="dev")
     first_state = release(request, return_state=True)
     first = first_state.result()
-    before = snapshot(host)
-    second_state = release(make_request("rel-flow-again"), return_state=True)  # a new flow run, new trace
+    before = release_stack.snapshot()
+    assert before["feed"] and before["runs"] and before["images"] and before["plans"]  # the first run wrote them
+
+    again = request.model_copy(update={"trace_id": new_trace_id()})  # a new flow run, a new trace
+    second_state = release(again, return_state=True)
     assert second_state.is_completed()
     second = second_state.result()
-    assert snapshot(host) == before
+    # No second commit, PR, merge, pipeline run, package, image, plan, transition or GitOps commit.
+    assert release_stack.snapshot() == before
     assert (second.commit.sha, second.pull_request.number, second.merge.merge_sha) == (
         first.commit.sha, first.pull_request.number, first.merge.merge_sha)
+    assert second.build == first.build
+    assert [(e.environment, e.state, e.plan_id) for e in second.promotion.environments] == [
+        (e.environment, e.state, e.plan_id) for e in first.promotion.environments]
     assert second_state.state_details.flow_run_id != first_state.state_details.flow_run_id
     assert read_flow_run(second_state.state_details.flow_run_id).name == "rel-flow-again"
 
 
-def test_a_failing_check_stops_the_release_and_leaves_the_pr_open(host, prefect_server):
+def test_a_failing_check_stops_the_release_and_leaves_the_pr_open(release_stack: ReleaseStack, prefect_server):
     from flows.release import release
 
-    request = make_request("rel-flow-todo", main_text="VALUE = 2  # TODO remove\n")
-    main_before = host.resolve("shop", "main")
+    host = release_stack.host
+    broken = Artifact.from_text("service-tests", "tests/test_service.py", BROKEN_SERVICE_TEST, validator="ci-lint")
+    request = release_stack.request("rel-flow-red", artifacts=[broken], target_environment="dev")
+    main_before = host.resolve(APP, "main")
     state = release(request, return_state=True)
     assert state.is_failed()
-    with pytest.raises(CheckFailed, match="no-todo: exit code 1"):
+    with pytest.raises(CheckFailed, match="unit-tests: exit code 1"):
         state.result()
-    pr = host.get_pull_request("shop", 1)
+    pr = host.get_pull_request(APP, 1)
     assert pr.status is PullRequestStatus.OPEN and not pr.checks_passed
-    assert host.resolve("shop", "main") == main_before
-    events = wait_for_events(prefect_server, request.trace_id, EVENTS[:3])
+    assert host.resolve(APP, "main") == main_before
+    events = wait_for_events(prefect_server, request.trace_id, STAGES_1_TO_4[:3])
     assert "delivery.PullRequestMerged" not in {e["event"] for e in events}
     checked = next(e for e in events if e["event"] == "delivery.PullRequestChecked")
     assert checked["payload"]["passed"] is False
-    assert checked["payload"]["failed"] == ["no-todo: exit code 1"]
+    assert checked["payload"]["failed"] == ["unit-tests: exit code 1"]
+    # Nothing after the merge happened: no pipeline run, no plan.
+    assert release_stack.snapshot()["runs"] == [] and release_stack.ledger.plans() == []
 
 
 BAD_INPUT = [
     ("path escaping with ../", {"artifacts": [{"path": "../evil.py"}]}, "escapes"),
     ("absolute path", {"artifacts": [{"path": "/etc/passwd"}]}, "absolute"),
     ("empty artifact list", {"artifacts": []}, "artifacts"),
-    ("duplicate artifact ids", {"artifacts": [{}, {"path": "app/other.py"}]}, "duplicate artifact_id"),
+    ("duplicate artifact ids", {"artifacts": [{}, {"path": "src/other.py"}]}, "duplicate artifact_id"),
     ("validation did not pass", {"artifacts": [{"validation": {"passed": False, "validator": "lint"}}]},
      "did not pass"),
     ("invalid release id (bad branch)", {"release_id": "rel..x"}, "release_id"),
@@ -168,9 +137,9 @@ BAD_INPUT = [
 
 
 def request_dict(changes: dict[str, Any]) -> dict[str, Any]:
-    base_artifact = make_artifact("shop-main", "app/main.py", "VALUE = 3\n").model_dump(mode="json")
-    body: dict[str, Any] = {"release_id": "rel-bad", "app": "shop", "requested_by": "agent:rm",
-                            "artifacts": [base_artifact]}
+    base_artifact = Artifact.from_text("notes", "CHANGES.md", "- bad\n", validator="ci-lint").model_dump(mode="json")
+    body: dict[str, Any] = {"release_id": "rel-bad", "app": APP, "requested_by": "agent:rm",
+                            "target_environment": "dev", "artifacts": [base_artifact]}
     for key, value in changes.items():
         if key == "artifacts":
             body["artifacts"] = [{**base_artifact, **patch} for patch in value]
@@ -180,23 +149,23 @@ def request_dict(changes: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("case", "changes", "message"), BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
-def test_bad_input_is_refused_before_anything_is_written(host, prefect_server, case, changes, message):
+def test_bad_input_is_refused_before_anything_is_written(release_stack: ReleaseStack, case, changes, message):
     from flows.release import release
 
-    before = snapshot(host)
+    before = release_stack.snapshot()
     state = release(request=request_dict(changes), return_state=True)
     assert state.is_failed(), case
     assert message in str(state.message) + str(state.result(raise_on_failure=False))
-    assert snapshot(host) == before
+    assert release_stack.snapshot() == before
 
 
-def test_a_release_for_an_unknown_app_is_refused_before_anything_is_written(host, prefect_server):
+def test_a_release_for_an_unknown_app_is_refused_before_anything_is_written(release_stack: ReleaseStack):
     from flows.release import release
 
-    request = make_request("rel-no-app").model_copy(update={"app": "ghost"})
-    before = snapshot(host)
+    request = release_stack.request("rel-no-app", target_environment="dev").model_copy(update={"app": "ghost"})
+    before = release_stack.snapshot()
     state = release(request, return_state=True)
     with pytest.raises(InvalidInput, match="app 'ghost': no such repository"):
         state.result()
-    assert snapshot(host) == before
-    assert not (Path(host.root) / "ghost.git").exists()
+    assert release_stack.snapshot() == before
+    assert not (Path(release_stack.host.root) / "ghost.git").exists()

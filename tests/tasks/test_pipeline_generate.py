@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from release_support import sample_app_files
 
 from blocks.git_host import LocalGitHost
 from delivery.build_settings import BUILD_SETTINGS_FILE, parse_build_settings
@@ -14,12 +15,6 @@ from delivery.models import Artifact, MergeInfo, ReleaseRequest
 from tasks.pipeline import generate_pipeline, render_pipeline
 
 SAMPLE_APP = Path(__file__).resolve().parents[2] / "examples" / "sample-app"
-
-
-def sample_app_files() -> dict[str, bytes]:
-    skip = {"__pycache__", "deploy", "test-results", "build", "dist", ".pytest_cache"}
-    return {p.relative_to(SAMPLE_APP).as_posix(): p.read_bytes() for p in sorted(SAMPLE_APP.rglob("*"))
-            if p.is_file() and not skip & set(p.relative_to(SAMPLE_APP).parts) and ".egg-info" not in str(p)}
 
 
 def request(release_id: str) -> ReleaseRequest:
@@ -46,13 +41,13 @@ def test_the_sample_apps_pipeline_is_the_same_bytes_on_two_runs():
 
 
 def test_the_committed_sample_pipeline_is_what_the_generator_makes():
-    files = sample_app_files()
+    files = sample_app_files(deploy=False)
     assert files["azure-pipelines.yml"] == render_pipeline(parse_build_settings(files[BUILD_SETTINGS_FILE])).encode()
 
 
 def test_generate_or_refresh_commits_only_when_the_settings_change(prefect_server, tmp_path):
     host = LocalGitHost(root=str(tmp_path / "repos"))
-    files = sample_app_files()
+    files = sample_app_files(deploy=False)
     del files["azure-pipelines.yml"]
     host.ensure_repository("sample-app", initial_files=files)
 
@@ -85,7 +80,7 @@ def test_generate_or_refresh_commits_only_when_the_settings_change(prefect_serve
 
 def test_bad_build_settings_in_the_repository_stop_the_stage(prefect_server, tmp_path):
     host = LocalGitHost(root=str(tmp_path / "repos"))
-    files = sample_app_files()
+    files = sample_app_files(deploy=False)
     files[BUILD_SETTINGS_FILE] = b"app: sample-app\ntest:\n  command: pytest\n  junit: /tmp/junit.xml\n"
     host.ensure_repository("sample-app", initial_files=files)
     head = host.resolve("sample-app", "main")
