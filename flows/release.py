@@ -14,7 +14,12 @@ from prefect.context import FlowRunContext
 
 from blocks import git_local
 from blocks.git_host import GitHost
-from blocks.loading import load_configured_block
+from blocks.image_registry import ImageRegistry
+from blocks.kubernetes_runtime import KubernetesRuntime
+from blocks.loading import load_block, load_configured_block
+from blocks.package_feed import PackageFeed
+from blocks.pipeline_runner import PipelineRunner
+from delivery.config import DeliveryConfig
 from delivery.errors import InvalidInput, NotFound
 from delivery.models import BuildResult, CommitInfo, MergeInfo, Model, PullRequest, ReleaseRequest
 from flows.build import run_build
@@ -88,6 +93,23 @@ def validate_release(git_host: GitHost, request: ReleaseRequest, *, target: str 
         raise InvalidInput(f"app {request.app!r}: its repository has no branch {target!r} to release into")
 
 
+def validate_blocks(request: ReleaseRequest, config: DeliveryConfig) -> None:
+    """Refuse a release before anything is written when a block it will load after the merge is missing.
+
+    The build's blocks (``DELIVERY_PIPELINE_RUNNER_BLOCK``, ``..._PACKAGE_FEED_...``,
+    ``..._IMAGE_REGISTRY_...``) and the runtime of every environment on the path up to the target.
+
+    Raises:
+        NotFound, InvalidInput: naming the reference and where it is set.
+    """
+    for role, kind in (("pipeline_runner", PipelineRunner), ("package_feed", PackageFeed),
+                       ("image_registry", ImageRegistry)):
+        load_configured_block(role, kind)
+    for environment in config.path_to(request.target_environment):
+        load_block(config.environment(environment).runtime, KubernetesRuntime,
+                   source=f"delivery.yaml environments.{environment}.runtime")
+
+
 @flow(name="release", flow_run_name=_run_name, log_prints=True)
 def release(request: ReleaseRequest) -> ReleaseSummary:
     """Deliver a release request: commit, pull request, checks, merge, build, then promotion.
@@ -104,6 +126,7 @@ def release(request: ReleaseRequest) -> ReleaseSummary:
         git_host = load_git_host()
         validate_release(git_host, request)
         config = validate_promotion(request)
+        validate_blocks(request, config)
         commit = create_commit(git_host, request, base=PROTECTED_BRANCH)
         logger.info("commit %s on %s (created=%s)", commit.sha[:12], commit.branch, commit.created)
         pull_request = open_pull_request(git_host, request, commit, target=PROTECTED_BRANCH)

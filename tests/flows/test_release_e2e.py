@@ -141,13 +141,26 @@ def test_a_change_with_a_failing_test_fails_the_release_at_the_build(release_sta
     assert all(not stack.live_deployments(env) for env in ENVIRONMENTS)
 
 
+def _too_many_approvers(config: dict) -> None:
+    config["environments"]["prod"]["approval"]["min_approvers"] = 5
+
+
+def _unsaved_staging_runtime(config: dict) -> None:
+    config["environments"]["staging"]["runtime"] = "kubernetes-runtime/never-saved"
+
+
 REFUSALS = [
-    ("invalid delivery.yaml", {"config": "min_approvers"}, InvalidInput,
+    ("invalid delivery.yaml", {"config": _too_many_approvers}, InvalidInput,
      "environments.prod.approval.min_approvers: 5 distinct"),
     ("unknown target environment", {"target_environment": "qa"}, InvalidInput,
      "target_environment: unknown environment 'qa'; the promotion path is dev -> staging -> prod"),
-    ("GitOps repo block never saved", {"gitops_block": "gitops-repo/never-saved"}, NotFound,
+    ("GitOps repo block never saved", {"env": ("DELIVERY_GITOPS_REPO_BLOCK", "gitops-repo/never-saved")}, NotFound,
      r"'gitops-repo/never-saved' \(set by DELIVERY_GITOPS_REPO_BLOCK\) is not saved"),
+    ("pipeline runner block never saved",
+     {"env": ("DELIVERY_PIPELINE_RUNNER_BLOCK", "local-pipeline-runner/never-saved")}, NotFound,
+     r"'local-pipeline-runner/never-saved' \(set by DELIVERY_PIPELINE_RUNNER_BLOCK\) is not saved"),
+    ("a runtime delivery.yaml names is not saved", {"config": _unsaved_staging_runtime}, NotFound,
+     r"'kubernetes-runtime/never-saved' \(set by delivery.yaml environments.staging.runtime\) is not saved"),
 ]
 
 
@@ -157,12 +170,12 @@ def test_a_release_the_configuration_refuses_writes_nothing(services, tmp_path, 
     from flows.release import release
 
     config = None
-    if change.get("config"):
+    if "config" in change:
         config = delivery_yaml(services.runtime_ref)
-        config["environments"]["prod"]["approval"]["min_approvers"] = 5
+        change["config"](config)
     stack = wire_release_stack(services, tmp_path, monkeypatch, ledger, config=config)
-    if change.get("gitops_block"):
-        monkeypatch.setenv("DELIVERY_GITOPS_REPO_BLOCK", change["gitops_block"])
+    if "env" in change:
+        monkeypatch.setenv(*change["env"])
     request = stack.request(target_environment=change.get("target_environment"))
     before = stack.snapshot()
 
