@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import yaml
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -37,12 +36,13 @@ from delivery.drift import (
     next_status,
     object_key,
 )
-from delivery.errors import DeliveryError, InvalidInput, PermanentError
+from delivery.errors import DeliveryError, PermanentError
 from delivery.events import emit
 from delivery.ids import new_trace_id
 from delivery.labels import RELEASE_ID_ANNOTATION, TRACE_ID_ANNOTATION, managed_selector
 from delivery.ledger import Ledger
 from delivery.settings import block_ref, block_setting
+from tasks.manifest import parse_objects
 from tasks.stage import retry_transient
 
 FLOW_NAME = "drift-check"
@@ -78,31 +78,7 @@ def read_desired_objects(gitops: Any, environment: str, *, ref: str) -> list[dic
         app, _, name = path[len(prefix):].partition("/")
         if name:
             by_app.setdefault(app, {})[f"{app}/{name}"] = data
-    return [obj for app in sorted(by_app) for obj in parse_manifests(by_app[app])]
-
-
-def parse_manifests(files: Mapping[str, bytes]) -> list[dict[str, Any]]:
-    """Parse GitOps files into objects (libyaml when present: the check reads every file each time).
-
-    Raises:
-        InvalidInput: a file is not YAML or holds something that is not a Kubernetes object.
-    """
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    objects: list[dict[str, Any]] = []
-    for name in sorted(files):
-        if not name.endswith((".yaml", ".yml")):
-            continue
-        try:
-            documents = list(yaml.load_all(files[name], Loader=loader))
-        except yaml.YAMLError as exc:
-            raise InvalidInput(f"{name}: not valid YAML: {exc}") from None
-        for document in documents:
-            if document is None:
-                continue
-            if not isinstance(document, dict) or "kind" not in document or "metadata" not in document:
-                raise InvalidInput(f"{name}: holds something that is not a Kubernetes object")
-            objects.append(document)
-    return objects
+    return [obj for app in sorted(by_app) for obj in parse_objects(by_app[app])]
 
 
 def list_live_objects(runtime: Any, environment: str, namespace: str,

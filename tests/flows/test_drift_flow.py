@@ -33,8 +33,8 @@ from delivery.labels import (
     managed_selector,
 )
 from delivery.simulator import KubernetesSimulator
-from flows.drift import check_environment, drift_check, parse_manifests
-from tasks.manifest import files_for
+from flows.drift import check_environment, drift_check
+from tasks.manifest import files_for, parse_objects
 
 NAMESPACE = "drift-dev"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -288,13 +288,13 @@ def test_unknown_environment_and_bad_drift_settings_are_refused_naming_the_field
 )
 def test_malformed_manifests_in_git_are_refused_naming_the_file(files, message):
     with pytest.raises(InvalidInput, match=message):
-        parse_manifests(files)
+        parse_objects(files)
 
 
 def test_manifests_parse_every_document_and_skip_other_files():
     files = {"web/a.yaml": b"kind: ConfigMap\nmetadata: {name: a}\n---\nkind: Secret\nmetadata: {name: b}\n",
              "web/README.md": b"# not a manifest"}
-    assert [o["metadata"]["name"] for o in parse_manifests(files)] == ["a", "b"]
+    assert [o["metadata"]["name"] for o in parse_objects(files)] == ["a", "b"]
 
 
 # --------------------------------------------------------------------------- infrastructure
