@@ -78,7 +78,9 @@ def runtime_env(tmp_path: Path, *, environment: str = "dev", ready_delay: float 
         yield RuntimeEnv(sim=sim, runtime=runtime, repo=repo, environment=environment, namespace=f"{environment}-ns")
 
 
-def wait_until(condition: Callable[[], T], *, timeout: float = 15.0, interval: float = 0.05) -> T:
+def wait_until(
+    condition: Callable[[], T], *, timeout: float = 15.0, interval: float = 0.05, what: str = "condition"
+) -> T:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -86,7 +88,7 @@ def wait_until(condition: Callable[[], T], *, timeout: float = 15.0, interval: f
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"{what} not met within {timeout}s")
         time.sleep(interval)
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import httpx
 import pytest
 from prefect import flow
 from pydantic import SecretStr
+from runtime_support import wait_until
 
 from blocks.pulumi_stack import PulumiStack
 from delivery.errors import InvalidInput
@@ -84,17 +83,6 @@ def run(fake: RecordingBackend, request: InfrastructureRequest):
     return provision_flow(key, request, return_state=True)
 
 
-def wait_for(condition: Callable[[], Any], *, timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.25)
-
-
 def events_of(api: str, trace_id: str) -> list[dict[str, Any]]:
     body = {"filter": {"related": {"id": [f"delivery.trace.{trace_id}"]}}, "limit": 50}
     response = httpx.post(f"{api}/events/filter", json=body)
@@ -132,10 +120,10 @@ def test_provisions_and_emits_the_change_summary_and_public_outputs(prefect_serv
     assert result.secret_outputs == ["kubeconfig"] and "kubeconfig" not in result.outputs
     assert fake.config["azure-native:location"].value == "westeurope"
 
-    events = wait_for(
+    events = wait_until(
         lambda: [e for e in events_of(prefect_server, request.trace_id)
                  if e["event"] == "delivery.InfrastructureProvisioned"],
-        what="InfrastructureProvisioned",
+        timeout=20.0, interval=0.25, what="InfrastructureProvisioned",
     )
     (event,) = events
     assert event["resource"]["prefect.resource.id"] == f"delivery.release.{request.release_id}"
@@ -299,10 +287,10 @@ def test_no_secret_reaches_logs_events_artifacts_or_the_ledger(
         (locked, locked_request, "locked", "delivery.IncidentRaised"),
     ):
         flow_run_id = str(state.state_details.flow_run_id)
-        logs = wait_for(
+        logs = wait_until(
             lambda fid=flow_run_id, line=expected_line: [e["message"] for e in logs_of(prefect_server, fid)]
             if any(line in e["message"] for e in logs_of(prefect_server, fid)) else None,
-            what="the run's logs",
+            timeout=20.0, interval=0.25, what="the run's logs",
         )
         seen.extend(logs)
         seen.extend(str(task_run) for task_run in task_runs_of(prefect_server, flow_run_id))
@@ -312,11 +300,11 @@ def test_no_secret_reaches_logs_events_artifacts_or_the_ledger(
         ).json()
         seen.extend(str(a) for a in artifacts)
         if expected_event:
-            wait_for(
+            wait_until(
                 lambda tid=request.trace_id, name=expected_event: any(
                     e["event"] == name for e in events_of(prefect_server, tid)
                 ),
-                what=expected_event,
+                timeout=20.0, interval=0.25, what=expected_event,
             )
         seen.extend(str(e) for e in events_of(prefect_server, request.trace_id))
     incidents = [i for i in ledger.incidents() if i.get("release_id") == locked_request.release_id]
