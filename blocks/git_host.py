@@ -62,6 +62,10 @@ class GitHost(Block):
     def resolve(self, repository: str, ref: str) -> str | None:
         raise NotImplementedError
 
+    def is_ancestor(self, repository: str, ancestor: str, descendant: str) -> bool:
+        """Whether commit ``ancestor`` is reachable from ``descendant`` (merge order on a branch)."""
+        raise NotImplementedError
+
     def commit_files(self, repository: str, *, branch: str, files: Mapping[str, bytes | None], message: str,
                      trailers: Sequence[tuple[str, str]], base: str = "main",
                      author: str = git_local.DEFAULT_AUTHOR) -> CommitInfo:
@@ -139,6 +143,10 @@ class LocalGitHost(GitHost):
     def resolve(self, repository: str, ref: str) -> str | None:
         """Return the sha ``ref`` names, or None."""
         return git_local.resolve(self._repo_path(repository), ref)
+
+    def is_ancestor(self, repository: str, ancestor: str, descendant: str) -> bool:
+        """Whether commit ``ancestor`` is reachable from ``descendant``."""
+        return git_local.is_ancestor(self._repo_path(repository), ancestor, descendant)
 
     def commit_files(self, repository: str, *, branch: str, files: Mapping[str, bytes | None], message: str,
                      trailers: Sequence[tuple[str, str]], base: str = "main",

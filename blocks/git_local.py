@@ -212,6 +212,21 @@ def resolve(repo_path: str | Path, ref: str) -> str | None:
         repo.close()
 
 
+def is_ancestor(repo_path: str | Path, ancestor: str, descendant: str) -> bool:
+    """Whether ``ancestor`` is reachable from ``descendant`` (true when they are the same commit).
+
+    Raises:
+        NotFound: either commit is not in the repository.
+    """
+    repo = open_bare(repo_path)
+    try:
+        first, second = (_commit_at(repo, ref) for ref in (ancestor, descendant))
+        with translated(f"compare {ancestor[:12]} with {descendant[:12]}"):
+            return bool(repo.is_ancestor(first, second))
+    finally:
+        repo.close()
+
+
 def _commit_at(repo: Repo, ref: str) -> Commit:
     for candidate in (f"refs/heads/{ref}", f"refs/tags/{ref}", ref):
         try:

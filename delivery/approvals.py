@@ -21,7 +21,7 @@ from delivery.ids import normalise_identity
 from delivery.models import Approval, Decision, utcnow
 
 POLICY_ACTOR = "system:policy-gate"
-TIMEOUT_ACTOR = "system:approval-timeout"
+TIMEOUT_ACTOR = "system:timeout"
 LATE_REASON = "too late: the approval window closed and the plan was rejected"
 
 
@@ -100,6 +100,13 @@ def counted_approvers(approvals: Sequence[Approval]) -> list[str]:
     return list(seen.values())
 
 
+def timeout_reason(approvals: Sequence[Approval], rules: ApprovalRules) -> str:
+    """The reason written when the approval window closed before enough people signed."""
+    signed = counted_approvers(approvals)
+    return (f"approval timed out after {rules.timeout_seconds} s with {len(signed)} of {rules.min_approvers} "
+            f"distinct approvers ({', '.join(signed) or 'none'})")
+
+
 def outcome(approvals: Sequence[Approval], rules: ApprovalRules) -> Outcome:
     """Where a plan stands: one counted rejection rejects; ``min_approvers`` distinct approvals approve."""
     if any(a.counted and a.decision is Decision.REJECT for a in approvals):
@@ -116,6 +123,7 @@ __all__ = [
     "ApprovalInput",
     "Outcome",
     "counted_approvers",
+    "timeout_reason",
     "is_allowed",
     "judge",
     "outcome",

@@ -2,7 +2,9 @@
 
 SQLAlchemy Core over any URL (SQLite file by default, PostgreSQL at scale). It stores release
 plans, every transition with actor, time and reason, approvals (counted or refused), policy
-evaluations and incidents with their replay envelopes. Rows are only appended, except the
+evaluations, incidents with their replay envelopes, and the operations done to a release from
+outside its run (resubmissions after a crash, retries, cancellations, replays, acknowledgements),
+each with the actor who asked. Rows are only appended, except the
 plan's current state, which moves with a compare-and-set on the previous state.
 """
 
@@ -101,6 +103,19 @@ incidents_table = Table(
     Column("envelope", JSON, nullable=False),
     Column("status", String(32), nullable=False, default="open"),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+actions_table = Table(
+    "release_actions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("release_id", String(64), nullable=False, index=True),
+    Column("action", String(64), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("detail", JSON, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
 )
 
 
@@ -328,6 +343,34 @@ class Ledger:
         """Mark an incident (for example ``replayed``)."""
         with self.engine.begin() as conn:
             conn.execute(update(incidents_table).where(incidents_table.c.id == incident_id).values(status=status))
+
+    # ---------------------------------------------------------------- operations on a release
+
+    def record_action(self, release_id: str, *, action: str, actor: str, reason: str,
+                      detail: dict[str, Any] | None = None) -> int:
+        """Append an operation done to a release from outside its run; return its id.
+
+        Args:
+            release_id: the release.
+            action: what was done, e.g. ``resubmitted``, ``retried``, ``cancelled``, ``replayed``.
+            actor: who asked (``system:recovery`` for the product itself).
+            reason: why, in words a person reads in the audit trail.
+            detail: anything else worth keeping (flow run id, attempt, incident id).
+        """
+        with self.engine.begin() as conn:
+            result = conn.execute(insert(actions_table).values(
+                release_id=release_id, action=action, actor=actor, reason=reason, detail=detail or {}, at=utcnow()))
+            return int(result.inserted_primary_key[0])
+
+    def actions(self, *, release_id: str | None = None, action: str | None = None) -> list[dict[str, Any]]:
+        """The operations recorded, oldest first, optionally of one release and one kind."""
+        query = select(actions_table).order_by(actions_table.c.id)
+        if release_id is not None:
+            query = query.where(actions_table.c.release_id == release_id)
+        if action is not None:
+            query = query.where(actions_table.c.action == action)
+        with self.engine.connect() as conn:
+            return [{**dict(r), "detail": _loads(r["detail"])} for r in conn.execute(query).mappings().all()]
 
 
 def _loads(body: Any) -> Any:

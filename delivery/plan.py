@@ -31,6 +31,7 @@ TRANSITIONS: dict[tuple[PlanState, PlanState], str] = {
     (PlanState.PENDING_APPROVAL, PlanState.APPROVED): "policy passed and approver signed",
     (PlanState.PENDING_APPROVAL, PlanState.REJECTED): "policy failed or rejected",
     (PlanState.APPROVED, PlanState.PROMOTING): "begin promotion",
+    (PlanState.APPROVED, PlanState.REJECTED): "superseded by a newer build, or cancelled, before promotion",
     (PlanState.PROMOTING, PlanState.DEPLOYED): "health gates passed",
     (PlanState.PROMOTING, PlanState.FAILED): "deploy or health gate failed",
     (PlanState.FAILED, PlanState.PROMOTING): "retry after fix",
@@ -62,6 +63,7 @@ class ReleasePlan(Model):
     build: BuildResult
     state: PlanState = PlanState.PLANNED
     approvals: list[Approval] = Field(default_factory=list)
+    attempt: int = Field(default=1, ge=1, description="promotion attempt: raised by each retry after a failure")
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -97,7 +99,10 @@ class ReleasePlan(Model):
         record = Transition(
             plan_id=self.plan_id, from_state=self.state, to_state=to, actor=actor, reason=reason, at=now
         )
-        return self.model_copy(update={"state": to, "updated_at": now}), record
+        update: dict[str, object] = {"state": to, "updated_at": now}
+        if (self.state, to) == (PlanState.FAILED, PlanState.PROMOTING):
+            update["attempt"] = self.attempt + 1  # a retry deploys afresh, not from the failed attempt's results
+        return self.model_copy(update=update), record
 
     def with_approval(self, approval: Approval) -> ReleasePlan:
         """Return the plan with one more approval recorded."""

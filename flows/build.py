@@ -1,12 +1,11 @@
 """The build part of a release: stages 5-7 (generate the pipeline, run it, ingest the result).
 
-The release flow calls :func:`run_build` after the merge; it runs as a subflow named after the
-release, so the Prefect UI shows the build's stages together.
+The release flow calls :func:`run_build` after the merge. It is a plain function, not a subflow:
+the stages are task runs of the release run itself, so the release run alone is what suspends,
+crashes and resumes (a subflow can neither suspend nor be resubmitted on its own).
 """
 
 from __future__ import annotations
-
-from prefect import flow
 
 from blocks.git_host import GitHost
 from blocks.image_registry import ImageRegistry
@@ -18,17 +17,8 @@ from tasks.build import ingest_build_result, run_pipeline
 from tasks.pipeline import generate_pipeline
 
 
-def _run_name() -> str:
-    from prefect.context import FlowRunContext
-
-    ctx = FlowRunContext.get()
-    request = (ctx.parameters or {}).get("request") if ctx else None
-    return f"build-{getattr(request, 'release_id', None) or 'release'}"
-
-
-@flow(name="build", flow_run_name=_run_name, log_prints=True)
 def run_build(request: ReleaseRequest, merge: MergeInfo) -> BuildResult:
-    """Generate or refresh the pipeline, run it, and ingest the build.
+    """Generate or refresh the pipeline, run it, and ingest the build (inside a flow run).
 
     Args:
         request: the release.

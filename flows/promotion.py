@@ -1,14 +1,22 @@
-"""The promotion loop: walk the environment path, one subflow per environment.
+"""The promotion loop: walk the environment path inside the release run.
 
 For each environment up to the request's target: plan (stage 8) -> policy gate and approval
-(stage 9, pausing the subflow) -> under the environment's lock: infrastructure when configured
-(stage 11) -> deploy with the strategy (render, promote, sync, health; rollback on failure) ->
-Deployed, or Failed. A rejected or failed environment stops the path; later ones are not touched.
+(stage 9, suspending the release run while it waits) -> under the environment's lock: a last
+check that no newer build was deployed meanwhile -> infrastructure when configured (stage 11) ->
+deploy with the strategy (render, promote, sync, health; rollback on failure) -> Deployed, or
+Failed. A rejected or failed environment stops the path; later ones are not touched.
+
+These are plain functions, not subflows: only a top-level run created from a deployment can
+suspend, and only it is resubmitted after a crash. Re-entering an environment after a crash, a
+resume or a retry reads the plan from the ledger and continues from its state (a plan found
+Promoting is deployed again, its stages idempotent), so no transition is written twice.
 
 One promotion per environment at a time: the Prefect global concurrency limit
 ``delivery-env-<env>`` (limit 1) is created by the product before use and acquired strictly, so a
-missing limit is an error rather than a silent no-lock. A markdown artifact ``release-<id>``
-summarises each environment's state, revision, approvers and timings, refreshed as the path moves.
+missing limit is an error rather than a silent no-lock; it is never held across an approval wait,
+and the lease of a holder that died expires after ``LOCK_LEASE_SECONDS``. A markdown artifact
+``release-<id>`` summarises each environment's state, revision, approvers and timings, refreshed as
+the path moves.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import os
 import re
 from datetime import datetime
 
-from prefect import flow, get_run_logger, tags
+from prefect import get_run_logger, tags
 from prefect.artifacts import create_markdown_artifact
 from prefect.client.orchestration import get_client
 from prefect.concurrency.sync import concurrency
@@ -41,11 +49,13 @@ from delivery.errors import (
 from delivery.ledger import Ledger
 from delivery.models import BuildResult, Model, ReleaseRequest, utcnow
 from delivery.plan import PlanState, ReleasePlan
-from tasks.approval import POLICY_ACTOR, request_approval
+from tasks.approval import POLICY_ACTOR, decide, request_approval, supersede_reason, superseded_by
 from tasks.plan import plan_release
 
 PROMOTION_ACTOR = "system:promotion"
 LOCK_TIMEOUT_SECONDS = float(os.environ.get("DELIVERY_LOCK_TIMEOUT_SECONDS", "3600"))
+# Prefect's minimum; a holder that died frees the environment within this time.
+LOCK_LEASE_SECONDS = 60
 
 
 class EnvironmentOutcome(Model):
@@ -201,7 +211,7 @@ def deploy_environment(plan: ReleasePlan, settings: EnvironmentConfig, request: 
     outcome = deploy_with_strategy(
         runtime, repo, spec, strategy=plan.strategy, health=health,
         artifact_ids=[artifact.artifact_id for artifact in request.artifacts],
-        planned_by=plan.planned_by, approved_by=counted_approvers(plan.approvals),
+        planned_by=plan.planned_by, approved_by=counted_approvers(plan.approvals), attempt=plan.attempt,
     )
     if not outcome.healthy:
         raise HealthCheckFailed(outcome.message or f"{plan.environment}: unhealthy, rolled back")
@@ -233,14 +243,15 @@ def _last_reason(ledger: Ledger, plan: ReleasePlan) -> tuple[str, str | None]:
     last = history[-1]
     if last.to_state is PlanState.REJECTED:
         return last.reason, PolicyViolation.__name__ if last.actor == POLICY_ACTOR else ApprovalRefused.__name__
+    if last.to_state is PlanState.FAILED:
+        return last.reason, last.reason.split(":", 1)[0] if ":" in last.reason else None
     return last.reason, None
 
 
-@flow(name="promote-environment", log_prints=True)
 def promote_environment(
     request: ReleaseRequest, build: BuildResult, environment: str, settings: EnvironmentConfig
 ) -> EnvironmentOutcome:
-    """Plan, approve and deploy one environment (a subflow, so the approval can pause it).
+    """Plan, approve and deploy one environment, inside the release run.
 
     Args:
         request: the release.
@@ -256,20 +267,22 @@ def promote_environment(
     ledger = Ledger()
     plan = plan_release(request, build, environment, request.strategy or settings.strategy)
     plan = request_approval(plan, settings)
-    if plan.state is PlanState.REJECTED:
-        reason, error_type = _last_reason(ledger, plan)
-        logger.warning("%s: plan %s rejected: %s", environment, plan.plan_id, reason)
-        return _outcome(plan, started_at=started_at, reason=reason, error_type=error_type)
-    if plan.state is PlanState.DEPLOYED:
-        return _outcome(plan, started_at=started_at, reason="already deployed by an earlier run")
+    if plan.state in (PlanState.REJECTED, PlanState.FAILED, PlanState.DEPLOYED):
+        return _settled(ledger, plan, started_at)
 
     name = ensure_environment_lock(environment)
-    with concurrency(name, occupy=1, timeout_seconds=LOCK_TIMEOUT_SECONDS, strict=True):
-        plan = ledger.get_plan(plan.plan_id)
-        if plan.state is PlanState.DEPLOYED:
-            return _outcome(plan, started_at=started_at, reason="already deployed by an earlier run")
-        reason = "begin promotion" if plan.state is PlanState.APPROVED else "retry after fix"
-        plan = _move(ledger, plan, PlanState.PROMOTING, reason)
+    with concurrency(name, occupy=1, timeout_seconds=LOCK_TIMEOUT_SECONDS, lease_duration=LOCK_LEASE_SECONDS,
+                     strict=True):
+        plan = ledger.get_plan(plan.plan_id)  # a cancel or a newer release may have moved on meanwhile
+        if plan.state is PlanState.APPROVED and (newer := superseded_by(plan, ledger)) is not None:
+            plan = decide(plan, PlanState.REJECTED, actor=POLICY_ACTOR, reason=supersede_reason(newer))
+        if plan.state is not PlanState.APPROVED and plan.state is not PlanState.PROMOTING:
+            return _settled(ledger, plan, started_at)
+        if plan.state is PlanState.APPROVED:
+            plan = _move(ledger, plan, PlanState.PROMOTING, "begin promotion")
+        else:
+            logger.info("%s: plan %s is Promoting (attempt %s): deploying again", environment, plan.plan_id,
+                        plan.attempt)
         try:
             provision_infrastructure(plan, settings)
             deploy_environment(plan, settings, request)
@@ -285,6 +298,15 @@ def promote_environment(
     return _outcome(deployed, started_at=started_at, reason="health gates passed")
 
 
+def _settled(ledger: Ledger, plan: ReleasePlan, started_at: datetime) -> EnvironmentOutcome:
+    """The outcome of a plan that an earlier run, a person or a policy already settled."""
+    if plan.state is PlanState.DEPLOYED:
+        return _outcome(plan, started_at=started_at, reason="deployed")
+    reason, error_type = _last_reason(ledger, plan)
+    get_run_logger().warning("%s: plan %s %s: %s", plan.environment, plan.plan_id, plan.state.value, reason)
+    return _outcome(plan, started_at=started_at, reason=reason, error_type=error_type)
+
+
 # --------------------------------------------------------------------------- the path
 
 
@@ -294,38 +316,45 @@ def artifact_key(release_id: str) -> str:
 
 
 def _when(value: datetime | None) -> str:
-    return value.strftime("%H:%M:%S") if value else "-"
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
 
 
-def render_summary(summary: PromotionSummary) -> str:
-    """The markdown of the release summary artifact."""
-    lines = [
-        f"# Release `{summary.release_id}` (revision {summary.revision})",
-        "",
-        f"Trace: `{summary.trace_id}`",
-        "",
-        "| environment | state | revision | approvers | started | finished | seconds | note |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for env in summary.environments:
-        seconds = (
-            f"{(env.finished_at - env.started_at).total_seconds():.1f}" if env.started_at and env.finished_at else "-"
-        )
-        note = env.reason.replace("|", "\\|").replace("\n", " ")[:200]
-        lines.append(
-            f"| {env.environment} | {env.state.value if env.state else 'not reached'} | {env.revision} | "
-            f"{', '.join(env.approvers) or '-'} | {_when(env.started_at)} | {_when(env.finished_at)} | "
-            f"{seconds} | {note} |"
-        )
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")[:200]
+
+
+def render_status(release_id: str, ledger: Ledger) -> str:
+    """The markdown of a release's status artifact, from the ledger alone.
+
+    Per environment the latest revision's plan: state, attempt, approvers, when it started and
+    last moved, the last reason; then the operations done to the release from outside its run.
+    """
+    plans = ledger.plans(release_id=release_id)
+    latest: dict[str, ReleasePlan] = {}
+    for plan in plans:
+        if plan.environment not in latest or plan.revision >= latest[plan.environment].revision:
+            latest[plan.environment] = plan
+    trace = plans[0].trace_id if plans else "-"
+    lines = [f"# Release `{release_id}`", "", f"Trace: `{trace}`", "",
+             "| environment | state | revision | attempt | approvers | started | last change | reason |",
+             "|---|---|---|---|---|---|---|---|"]
+    for plan in sorted(latest.values(), key=lambda p: p.created_at):
+        history = ledger.transitions(plan.plan_id)
+        reason = history[-1].reason if history else ""
+        lines.append(f"| {plan.environment} | {plan.state.value} | {plan.revision} | {plan.attempt} | "
+                     f"{', '.join(counted_approvers(plan.approvals)) or '-'} | {_when(plan.created_at)} | "
+                     f"{_when(history[-1].at if history else plan.updated_at)} | {_cell(reason)} |")
+    actions = ledger.actions(release_id=release_id)
+    if actions:
+        lines += ["", "| when | operation | by | reason |", "|---|---|---|---|"]
+        lines += [f"| {_when(a['at'])} | {a['action']} | {a['actor']} | {_cell(a['reason'])} |" for a in actions]
     return "\n".join(lines) + "\n"
 
 
-def _publish(summary: PromotionSummary) -> None:
-    create_markdown_artifact(
-        markdown=render_summary(summary),
-        key=artifact_key(summary.release_id),
-        description=f"Promotion of release {summary.release_id}",
-    )
+def publish_status(release_id: str, ledger: Ledger | None = None) -> None:
+    """Refresh the release's status artifact (``release-<id>``, one key per release)."""
+    create_markdown_artifact(markdown=render_status(release_id, ledger or Ledger()), key=artifact_key(release_id),
+                             description=f"Status of release {release_id}")
 
 
 def _stop_error(outcome: EnvironmentOutcome, remaining: list[str]) -> PermanentError:
@@ -338,11 +367,10 @@ def _stop_error(outcome: EnvironmentOutcome, remaining: list[str]) -> PermanentE
     return PermanentError(message, reason=outcome.error_type)
 
 
-@flow(name="promote-path", log_prints=True)
 def promote_path(
     request: ReleaseRequest, build: BuildResult, config: DeliveryConfig | None = None
 ) -> PromotionSummary:
-    """Promote a built release along the path up to its target environment.
+    """Promote a built release along the path up to its target environment (inside the release run).
 
     Args:
         request: the release.
@@ -364,12 +392,11 @@ def promote_path(
         release_id=request.release_id, trace_id=request.trace_id, revision=request.revision, environments=outcomes
     )
     for index, environment in enumerate(environments):
-        run = promote_environment.with_options(flow_run_name=f"{request.release_id}-{environment}-r{request.revision}")
-        with tags(f"release:{request.release_id}", f"trace:{request.trace_id}", f"environment:{environment}"):
-            outcome = run(request, build, environment, config.environment(environment))
+        with tags(f"environment:{environment}"):
+            outcome = promote_environment(request, build, environment, config.environment(environment))
         outcomes[index] = outcome
         summary = summary.model_copy(update={"environments": list(outcomes)})
-        _publish(summary)
+        publish_status(request.release_id)
         if outcome.state is not PlanState.DEPLOYED:
             raise _stop_error(outcome, environments[index + 1:])
     return summary
@@ -385,6 +412,7 @@ __all__ = [
     "lock_name",
     "promote_environment",
     "promote_path",
-    "render_summary",
+    "publish_status",
+    "render_status",
     "validate_promotion",
 ]

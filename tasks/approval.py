@@ -1,30 +1,44 @@
 """Stage 9: the policy gate and the approval of a plan by someone other than the planner.
 
-Prefect pauses flows, not tasks, so :func:`request_approval` is called from inside a flow run (the
-per-environment promotion subflow); the gate evaluation is a task of its own. Flow:
+Prefect waits in flows, not tasks, so :func:`request_approval` is called from inside the release
+flow run; the gate evaluation is a task of its own. Flow:
 
-1. evaluate the environment's policy gates (each evaluation recorded in the ledger); a failing
+1. a built-in policy first: a plan whose build is older, by merge order on the application's
+   main branch, than the build the environment already runs is rejected ("superseded by ...");
+2. the environment's CEL policy gates (each evaluation recorded once in the ledger); a failing
    gate rejects the plan at once, nobody is asked;
-2. when no approval is required the plan is approved by the gate;
-3. otherwise pause with ``pause_flow_run(wait_for_input=ApprovalInput)`` and judge each decision
-   (planner, outsider and repeated approver are refused and audited), pausing again until the
-   minimum number of distinct approvers signed, someone allowed rejected, or the time ran out;
-4. re-check the gates with the approvals (the clock moved), then Approved or Rejected, and
+3. when no approval is required the plan is approved by the gate;
+4. otherwise the release run waits for one decision at a time. A run created from a deployment
+   **suspends** (``suspend_flow_run``): no process is held, the run shows Suspended, and a resume
+   reschedules it; the flow runs again from the start, its stages come back from their persisted
+   results, and the suspension with the same key hands back the decision. A run without a
+   deployment (a script, a test) pauses in its process instead. Each wait has its own key and its
+   own input schema whose description says what is approved. Each decision is judged (planner,
+   outsider and repeated approver are refused and audited) until the minimum number of distinct
+   approvers signed, someone allowed rejected, or the window (counted from the plan's submission)
+   closed;
+5. re-check the gates with the approvals (the clock moved), then Approved or Rejected, and
    ``ReleaseApproved`` / ``ReleaseRejected``.
+
+Every step reads the plan from the ledger first, so a run that re-enters the stage after a crash
+or a resume writes nothing twice.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
+from prefect.flow_runs import pause_flow_run, suspend_flow_run
+from prefect.input.run_input import run_input_subclass_from_type
 
+from blocks.git_host import GitHost
+from blocks.loading import load_configured_block
+from delivery import failpoints
 from delivery.approvals import (
     POLICY_ACTOR,
     TIMEOUT_ACTOR,
@@ -33,22 +47,33 @@ from delivery.approvals import (
     counted_approvers,
     judge,
     outcome,
+    timeout_reason,
 )
-from delivery.config import EnvironmentConfig
+from delivery.config import ApprovalRules, EnvironmentConfig
 from delivery.events import EventName, emit
 from delivery.ledger import Ledger
-from delivery.models import Approval
+from delivery.models import Approval, utcnow
 from delivery.plan import PlanState, ReleasePlan
 from delivery.policy import PolicyResult, evaluate_policies, policy_context
+from tasks.stage import RESULTS_VERSION
 
 POLL_INTERVAL_SECONDS = 2
 
 
-@task(name="evaluate_policy_gates", cache_policy=NO_CACHE)
+def _gate_key(_context: Any, parameters: dict[str, Any]) -> str:
+    plan_id = parameters["plan"].plan_id.replace("/", "-")
+    return f"v{RESULTS_VERSION}-gates-{plan_id}-{parameters['phase'].replace(' ', '-')}"
+
+
+@task(name="evaluate_policy_gates", task_run_name="09-policy-gates[{phase}]", cache_key_fn=_gate_key,
+      persist_result=True)
 def evaluate_policy_gates(
     plan: ReleasePlan, policies: dict[str, str], *, phase: str, now: datetime | None = None
 ) -> list[PolicyResult]:
     """Evaluate an environment's policy gates on a plan and record every evaluation in the ledger.
+
+    Keyed on the plan and the phase: a run that re-enters the stage reuses the verdict instead of
+    recording the evaluations twice.
 
     Args:
         plan: the plan (its build and counted approvals are visible to the expressions).
@@ -73,13 +98,14 @@ def evaluate_policy_gates(
     return results
 
 
-def _move(ledger: Ledger, plan: ReleasePlan, to: PlanState, *, actor: str, reason: str) -> ReleasePlan:
+def decide(plan: ReleasePlan, to: PlanState, *, actor: str, reason: str) -> ReleasePlan:
+    """Approve or reject a plan: the transition in the ledger, then the event.
+
+    Returns:
+        The plan as the ledger now holds it.
+    """
     moved, record = plan.transition(to, actor=actor, reason=reason)
-    return ledger.save_plan(moved, record)
-
-
-def _decide(plan: ReleasePlan, to: PlanState, *, actor: str, reason: str) -> ReleasePlan:
-    decided = _move(Ledger(), plan, to, actor=actor, reason=reason)
+    decided = Ledger().save_plan(moved, record)
     name = EventName.RELEASE_APPROVED if to is PlanState.APPROVED else EventName.RELEASE_REJECTED
     emit(
         name,
@@ -98,6 +124,29 @@ def _decide(plan: ReleasePlan, to: PlanState, *, actor: str, reason: str) -> Rel
     return decided
 
 
+def superseded_by(plan: ReleasePlan, ledger: Ledger) -> ReleasePlan | None:
+    """The deployed plan of another release whose build is newer than this plan's, if any.
+
+    Newer means: this plan's build commit is an ancestor of the other's on the application's
+    repository (merge order on its main branch). Only an explicit rollback moves an environment
+    back, never a late release.
+    """
+    deployed = [other for other in ledger.plans(environment=plan.environment)
+                if other.app == plan.app and other.state is PlanState.DEPLOYED and other.release_id != plan.release_id
+                and other.build.commit != plan.build.commit]
+    if not deployed:
+        return None
+    host = load_configured_block("git_host", GitHost)
+    newer = [other for other in deployed if host.is_ancestor(plan.app, plan.build.commit, other.build.commit)]
+    return max(newer, key=lambda other: other.updated_at) if newer else None
+
+
+def supersede_reason(newer: ReleasePlan) -> str:
+    """The reason a superseded plan is rejected with."""
+    return (f"superseded by {newer.release_id}: {newer.environment} already runs its build "
+            f"{newer.build.commit[:12]}, merged after this one")
+
+
 def _gate(plan: ReleasePlan, policies: dict[str, str], *, phase: str) -> ReleasePlan | None:
     """Run the gates; return the rejected plan when one failed, else None."""
     if not policies:
@@ -106,11 +155,68 @@ def _gate(plan: ReleasePlan, policies: dict[str, str], *, phase: str) -> Release
     if not failed:
         return None
     detail = "; ".join(f"policy {r.name!r} ({r.expression}) {r.detail}" for r in failed)
-    return _decide(plan, PlanState.REJECTED, actor=POLICY_ACTOR, reason=f"{phase}: {detail}")
+    return decide(plan, PlanState.REJECTED, actor=POLICY_ACTOR, reason=f"{phase}: {detail}")
+
+
+def pending_since(ledger: Ledger, plan: ReleasePlan) -> datetime:
+    """When the plan was submitted for approval (its window opens then)."""
+    since = next((record.at for record in reversed(ledger.transitions(plan.plan_id))
+                  if record.to_state is PlanState.PENDING_APPROVAL), plan.updated_at)
+    return since if since.tzinfo else since.replace(tzinfo=UTC)  # SQLite gives back naive UTC
+
+
+def wait_key(plan: ReleasePlan, attempt: int) -> str:
+    """The key of one wait for a decision: environment, revision and how many decisions came before."""
+    return f"approval-{plan.environment}-r{plan.revision}-{attempt}"
+
+
+def wait_description(plan: ReleasePlan, rules: ApprovalRules) -> str:
+    """What the resume form shows: what is approved, who may approve, how many approvals are still needed."""
+    signed = counted_approvers(plan.approvals)
+    images = "\n".join(f"  - `{image.repository}@{image.digest}`" for image in plan.build.images) or "  - (none)"
+    refused = [a for a in plan.approvals if not a.counted]
+    lines = [
+        f"**Approve release `{plan.release_id}` (revision {plan.revision}) of `{plan.app}` "
+        f"into `{plan.environment}`** with the {plan.strategy.name} strategy.",
+        "",
+        f"- Build: `{plan.build.run_id}` of commit `{plan.build.commit[:12]}`; tests "
+        f"{plan.build.tests.passed}/{plan.build.tests.total} passed",
+        f"- Images:\n{images}",
+        f"- Planned by `{plan.planned_by}` (who may not approve it)",
+        f"- May approve: {', '.join(f'`{a}`' for a in rules.approvers) or 'anyone but the planner'}",
+        f"- Approvals: {len(signed)} of {rules.min_approvers} ({', '.join(signed) or 'none yet'}); "
+        f"{max(0, rules.min_approvers - len(signed))} still needed",
+    ]
+    if refused:
+        last = refused[-1]
+        lines.append(f"- Last refused: `{last.approver}`: {last.refused_reason}")
+    lines += ["", "Set `decision` to `approve` or `reject` and `approver` to your identity. "
+              "The decision defaults to reject: an empty resume never approves."]
+    return "\n".join(lines)
+
+
+def _suspendable() -> bool:
+    context = FlowRunContext.get()
+    run = context.flow_run if context else None
+    return bool(run and run.deployment_id and not run.parent_task_run_id)
+
+
+def _wait_for_decision(plan: ReleasePlan, rules: ApprovalRules, *, attempt: int, remaining: float) -> ApprovalInput:
+    """One decision: suspend a deployment's run (the process exits), or pause an ad-hoc one in place."""
+    schema = run_input_subclass_from_type(ApprovalInput).with_initial_data(
+        description=wait_description(plan, rules))
+    timeout = max(1, math.ceil(remaining))
+    key = wait_key(plan, attempt)
+    if _suspendable():
+        received = suspend_flow_run(wait_for_input=schema, timeout=timeout, key=key)
+    else:
+        received = pause_flow_run(wait_for_input=schema, timeout=timeout, poll_interval=POLL_INTERVAL_SECONDS,
+                                  key=key)
+    return ApprovalInput.model_validate(received.model_dump(include=set(ApprovalInput.model_fields)))
 
 
 def _resume_running() -> None:
-    """After a pause timed out, put the flow run back to Running so it can finish its work."""
+    """After an in-process pause timed out, put the flow run back to Running so it can finish its work."""
     from prefect.client.orchestration import get_client
     from prefect.states import Running
 
@@ -119,15 +225,6 @@ def _resume_running() -> None:
         return
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(context.flow_run.id, Running(), force=True)
-
-
-def _wait_for_decision(plan: ReleasePlan, *, attempt: int, remaining: float) -> ApprovalInput:
-    return pause_flow_run(
-        wait_for_input=ApprovalInput,
-        timeout=max(1, math.ceil(remaining)),
-        poll_interval=POLL_INTERVAL_SECONDS,
-        key=f"approval-{plan.environment}-r{plan.revision}-{attempt}",
-    )
 
 
 def request_approval(plan: ReleasePlan, settings: EnvironmentConfig) -> ReleasePlan:
@@ -141,46 +238,46 @@ def request_approval(plan: ReleasePlan, settings: EnvironmentConfig) -> ReleaseP
         The plan as the ledger now holds it: Approved or Rejected (or further along when an
         earlier run of this release already decided).
     """
+    decided = _approve(plan, settings)
+    failpoints.hit("request_approval")
+    return decided
+
+
+def _approve(plan: ReleasePlan, settings: EnvironmentConfig) -> ReleasePlan:
     ledger = Ledger()
     # a plan restored from the stage's persisted result may predate this ledger: keep it on record
     plan = ledger.find_plan(plan.plan_id) or ledger.save_plan(plan)
     if plan.state is not PlanState.PENDING_APPROVAL:
         return plan  # decided by an earlier run of this release
+    newer = superseded_by(plan, ledger)
+    if newer is not None:
+        return decide(plan, PlanState.REJECTED, actor=POLICY_ACTOR, reason=supersede_reason(newer))
     rejected = _gate(plan, settings.policies, phase="before approval")
     if rejected is not None:
         return rejected
     rules = settings.approval
     if not rules.required:
-        return _decide(plan, PlanState.APPROVED, actor=POLICY_ACTOR, reason="no approval required; policies passed")
+        return decide(plan, PlanState.APPROVED, actor=POLICY_ACTOR, reason="no approval required; policies passed")
 
-    deadline = time.monotonic() + rules.timeout_seconds
-    attempt = len(plan.approvals)
+    deadline = pending_since(ledger, plan) + timedelta(seconds=rules.timeout_seconds)
     while True:
-        remaining = deadline - time.monotonic()
+        remaining = (deadline - utcnow()).total_seconds()
         try:
             if remaining <= 0:
                 raise FlowPauseTimeout("approval time is up")
-            decision = _wait_for_decision(plan, attempt=attempt, remaining=remaining)
+            decision = _wait_for_decision(plan, rules, attempt=len(plan.approvals), remaining=remaining)
         except FlowPauseTimeout:
-            _resume_running()
-            signed = counted_approvers(plan.approvals)
-            return _decide(
-                plan,
-                PlanState.REJECTED,
-                actor=TIMEOUT_ACTOR,
-                reason=(
-                    f"approval timed out after {rules.timeout_seconds} s with {len(signed)} of "
-                    f"{rules.min_approvers} distinct approvers ({', '.join(signed) or 'none'})"
-                ),
-            )
-        attempt += 1
+            if not _suspendable():
+                _resume_running()
+            return decide(plan, PlanState.REJECTED, actor=TIMEOUT_ACTOR,
+                          reason=timeout_reason(plan.approvals, rules))
         approval = judge(decision, planner=plan.planned_by, rules=rules, recorded=plan.approvals)
         plan = _record(ledger, plan, approval)
         state = outcome(plan.approvals, rules)
         if state is Outcome.PENDING:
             continue
         if state is Outcome.REJECTED:
-            return _decide(
+            return decide(
                 plan, PlanState.REJECTED, actor=approval.approver,
                 reason=f"rejected by {approval.approver}: {approval.comment or 'no comment'}",
             )
@@ -188,7 +285,7 @@ def request_approval(plan: ReleasePlan, settings: EnvironmentConfig) -> ReleaseP
         if rejected is not None:
             return rejected
         signed = counted_approvers(plan.approvals)
-        return _decide(
+        return decide(
             plan, PlanState.APPROVED, actor=approval.approver,
             reason=f"approved by {', '.join(signed)} ({len(signed)} of {rules.min_approvers} distinct approvers)",
         )
@@ -199,4 +296,16 @@ def _record(ledger: Ledger, plan: ReleasePlan, approval: Approval) -> ReleasePla
     return ledger.save_plan(plan.with_approval(approval))
 
 
-__all__ = ["POLICY_ACTOR", "TIMEOUT_ACTOR", "ApprovalInput", "evaluate_policy_gates", "request_approval"]
+__all__ = [
+    "POLICY_ACTOR",
+    "TIMEOUT_ACTOR",
+    "ApprovalInput",
+    "decide",
+    "evaluate_policy_gates",
+    "pending_since",
+    "request_approval",
+    "supersede_reason",
+    "superseded_by",
+    "wait_description",
+    "wait_key",
+]

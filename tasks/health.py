@@ -151,7 +151,7 @@ def evaluate_health(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: HealthSp
                         rollouts=rollouts, probe_status=probe_status, message=message, tagged=tagged)
 
 
-@stage("check_health", per_environment=True)
+@stage("check_health")
 def check_health(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: HealthSpec | Mapping[str, Any]) -> HealthResult:
     """Gate the environment on its rollouts (and probe); emit ``HealthChecked``.
 

@@ -138,7 +138,7 @@ def _run_count() -> int:
         return 1
 
 
-@stage(STAGE, per_environment=True)
+@stage(STAGE)
 def provision_infrastructure(stack: PulumiStack, request: InfrastructureRequest) -> InfrastructureResult:
     """Converge the environment's platform stack and report what changed.
 

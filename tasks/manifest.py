@@ -439,7 +439,7 @@ def _label(obj: dict[str, Any], spec: ManifestSpec, display: str) -> dict[str, A
     return obj
 
 
-@stage("render_manifest", per_environment=True)
+@stage("render_manifest")
 def render_manifest(spec: ManifestSpec | Mapping[str, Any]) -> RenderedManifest:
     """Render the application's manifest for an environment and emit ``ManifestRendered``.
 

@@ -33,7 +33,7 @@ def _revise_rejected(ledger: Ledger, request: ReleaseRequest, environment: str) 
             ledger.save_plan(revised, record)
 
 
-@stage("plan_release", per_environment=True)
+@stage("plan_release")
 def plan_release(
     request: ReleaseRequest, build: BuildResult, environment: str, strategy: Strategy
 ) -> ReleasePlan:

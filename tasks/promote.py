@@ -78,7 +78,7 @@ def write_promotion(repo: GitOpsRepo, promotion: Promotion) -> PromotionResult:
     )
 
 
-@stage("promote", per_environment=True)
+@stage("promote")
 def promote(repo: GitOpsRepo, promotion: Promotion | Mapping[str, Any]) -> PromotionResult:
     """Commit the environment's desired state to the GitOps repository; emit ``DeploymentPromoted``.
 

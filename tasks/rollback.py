@@ -97,7 +97,7 @@ def restore_healthy(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: Rollback
     )
 
 
-@stage("roll_back", per_environment=True)
+@stage("roll_back")
 def roll_back(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: RollbackSpec | Mapping[str, Any]) -> RollbackResult:
     """Return an environment to its last healthy revision; emit ``RollbackCompleted``.
 

@@ -6,10 +6,17 @@ result under a key made of the release's ids, so a new flow run of the same rele
 completed (stages 1-7 on ``(release_id, stage)``, stages 8-14 on
 ``(release_id, revision, stage, environment)``); and when it finally fails on something a retry
 could have fixed, it records an incident with the full envelope for replay.
+
+Keys carry :data:`RESULTS_VERSION`: a release resumed after an upgrade that changed a stage's
+result model finds no stored result under the new keys and runs the stage again (every stage is
+idempotent against the outside world), rather than reading an old result as a new one. The
+stage's failpoint (:mod:`delivery.failpoints`) sits after the stage's work and before Prefect
+persists its result: the one moment a crash loses a result whose effect already happened.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import traceback
 from collections.abc import Callable
@@ -18,14 +25,18 @@ from typing import Any, TypeVar
 from prefect import task
 from prefect.tasks import exponential_backoff
 
+from delivery import failpoints
 from delivery.errors import DeliveryError, is_retryable
 from delivery.events import EventName, emit
 from delivery.ledger import Ledger
+from delivery.stages import stage_named
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_RETRIES = int(os.environ.get("DELIVERY_STAGE_RETRIES", "3"))
 BACKOFF_FACTOR = float(os.environ.get("DELIVERY_RETRY_BACKOFF_SECONDS", "1"))
+# Raise when a stage's result model changes meaning: stored results of older keys are then ignored.
+RESULTS_VERSION = 2
 
 
 def _ids(parameters: dict[str, Any]) -> tuple[str | None, int | None, str | None, str | None]:
@@ -49,8 +60,9 @@ def _ids(parameters: dict[str, Any]) -> tuple[str | None, int | None, str | None
     return release_id, revision, environment, trace_id
 
 
-def stage_cache_key(stage_name: str, *, per_environment: bool) -> Callable[[Any, dict[str, Any]], str | None]:
-    """Build the cache key function of a stage: the release's business ids, nothing else."""
+def stage_cache_key(stage_name: str) -> Callable[[Any, dict[str, Any]], str | None]:
+    """Build the cache key function of a registered stage: the release's business ids, nothing else."""
+    per_environment = stage_named(stage_name).per_environment
 
     def key(_context: Any, parameters: dict[str, Any]) -> str | None:
         release_id, revision, environment, _ = _ids(parameters)
@@ -59,8 +71,8 @@ def stage_cache_key(stage_name: str, *, per_environment: bool) -> Callable[[Any,
         if per_environment:
             if environment is None:
                 return None
-            return f"release-{release_id}-r{revision or 1}-{stage_name}-{environment}"
-        return f"release-{release_id}-{stage_name}"
+            return f"v{RESULTS_VERSION}-release-{release_id}-r{revision or 1}-{stage_name}-{environment}"
+        return f"v{RESULTS_VERSION}-release-{release_id}-{stage_name}"
 
     return key
 
@@ -138,15 +150,14 @@ def _jsonable(value: Any) -> Any:
 def stage(
     name: str,
     *,
-    per_environment: bool = False,
     retries: int = DEFAULT_RETRIES,
     timeout_seconds: float | None = None,
 ) -> Callable[[F], F]:
     """Declare a delivery stage as a Prefect task.
 
     Args:
-        name: the stage's name, e.g. ``create_commit``; also its task name.
-        per_environment: key the persisted result by revision and environment (stages 8-14).
+        name: the stage's name in :mod:`delivery.stages`, e.g. ``create_commit``; also its task
+            name. Stages per environment key their results by revision and environment too.
         retries: retries on :class:`TransientError`.
         timeout_seconds: the stage's own time limit.
 
@@ -154,15 +165,24 @@ def stage(
         A decorator turning a function into the stage task.
     """
 
+    registered = stage_named(name)
+
     def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            result = fn(*args, **kwargs)
+            failpoints.hit(name)
+            return result
+
         return task(  # type: ignore[return-value]
-            fn,
+            run,
             name=name,
+            task_run_name=registered.label,
             retries=retries,
             retry_delay_seconds=exponential_backoff(backoff_factor=BACKOFF_FACTOR),
             retry_jitter_factor=0.5,
             retry_condition_fn=retry_transient,
-            cache_key_fn=stage_cache_key(name, per_environment=per_environment),
+            cache_key_fn=stage_cache_key(name),
             persist_result=True,
             timeout_seconds=timeout_seconds,
             on_failure=[record_incident],

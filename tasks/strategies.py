@@ -25,12 +25,14 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from prefect import task
 from pydantic import Field
 
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
 from delivery.errors import DeliveryError
 from delivery.models import BlueGreenStrategy, CanaryStrategy, Model, RollingStrategy, Strategy
+from delivery.stages import stage_named
 from tasks.health import HealthSpec, HttpProbeSpec, check_health
 from tasks.manifest import ManifestSpec, files_for, parse_objects, render_manifest
 from tasks.promote import Promotion, promote
@@ -228,7 +230,25 @@ class DeploymentOutcome(Model):
     message: str = ""
 
 
-def _keyed(task: Any, phase: str, *situation: str | None) -> Any:
+class PhasePlan(Model):
+    """The phases of one promotion attempt and the GitOps revision they start from."""
+
+    base_revision: str | None
+    phases: list[Phase]
+
+
+@task(name="plan_phases", task_run_name="10-plan_phases", persist_result=True)
+def plan_promotion(repo: GitOpsRepo, spec: ManifestSpec, strategy: Strategy, rendered: dict[str, str]) -> PhasePlan:
+    """Plan the phases from what Git holds now, once per attempt (persisted with the render's key).
+
+    A run resumed after a crash between two phases finds this plan again instead of planning
+    from a Git state its own first phase already changed.
+    """
+    return PhasePlan(base_revision=repo.resolve(repo.branch), phases=plan_phases(
+        strategy, rendered=rendered, current=repo.read_environment(spec.environment, spec.app, ref=repo.branch)))
+
+
+def _keyed(task: Any, phase: str, *situation: str | None, stage: str | None = None) -> Any:
     """The same stage, its resume key extended with the phase and what it acts on.
 
     A stage runs several times per release and environment (one per phase, and again after a
@@ -237,14 +257,16 @@ def _keyed(task: Any, phase: str, *situation: str | None) -> Any:
     what already happened, and anything new runs (every stage is idempotent against Git and the
     cluster anyway).
     """
-    base = stage_cache_key(task.name, per_environment=True)
+    stage = stage or task.name
+    base = stage_cache_key(stage)
     digest = hashlib.sha256("\0".join(part or "-" for part in situation).encode()).hexdigest()[:16]
 
     def key(context: Any, parameters: dict[str, Any]) -> str | None:
         value = base(context, parameters)
-        return f"{value}-{phase}-{digest}" if value else None
+        return f"{value}-{task.name}-{phase}-{digest}" if value else None
 
-    return task.with_options(cache_key_fn=key, task_run_name=f"{task.name}[{phase}]")
+    label = f"{stage_named(stage).number:02d}-{task.name}"
+    return task.with_options(cache_key_fn=key, task_run_name=f"{label}[{phase}]")
 
 
 def deploy_with_strategy(
@@ -257,6 +279,7 @@ def deploy_with_strategy(
     artifact_ids: Sequence[str] = (),
     planned_by: str | None = None,
     approved_by: Sequence[str] = (),
+    attempt: int = 1,
 ) -> DeploymentOutcome:
     """Deploy a release into one environment: render, then per phase promote -> sync -> health.
 
@@ -272,6 +295,8 @@ def deploy_with_strategy(
         artifact_ids: ``Artifact-Id`` trailers of the promotion commits.
         planned_by: ``Planned-By`` trailer.
         approved_by: ``Approved-By`` trailers.
+        attempt: the plan's promotion attempt: a retry after a failure deploys afresh instead of
+            reusing the failed attempt's stored results.
 
     Returns:
         The outcome: revision, healthy, rolled_back, the phases and the rollback.
@@ -284,22 +309,23 @@ def deploy_with_strategy(
     health = health or HealthSettings()
     target = spec.target().model_dump()
     spec_digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
-    manifest = _keyed(render_manifest, "render", spec_digest)(spec)
-    base_revision = repo.resolve(repo.branch)
-    phases = plan_phases(strategy, rendered=manifest.files,
-                         current=repo.read_environment(spec.environment, spec.app, ref=repo.branch))
+    tried = f"attempt-{attempt}"
+    manifest = _keyed(render_manifest, "render", spec_digest, tried)(spec)
+    planned = _keyed(plan_promotion, "phases", spec_digest, tried, stage="render_manifest")(
+        repo, spec, strategy, manifest.files)
+    base_revision, phases = planned.base_revision, planned.phases
     outcomes: list[PhaseOutcome] = []
     revision: str | None = None
     try:
         for phase in phases:
             files_digest = hashlib.sha256(json.dumps(phase.files, sort_keys=True).encode()).hexdigest()
-            promoted = _keyed(promote, phase.name, base_revision, files_digest)(repo, Promotion(
+            promoted = _keyed(promote, phase.name, tried, base_revision, files_digest)(repo, Promotion(
                 **target, files=phase.files, phase=phase.name, artifact_ids=list(artifact_ids),
                 planned_by=planned_by, approved_by=list(approved_by)))
             revision = promoted.git_revision
-            synced = _keyed(sync_environment, phase.name, revision)(
+            synced = _keyed(sync_environment, phase.name, tried, revision)(
                 runtime, repo, SyncSpec(**target, git_revision=revision))
-            checked = _keyed(check_health, phase.name, revision)(runtime, repo, HealthSpec(
+            checked = _keyed(check_health, phase.name, tried, revision)(runtime, repo, HealthSpec(
                 **target, git_revision=revision, deployments=phase.gate, timeout_seconds=health.timeout_seconds,
                 poll_seconds=health.poll_seconds, http_probe=health.http_probe if phase.final else None,
                 mark_healthy=phase.final))
@@ -309,7 +335,7 @@ def deploy_with_strategy(
     except DeliveryError as exc:
         if revision is None:
             raise
-        rollback = _keyed(roll_back, "rollback", revision)(runtime, repo, RollbackSpec(
+        rollback = _keyed(roll_back, "rollback", tried, revision)(runtime, repo, RollbackSpec(
             **target, strategy=strategy.name, reason=str(exc), failed_revision=revision,
             requested_by=planned_by, timeout_seconds=health.timeout_seconds, poll_seconds=health.poll_seconds))
         return DeploymentOutcome(

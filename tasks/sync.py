@@ -85,7 +85,7 @@ def reconcile(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: SyncSpec) -> S
                       unchanged=unchanged, pruned=pruned)
 
 
-@stage("sync_environment", per_environment=True)
+@stage("sync_environment")
 def sync_environment(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: SyncSpec | Mapping[str, Any]) -> SyncResult:
     """Reconcile the environment's Git revision onto the runtime; emit ``GitOpsSynced``.
 

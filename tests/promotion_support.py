@@ -11,17 +11,31 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prefect import flow, tags
 from pydantic import SecretStr
 from runtime_support import FAIL, ROOT, SAMPLE_DEPLOY
 
 from blocks.git_host import LocalGitHost
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
-from delivery.models import BuildResult, BuildStatus, PublishedImage, TestCounts
+from delivery.models import BuildResult, BuildStatus, PublishedImage, ReleaseRequest, TestCounts
 from delivery.simulator import KubernetesSimulator
+from flows.promotion import PromotionSummary, promote_path
+from flows.release import release_tags
 
 FAST = {"progressDeadlineSeconds": 2, "replicas": 2}
-__all__ = ["FAIL", "FAST", "ROOT", "SAMPLE_DEPLOY", "Stack", "delivery_yaml", "promotion_stack"]
+__all__ = ["FAIL", "FAST", "ROOT", "SAMPLE_DEPLOY", "Stack", "delivery_yaml", "promote", "promotion_stack"]
+
+
+@flow(name="promote-under-test")
+def _promote_flow(request: ReleaseRequest, build: BuildResult) -> PromotionSummary:
+    return promote_path(request, build)
+
+
+def promote(request: ReleaseRequest, build: BuildResult) -> PromotionSummary:
+    """Promote along the path in a flow run tagged like a release run (the release flow does this in its own)."""
+    with tags(*release_tags(request)):
+        return _promote_flow(request, build)
 
 
 def delivery_yaml(runtime_ref: str, *, prod_values: Mapping[str, Any] | None = None) -> dict[str, Any]:

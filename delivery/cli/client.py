@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -54,7 +55,7 @@ class StartedRelease(ClientModel):
 
 
 class PausedRun(ClientModel):
-    """A promotion subflow waiting for a decision."""
+    """A release run waiting for a decision in one environment (suspended, or paused in its process)."""
 
     flow_run_id: str
     name: str
@@ -135,6 +136,32 @@ def _tag_value(tags: list[str], prefix: str) -> str | None:
         if tag.startswith(prefix):
             return tag[len(prefix):]
     return None
+
+
+class Operation(ClientModel):
+    """An operation on a release that ran (retry, cancel, replay)."""
+
+    deployment: str
+    flow_run_id: str
+    flow_run_name: str
+    state: str
+
+
+_ERRORS: dict[str, type[DeliveryError]] = {"InvalidInput": InvalidInput, "NotFound": NotFound}
+
+
+def _operation_error(deployment: str, message: str) -> DeliveryError:
+    """The error an operation's run ended with, as the product's own type when it names one."""
+    match = re.match(r"(\w+): (.*)", message.removeprefix("Flow run encountered an exception: "), re.S)
+    if match and match[1] in _ERRORS:
+        return _ERRORS[match[1]](match[2].strip())
+    return DeliveryError(f"{deployment}: {message}")
+
+
+def _waiting_environment(pause_key: str | None) -> str | None:
+    """The environment an approval wait is for, from its key ``approval-<env>-r<revision>-<n>``."""
+    match = re.fullmatch(r"approval-(?P<env>.+)-r\d+-\d+", pause_key or "")
+    return match["env"] if match else None
 
 
 class DeliveryClient:
@@ -271,10 +298,10 @@ class DeliveryClient:
         """The release's promotions waiting for a decision, optionally in one environment."""
         paused = []
         for run in self.release_runs(release_id, state_types=["PAUSED"]):
-            env = _tag_value(run.get("tags") or [], "environment:")
+            details = (run.get("state") or {}).get("state_details") or {}
+            env = _waiting_environment(details.get("pause_key"))
             if environment is not None and env != environment:
                 continue
-            details = (run.get("state") or {}).get("state_details") or {}
             paused.append(
                 PausedRun(
                     flow_run_id=str(run["id"]),
@@ -481,6 +508,25 @@ class DeliveryClient:
             if time.monotonic() >= deadline:
                 raise TransientError(f"flow run {flow_run_id} still {run.get('state_name')} after {timeout} s")
             time.sleep(interval)
+
+    # ------------------------------------------------------------------ operations (deployments of flows/recovery.py)
+
+    def run_operation(self, deployment: str, parameters: Mapping[str, Any], *, timeout: float = 300.0,
+                      idempotency_key: str | None = None) -> Operation:
+        """Run an operation's deployment (``retry-release/retry-release``, ...) and wait for its verdict.
+
+        Raises:
+            InvalidInput, NotFound: the operation refused, with its message (it changed nothing).
+            DeliveryError: it failed otherwise, or did not end within ``timeout`` seconds.
+        """
+        run = self.create_flow_run(self.deployment_id(deployment), parameters=parameters,
+                                   idempotency_key=idempotency_key)
+        final = self.wait_for_run(str(run["id"]), timeout=timeout)
+        state = final.get("state") or {}
+        if state.get("type") != "COMPLETED":
+            raise _operation_error(deployment, state.get("message") or state.get("name") or "failed")
+        return Operation(deployment=deployment, flow_run_id=str(run["id"]), flow_run_name=final.get("name") or "",
+                         state=str(state.get("name")))
 
     # ------------------------------------------------------------------ incidents
 

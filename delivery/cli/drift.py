@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from delivery.cli.automations import setup_incident_alerts, upsert_automation
 from delivery.drift import SyncStateStore
 from delivery.errors import DeliveryError, InvalidInput
 from delivery.events import EventName, event_type
@@ -49,9 +50,9 @@ def setup_drift_alerts(
     block_name: str = ALERT_BLOCK,
     automation_name: str = ALERT_AUTOMATION,
 ) -> UUID:
-    """Make ``delivery.SyncDegraded`` call a webhook, through a Prefect automation.
+    """Make ``delivery.SyncDegraded`` (and ``delivery.IncidentRaised``) call a webhook, through Prefect automations.
 
-    Idempotent: the Webhook block is overwritten and an automation of the same name is updated.
+    Idempotent: the Webhook block is overwritten and automations of the same names are updated.
 
     Args:
         webhook_url: where to POST the alert (kept as a secret in the block).
@@ -60,12 +61,11 @@ def setup_drift_alerts(
         automation_name: the automation's name.
 
     Returns:
-        The automation's id.
+        The drift automation's id.
 
     Raises:
         InvalidInput: the URL is not http(s).
     """
-    from prefect.automations import Automation
     from prefect.blocks.webhook import Webhook
     from prefect.events.actions import CallWebhook
     from prefect.events.schemas.automations import EventTrigger, Posture
@@ -80,18 +80,9 @@ def setup_drift_alerts(
         threshold=1,
     )
     actions = [CallWebhook(block_document_id=block_id, payload=ALERT_PAYLOAD)]
-    description = "Calls the configured webhook when an environment's drift makes it Degraded."
-    try:
-        existing = Automation.read(name=automation_name)
-    except ValueError:
-        existing = None
-    if existing is None:
-        created = Automation(name=automation_name, description=description, trigger=trigger,
-                             actions=actions, enabled=True).create()
-        return created.id
-    existing.trigger, existing.actions, existing.description, existing.enabled = trigger, actions, description, True
-    existing.update()
-    return existing.id
+    setup_incident_alerts(block_id)
+    return upsert_automation(automation_name, trigger=trigger, actions=actions,
+                             description="Calls the configured webhook when an environment's drift makes it Degraded.")
 
 
 def setup_drift_alerts_from_env() -> UUID | None:

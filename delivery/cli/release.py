@@ -1,4 +1,4 @@
-"""``delivery release start|approve|reject|status``: releases through the Prefect API.
+"""``delivery release start|approve|reject|retry|cancel|status|trace``: releases through the Prefect API.
 
 Every command prints for people (rich) or, with ``--json``, one JSON document for agents. Errors
 exit non-zero with the message (``{"error": ..., "type": ...}`` in JSON mode): 2 for bad input,
@@ -178,6 +178,45 @@ def reject(
 ) -> None:
     """Reject the release's promotion waiting for a decision."""
     _decide(Decision.REJECT, release_id, approver, environment, comment, wait, api_url, as_json)
+
+
+def _operate(deployment: str, parameters: dict[str, Any], actor: str | None, api_url: str | None, as_json: bool,
+             done: str) -> None:
+    def action() -> Any:
+        if not actor:
+            raise InvalidInput("--as: give your identity (e.g. user:alice), or set DELIVERY_IDENTITY")
+        with DeliveryClient(api_url) as client:
+            return client.run_operation(deployment, {**parameters, "requested_by": actor})
+
+    _run(as_json, action, lambda operation: console.print(f"{done} (run {operation.flow_run_name}: "
+                                                           f"{operation.state})"))
+
+
+@release_app.command("retry")
+def retry(
+    release_id: str = typer.Argument(..., help="The release id."),
+    actor: str | None = typer.Option(None, "--as", envvar="DELIVERY_IDENTITY", help="Your identity."),
+    environment: str | None = typer.Option(None, "--env", "--environment", "-e", help="Only this environment."),
+    reason: str = typer.Option("", "--reason", "-m", help="What was fixed."),
+    api_url: str | None = ApiOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Promote a Failed environment again after a fix (Failed -> Promoting; the release run resumes)."""
+    _operate("retry-release/retry-release", {"release_id": release_id, "environment": environment, "reason": reason},
+             actor, api_url, as_json, f"release {release_id}: retrying")
+
+
+@release_app.command("cancel")
+def cancel(
+    release_id: str = typer.Argument(..., help="The release id."),
+    actor: str | None = typer.Option(None, "--as", envvar="DELIVERY_IDENTITY", help="Your identity."),
+    reason: str = typer.Option("", "--reason", "-m"),
+    api_url: str | None = ApiOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """End a waiting or stuck release: its run is cancelled and its open plans closed."""
+    _operate("cancel-release/cancel-release", {"release_id": release_id, "reason": reason}, actor, api_url, as_json,
+             f"release {release_id}: cancelled")
 
 
 @release_app.command("status")

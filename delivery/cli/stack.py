@@ -279,10 +279,13 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
                                   env=env, capture_output=True, text=True, timeout=300)
         if deployed.returncode != 0:
             raise TransientError(f"prefect deploy failed:\n{(deployed.stdout + deployed.stderr)[-1500:]}")
+        from delivery.cli.automations import setup_recovery
+
+        with temporary_settings({PREFECT_API_URL: info.api_url}):
+            setup_recovery()
+        say("crash detection and recovery automations are set up")
         say("starting one worker on the 'delivery' pool ...")
-        worker = _spawn("worker", [python, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type",
-                                   "process"], env={**env, "PREFECT_WORKER_QUERY_SECONDS": "1"}, logs=logs,
-                        marker="worker")
+        worker = start_worker(info, env)
         record(worker)
         _wait("worker", lambda: _worker_online(info.api_url), timeout=90, process=worker)
     except BaseException:
@@ -290,6 +293,19 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
         raise
     stack_file(home).write_text(info.model_dump_json(indent=2))
     return info
+
+
+def worker_env(env: dict[str, str]) -> dict[str, str]:
+    """A worker's environment: a quick poll, and heartbeats from the flow runs it starts."""
+    from delivery.cli.automations import HEARTBEAT_SECONDS
+
+    return {**env, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
+
+
+def start_worker(info: StackInfo, env: dict[str, str], *, name: str = "worker") -> StackProcess:
+    """Start a process worker on the ``delivery`` pool (``name`` tells its log apart)."""
+    return _spawn(name, [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type",
+                         "process"], env=worker_env(env), logs=Path(info.home) / "logs", marker="worker")
 
 
 def _worker_online(api_url: str) -> bool:

@@ -15,6 +15,7 @@ ALLOWED = {
     (PlanState.PENDING_APPROVAL, PlanState.APPROVED),
     (PlanState.PENDING_APPROVAL, PlanState.REJECTED),
     (PlanState.APPROVED, PlanState.PROMOTING),
+    (PlanState.APPROVED, PlanState.REJECTED),
     (PlanState.PROMOTING, PlanState.DEPLOYED),
     (PlanState.PROMOTING, PlanState.FAILED),
     (PlanState.FAILED, PlanState.PROMOTING),
@@ -30,7 +31,8 @@ def plan(state: PlanState = PlanState.PLANNED, environment: str = "dev", release
 
 
 def test_the_table_is_the_designed_machine():
-    # DESIGN.md §3 draws eight arrows (the issue text says seven; the seed's machine has eight).
+    # DESIGN.md §3 draws eight arrows; a ninth rejects an approved plan that a newer build
+    # superseded, or that was cancelled, before its promotion began.
     assert set(TRANSITIONS) == ALLOWED
     assert len(ALL_PAIRS) == 49
 
@@ -101,3 +103,11 @@ def test_transitions_by_release_do_not_mix_up_similar_ids(ledger):
         moved, record = start.transition(PlanState.PENDING_APPROVAL, actor="agent:a", reason="submit")
         ledger.save_plan(moved, record)
     assert [t.plan_id for t in ledger.transitions(release_id="rel_1")] == ["rel_1/r1/dev"]
+
+
+def test_a_retry_after_failure_is_a_new_promotion_attempt():
+    failed = plan(PlanState.FAILED)
+    retried, record = failed.transition(PlanState.PROMOTING, actor="user:ops", reason="retry after fix")
+    assert (retried.attempt, record.to_state) == (2, PlanState.PROMOTING)
+    again, _ = plan(PlanState.APPROVED).transition(PlanState.PROMOTING, actor="system:promotion", reason="begin")
+    assert again.attempt == 1

@@ -8,11 +8,11 @@ import httpx
 import pytest
 import yaml
 from governance_support import PLANNER, Approver, Step, new_request
-from promotion_support import FAIL, delivery_yaml, promotion_stack
+from promotion_support import FAIL, delivery_yaml, promote, promotion_stack
 
 from delivery.errors import HealthCheckFailed, InvalidInput
 from delivery.plan import PlanState
-from flows.promotion import PROMOTION_ACTOR, artifact_key, promote_path
+from flows.promotion import PROMOTION_ACTOR, artifact_key
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -29,7 +29,7 @@ def test_full_path_with_approvals_from_another_thread(prefect_server, ledger, tm
             Step("user:bob", environment="prod"),
             Step("user:carol", environment="prod"),
         ]).start()
-        summary = promote_path(request, stack.build)
+        summary = promote(request, stack.build)
         approver.join()
 
         assert [(e.environment, e.state) for e in summary.environments] == [
@@ -55,8 +55,8 @@ def test_full_path_with_approvals_from_another_thread(prefect_server, ledger, tm
         with httpx.Client(base_url=prefect_server + "/") as http:
             artifact = http.get(f"artifacts/{artifact_key(rid)}/latest").json()
         table = artifact["data"]
-        assert "| prod | Deployed | 1 | user:bob, user:carol |" in table
-        assert "| dev | Deployed | 1 | - |" in table
+        assert "| prod | Deployed | 1 | 1 | user:bob, user:carol |" in table
+        assert "| dev | Deployed | 1 | 1 | - |" in table
 
 
 def test_prod_health_failure_rolls_prod_back_and_keeps_dev_and_staging(prefect_server, ledger, tmp_path) -> None:
@@ -68,7 +68,7 @@ def test_prod_health_failure_rolls_prod_back_and_keeps_dev_and_staging(prefect_s
             Step("user:bob", environment="prod"),
         ]).start()
         with pytest.raises(HealthCheckFailed, match="prod: Failed"):
-            promote_path(request, stack.build)
+            promote(request, stack.build)
         approver.join()
 
         states = {p.environment: p.state for p in ledger.plans(release_id=request.release_id)}
@@ -88,7 +88,7 @@ def test_two_releases_into_the_same_environment_do_not_overlap(prefect_server, l
 
         def run(request) -> None:
             try:
-                promote_path(request, stack.build)
+                promote(request, stack.build)
             except BaseException as exc:  # noqa: BLE001
                 errors.append(exc)
 
@@ -120,7 +120,7 @@ def test_bad_request_is_refused_before_anything_is_written(prefect_server, ledge
         head = stack.repo.head()
         request = new_request(**change)
         with pytest.raises(InvalidInput, match=message):
-            promote_path(request, stack.build)
+            promote(request, stack.build)
         assert ledger.plans(release_id=request.release_id) == []
         assert stack.repo.head() == head
 
@@ -131,6 +131,6 @@ def test_invalid_delivery_yaml_stops_before_planning(prefect_server, ledger, tmp
     with promotion_stack(tmp_path, config=config) as stack:
         request = new_request()
         with pytest.raises(InvalidInput, match="environments.prod.approval.min_approvers: 5 distinct"):
-            promote_path(request, stack.build)
+            promote(request, stack.build)
         assert ledger.plans(release_id=request.release_id) == []
         assert yaml.safe_load(stack.repo.read_config())["path"] == ["dev", "staging", "prod"]

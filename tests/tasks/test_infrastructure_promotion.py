@@ -9,12 +9,11 @@ import httpx
 import pytest
 import yaml
 from governance_support import new_request
-from promotion_support import FAST, promotion_stack
+from promotion_support import FAST, promote, promotion_stack
 from pydantic import SecretStr
 
 from blocks.pulumi_stack import PulumiStack
 from delivery.plan import PlanState
-from flows.promotion import promote_path
 from infra.stacks import backend_override
 from infra.testing import RecordingBackend
 
@@ -65,7 +64,7 @@ def test_only_the_environment_with_a_stack_is_provisioned(prefect_server: str, l
         )
         request = new_request()
         with backend_override(fake):
-            summary = promote_path(request, stack.build)
+            summary = promote(request, stack.build)
 
     assert [(e.environment, e.state) for e in summary.environments] == [
         ("dev", PlanState.DEPLOYED), ("staging", PlanState.DEPLOYED)]

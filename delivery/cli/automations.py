@@ -1,0 +1,120 @@
+"""The Prefect automations the product relies on, created (or updated) by ``delivery up``.
+
+For a production server, run :func:`setup_automations` once against it (``delivery up`` does it
+for the local stack), and start workers with ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30``.
+
+- ``delivery-release-heartbeat``: a release run whose heartbeats stop (its process died with its
+  worker, or the host went down) is marked Crashed. A suspended or paused run stops beating on
+  purpose: its Suspended/Paused state event, like any state after a heartbeat, satisfies the
+  trigger, so an approval wait is never crashed.
+- ``delivery-release-crashed``: a release run that became Crashed (by the heartbeat automation,
+  or by its worker seeing the process die) runs the ``recover-release`` deployment, which
+  resubmits it, bounded and audited.
+- ``delivery-release-failed``: a release run that failed runs ``recover-release`` too; it acts
+  only when the failure is Prefect's server expiring an approval wait (the plan is rejected for
+  timeout, with no worker needed at expiry: the recovery runs when one is up).
+- ``delivery-incident-raised``: with an alert webhook configured, ``IncidentRaised`` calls it.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+from delivery.events import EventName, event_type
+
+HEARTBEAT_SECONDS = 30
+# Silence after the last heartbeat that means the process died: two missed beats and a margin, so
+# that detection (plus the server's proactive evaluation) stays under 120 s.
+SILENCE_SECONDS = 75
+RECOVERY_DEPLOYMENT = "recover-release/recover-release"
+RELEASE_FLOW = {"prefect.resource.role": "flow", "prefect.resource.name": "release"}
+_STATES_AFTER_A_BEAT = ("Completed", "Failed", "Cancelled", "Cancelling", "Crashed", "Suspended", "Paused",
+                        "Scheduled", "AwaitingRetry", "Pending", "Running")
+_RUN_ID = "{{ event.resource.id.split('.')[-1] }}"
+INCIDENT_PAYLOAD = """{
+  "alert": "{{ event.event }}",
+  "release_id": {{ event.resource.get('prefect.resource.name', '') | tojson }},
+  "incident_id": {{ event.payload.incident_id | tojson }},
+  "task": {{ event.payload.task | tojson }},
+  "error": {{ event.payload.error | tojson }},
+  "event_id": "{{ event.id }}",
+  "occurred": "{{ event.occurred }}"
+}"""
+
+
+def upsert_automation(name: str, *, description: str, trigger: object, actions: list[object]) -> UUID:
+    """Create the automation called ``name``, or update the one that exists; return its id."""
+    from prefect.automations import Automation
+
+    try:
+        existing = Automation.read(name=name)
+    except ValueError:
+        existing = None
+    if existing is None:
+        return Automation(name=name, description=description, trigger=trigger, actions=actions,
+                          enabled=True).create().id
+    existing.trigger, existing.actions, existing.description, existing.enabled = trigger, actions, description, True
+    existing.update()
+    return existing.id
+
+
+def _deployment_id(name: str) -> UUID:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_deployment_by_name(name).id
+
+
+def setup_recovery() -> dict[str, UUID]:
+    """Create the crash-detection and recovery automations (needs the ``recover-release`` deployment)."""
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState, RunDeployment
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    def on_release_run(state: str) -> EventTrigger:
+        return EventTrigger(expect={f"prefect.flow-run.{state}"}, match={"prefect.resource.id": "prefect.flow-run.*"},
+                            match_related=RELEASE_FLOW, posture=Posture.Reactive, threshold=1)
+
+    recover = RunDeployment(source="selected", deployment_id=_deployment_id(RECOVERY_DEPLOYMENT),
+                            parameters={"flow_run_id": _RUN_ID})
+    silence = EventTrigger(
+        after={"prefect.flow-run.heartbeat"},
+        expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{state}" for state in _STATES_AFTER_A_BEAT)},
+        match={"prefect.resource.id": "prefect.flow-run.*"},
+        match_related=RELEASE_FLOW,
+        for_each={"prefect.resource.id"},
+        posture=Posture.Proactive,
+        threshold=1,
+        within=timedelta(seconds=SILENCE_SECONDS),
+    )
+    return {
+        "delivery-release-heartbeat": upsert_automation(
+            "delivery-release-heartbeat", trigger=silence,
+            description=f"Marks a release run Crashed when its heartbeats stop for {SILENCE_SECONDS} s.",
+            actions=[ChangeFlowRunState(state=StateType.CRASHED, message=(
+                f"no heartbeat for {SILENCE_SECONDS} s: the process running this release died"))]),
+        "delivery-release-crashed": upsert_automation(
+            "delivery-release-crashed", actions=[recover],
+            description="Resubmits a crashed release run (recover-release: bounded, audited).",
+            trigger=on_release_run("Crashed")),
+        "delivery-release-failed": upsert_automation(
+            "delivery-release-failed", actions=[recover],
+            description="Settles a release run whose approval wait expired (recover-release).",
+            trigger=on_release_run("Failed")),
+    }
+
+
+def setup_incident_alerts(webhook_block_id: UUID) -> UUID:
+    """Call the alert webhook (a saved Webhook block) on every ``IncidentRaised``."""
+    from prefect.events.actions import CallWebhook
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    trigger = EventTrigger(expect={event_type(EventName.INCIDENT_RAISED)},
+                           match={"prefect.resource.id": "delivery.release.*"}, posture=Posture.Reactive, threshold=1)
+    return upsert_automation("delivery-incident-raised", trigger=trigger,
+                             description="Calls the configured webhook when a release raises an incident.",
+                             actions=[CallWebhook(block_document_id=webhook_block_id, payload=INCIDENT_PAYLOAD)])
+
+
+__all__ = ["HEARTBEAT_SECONDS", "SILENCE_SECONDS", "setup_incident_alerts", "setup_recovery", "upsert_automation"]

@@ -1,0 +1,73 @@
+"""Failpoints: named places where a test may kill the flow-run process. Inert unless armed.
+
+A test arms failpoints by writing their names, one per line, to the file named by
+``DELIVERY_FAILPOINTS_FILE`` (the workers inherit it). :func:`hit` is called at each named place;
+when the name is armed it is disarmed first (written back before anything dies, so the resumed
+run passes), then the process is killed with SIGKILL, as a host crash would. A name is a stage of
+:mod:`delivery.stages` (hit after the stage's outside effect, before its result is persisted),
+optionally with a suffix ``:worker`` to kill the parent worker too, so that only heartbeats can
+tell the run died.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+from pathlib import Path
+
+SETTING = "DELIVERY_FAILPOINTS_FILE"
+WITH_WORKER = ":worker"
+
+
+def _file() -> Path | None:
+    value = os.environ.get(SETTING)
+    return Path(value) if value else None
+
+
+def arm(path: Path, *names: str) -> None:
+    """Arm failpoints in the file ``path`` (appends; each fires once)."""
+    from delivery.stages import stage_named
+
+    for name in names:
+        stage_named(name.removesuffix(WITH_WORKER))
+    with path.open("a") as handle:
+        handle.writelines(f"{name}\n" for name in names)
+
+
+def armed(path: Path) -> list[str]:
+    """The failpoints still armed in ``path``."""
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _take(path: Path, name: str) -> str | None:
+    """Disarm the first armed entry for ``name``; return it (with its suffix) or None."""
+    with path.open("r+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        lines = [line.strip() for line in handle.read().splitlines() if line.strip()]
+        for index, line in enumerate(lines):
+            if line.removesuffix(WITH_WORKER) == name:
+                del lines[index]
+                handle.seek(0)
+                handle.truncate()
+                handle.write("".join(f"{entry}\n" for entry in lines))
+                handle.flush()
+                os.fsync(handle.fileno())
+                return line
+    return None
+
+
+def hit(name: str) -> None:
+    """Die here if the failpoint ``name`` is armed; otherwise do nothing."""
+    path = _file()
+    if path is None or not path.exists():
+        return
+    taken = _take(path, name)
+    if taken is None:
+        return
+    if taken.endswith(WITH_WORKER):
+        os.kill(os.getppid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+__all__ = ["SETTING", "WITH_WORKER", "arm", "armed", "hit"]

@@ -1,0 +1,315 @@
+"""Operations on a release from outside its run: recover, retry, cancel, replay.
+
+A release is one top-level flow run. Everything here acts on that run through Prefect, and on the
+plans through the state machine, and writes what it did to the ledger with the actor who asked:
+
+- :func:`recover_release` (deployment ``recover-release``, run by automations that ``delivery up``
+  creates): a release run marked Crashed (its process died: the worker saw it exit, or its
+  heartbeats stopped) is resubmitted, Crashed -> Scheduled ``AwaitingRetry``, at most
+  ``DELIVERY_RECOVERY_ATTEMPTS`` times (default 3) per run, each as ``system:recovery``; past the
+  bound an incident is raised. A run that Prefect's server failed because its approval wait
+  expired has its waiting plan rejected for timeout, as ``system:timeout``.
+- :func:`retry_release`: a Failed environment goes back to Promoting (a new attempt) and the
+  release run is resubmitted; it continues from its stored stage results.
+- :func:`cancel_release`: a waiting or stuck release ends: its run is cancelled, its open plans
+  rejected (or failed, when promoting), and its environment lock freed when the holder's lease
+  lapses.
+- :func:`replay_incident`: the run an incident belongs to is resubmitted (after moving a Failed
+  environment back to Promoting), whatever stage it failed in.
+
+Each resubmission continues the same flow run, so the release keeps one run, one idempotency key
+and one trace; its persisted stages come back Cached.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+from uuid import UUID
+
+from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterTags
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
+from prefect.states import AwaitingRetry, Cancelled, Cancelling
+
+from delivery.approvals import TIMEOUT_ACTOR, timeout_reason
+from delivery.errors import InvalidInput, NotFound
+from delivery.events import EventName, emit
+from delivery.ledger import Ledger
+from delivery.plan import PlanState, ReleasePlan
+from flows.promotion import load_delivery_config, publish_status
+from tasks.approval import decide
+
+RECOVERY_ACTOR = "system:recovery"
+RELEASE_FLOW = "release"
+EXPIRED_WAIT = "paused and never resumed"  # the message Prefect's server gives an expired suspension
+FINISHED = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
+
+
+def max_resubmissions() -> int:
+    """How many times one crashed release run is resubmitted (``DELIVERY_RECOVERY_ATTEMPTS``, default 3)."""
+    return int(os.environ.get("DELIVERY_RECOVERY_ATTEMPTS", "3"))
+
+
+# --------------------------------------------------------------------------- reading runs and plans
+
+
+def release_of(run: FlowRun) -> str | None:
+    """The release id a flow run belongs to (its ``release:<id>`` tag)."""
+    return next((tag.split(":", 1)[1] for tag in run.tags or [] if tag.startswith("release:")), None)
+
+
+def release_runs(release_id: str) -> list[FlowRun]:
+    """The release's top-level runs of the release flow, newest first."""
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[RELEASE_FLOW])),
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"release:{release_id}"])),
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC,
+        )
+
+
+def latest_plans(ledger: Ledger, release_id: str) -> list[ReleasePlan]:
+    """Per environment, the plan of the release's latest revision, in the order they were planned."""
+    latest: dict[str, ReleasePlan] = {}
+    for plan in ledger.plans(release_id=release_id):
+        if plan.environment not in latest or plan.revision >= latest[plan.environment].revision:
+            latest[plan.environment] = plan
+    return sorted(latest.values(), key=lambda plan: plan.created_at)
+
+
+def _describe(plans: list[ReleasePlan]) -> str:
+    return ", ".join(f"{plan.environment} {plan.state.value}" for plan in plans) or "nothing planned yet"
+
+
+def _the_run(release_id: str) -> FlowRun:
+    runs = release_runs(release_id)
+    if not runs:
+        raise NotFound(f"release {release_id}: no release run found")
+    return runs[0]
+
+
+# --------------------------------------------------------------------------- acting
+
+
+def resubmit(run: FlowRun, *, action: str, actor: str, reason: str, ledger: Ledger,
+             detail: dict[str, Any] | None = None) -> None:
+    """Put a finished release run back on the schedule (``AwaitingRetry``) and write why to the ledger."""
+    release_id = release_of(run) or "unknown"
+    ledger.record_action(release_id, action=action, actor=actor, reason=reason,
+                         detail={"flow_run_id": str(run.id), **(detail or {})})
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run.id, AwaitingRetry(message=f"{action} by {actor}: {reason}"), force=True)
+    get_run_logger().info("release %s: run %s %s by %s (%s)", release_id, run.name, action, actor, reason)
+
+
+def _raise_incident(run: FlowRun, release_id: str, ledger: Ledger, error: str) -> int:
+    request = (run.parameters or {}).get("request") or {}
+    trace_id = request.get("trace_id") if isinstance(request, dict) else None
+    envelope = {"flow": RELEASE_FLOW, "flow_run_id": str(run.id),
+                "deployment_id": str(run.deployment_id) if run.deployment_id else None, "task": None,
+                "attempts": run.run_count, "parameters": run.parameters, "trace_id": trace_id,
+                "error_type": "Crashed", "error": error, "traceback": ""}
+    incident_id = ledger.record_incident(flow=RELEASE_FLOW, error=error, envelope=envelope, release_id=release_id,
+                                         trace_id=trace_id)
+    if trace_id:
+        emit(EventName.INCIDENT_RAISED, release_id=release_id, trace_id=trace_id,
+             payload={"incident_id": incident_id, "task": None, "error": error})
+    return incident_id
+
+
+def expire_approvals(release_id: str, ledger: Ledger) -> list[str]:
+    """Reject, as timed out, the release's plans still waiting for approval; return their environments."""
+    config = load_delivery_config()
+    expired = []
+    for plan in latest_plans(ledger, release_id):
+        if plan.state is PlanState.PENDING_APPROVAL:
+            rules = config.environment(plan.environment).approval
+            decide(plan, PlanState.REJECTED, actor=TIMEOUT_ACTOR, reason=timeout_reason(plan.approvals, rules))
+            expired.append(plan.environment)
+    return expired
+
+
+@flow(name="recover-release", log_prints=True)
+def recover_release(flow_run_id: str) -> str:
+    """Bring a release run that ended abnormally back, or settle it (run by automations).
+
+    Args:
+        flow_run_id: the release run (from the triggering event).
+
+    Returns:
+        What was done, in words.
+    """
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(flow_run_id))
+    release_id = release_of(run)
+    if release_id is None or run.state is None:
+        return f"run {flow_run_id} is not a release run"
+    ledger = Ledger()
+    state = run.state
+    if state.type is StateType.CRASHED:
+        done = [a for a in ledger.actions(release_id=release_id, action="resubmitted")
+                if a["detail"].get("flow_run_id") == str(run.id)]
+        bound = max_resubmissions()
+        if len(done) >= bound:
+            incident = _raise_incident(run, release_id, ledger,
+                                       f"the release run crashed {len(done) + 1} times; resubmitted {len(done)} "
+                                       f"of {bound} allowed times; last: {state.message or 'no message'}")
+            ledger.record_action(release_id, action="recovery-exhausted", actor=RECOVERY_ACTOR,
+                                 reason=f"crashed past the bound of {bound} resubmissions; incident {incident}",
+                                 detail={"flow_run_id": str(run.id), "incident_id": incident})
+            publish_status(release_id, ledger)
+            return f"gave up after {len(done)} resubmissions: incident {incident}"
+        resubmit(run, action="resubmitted", actor=RECOVERY_ACTOR, ledger=ledger,
+                 reason=f"the run crashed ({state.message or 'no message'}); resubmission {len(done) + 1} of {bound}",
+                 detail={"attempt": len(done) + 1})
+        publish_status(release_id, ledger)
+        return f"resubmitted ({len(done) + 1} of {bound})"
+    if state.type is StateType.FAILED and EXPIRED_WAIT in (state.message or ""):
+        expired = expire_approvals(release_id, ledger)
+        publish_status(release_id, ledger)
+        return f"approval timed out in {', '.join(expired) or 'no environment still waiting'}"
+    return f"nothing to do: the run is {state.name}"
+
+
+@flow(name="retry-release", log_prints=True)
+def retry_release(release_id: str, requested_by: str, environment: str | None = None, reason: str = "") -> str:
+    """Retry a release whose environment failed: Failed -> Promoting, then the release run again.
+
+    Args:
+        release_id: the release.
+        requested_by: who asks (audited as the transition's actor).
+        environment: only this environment (default: the one that failed).
+        reason: why, e.g. what was fixed.
+
+    Returns:
+        What was done.
+
+    Raises:
+        InvalidInput: nothing Failed to retry, or the release run has not finished.
+        NotFound: no such release.
+    """
+    ledger = Ledger()
+    plans = latest_plans(ledger, release_id)
+    if not plans and not release_runs(release_id):
+        raise NotFound(f"release {release_id}: no such release")
+    failed = [p for p in plans if p.state is PlanState.FAILED and environment in (None, p.environment)]
+    if not failed:
+        where = f" in {environment}" if environment else ""
+        raise InvalidInput(f"release {release_id}: no Failed environment{where} to retry ({_describe(plans)})")
+    run = _the_run(release_id)
+    if run.state is None or run.state.type not in FINISHED:
+        raise InvalidInput(f"release {release_id}: its run {run.name} is still {run.state_name}; "
+                           "wait for it to end or cancel it first")
+    why = f"retry after fix, asked by {requested_by}" + (f": {reason}" if reason else "")
+    for plan in failed:
+        moved, record = plan.transition(PlanState.PROMOTING, actor=requested_by, reason=why)
+        ledger.save_plan(moved, record)
+    resubmit(run, action="retried", actor=requested_by, ledger=ledger, reason=why,
+             detail={"environments": [p.environment for p in failed]})
+    publish_status(release_id, ledger)
+    return f"retrying {', '.join(p.environment for p in failed)}"
+
+
+@flow(name="cancel-release", log_prints=True)
+def cancel_release(release_id: str, requested_by: str, reason: str = "") -> str:
+    """End a waiting or stuck release: cancel its run, close its open plans.
+
+    Args:
+        release_id: the release.
+        requested_by: who asks (audited).
+        reason: why.
+
+    Returns:
+        What was done.
+
+    Raises:
+        InvalidInput: the release has already ended.
+        NotFound: no such release.
+    """
+    ledger = Ledger()
+    runs = release_runs(release_id)
+    plans = latest_plans(ledger, release_id)
+    if not runs and not plans:
+        raise NotFound(f"release {release_id}: no such release")
+    live = [run for run in runs if run.state is not None and run.state.type not in FINISHED]
+    open_plans = [p for p in plans if p.state in (PlanState.PENDING_APPROVAL, PlanState.APPROVED,
+                                                  PlanState.PROMOTING)]
+    if not live and not open_plans:
+        raise InvalidInput(f"release {release_id}: nothing to cancel: its run ended and its plans are settled "
+                           f"({_describe(plans)})")
+    why = f"cancelled by {requested_by}" + (f": {reason}" if reason else "")
+    with get_client(sync_client=True) as client:
+        for run in live:
+            # a run with a live process is stopped by its worker; one without (suspended, scheduled) at once
+            state = Cancelling(message=why) if run.state.type in (StateType.RUNNING, StateType.PENDING) else \
+                Cancelled(message=why)
+            client.set_flow_run_state(run.id, state, force=True)
+    for plan in open_plans:
+        target = PlanState.FAILED if plan.state is PlanState.PROMOTING else PlanState.REJECTED
+        moved, record = plan.transition(target, actor=requested_by, reason=why)
+        ledger.save_plan(moved, record)
+    ledger.record_action(release_id, action="cancelled", actor=requested_by, reason=why,
+                         detail={"flow_run_ids": [str(run.id) for run in live],
+                                 "plans": [p.plan_id for p in open_plans]})
+    publish_status(release_id, ledger)
+    return f"cancelled: {len(live)} run(s), {len(open_plans)} plan(s) closed"
+
+
+@flow(name="replay-incident", log_prints=True)
+def replay_incident(incident_id: int, requested_by: str) -> str:
+    """Replay an incident: the release run it belongs to runs again from its stored stages.
+
+    A Failed environment goes back to Promoting first. Works for an incident of any stage, and for
+    incidents recorded before releases became a single run (the run is found by the release id).
+
+    Args:
+        incident_id: the incident.
+        requested_by: who asks (audited).
+
+    Returns:
+        What was done.
+
+    Raises:
+        NotFound: no such incident, or its release has no run.
+        InvalidInput: the incident was already replayed, or its release run has not ended.
+    """
+    ledger = Ledger()
+    incident = ledger.incident(incident_id)
+    if incident["status"] == "replayed":
+        raise InvalidInput(f"incident {incident_id} was already replayed")
+    release_id = incident["release_id"]
+    if not release_id:
+        raise InvalidInput(f"incident {incident_id} names no release to replay")
+    run = _the_run(release_id)
+    if run.state is None or run.state.type not in FINISHED:
+        raise InvalidInput(f"incident {incident_id}: release run {run.name} is {run.state_name}; "
+                           "it is already running or waiting")
+    if run.state.type is StateType.COMPLETED:
+        raise InvalidInput(f"incident {incident_id}: release {release_id} has completed since; nothing to replay")
+    why = f"replay of incident {incident_id} ({incident['task'] or incident['flow']}: {incident['error'][:200]})"
+    for plan in latest_plans(ledger, release_id):
+        if plan.state is PlanState.FAILED:
+            moved, record = plan.transition(PlanState.PROMOTING, actor=requested_by, reason=why)
+            ledger.save_plan(moved, record)
+    resubmit(run, action="replayed", actor=requested_by, ledger=ledger, reason=why,
+             detail={"incident_id": incident_id})
+    ledger.set_incident_status(incident_id, "replayed")
+    publish_status(release_id, ledger)
+    return f"replaying incident {incident_id} in run {run.name}"
+
+
+__all__ = [
+    "RECOVERY_ACTOR",
+    "cancel_release",
+    "expire_approvals",
+    "latest_plans",
+    "recover_release",
+    "release_of",
+    "release_runs",
+    "replay_incident",
+    "resubmit",
+    "retry_release",
+]
