@@ -4,7 +4,9 @@
   layer (a reproducible tar.gz of the build context under the image's work directory), an OCI
   image config and an OCI manifest, pushed blob by blob over the distribution API
   (``POST .../blobs/uploads/`` then ``PUT <Location>?digest=``), the manifest last. The same files
-  give the same digest; later stages deploy by digest.
+  give the same digest; later stages deploy by digest. The publish step runs outside Prefect, where
+  no task retry would follow, so it retries a transient registry failure itself (network, 429,
+  5xx: :func:`push_with_retries`) instead of failing the build on it.
 - Packages: a wheel is copied atomically into a directory feed; the same bytes again are a no-op,
   different bytes under a published version are refused, as real feeds do.
 
@@ -24,10 +26,12 @@ import hashlib
 import io
 import json
 import os
+import random
 import sys
 import tarfile
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urljoin
@@ -41,6 +45,7 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 PUBLISHED_MARKER = "##delivery[published]"
+PUSH_ATTEMPTS = 4
 _SKIP_NAMES = {"__pycache__", ".pytest_cache", ".git", ".mypy_cache", ".ruff_cache"}
 _SKIP_SUFFIXES = (".pyc", ".pyo", ".egg-info")
 
@@ -207,6 +212,50 @@ def push_image(client: httpx.Client, image: ImageBlobs, *, url: str, repository:
     return PublishedImage(repository=f"{registry_host(url)}/{repository}", tag=tag, digest=image.digest)
 
 
+def push_with_retries(
+    client: httpx.Client,
+    image: ImageBlobs,
+    *,
+    url: str,
+    repository: str,
+    tag: str,
+    attempts: int = PUSH_ATTEMPTS,
+    backoff_seconds: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[int, TransientError, float], None] | None = None,
+) -> PublishedImage:
+    """:func:`push_image`, tried again after a transient failure (network, 429, 5xx).
+
+    The whole push is repeated: blobs the registry already holds are skipped, an abandoned upload
+    is never completed, and the manifest PUT is idempotent, so a retry publishes one image.
+
+    Args:
+        client, image, url, repository, tag: as for :func:`push_image`.
+        attempts: tries in all.
+        backoff_seconds: the first wait, doubled each time with up to 50% jitter; default
+            ``DELIVERY_RETRY_BACKOFF_SECONDS`` (the product's retry base, 1 s unless set).
+        sleep: how to wait.
+        on_retry: told (attempt, error, delay) before each wait, e.g. to log it.
+
+    Raises:
+        TransientError: still failing after ``attempts`` tries.
+        PermanentError, AuthenticationError: at once, never retried.
+    """
+    base = backoff_seconds if backoff_seconds is not None else float(
+        os.environ.get("DELIVERY_RETRY_BACKOFF_SECONDS", "1"))
+    for attempt in range(1, attempts + 1):
+        try:
+            return push_image(client, image, url=url, repository=repository, tag=tag)
+        except TransientError as exc:
+            if attempt >= attempts:
+                raise
+            delay = base * 2 ** (attempt - 1) * (1 + random.uniform(0, 0.5))
+            if on_retry is not None:
+                on_retry(attempt, exc, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def _push_blob(client: httpx.Client, url: str, repository: str, data: bytes) -> None:
     digest = _digest(data)
     head = registry_call(client, "HEAD", f"/v2/{repository}/blobs/{digest}", what=f"check blob {digest}",
@@ -337,9 +386,14 @@ def _publish_image(args: argparse.Namespace) -> None:
     # credentials come as secret pipeline variables, never as arguments (which logs would show)
     with registry_client(args.registry, username=os.environ.get("IMAGE_REGISTRY_USERNAME") or None,
                          password=os.environ.get("IMAGE_REGISTRY_PASSWORD")) as client:
-        published = push_image(client, image, url=args.registry, repository=spec.repository, tag=args.tag)
+        published = push_with_retries(client, image, url=args.registry, repository=spec.repository, tag=args.tag,
+                                      on_retry=_warn_retry)
     print(f"pushed {published.reference} (tag {published.tag})")
     _announce("image", published)
+
+
+def _warn_retry(attempt: int, error: TransientError, delay: float) -> None:
+    print(f"##[warning] attempt {attempt} failed: {error}; trying again in {delay:.1f}s", flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

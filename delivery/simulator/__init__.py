@@ -8,13 +8,19 @@ subresource, ``generation``, ``resourceVersion`` preconditions, ``dryRun=All`` a
 kubelet loop rolls Deployments out after ``ready_delay`` seconds, or never when the pod template
 carries ``FAIL_ANNOTATION: "true"`` (then the progress deadline is missed).
 
+Faults for tests of retries: ``sim.inject_fault("PATCH", "/namespaces/shop-dev/deployments/", 409)``
+answers the next matching request (method, regular expression on the path) with that status as a
+Kubernetes ``Status``, ``times`` times (default once), without touching the store; ``sim.faults``
+lists them with how often each fired, ``sim.clear_faults()`` disarms them (see ``faults.py``).
+
 Not simulated: pods, ReplicaSets, finalizers and graceful deletion, admission, RBAC/authentication
 (any token is accepted), TLS, OpenAPI documents, aggregated discovery, protobuf, watch bookmarks.
 
 It imports nothing else of the product.
 """
 
+from .faults import Fault
 from .kubelet import FAIL_ANNOTATION
 from .simulator import KubernetesSimulator
 
-__all__ = ["FAIL_ANNOTATION", "KubernetesSimulator"]
+__all__ = ["FAIL_ANNOTATION", "Fault", "KubernetesSimulator"]

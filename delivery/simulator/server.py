@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from . import resources
+from .faults import Faults
 from .resources import BY_PATH, ResourceType
 from .selectors import SelectorError, exact_field, field_selector, label_selector
 from .status import ApiError, bad_request
@@ -37,9 +38,10 @@ class SimulatorServer(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 128  # the default backlog of 5 turns bursts of new connections into 1 s SYN retries
 
-    def __init__(self, address: tuple[str, int], store: Store):
+    def __init__(self, address: tuple[str, int], store: Store, faults: Faults | None = None):
         super().__init__(address, _Handler)
         self.store = store
+        self.faults = faults if faults is not None else Faults()
         self.stopping = threading.Event()
         self._count_lock = threading.Lock()
         self.request_count = 0
@@ -105,6 +107,9 @@ class _Handler(BaseHTTPRequestHandler):
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         try:
             raw = self._read_body()
+            injected = self.server.faults.take(method, url.path)
+            if injected is not None:
+                raise injected
             code, body = self._dispatch(method, url.path, query, raw)
         except ApiError as exc:
             code, body = exc.code, exc.status()

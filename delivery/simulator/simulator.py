@@ -8,6 +8,7 @@ from types import TracebackType
 
 import yaml
 
+from .faults import Fault, Faults
 from .kubelet import Kubelet
 from .server import SimulatorServer
 from .store import Store
@@ -28,6 +29,7 @@ class KubernetesSimulator:
         self._address = (host, port)
         self.store = Store()
         self.kubelet = Kubelet(self.store, ready_delay=ready_delay) if kubelet else None
+        self._faults = Faults()
         self._server: SimulatorServer | None = None
         self._thread: threading.Thread | None = None
         self._earlier_requests = 0
@@ -47,7 +49,7 @@ class KubernetesSimulator:
         """
         if self._server is not None:
             return self.url
-        self._server = SimulatorServer(self._address, self.store)
+        self._server = SimulatorServer(self._address, self.store, self._faults)
         self._address = self._server.server_address[:2]
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="simulator-http", daemon=True
@@ -90,6 +92,31 @@ class KubernetesSimulator:
         self._earlier_requests = 0
         if self._server is not None:
             self._server.reset_request_count()
+
+    def inject_fault(self, method: str, path: str, status: int, *, times: int = 1, message: str = "") -> Fault:
+        """Answer the next ``times`` requests matching ``method`` and ``path`` with ``status`` (tests of retries).
+
+        Args:
+            method: the HTTP method, e.g. ``PATCH`` (server-side apply and every patch).
+            path: a regular expression searched in the request path (query excluded), e.g.
+                ``/namespaces/shop-dev/deployments/``.
+            status: the error to answer, e.g. 409 or 503; the body is a Kubernetes ``Status``.
+            times: how many matching requests fail before the fault is spent.
+            message: the Status message (default: the API server's usual text for the code).
+
+        Returns:
+            The fault; its ``fired`` attribute counts the requests it answered.
+        """
+        return self._faults.add(method, path, status, times=times, message=message)
+
+    @property
+    def faults(self) -> list[Fault]:
+        """Every fault injected since the simulator was created (or the last :meth:`clear_faults`)."""
+        return self._faults.all()
+
+    def clear_faults(self) -> None:
+        """Disarm every injected fault."""
+        self._faults.clear()
 
     def kubeconfig(self, *, context: str = "simulator", namespace: str = "default") -> str:
         """Kubeconfig YAML pointing at this simulator (the token is accepted but not checked)."""

@@ -101,3 +101,32 @@ def test_the_local_registry_stops_by_pid_and_keeps_its_images_across_restarts(tm
         os.kill(first.pid, 0)
     with start_registry(tmp_path / "reg") as second:
         assert OciImageRegistry(url=second.url).resolve("keep", "t") == image.digest
+
+
+def test_the_publish_step_retries_a_transient_registry_failure_and_not_a_permanent_one(tmp_path, registry):
+    from blocks.publishing import push_with_retries, registry_client
+
+    image = build_image(context(tmp_path), command=["true"])
+    upstream = httpx.HTTPTransport()
+    seen: list[tuple[str, int]] = []
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        # The first manifest PUT meets a 503 from "the load balancer"; everything else reaches the registry.
+        if request.method == "PUT" and "/manifests/" in request.url.path and not seen:
+            seen.append((request.method, 503))
+            return httpx.Response(503, text="upstream busy")
+        return upstream.handle_request(request)
+
+    retries: list[tuple[int, str]] = []
+    with registry_client(registry.url, transport=httpx.MockTransport(flaky)) as client:
+        published = push_with_retries(client, image, url=registry.url, repository="retried", tag="t",
+                                      sleep=lambda _s: None, on_retry=lambda n, e, _d: retries.append((n, str(e))))
+    assert published.digest == image.digest and seen == [("PUT", 503)]
+    assert [n for n, _ in retries] == [1] and "503" in retries[0][1]
+    assert OciImageRegistry(url=registry.url).resolve("retried", "t") == image.digest
+
+    calls: list[int] = []
+    with registry_client("http://registry.invalid", transport=httpx.MockTransport(
+            lambda r: calls.append(1) or httpx.Response(401))) as client, pytest.raises(AuthenticationError):
+        push_with_retries(client, image, url="http://registry.invalid", repository="x", tag="t", sleep=lambda _s: None)
+    assert len(calls) == 1  # refused credentials are never retried
