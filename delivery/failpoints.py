@@ -5,8 +5,9 @@ A test arms failpoints by writing their names, one per line, to the file named b
 when the name is armed it is disarmed first (written back before anything dies, so the resumed
 run passes), then the process is killed with SIGKILL, as a host crash would. A name is a stage of
 :mod:`delivery.stages` (hit after the stage's outside effect, before its result is persisted),
-optionally with a suffix ``:worker`` to kill the parent worker too, so that only heartbeats can
-tell the run died.
+optionally with a suffix: ``:worker`` kills the parent worker too, so that only heartbeats can
+tell the run died; ``:transient`` raises a :class:`~delivery.errors.TransientError` instead of
+killing anything (arm it once more than the stage's retries to exhaust them and raise an incident).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from pathlib import Path
 
 SETTING = "DELIVERY_FAILPOINTS_FILE"
 WITH_WORKER = ":worker"
+TRANSIENT = ":transient"
+SUFFIXES = (WITH_WORKER, TRANSIENT)
 
 
 def _file() -> Path | None:
@@ -30,7 +33,7 @@ def arm(path: Path, *names: str) -> None:
     from delivery.stages import stage_named
 
     for name in names:
-        stage_named(name.removesuffix(WITH_WORKER))
+        stage_named(_stage(name))
     with path.open("a") as handle:
         handle.writelines(f"{name}\n" for name in names)
 
@@ -40,13 +43,19 @@ def armed(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+def _stage(entry: str) -> str:
+    for suffix in SUFFIXES:
+        entry = entry.removesuffix(suffix)
+    return entry
+
+
 def _take(path: Path, name: str) -> str | None:
     """Disarm the first armed entry for ``name``; return it (with its suffix) or None."""
     with path.open("r+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         lines = [line.strip() for line in handle.read().splitlines() if line.strip()]
         for index, line in enumerate(lines):
-            if line.removesuffix(WITH_WORKER) == name:
+            if _stage(line) == name:
                 del lines[index]
                 handle.seek(0)
                 handle.truncate()
@@ -65,9 +74,13 @@ def hit(name: str) -> None:
     taken = _take(path, name)
     if taken is None:
         return
+    if taken.endswith(TRANSIENT):
+        from delivery.errors import TransientError
+
+        raise TransientError(f"failpoint {taken}: an injected transient fault")
     if taken.endswith(WITH_WORKER):
         os.kill(os.getppid(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-__all__ = ["SETTING", "WITH_WORKER", "arm", "armed", "hit"]
+__all__ = ["SETTING", "TRANSIENT", "WITH_WORKER", "arm", "armed", "hit"]

@@ -458,13 +458,14 @@ class DeliveryClient:
                 RunStatus(
                     flow_run_id=str(r["id"]), name=r.get("name") or "",
                     state=((r.get("state") or {}).get("name") or (r.get("state_type") or "?")),
-                    environment=_tag_value(r.get("tags") or [], "environment:"),
+                    environment=_waiting_environment(
+                        ((r.get("state") or {}).get("state_details") or {}).get("pause_key")),
                 )
                 for r in runs
             ],
             waiting_for_approval=sorted(
-                {_tag_value(r.get("tags") or [], "environment:") or "?" for r in runs
-                 if (r.get("state") or {}).get("type") == "PAUSED"}
+                {_waiting_environment(((r.get("state") or {}).get("state_details") or {}).get("pause_key")) or "?"
+                 for r in runs if (r.get("state") or {}).get("type") == "PAUSED"}
             ),
         )
 

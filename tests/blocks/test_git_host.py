@@ -115,7 +115,7 @@ def test_two_writers_at_once_the_loser_is_retried_and_nothing_is_lost(host, monk
 
     monkeypatch.setattr(git_local, "push", racing_push)
 
-    @stage("write_files")
+    @stage("create_commit")  # the stage policy (retry on a lost race) of a registered stage
     def write_files(git_host: LocalGitHost, path: str) -> str:
         return git_host.commit_files("shop", branch="release/rel-1", files={path: path.encode()},
                                      message=f"write {path}", trailers=()).sha
