@@ -1,7 +1,9 @@
 """The release flow: one flow run per release, its tasks the delivery stages.
 
 Stages 1-4 here (commit, pull request, checks, merge); the build (flows/build.py, stages 5-7)
-and the promotion path (flows/promotion.py, stages 8-14 per environment) follow the merge.
+and the promotion path (flows/promotion.py, stages 8-14 per environment) follow the merge, as
+plain functions inside this one run: it is the run that suspends for approvals and that recovery
+resubmits after a crash, and running it again skips every stage whose result is stored.
 Everything a release can be refused for is checked before the first write.
 """
 

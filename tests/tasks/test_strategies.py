@@ -221,5 +221,5 @@ def test_the_same_release_retried_after_a_rollback_deploys_again_and_a_rerun_is_
 
     rerun = deploy(env, RollingStrategy(), image=IMAGE_V1, **ids)
     assert rerun.healthy and rerun.git_revision == fixed.git_revision == env.repo.head()
-    assert not rerun.phases[0].committed  # the sync and gate of that revision are resumed from their results
+    assert rerun.phases == fixed.phases  # every stage of that attempt is resumed from its stored result
     assert {key: obj["metadata"]["resourceVersion"] for key, obj in env.live_by_name().items()} == versions
