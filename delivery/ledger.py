@@ -230,6 +230,14 @@ class Ledger:
         with self.engine.connect() as conn:
             return [ReleasePlan.model_validate(_loads(b)) for b in conn.execute(query).scalars()]
 
+    def latest_plans(self, release_id: str) -> list[ReleasePlan]:
+        """Per environment, the plan of the release's latest revision, in the order they were planned."""
+        latest: dict[str, ReleasePlan] = {}
+        for plan in self.plans(release_id=release_id):
+            if plan.environment not in latest or plan.revision >= latest[plan.environment].revision:
+                latest[plan.environment] = plan
+        return sorted(latest.values(), key=lambda plan: plan.created_at)
+
     def transitions(self, plan_id: str | None = None, *, release_id: str | None = None) -> list[Transition]:
         """List recorded transitions in the order they happened."""
         query = select(transitions_table).order_by(transitions_table.c.id)

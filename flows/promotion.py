@@ -329,16 +329,12 @@ def render_status(release_id: str, ledger: Ledger) -> str:
     Per environment the latest revision's plan: state, attempt, approvers, when it started and
     last moved, the last reason; then the operations done to the release from outside its run.
     """
-    plans = ledger.plans(release_id=release_id)
-    latest: dict[str, ReleasePlan] = {}
-    for plan in plans:
-        if plan.environment not in latest or plan.revision >= latest[plan.environment].revision:
-            latest[plan.environment] = plan
+    plans = ledger.latest_plans(release_id)
     trace = plans[0].trace_id if plans else "-"
     lines = [f"# Release `{release_id}`", "", f"Trace: `{trace}`", "",
              "| environment | state | revision | attempt | approvers | started | last change | reason |",
              "|---|---|---|---|---|---|---|---|"]
-    for plan in sorted(latest.values(), key=lambda p: p.created_at):
+    for plan in plans:
         history = ledger.transitions(plan.plan_id)
         reason = history[-1].reason if history else ""
         lines.append(f"| {plan.environment} | {plan.state.value} | {plan.revision} | {plan.attempt} | "

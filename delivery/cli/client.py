@@ -435,15 +435,11 @@ class DeliveryClient:
         from delivery.approvals import counted_approvers
         from delivery.ledger import Ledger
 
-        plans = Ledger(ledger_url).plans(release_id=release_id)
+        plans = Ledger(ledger_url).latest_plans(release_id)
         runs = self.release_runs(release_id)
         trace_id = plans[0].trace_id if plans else None
         for run in runs:
             trace_id = trace_id or _tag_value(run.get("tags") or [], "trace:")
-        latest: dict[str, Any] = {}
-        for plan in plans:
-            if plan.environment not in latest or plan.revision >= latest[plan.environment].revision:
-                latest[plan.environment] = plan
         return ReleaseStatus(
             release_id=release_id,
             trace_id=trace_id,
@@ -452,7 +448,7 @@ class DeliveryClient:
                     environment=p.environment, revision=p.revision, state=p.state, planned_by=p.planned_by,
                     approvers=counted_approvers(p.approvals), updated_at=p.updated_at,
                 )
-                for p in latest.values()
+                for p in plans
             ],
             runs=[
                 RunStatus(
@@ -528,20 +524,6 @@ class DeliveryClient:
             raise _operation_error(deployment, state.get("message") or state.get("name") or "failed")
         return Operation(deployment=deployment, flow_run_id=str(run["id"]), flow_run_name=final.get("name") or "",
                          state=str(state.get("name")))
-
-    # ------------------------------------------------------------------ incidents
-
-    def flow_deployment_id(self, flow_name: str) -> str:
-        """The id of the (first) deployment of the flow called ``flow_name``.
-
-        Raises:
-            NotFound: the flow has no deployment on this server.
-        """
-        body = {"flows": {"name": {"any_": [flow_name]}}, "limit": 1}
-        found = self._request("POST", "/deployments/filter", json=body).json()
-        if not found:
-            raise NotFound(f"flow {flow_name!r} has no deployment on {self.api_url}")
-        return str(found[0]["id"])
 
     def create_flow_run(
         self,
