@@ -41,6 +41,7 @@ from delivery.ledger import Ledger
 from delivery.plan import PlanState, ReleasePlan
 from flows.promotion import load_delivery_config, publish_status
 from tasks.approval import decide
+from tasks.incidents import publish_incidents, refresh_incident_views
 
 RECOVERY_ACTOR = "system:recovery"
 RELEASE_FLOW = "release"
@@ -117,6 +118,7 @@ def _raise_incident(run: FlowRun, release_id: str, ledger: Ledger, error: str) -
     if trace_id:
         emit(EventName.INCIDENT_RAISED, release_id=release_id, trace_id=trace_id,
              payload={"incident_id": incident_id, "task": None, "error": error})
+    publish_incidents(ledger)
     return incident_id
 
 
@@ -297,12 +299,55 @@ def replay_incident(incident_id: int, requested_by: str) -> str:
     resubmit(run, action="replayed", actor=requested_by, ledger=ledger, reason=why,
              detail={"incident_id": incident_id})
     ledger.set_incident_status(incident_id, "replayed")
-    publish_status(release_id, ledger)
+    refresh_incident_views(release_id, ledger)
     return f"replaying incident {incident_id} in run {run.name}"
+
+
+ACKNOWLEDGEABLE = "open"
+
+
+@flow(name="acknowledge-incident", log_prints=True)
+def acknowledge_incident(incident_id: int, requested_by: str, comment: str = "") -> str:
+    """Acknowledge an incident: someone owns it and it will not be replayed as it is.
+
+    The incident becomes ``acknowledged`` and the ledger keeps an ``acknowledged`` action on its
+    release with the actor and the comment; the incidents artifact and the release's status are
+    refreshed. An acknowledged incident can still be replayed later.
+
+    Args:
+        incident_id: the incident.
+        requested_by: who acknowledges (audited).
+        comment: why, or what is being done about it.
+
+    Returns:
+        What was done.
+
+    Raises:
+        NotFound: no such incident.
+        InvalidInput: no identity given, or the incident is not open (already acknowledged or replayed).
+    """
+    if not requested_by.strip():
+        raise InvalidInput("requested_by: give the identity acknowledging the incident (e.g. user:alice)")
+    ledger = Ledger()
+    incident = ledger.incident(incident_id)
+    if incident["status"] != ACKNOWLEDGEABLE:
+        raise InvalidInput(f"incident {incident_id} was already {incident['status']}; only an open incident "
+                           "can be acknowledged")
+    release_id = incident["release_id"]
+    stage = incident["task"] or incident["flow"]
+    reason = f"incident {incident_id} ({stage}) acknowledged by {requested_by}" + (f": {comment}" if comment else "")
+    ledger.set_incident_status(incident_id, "acknowledged")
+    # operations are kept per release; an incident outside any release is kept under "-"
+    ledger.record_action(release_id or "-", action="acknowledged", actor=requested_by, reason=reason,
+                         detail={"incident_id": incident_id, "stage": stage, "comment": comment})
+    refresh_incident_views(release_id, ledger)
+    get_run_logger().info(reason)
+    return reason
 
 
 __all__ = [
     "RECOVERY_ACTOR",
+    "acknowledge_incident",
     "cancel_release",
     "expire_approvals",
     "latest_plans",

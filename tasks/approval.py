@@ -27,6 +27,7 @@ or a resume writes nothing twice.
 from __future__ import annotations
 
 import math
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,12 +51,13 @@ from delivery.approvals import (
     timeout_reason,
 )
 from delivery.config import ApprovalRules, EnvironmentConfig
+from delivery.errors import DeliveryError, is_retryable
 from delivery.events import EventName, emit
 from delivery.ledger import Ledger
 from delivery.models import Approval, utcnow
 from delivery.plan import PlanState, ReleasePlan
 from delivery.policy import PolicyResult, evaluate_policies, policy_context
-from tasks.stage import RESULTS_VERSION
+from tasks.stage import BACKOFF_FACTOR, DEFAULT_RETRIES, RESULTS_VERSION, raise_incident
 
 POLL_INTERVAL_SECONDS = 2
 
@@ -238,9 +240,24 @@ def request_approval(plan: ReleasePlan, settings: EnvironmentConfig) -> ReleaseP
         The plan as the ledger now holds it: Approved or Rejected (or further along when an
         earlier run of this release already decided).
     """
-    decided = _approve(plan, settings)
-    failpoints.hit("request_approval")
-    return decided
+    # Stage 9 runs in flow code (only a flow can wait), so it gets the stage tasks' policy here: a
+    # TransientError is retried with the same backoff (re-entry is idempotent: the plan is read from
+    # the ledger first); one still failing after the retries, or an unexpected error, raises an incident.
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            decided = _approve(plan, settings)
+            failpoints.hit("request_approval")
+            return decided
+        except Exception as error:
+            if is_retryable(error) and attempts <= DEFAULT_RETRIES:
+                time.sleep(BACKOFF_FACTOR * 2 ** (attempts - 1))
+                continue
+            if is_retryable(error) or not isinstance(error, DeliveryError):
+                raise_incident("request_approval", error, attempts=attempts,
+                               parameters={"plan": plan, "environment": plan.environment})
+            raise
 
 
 def _approve(plan: ReleasePlan, settings: EnvironmentConfig) -> ReleasePlan:

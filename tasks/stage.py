@@ -96,10 +96,31 @@ def record_incident(task_obj: Any, task_run: Any, state: Any) -> None:
         return
     if isinstance(error, DeliveryError) and not error.retryable:
         return  # a permanent outcome (policy, failed check, bad input) is a result, not an incident
+    parameters = dict(task_run.parameters or {}) if hasattr(task_run, "parameters") else {}
+    raise_incident(task_obj.name, error, attempts=task_run.run_count, task_run_id=str(task_run.id),
+                   parameters=parameters)
+
+
+def raise_incident(stage_name: str, error: BaseException, *, attempts: int, task_run_id: str | None = None,
+                   parameters: dict[str, Any] | None = None) -> int:
+    """Record an incident for a stage that gave up, emit ``IncidentRaised``, refresh the views; return its id.
+
+    The stage task's failure hook calls it, and so does stage 9, which runs in flow code. The
+    envelope holds the flow run's parameters (what a replay needs), the ids and the traceback.
+
+    Args:
+        stage_name: the stage (a task name, or ``request_approval``).
+        error: what it failed with.
+        attempts: how many times it ran.
+        task_run_id: the failed task run, when the stage is a task.
+        parameters: the stage's own parameters, used when no flow run context holds any.
+    """
     from prefect.context import FlowRunContext
 
+    from tasks.incidents import refresh_incident_views
+
     flow_ctx = FlowRunContext.get()
-    parameters = dict(task_run.parameters or {}) if hasattr(task_run, "parameters") else {}
+    parameters = dict(parameters or {})
     if flow_ctx is not None and flow_ctx.parameters:
         parameters = flow_ctx.parameters
     release_id, _, _, trace_id = _ids(parameters)
@@ -109,18 +130,19 @@ def record_incident(task_obj: Any, task_run: Any, state: Any) -> None:
         "deployment_id": str(flow_ctx.flow_run.deployment_id)
         if flow_ctx and flow_ctx.flow_run and flow_ctx.flow_run.deployment_id
         else None,
-        "task": task_obj.name,
-        "task_run_id": str(task_run.id),
-        "attempts": task_run.run_count,
+        "task": stage_name,
+        "task_run_id": task_run_id,
+        "attempts": attempts,
         "parameters": _jsonable(parameters),
         "trace_id": trace_id,
         "error_type": type(error).__name__,
         "error": str(error),
         "traceback": "".join(traceback.format_exception(error)),
     }
-    incident_id = Ledger().record_incident(
+    ledger = Ledger()
+    incident_id = ledger.record_incident(
         flow=envelope["flow"] or "unknown",
-        task=task_obj.name,
+        task=stage_name,
         error=f"{type(error).__name__}: {error}",
         envelope=envelope,
         release_id=release_id,
@@ -131,8 +153,10 @@ def record_incident(task_obj: Any, task_run: Any, state: Any) -> None:
             EventName.INCIDENT_RAISED,
             release_id=release_id,
             trace_id=trace_id,
-            payload={"incident_id": incident_id, "task": task_obj.name, "error": envelope["error"]},
+            payload={"incident_id": incident_id, "task": stage_name, "error": envelope["error"]},
         )
+    refresh_incident_views(release_id, ledger)
+    return incident_id
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,9 +1,13 @@
-"""``delivery incidents list|show|replay``: what exhausted its retries, and running it again.
+"""``delivery incidents list|show|replay|ack``: what exhausted its retries, and closing the loop.
 
 An incident is recorded by the stage failure hook (tasks/stage.py) with the whole envelope:
-flow, task, parameters, trace, attempts, error and traceback. Replay starts a new run of the
-same flow's deployment with the same parameters through the Prefect API; the idempotency key
-``incident-<id>`` makes a repeated replay return the same run.
+flow, task, parameters, trace, attempts, error and traceback. ``replay`` and ``ack`` run the
+operations ``replay-incident`` and ``acknowledge-incident`` (flows/recovery.py) through the Prefect
+API, as an agent would, and wait for their verdict: a replay resubmits the release run the
+incident belongs to (a Failed environment goes back to Promoting first) and it continues from its
+stored stages; an acknowledgement marks the incident as owned. Both are written to the ledger with
+the actor who asked. Agents read incidents without the ledger from the ``delivery-incidents``
+artifact (tasks/incidents.py).
 """
 
 from __future__ import annotations
@@ -15,61 +19,33 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from delivery.cli.client import DeliveryClient
+from delivery.cli.client import DeliveryClient, Operation
 from delivery.errors import DeliveryError, InvalidInput
 from delivery.ledger import Ledger
-from delivery.models import Model
 
-incidents_app = typer.Typer(help="List, show and replay incidents.", no_args_is_help=True)
+incidents_app = typer.Typer(help="List, show, replay and acknowledge incidents.", no_args_is_help=True)
 console = Console()
 
 JsonOption = typer.Option(False, "--json", help="Print one JSON document (for agents).")
 ApiOption = typer.Option(None, "--api-url", envvar="PREFECT_API_URL", help="The Prefect API (…/api).")
+ActorOption = typer.Option(None, "--as", envvar="DELIVERY_IDENTITY", help="Your identity (audited).")
+
+REPLAY_DEPLOYMENT = "replay-incident/replay-incident"
+ACKNOWLEDGE_DEPLOYMENT = "acknowledge-incident/acknowledge-incident"
 
 
-class ReplayedIncident(Model):
-    incident_id: int
-    flow: str
-    deployment_id: str
-    flow_run_id: str
-    created: bool
-
-
-def replay_incident(client: DeliveryClient, ledger: Ledger, incident_id: int) -> ReplayedIncident:
-    """Start a new run of what an incident preserved.
-
-    Args:
-        client: the Prefect API client.
-        ledger: where the incident is kept.
-        incident_id: the incident to replay.
-
-    Returns:
-        The run started (or found, for a repeated replay).
+def run_incident_operation(deployment: str, incident_id: int, actor: str | None, api_url: str | None,
+                           **parameters: Any) -> Operation:
+    """Run an incident operation's deployment as ``actor`` and wait for its verdict.
 
     Raises:
-        NotFound: no such incident, or its flow has no deployment.
-        InvalidInput: the envelope holds no parameters to replay.
+        InvalidInput: no identity given, or the operation refused (already replayed, acknowledged...).
+        NotFound: no such incident.
     """
-    incident = ledger.incident(incident_id)
-    envelope: dict[str, Any] = incident["envelope"]
-    parameters = envelope.get("parameters")
-    if not isinstance(parameters, dict):
-        raise InvalidInput(f"incident {incident_id}: its envelope holds no flow parameters to replay")
-    deployment_id = envelope.get("deployment_id") or client.flow_deployment_id(incident["flow"])
-    tags = [f"replay:incident-{incident_id}"]
-    if incident.get("release_id"):
-        tags.append(f"release:{incident['release_id']}")
-    if incident.get("trace_id"):
-        tags.append(f"trace:{incident['trace_id']}")
-    run = client.create_flow_run(
-        deployment_id, parameters=parameters, idempotency_key=f"incident-{incident_id}", tags=tags
-    )
-    created = incident["status"] != "replayed"
-    ledger.set_incident_status(incident_id, "replayed")
-    return ReplayedIncident(
-        incident_id=incident_id, flow=incident["flow"], deployment_id=str(deployment_id),
-        flow_run_id=str(run["id"]), created=created,
-    )
+    if not actor or not actor.strip():
+        raise InvalidInput("--as: give your identity (e.g. user:alice), or set DELIVERY_IDENTITY")
+    with DeliveryClient(api_url) as client:
+        return client.run_operation(deployment, {"incident_id": incident_id, "requested_by": actor, **parameters})
 
 
 def _summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -90,7 +66,7 @@ def _fail(exc: Exception, as_json: bool) -> None:
 
 @incidents_app.command("list")
 def list_incidents(
-    status: str = typer.Option(None, "--status", help="Only incidents in this status (open, replayed)."),
+    status: str = typer.Option(None, "--status", help="Only incidents in this status (open, acknowledged, replayed)."),
     as_json: bool = JsonOption,
 ) -> None:
     """List incidents, newest first."""
@@ -121,15 +97,37 @@ def show_incident(incident_id: int, as_json: bool = JsonOption) -> None:
 
 
 @incidents_app.command("replay")
-def replay(incident_id: int, api_url: str = ApiOption, as_json: bool = JsonOption) -> None:
-    """Run again, through the Prefect API, what an incident preserved."""
+def replay(
+    incident_id: int,
+    actor: str | None = ActorOption,
+    api_url: str | None = ApiOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Replay an incident: its release run continues from its stored stages (through the Prefect API)."""
+    _operate(REPLAY_DEPLOYMENT, incident_id, actor, api_url, as_json, f"incident {incident_id} replayed")
+
+
+@incidents_app.command("ack")
+def acknowledge(
+    incident_id: int,
+    actor: str | None = ActorOption,
+    comment: str = typer.Option("", "--comment", "-m", help="Why, or what is being done about it."),
+    api_url: str | None = ApiOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Acknowledge an open incident: you own it; it stays unreplayed (it can still be replayed later)."""
+    _operate(ACKNOWLEDGE_DEPLOYMENT, incident_id, actor, api_url, as_json, f"incident {incident_id} acknowledged",
+             comment=comment)
+
+
+def _operate(deployment: str, incident_id: int, actor: str | None, api_url: str | None, as_json: bool, done: str,
+             **parameters: Any) -> None:
     try:
-        with DeliveryClient(api_url) as client:
-            result = replay_incident(client, Ledger(), incident_id)
+        operation = run_incident_operation(deployment, incident_id, actor, api_url, **parameters)
     except DeliveryError as exc:
         _fail(exc, as_json)
         return
     if as_json:
-        typer.echo(result.model_dump_json())
+        typer.echo(json.dumps({"incident_id": incident_id, **operation.model_dump(mode="json")}))
     else:
-        console.print(f"incident {incident_id} replayed as flow run {result.flow_run_id} ({result.flow})")
+        console.print(f"{done} (run {operation.flow_run_name}: {operation.state})")

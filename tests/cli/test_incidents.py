@@ -1,4 +1,7 @@
-"""Incidents: exhausted retries keep the full envelope; replay starts the same work again."""
+"""Incidents: exhausted retries keep the full envelope, published for agents; acknowledgements are audited.
+
+Replay of every stage to a finished release is proven on a real stack in tests/faults/test_incidents.py.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +14,14 @@ from prefect import flow
 from typer.testing import CliRunner
 
 from delivery.cli.main import app
-from delivery.errors import PolicyViolation, TransientError
+from delivery.errors import InvalidInput, NotFound, PolicyViolation, TransientError
 from delivery.models import Artifact, ReleaseRequest
 from tasks.stage import DEFAULT_RETRIES, stage
 
 runner = CliRunner()
 
 
-@stage("push_somewhere")
+@stage("create_commit")  # a registered stage: the probe stands in for stage 1
 def push_somewhere(request: ReleaseRequest, *, fail_with: str) -> str:
     if fail_with == "transient":
         raise TransientError("the remote answered 503")
@@ -54,14 +57,26 @@ def _trace_events(api_url: str, trace_id: str, name: str, *, timeout: float = 30
         time.sleep(0.5)
 
 
-def test_exhausted_retries_record_an_incident_that_replays(prefect_server, ledger) -> None:
+def _incidents_artifact(api_url: str, *, timeout: float = 30) -> list[dict]:
+    """The rows of the ``delivery-incidents`` artifact, read as an agent reads them (REST only)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.get(f"{api_url}/artifacts/delivery-incidents/latest", timeout=10)
+        if response.status_code == 200:
+            return json.loads(response.json()["data"])
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no delivery-incidents artifact: {response.status_code} {response.text[:200]}")
+        time.sleep(0.25)
+
+
+def test_exhausted_retries_record_an_incident_an_agent_reads_over_rest(prefect_server, ledger) -> None:
     request = _request("rel-incident-1")
     with pytest.raises(TransientError):
         incident_probe(request)
 
     [incident] = ledger.incidents()
     envelope = incident["envelope"]
-    assert incident["flow"] == "incident-probe" and incident["task"] == "push_somewhere"
+    assert incident["flow"] == "incident-probe" and incident["task"] == "create_commit"
     assert incident["release_id"] == request.release_id and incident["trace_id"] == request.trace_id
     assert envelope["attempts"] == DEFAULT_RETRIES + 1
     assert envelope["parameters"]["request"]["release_id"] == request.release_id
@@ -73,17 +88,46 @@ def test_exhausted_retries_record_an_incident_that_replays(prefect_server, ledge
     code, listed = _cli("incidents", "list", "--json")
     assert code == 0 and [row["id"] for row in listed] == [incident["id"]]
 
-    deployment_id = str(incident_probe.to_deployment(name="probe").apply())
-    code, replayed = _cli("incidents", "replay", str(incident["id"]), "--json", "--api-url", prefect_server)
-    assert code == 0, replayed
-    assert replayed["deployment_id"] == deployment_id and replayed["created"] is True
-    run = httpx.get(f"{prefect_server}/flow_runs/{replayed['flow_run_id']}", timeout=10).json()
-    assert run["parameters"] == envelope["parameters"]
-    assert f"replay:incident-{incident['id']}" in run["tags"] and f"trace:{request.trace_id}" in run["tags"]
-    assert ledger.incident(incident["id"])["status"] == "replayed"
+    [row] = [r for r in _incidents_artifact(prefect_server) if r["id"] == incident["id"]]
+    assert row["status"] == "open" and row["release_id"] == request.release_id
+    assert row["stage"] == "01-create_commit" and row["error"] == "TransientError: the remote answered 503"
+    assert row["attempts"] == DEFAULT_RETRIES + 1 and row["raised_at"]
+    assert "Traceback" not in json.dumps(row)
 
-    code, again = _cli("incidents", "replay", str(incident["id"]), "--json", "--api-url", prefect_server)
-    assert code == 0 and again["flow_run_id"] == replayed["flow_run_id"] and again["created"] is False
+
+def test_acknowledge_is_audited_and_refused_twice(prefect_server, ledger) -> None:
+    from flows.recovery import acknowledge_incident, replay_incident
+
+    request = _request("rel-incident-3")
+    with pytest.raises(TransientError):
+        incident_probe(request)
+    [incident] = ledger.incidents()
+
+    acknowledge_incident(incident["id"], "user:oncall", comment="the remote is being fixed")
+    assert ledger.incident(incident["id"])["status"] == "acknowledged"
+    [action] = ledger.actions(release_id=request.release_id, action="acknowledged")
+    assert action["actor"] == "user:oncall" and action["detail"]["incident_id"] == incident["id"]
+    assert "the remote is being fixed" in action["reason"]
+    [row] = [r for r in _incidents_artifact(prefect_server) if r["id"] == incident["id"]]
+    assert row["status"] == "acknowledged"
+
+    with pytest.raises(InvalidInput, match=f"incident {incident['id']} was already acknowledged"):
+        acknowledge_incident(incident["id"], "user:other")
+    with pytest.raises(NotFound, match="no incident 999"):
+        acknowledge_incident(999, "user:oncall")
+    with pytest.raises(NotFound, match="no release run found"):  # the probe has no release run to resubmit
+        replay_incident(incident["id"], "user:oncall")
+    assert len(ledger.actions(release_id=request.release_id)) == 1
+
+
+def test_replay_and_ack_need_an_identity_and_a_server_with_the_operations(prefect_server, ledger) -> None:
+    for command in ("replay", "ack"):
+        result = runner.invoke(app, ["incidents", command, "1", "--json", "--api-url", prefect_server],
+                               env={"DELIVERY_IDENTITY": ""})
+        assert result.exit_code == 2 and "--as" in json.loads(result.stdout)["error"]
+    # the session's test server has no deployments: the operation is named in the refusal
+    code, body = _cli("incidents", "replay", "1", "--as", "user:oncall", "--json", "--api-url", prefect_server)
+    assert code == 1 and body["type"] == "NotFound", body
 
 
 def test_a_permanent_failure_is_an_outcome_not_an_incident(prefect_server, ledger) -> None:
@@ -95,3 +139,48 @@ def test_a_permanent_failure_is_an_outcome_not_an_incident(prefect_server, ledge
 def test_unknown_incident_is_a_clear_error(ledger) -> None:
     code, body = _cli("incidents", "show", "999", "--json")
     assert code == 1 and body == {"error": "no incident 999 in the ledger", "type": "NotFound"}
+
+
+def test_stage_9_retries_a_transient_fault_in_flow_code_then_raises_an_incident(prefect_server, ledger,
+                                                                               monkeypatch) -> None:
+    import tasks.approval as approval
+    from delivery.config import EnvironmentConfig
+    from delivery.models import BuildResult, BuildStatus, RollingStrategy
+    from delivery.plan import ReleasePlan
+
+    request = _request("rel-incident-9")
+    plan = ReleasePlan(release_id=request.release_id, trace_id=request.trace_id, app="sample-app", revision=1,
+                       environment="dev", strategy=RollingStrategy(), planned_by=request.requested_by,
+                       build=BuildResult(status=BuildStatus.SUCCEEDED, commit="a" * 40, run_id="run-1"))
+    calls: list[int] = []
+
+    def flaky(*_args: object) -> ReleasePlan:
+        calls.append(1)
+        if len(calls) <= DEFAULT_RETRIES:  # fails as many times as there are retries: the last attempt passes
+            raise TransientError("the git host answered 503")
+        return plan
+
+    monkeypatch.setattr(approval, "_approve", flaky)
+    monkeypatch.setattr(approval, "BACKOFF_FACTOR", 0.01)
+
+    @flow(name="stage-9-probe")
+    def probe(request: ReleaseRequest) -> ReleasePlan:
+        return approval.request_approval(plan, EnvironmentConfig(namespace="sample-dev", runtime="x/y"))
+
+    assert probe(request) == plan and len(calls) == DEFAULT_RETRIES + 1
+    assert ledger.incidents() == []
+
+    def down(*_args: object) -> ReleasePlan:
+        calls.append(1)
+        raise TransientError("the git host answered 503")
+
+    calls.clear()
+    monkeypatch.setattr(approval, "_approve", down)
+    with pytest.raises(TransientError):
+        probe(request)
+    [incident] = ledger.incidents()
+    assert len(calls) == DEFAULT_RETRIES + 1 and incident["task"] == "request_approval"
+    assert incident["release_id"] == request.release_id and incident["envelope"]["attempts"] == DEFAULT_RETRIES + 1
+    assert incident["error"] == "TransientError: the git host answered 503"
+    [row] = [r for r in _incidents_artifact(prefect_server) if r["id"] == incident["id"]]
+    assert row["stage"] == "09-request_approval" and row["status"] == "open"
