@@ -295,10 +295,17 @@ class LocalPipelineRunner(PipelineRunner):
         run_name: str = "",
         on_started: RunStarted | None = None,
     ) -> PipelineRunResult:
-        """Run the pipeline at ``commit``; see :meth:`PipelineRunner.run`."""
+        """Run the pipeline at ``commit``; see :meth:`PipelineRunner.run`.
+
+        A succeeded run of the same ``run_name`` at the same commit is returned instead of running
+        (and publishing) again: a stage retried, resumed or replayed after the run finished finds it.
+        """
+        runs = Path(self.work_dir or state_dir() / "pipeline-runs")
+        if run_name and (finished := self._succeeded_run(runs, run_name, commit)) is not None:
+            return finished
         started = _now()
         run_id = f"local-{started:%Y%m%dT%H%M%S}-{_slug(run_name) + '-' if run_name else ''}{secrets.token_hex(3)}"
-        run_dir = Path(self.work_dir or state_dir() / "pipeline-runs") / run_id
+        run_dir = runs / run_id
         run_dir.mkdir(parents=True)
         try:
             source = self._checkout(clone_url, commit, run_dir / "source")
@@ -314,6 +321,14 @@ class LocalPipelineRunner(PipelineRunner):
         results = self._schedule(jobs, lambda job: self._run_job(job, clone_url, commit, run_dir, env_vars, run_id))
         ordered = [results[job.name] for job in jobs]
         return self._summarise(run_id, commit, ordered, run_dir, started)
+
+    @staticmethod
+    def _succeeded_run(runs: Path, run_name: str, commit: str) -> PipelineRunResult | None:
+        for result_file in sorted(runs.glob(f"local-*-{_slug(run_name)}-*/result.json")):
+            result = PipelineRunResult.model_validate_json(result_file.read_text())
+            if result.succeeded and result.commit == commit:
+                return result
+        return None
 
     # -------------------------------------------------------------- scheduling
 

@@ -183,3 +183,32 @@ def test_junit_counts_add_up_across_files(tmp_path):
     (tmp_path / "b.xml").write_text('<testsuite tests="2" failures="0" errors="1" skipped="0"/>')
     counts = read_junit([tmp_path / "a.xml", tmp_path / "b.xml"])
     assert counts.model_dump() == {"total": 6, "passed": 3, "failed": 2, "skipped": 1}
+
+
+def test_a_succeeded_run_of_the_same_release_and_commit_is_found_not_run_again(tmp_path):
+    (tmp_path / "shared").mkdir()
+    host, commit = make_repo(tmp_path, """
+        jobs:
+        - job: publish
+          steps:
+          - script: echo published >> "$SHARED/publishes"
+    """)
+    first = run(tmp_path, host, commit)
+    runner = LocalPipelineRunner(work_dir=str(tmp_path / "runs"))
+    started: list[str] = []
+    again = runner.run(repository="app", clone_url=host.clone_url("app"), commit=commit,
+                       pipeline_path="azure-pipelines.yml", variables={"SHARED": str(tmp_path / "shared")},
+                       run_name="rel-1", on_started=started.append)
+    assert first.succeeded and again == first and started == []  # a retried stage publishes nothing twice
+    assert (tmp_path / "shared" / "publishes").read_text().splitlines() == ["published"]
+
+
+def test_a_failed_run_is_run_again(tmp_path):
+    host, commit = make_repo(tmp_path, """
+        jobs:
+        - job: build
+          steps:
+          - script: exit 1
+    """)
+    first, second = run(tmp_path, host, commit), run(tmp_path, host, commit)
+    assert not first.succeeded and not second.succeeded and first.run_id != second.run_id
