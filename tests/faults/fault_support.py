@@ -379,6 +379,7 @@ class Lane:
     workers: list[StackProcess] = field(default_factory=list)
     notes: list[tuple[float, str]] = field(default_factory=list)
     marks: dict[str, float] = field(default_factory=dict)
+    releases: list[Release] = field(default_factory=list)
 
     def note(self, text: str) -> float:
         """Record what the lane did, when (epoch seconds); return the time."""
@@ -419,7 +420,24 @@ class Lane:
     def start(self, *, failing: bool = False, target: str | None = None) -> Release:
         """Start a release of the lane's app on its queue, with its failpoints."""
         request = release_request(self.app, failing=failing, target=target)
-        return self.stack.start(request, queue=self.name, armed=self.failpoints)
+        release = self.stack.start(request, queue=self.name, armed=self.failpoints)
+        self.releases.append(release)
+        return release
+
+    def report(self) -> str:
+        """What the lane did and what its releases went through: for a failure message."""
+        lines = [f"lane {self.name} ({self.app}); failpoints still armed: {self.armed()}"]
+        lines += [f"  {time.strftime('%H:%M:%S', time.localtime(at))} {text}" for at, text in self.notes]
+        for release in self.releases:
+            lines.append(f"  release {release.release_id} (run {release.flow_run_id}):")
+            try:
+                states = release.states()
+                lines += [f"    {time.strftime('%H:%M:%S', time.localtime(s.at))} {s.name} {s.message[:120]}"
+                          for s in states]
+                lines += [f"    resubmitted {a['at']:%H:%M:%S}: {a['reason'][:120]}" for a in release.resubmissions()]
+            except Exception as exc:  # noqa: BLE001 - a report must not hide the failure it explains
+                lines.append(f"    (could not read its states: {exc})")
+        return "\n".join(lines)
 
     def mark(self, what: str, at: float | None = None) -> float:
         """Remember when something happened (default: now), for the test to check timings."""
@@ -465,6 +483,11 @@ class Release:
         response.raise_for_status()
         return [RunState(s["type"], s["name"], datetime.fromisoformat(s["timestamp"]).timestamp(),
                          s.get("message") or "") for s in sorted(response.json(), key=lambda s: s["timestamp"])]
+
+    def running_again_after(self, moment: float) -> bool:
+        """Whether the run crashed after ``moment`` (epoch seconds) and has been running again since."""
+        after = [s.type for s in self.states() if s.at >= moment - 1]
+        return "CRASHED" in after and "RUNNING" in after[after.index("CRASHED"):]
 
     def waiting_in(self) -> list[str]:
         """The environments the release waits for a decision in."""

@@ -108,11 +108,16 @@ def rollback(lane: Lane) -> tuple[Release, Release]:
 
 
 def restarts(lane: Lane) -> Release:
-    """The Prefect server restarted mid-build; the approval wait that follows outlives the heartbeat window."""
+    """The Prefect server restarted mid-build; the run that lived through it is killed in stage 9 (dev) and
+    recovered, and its approval wait outlives the heartbeat window."""
     release = lane.start()
     wait_until(lambda: release.footprint().branch_commits, timeout=300, what="the release branch committed")
     lane.stack.restart_server()
     lane.mark("server restarted")
+    lane.arm("request_approval")
+    killed = lane.mark("killed", lane.wait_fired("request_approval"))
+    wait_until(lambda: release.running_again_after(killed), timeout=DETECTION_LIMIT,
+               what="the run killed after the server restart running again")
     release.wait_waiting("staging")
     holds(release.state, ("PAUSED", "Suspended"), seconds=WAIT_SECONDS,
           what="the suspended release after a server restart")
@@ -145,8 +150,12 @@ def lanes(fault_stack: FaultStack) -> Iterator[dict[str, tuple[Lane, Future]]]:
 
 
 def finished(lanes: dict[str, tuple[Lane, Future]], name: str) -> tuple[Lane, object]:
+    """The lane's result; when it failed, the failure with what the lane did and its runs went through."""
     lane, future = lanes[name]
-    return lane, future.result(timeout=780)
+    try:
+        return lane, future.result(timeout=780)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{lane.report()}") from exc
 
 
 # --------------------------------------------------------------------------- checks
@@ -227,8 +236,8 @@ def test_a_kill_during_the_rollback_ends_as_the_uninterrupted_failing_release(fa
     assert written.transitions == steps
 
 
-def test_a_server_restart_mid_release_changes_nothing(fault_stack, lanes):
-    _, release = finished(lanes, "restarts")
-    assert crashes(release) == []
-    assert release.resubmissions() == []
+def test_a_run_living_through_a_server_restart_is_recovered_and_keeps_its_approval_wait(fault_stack, lanes):
+    lane, release = finished(lanes, "restarts")
+    assert [at >= lane.marks["killed"] - 1 for at, _ in crashes(release)] == [True]
+    assert resubmitted_by_recovery(release) == [RECOVERY]
     assert_like_uninterrupted(fault_stack, release)
