@@ -65,6 +65,10 @@ SETTLED = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 FAILING_VALUES = {"podAnnotations": {"simulator.delivery.gitops/fail": "true"}, "progressDeadlineSeconds": 1}
 _MANIFEST_PUT = re.compile(r'"PUT /v2/(?P<repository>\S+)/manifests/(?P<tag>[^\s?]+) HTTP/[\d.]+" 2\d\d ')
 _SKIP = {"__pycache__", "test-results", "build", "dist", ".pytest_cache"}
+# A lane's worker polls its queue this often: with several lanes, every-second polls crowd SQLite.
+LANE_POLL_SECONDS = 3
+# How often the harness reads a run's state.
+POLL_SECONDS = 2.0
 
 
 def wait_until(check: Callable[[], T], *, timeout: float, what: str | Callable[[], str],
@@ -192,18 +196,22 @@ class FaultStack:
         candidates += [p for p in self.started if p.name.startswith("worker")]
         return [p for p in candidates if _alive(p.pid)]
 
-    def start_worker(self, *, queue: str | None = None, label: str = "", wait: bool = True) -> StackProcess:
+    def start_worker(self, *, queue: str | None = None, label: str = "", wait: bool = True,
+                     poll_seconds: float | None = None) -> StackProcess:
         """Start a process worker as ``up`` started its own (on one work queue when given).
 
         Args:
             queue: the only work queue it polls (default: every queue of the pool).
             label: a word for its name and log file.
             wait: return once it polls the server (otherwise see :meth:`wait_online`).
+            poll_seconds: how often it polls (default: as ``up``'s, every second); each poll
+                writes to the server's database, which SQLite serialises.
         """
         recipe = self.recipes["worker"]
         name = f"worker-{label or 'extra'}-{len(self.started) + 1}"
         command = [*recipe.command, "--name", f"{self.home.name}-{name}", *(["--work-queue", queue] if queue else [])]
-        process = _spawn(name, command, env=recipe.env, logs=self.home / "logs", marker="worker")
+        env = {**recipe.env, **({"PREFECT_WORKER_QUERY_SECONDS": str(poll_seconds)} if poll_seconds else {})}
+        process = _spawn(name, command, env=env, logs=self.home / "logs", marker="worker")
         self.started.append(process)
         self.say(f"started {name} (pid {process.pid}) on queue {queue or 'all'}")
         if wait:
@@ -406,7 +414,7 @@ class Lane:
 
     def start_worker(self, *, wait: bool = True) -> StackProcess:
         """Start a worker on the lane's queue (the lane's only one, once the previous died)."""
-        worker = self.stack.start_worker(queue=self.name, label=self.name, wait=wait)
+        worker = self.stack.start_worker(queue=self.name, label=self.name, wait=wait, poll_seconds=LANE_POLL_SECONDS)
         self.workers.append(worker)
         return worker
 
@@ -511,7 +519,7 @@ class Release:
                 done.append(f"{pending[0]}@{environment}")
         return done
 
-    def follow(self, *, until: Callable[[tuple[str, str]], bool] | None = None, timeout: float = 600.0,
+    def follow(self, *, until: Callable[[tuple[str, str]], bool] | None = None, timeout: float = 900.0,
                approve: bool = True) -> tuple[str, str]:
         """Approve what waits until the run settles, or ``until(state)`` holds (checked first); return the state.
 
@@ -526,10 +534,10 @@ class Release:
                 self.approve_waiting()
             return None
 
-        return wait_until(done, timeout=timeout, interval=1.0, what=lambda: f"release {self.release_id} of "
+        return wait_until(done, timeout=timeout, interval=POLL_SECONDS, what=lambda: f"release {self.release_id} of "
                           f"{self.request.app} ({self.state()[1]}; states {[s.name for s in self.states()][-12:]})")
 
-    def wait_waiting(self, environment: str, *, timeout: float = 600.0) -> None:
+    def wait_waiting(self, environment: str, *, timeout: float = 900.0) -> None:
         """Approve what waits elsewhere until the run is suspended waiting in ``environment``."""
         self.follow(until=lambda state: state[0] == "PAUSED" and environment in self.waiting_in(), timeout=timeout)
 
