@@ -24,29 +24,38 @@ and one trace; its persisted stages come back Cached.
 from __future__ import annotations
 
 import os
+import time
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from prefect import flow, get_run_logger
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect.states import AwaitingRetry, Cancelled, Cancelling
+from prefect.states import AwaitingRetry, Cancelled, Cancelling, Crashed
 
 from delivery.approvals import TIMEOUT_ACTOR, timeout_reason
+from delivery.cli.automations import HEARTBEAT_SECONDS
 from delivery.errors import InvalidInput, NotFound
 from delivery.events import EventName, emit
 from delivery.ledger import Ledger
 from delivery.plan import PlanState, ReleasePlan
 from flows.promotion import load_delivery_config, publish_status
-from tasks.approval import decide
+from tasks.approval import decide, supersede_reason, superseded_by
 from tasks.incidents import publish_incidents, refresh_incident_views
 
 RECOVERY_ACTOR = "system:recovery"
 RELEASE_FLOW = "release"
 EXPIRED_WAIT = "paused and never resumed"  # the message Prefect's server gives an expired suspension
 FINISHED = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
+ENDED = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED}  # what cancel leaves alone
+# A run whose process gave no sign of life (heartbeat, start) for this long has no process: a live
+# one beats every HEARTBEAT_SECONDS.
+GONE_AFTER_SECONDS = HEARTBEAT_SECONDS + 15
+# The operations that decide whether a crashed run may be resubmitted: the latest one wins.
+_RESUMING = ("retried", "replayed")
 
 
 def max_resubmissions() -> int:
@@ -134,12 +143,22 @@ def expire_approvals(release_id: str, ledger: Ledger) -> list[str]:
     return expired
 
 
+def _cancelled(ledger: Ledger, release_id: str) -> bool:
+    """Whether the release's latest operation from outside is a cancel (a retry or replay after it reopens it)."""
+    latest = [a for a in ledger.actions(release_id=release_id) if a["action"] in ("cancelled", *_RESUMING)]
+    return bool(latest) and latest[-1]["action"] == "cancelled"
+
+
 @flow(name="recover-release", log_prints=True)
-def recover_release(flow_run_id: str) -> str:
+def recover_release(flow_run_id: str, silent_for: int | None = None) -> str:
     """Bring a release run that ended abnormally back, or settle it (run by automations).
 
     Args:
         flow_run_id: the release run (from the triggering event).
+        silent_for: set by the heartbeat automation: the run's heartbeats stopped this many
+            seconds ago. It is marked Crashed (and so resubmitted) only if it still claims to be
+            Running or Pending and gave no sign of life since: a suspended run's process may beat
+            once more just after it suspended, which must not crash the wait.
 
     Returns:
         What was done, in words.
@@ -149,8 +168,16 @@ def recover_release(flow_run_id: str) -> str:
     release_id = release_of(run)
     if release_id is None or run.state is None:
         return f"run {flow_run_id} is not a release run"
+    if silent_for is not None:
+        return _crash_if_gone(run, silent_for)
     ledger = Ledger()
     state = run.state
+    if state.type is StateType.CRASHED and _cancelled(ledger, release_id):
+        # it crashed before (or while) someone cancelled it: settle it, never bring it back
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(run.id, Cancelled(message=f"crashed after its release was cancelled "
+                                                                 f"({state.message or 'no message'})"), force=True)
+        return "not resubmitted: the release was cancelled"
     if state.type is StateType.CRASHED:
         done = [a for a in ledger.actions(release_id=release_id, action="resubmitted")
                 if a["detail"].get("flow_run_id") == str(run.id)]
@@ -176,6 +203,23 @@ def recover_release(flow_run_id: str) -> str:
     return f"nothing to do: the run is {state.name}"
 
 
+def _crash_if_gone(run: FlowRun, silent_for: int) -> str:
+    """Mark a silent release run Crashed when it still claims to run and its process is gone."""
+    logger = get_run_logger()
+    if run.state is None or run.state.type not in (StateType.RUNNING, StateType.PENDING):
+        logger.info("release run %s: not crashed: it is %s and holds no process", run.name, run.state_name)
+        return f"not crashed: the run is {run.state_name}, it holds no process"
+    with get_client(sync_client=True) as client:
+        silent = (datetime.now(UTC) - _last_sign_of_life(client, run)).total_seconds()
+        if silent < GONE_AFTER_SECONDS:
+            logger.info("release run %s: not crashed: a sign of life %.0f s ago", run.name, silent)
+            return f"not crashed: its process gave a sign of life {silent:.0f} s ago"
+        client.set_flow_run_state(run.id, Crashed(
+            message=f"no heartbeat for {max(silent_for, int(silent))} s: the process running this release died"))
+    logger.warning("release run %s: no heartbeat for %.0f s: marked Crashed", run.name, silent)
+    return "marked Crashed"
+
+
 @flow(name="retry-release", log_prints=True)
 def retry_release(release_id: str, requested_by: str, environment: str | None = None, reason: str = "") -> str:
     """Retry a release whose environment failed: Failed -> Promoting, then the release run again.
@@ -190,7 +234,8 @@ def retry_release(release_id: str, requested_by: str, environment: str | None = 
         What was done.
 
     Raises:
-        InvalidInput: nothing Failed to retry, or the release run has not finished.
+        InvalidInput: nothing Failed to retry, the release run has not finished, or the environment
+            already runs a newer build (a retry would move it backwards: only a rollback does).
         NotFound: no such release.
     """
     ledger = Ledger()
@@ -205,6 +250,11 @@ def retry_release(release_id: str, requested_by: str, environment: str | None = 
     if run.state is None or run.state.type not in FINISHED:
         raise InvalidInput(f"release {release_id}: its run {run.name} is still {run.state_name}; "
                            "wait for it to end or cancel it first")
+    for plan in failed:
+        newer = superseded_by(plan, ledger)
+        if newer is not None:
+            raise InvalidInput(f"release {release_id}: {plan.environment} is not retried: {supersede_reason(newer)}; "
+                               "a retry would move it backwards (only an explicit rollback does)")
     why = f"retry after fix, asked by {requested_by}" + (f": {reason}" if reason else "")
     for plan in failed:
         moved, record = plan.transition(PlanState.PROMOTING, actor=requested_by, reason=why)
@@ -218,6 +268,11 @@ def retry_release(release_id: str, requested_by: str, environment: str | None = 
 @flow(name="cancel-release", log_prints=True)
 def cancel_release(release_id: str, requested_by: str, reason: str = "") -> str:
     """End a waiting or stuck release: cancel its run, close its open plans.
+
+    A suspended, scheduled or crashed run is Cancelled at once. A running one goes to Cancelling
+    for its worker to stop its process; when that process is gone (it died with its worker), which
+    its silence tells (no heartbeat for ``GONE_AFTER_SECONDS``), the run is Cancelled here,
+    since nobody else ever would. The operation returns once the run has ended.
 
     Args:
         release_id: the release.
@@ -236,19 +291,24 @@ def cancel_release(release_id: str, requested_by: str, reason: str = "") -> str:
     plans = latest_plans(ledger, release_id)
     if not runs and not plans:
         raise NotFound(f"release {release_id}: no such release")
-    live = [run for run in runs if run.state is not None and run.state.type not in FINISHED]
+    # a Crashed run is not over: recovery would resubmit it
+    live = [run for run in runs if run.state is not None and run.state.type not in ENDED]
     open_plans = [p for p in plans if p.state in (PlanState.PENDING_APPROVAL, PlanState.APPROVED,
                                                   PlanState.PROMOTING)]
     if not live and not open_plans:
         raise InvalidInput(f"release {release_id}: nothing to cancel: its run ended and its plans are settled "
                            f"({_describe(plans)})")
     why = f"cancelled by {requested_by}" + (f": {reason}" if reason else "")
+    stopping = []
     with get_client(sync_client=True) as client:
         for run in live:
-            # a run with a live process is stopped by its worker; one without (suspended, scheduled) at once
-            state = Cancelling(message=why) if run.state.type in (StateType.RUNNING, StateType.PENDING) else \
-                Cancelled(message=why)
-            client.set_flow_run_state(run.id, state, force=True)
+            # a run with a process is stopped by its worker; one without (suspended, scheduled, crashed) at once
+            if run.state.type in (StateType.RUNNING, StateType.PENDING):
+                client.set_flow_run_state(run.id, Cancelling(message=why), force=True)
+            elif run.state.type is not StateType.CANCELLING:
+                client.set_flow_run_state(run.id, Cancelled(message=why), force=True)
+                continue
+            stopping.append(run)
     for plan in open_plans:
         target = PlanState.FAILED if plan.state is PlanState.PROMOTING else PlanState.REJECTED
         moved, record = plan.transition(target, actor=requested_by, reason=why)
@@ -257,7 +317,48 @@ def cancel_release(release_id: str, requested_by: str, reason: str = "") -> str:
                          detail={"flow_run_ids": [str(run.id) for run in live],
                                  "plans": [p.plan_id for p in open_plans]})
     publish_status(release_id, ledger)
-    return f"cancelled: {len(live)} run(s), {len(open_plans)} plan(s) closed"
+    ended = [_stop(run, why) for run in stopping]
+    still = [name for name in ended if name != "Cancelled"]
+    return f"cancelled: {len(live)} run(s), {len(open_plans)} plan(s) closed" + (
+        f"; still stopping: {', '.join(still)}" if still else "")
+
+
+def _last_sign_of_life(client: SyncPrefectClient, run: FlowRun) -> datetime:
+    """When the run's process last showed it was alive: its latest heartbeat, or when it (re)started."""
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOrder, EventResourceFilter
+
+    started = [s.timestamp for s in client.read_flow_run_states(run.id)
+               if s.type in (StateType.PENDING, StateType.RUNNING) and s.timestamp is not None]
+    beats = client.read_events(EventFilter(event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+                                           resource=EventResourceFilter(id=[f"prefect.flow-run.{run.id}"]),
+                                           order=EventOrder.DESC), limit=1).events
+    moments = [*started, *(beat.occurred for beat in beats)]
+    return max(moments) if moments else datetime.now(UTC)
+
+
+def _stop(run: FlowRun, why: str) -> str:
+    """Wait for a Cancelling run to end; Cancel it here once its process is silent; return its state's name.
+
+    A live process is stopped by its worker within seconds and beats every ``HEARTBEAT_SECONDS``
+    until then. A process that died with its worker never answers: without this, its run would
+    stay Cancelling forever (Prefect's workers only cancel runs they started and that never ran).
+    """
+    deadline = time.monotonic() + float(os.environ.get("DELIVERY_CANCEL_WAIT_SECONDS", "120"))
+    with get_client(sync_client=True) as client:
+        while True:
+            current = client.read_flow_run(run.id)
+            if current.state is None or current.state.type is not StateType.CANCELLING:
+                return current.state_name or "?"
+            silent = (datetime.now(UTC) - _last_sign_of_life(client, current)).total_seconds()
+            if silent >= GONE_AFTER_SECONDS:
+                client.set_flow_run_state(run.id, Cancelled(
+                    message=f"{why}; its process gave no sign of life for {silent:.0f} s: it is gone"), force=True)
+                get_run_logger().warning("run %s: no sign of life for %.0f s: Cancelled here", run.name, silent)
+                return "Cancelled"
+            if time.monotonic() > deadline:
+                get_run_logger().warning("run %s still Cancelling: its process is alive and will stop it", run.name)
+                return current.state_name or "Cancelling"
+            time.sleep(2)
 
 
 @flow(name="replay-incident", log_prints=True)

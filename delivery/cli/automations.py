@@ -3,10 +3,15 @@
 For a production server, run :func:`setup_automations` once against it (``delivery up`` does it
 for the local stack), and start workers with ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30``.
 
-- ``delivery-release-heartbeat``: a release run whose heartbeats stop (its process died with its
-  worker, or the host went down) is marked Crashed. A suspended or paused run stops beating on
-  purpose: its Suspended/Paused state event, like any state after a heartbeat, satisfies the
-  trigger, so an approval wait is never crashed.
+- ``delivery-release-heartbeat``: when a release run's heartbeats stop (its process died with its
+  worker, or the host went down), ``recover-release`` is asked to mark it Crashed; it does so
+  only when the run still claims to be Running (or Pending) and has given no sign of life since
+  (:func:`flows.recovery.recover_release`). A suspended or paused run stops beating on purpose,
+  and its Suspended/Paused state event, like any state after a heartbeat, satisfies the trigger.
+  But the flow-run process can beat once more just after it suspended (its heartbeat thread stops
+  when the process unwinds): that late beat opens a window no state event closes, and a
+  trigger that changed the run's state by itself would crash the approval wait 75 s later. So
+  the automation only asks, and the product, which reads the run's current state, decides.
 - ``delivery-release-crashed``: a release run that became Crashed (by the heartbeat automation,
   or by its worker seeing the process die) runs the ``recover-release`` deployment, which
   resubmits it, bounded and audited.
@@ -68,16 +73,17 @@ def _deployment_id(name: str) -> UUID:
 
 def setup_recovery() -> dict[str, UUID]:
     """Create the crash-detection and recovery automations (needs the ``recover-release`` deployment)."""
-    from prefect.client.schemas.objects import StateType
-    from prefect.events.actions import ChangeFlowRunState, RunDeployment
+    from prefect.events.actions import RunDeployment
     from prefect.events.schemas.automations import EventTrigger, Posture
 
     def on_release_run(state: str) -> EventTrigger:
         return EventTrigger(expect={f"prefect.flow-run.{state}"}, match={"prefect.resource.id": "prefect.flow-run.*"},
                             match_related=RELEASE_FLOW, posture=Posture.Reactive, threshold=1)
 
-    recover = RunDeployment(source="selected", deployment_id=_deployment_id(RECOVERY_DEPLOYMENT),
-                            parameters={"flow_run_id": _RUN_ID})
+    recovery = _deployment_id(RECOVERY_DEPLOYMENT)
+    recover = RunDeployment(source="selected", deployment_id=recovery, parameters={"flow_run_id": _RUN_ID})
+    check_silence = RunDeployment(source="selected", deployment_id=recovery,
+                                  parameters={"flow_run_id": _RUN_ID, "silent_for": SILENCE_SECONDS})
     silence = EventTrigger(
         after={"prefect.flow-run.heartbeat"},
         expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{state}" for state in _STATES_AFTER_A_BEAT)},
@@ -91,9 +97,9 @@ def setup_recovery() -> dict[str, UUID]:
     return {
         "delivery-release-heartbeat": upsert_automation(
             "delivery-release-heartbeat", trigger=silence,
-            description=f"Marks a release run Crashed when its heartbeats stop for {SILENCE_SECONDS} s.",
-            actions=[ChangeFlowRunState(state=StateType.CRASHED, message=(
-                f"no heartbeat for {SILENCE_SECONDS} s: the process running this release died"))]),
+            description=(f"When a release run's heartbeats stop for {SILENCE_SECONDS} s, recover-release marks "
+                         "it Crashed if it still claims to run (never a suspended, paused or scheduled run)."),
+            actions=[check_silence]),
         "delivery-release-crashed": upsert_automation(
             "delivery-release-crashed", actions=[recover],
             description="Resubmits a crashed release run (recover-release: bounded, audited).",
