@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# How often a flow run sends a heartbeat (PREFECT_FLOWS_HEARTBEAT_FREQUENCY, Prefect's minimum): the
+# workers `delivery up` starts use it, and recovery reads silence against it.
+HEARTBEAT_SECONDS = 30
+
 
 def state_dir() -> Path:
     """The local state folder (``DELIVERY_HOME``, default ``.delivery`` in the working directory)."""

@@ -37,11 +37,11 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.states import AwaitingRetry, Cancelled, Cancelling, Crashed
 
 from delivery.approvals import TIMEOUT_ACTOR, timeout_reason
-from delivery.cli.automations import HEARTBEAT_SECONDS
 from delivery.errors import InvalidInput, NotFound
 from delivery.events import EventName, emit
 from delivery.ledger import Ledger
 from delivery.plan import PlanState, ReleasePlan
+from delivery.settings import HEARTBEAT_SECONDS
 from flows.promotion import load_delivery_config, publish_status
 from tasks.approval import decide, supersede_reason, superseded_by
 from tasks.incidents import publish_incidents, refresh_incident_views

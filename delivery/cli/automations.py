@@ -27,8 +27,8 @@ from datetime import timedelta
 from uuid import UUID
 
 from delivery.events import EventName, event_type
+from delivery.settings import HEARTBEAT_SECONDS
 
-HEARTBEAT_SECONDS = 30
 # Silence after the last heartbeat that means the process died: two missed beats and a margin, so
 # that detection (plus the server's proactive evaluation) stays under 120 s.
 SILENCE_SECONDS = 75

@@ -297,7 +297,7 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
 
 def worker_env(env: dict[str, str]) -> dict[str, str]:
     """A worker's environment: a quick poll, and heartbeats from the flow runs it starts."""
-    from delivery.cli.automations import HEARTBEAT_SECONDS
+    from delivery.settings import HEARTBEAT_SECONDS
 
     return {**env, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
 
