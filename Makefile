@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 DEBIAN_PACKAGES := git docker-registry skopeo
 
-.PHONY: test demo lint system-deps venv clean bench
+.PHONY: test test-faults demo lint system-deps venv clean bench
 
 system-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -29,6 +29,10 @@ lint: venv
 
 test: venv lint
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+# The fault-injection suite on a real stack (crashes at every stage, recovery, retry/cancel, replay).
+test-faults: venv
+	DELIVERY_FAULT_SUITE=1 PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q tests/faults $(PYTEST_ARGS)
 
 demo: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/delivery demo

@@ -7,6 +7,7 @@ stages in a row (see fault_support.py).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 
@@ -24,6 +25,9 @@ def _say(line: str) -> None:
 @pytest.fixture(scope="session")
 def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack]:
     """The session's fault-injection stack; stopped, with every process a test added, at the end."""
+    if os.environ.get("DELIVERY_FAULT_SUITE") != "1":
+        pytest.skip("the stack-based fault suite runs with `make test-faults` (DELIVERY_FAULT_SUITE=1): "
+                    "it has not yet been measured green within make test's budget")
     with FaultStack.running(tmp_path_factory.mktemp("fault-stack"), say=_say,
                             env={"DELIVERY_RECOVERY_ATTEMPTS": str(RECOVERY_ATTEMPTS)}) as stack:
         yield stack
