@@ -61,7 +61,6 @@ from operations_support import (
 from blocks.git_host import LocalGitHost
 from delivery.approvals import LATE_REASON, TIMEOUT_ACTOR
 from delivery.cli.automations import SILENCE_SECONDS
-from delivery.cli.stack import read_stack
 from delivery.events import EventName
 from delivery.plan import PlanState
 from tasks.approval import POLICY_ACTOR
@@ -109,9 +108,11 @@ class Scenario:
 def scenario(fault_stack: FaultStack) -> Iterator[Scenario]:
     """Run the module's scenario; see each phase."""
     stack = fault_stack
-    recorded = read_stack(stack.home)
-    if any(p.name == "worker" and p in stack.workers() for p in (recorded.processes if recorded else [])):
+    live = stack.workers()
+    if any(p.name == "worker" for p in live):
         stack.serve_default_queue_only()  # up's worker polls every queue: lanes own theirs
+    elif not any(p.name.startswith("worker-default") for p in live):
+        stack.start_worker(queue="default", label="default")  # the operations run there
     lanes = stack.lanes(dict.fromkeys(("ops-order", "ops-stuck", "ops-cancel", "ops-retry")))
     with ExitStack() as cleanup:
         run = Scenario(stack, lanes, cleanup.enter_context(gitops_config(stack)))
@@ -122,6 +123,7 @@ def scenario(fault_stack: FaultStack) -> Iterator[Scenario]:
         run.note("done")
         yield run
     for lane in lanes.values():
+        lane.kill_workers()  # nothing runs in the module's lanes any more
         assert not lane.armed(), f"{lane.name}: failpoints that never fired: {lane.armed()}"
 
 
