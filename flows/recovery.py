@@ -81,15 +81,6 @@ def release_runs(release_id: str) -> list[FlowRun]:
         )
 
 
-def latest_plans(ledger: Ledger, release_id: str) -> list[ReleasePlan]:
-    """Per environment, the plan of the release's latest revision, in the order they were planned."""
-    latest: dict[str, ReleasePlan] = {}
-    for plan in ledger.plans(release_id=release_id):
-        if plan.environment not in latest or plan.revision >= latest[plan.environment].revision:
-            latest[plan.environment] = plan
-    return sorted(latest.values(), key=lambda plan: plan.created_at)
-
-
 def _describe(plans: list[ReleasePlan]) -> str:
     return ", ".join(f"{plan.environment} {plan.state.value}" for plan in plans) or "nothing planned yet"
 
@@ -135,7 +126,7 @@ def expire_approvals(release_id: str, ledger: Ledger) -> list[str]:
     """Reject, as timed out, the release's plans still waiting for approval; return their environments."""
     config = load_delivery_config()
     expired = []
-    for plan in latest_plans(ledger, release_id):
+    for plan in ledger.latest_plans(release_id):
         if plan.state is PlanState.PENDING_APPROVAL:
             rules = config.environment(plan.environment).approval
             decide(plan, PlanState.REJECTED, actor=TIMEOUT_ACTOR, reason=timeout_reason(plan.approvals, rules))
@@ -239,7 +230,7 @@ def retry_release(release_id: str, requested_by: str, environment: str | None = 
         NotFound: no such release.
     """
     ledger = Ledger()
-    plans = latest_plans(ledger, release_id)
+    plans = ledger.latest_plans(release_id)
     if not plans and not release_runs(release_id):
         raise NotFound(f"release {release_id}: no such release")
     failed = [p for p in plans if p.state is PlanState.FAILED and environment in (None, p.environment)]
@@ -288,7 +279,7 @@ def cancel_release(release_id: str, requested_by: str, reason: str = "") -> str:
     """
     ledger = Ledger()
     runs = release_runs(release_id)
-    plans = latest_plans(ledger, release_id)
+    plans = ledger.latest_plans(release_id)
     if not runs and not plans:
         raise NotFound(f"release {release_id}: no such release")
     # a Crashed run is not over: recovery would resubmit it
@@ -393,7 +384,7 @@ def replay_incident(incident_id: int, requested_by: str) -> str:
     if run.state.type is StateType.COMPLETED:
         raise InvalidInput(f"incident {incident_id}: release {release_id} has completed since; nothing to replay")
     why = f"replay of incident {incident_id} ({incident['task'] or incident['flow']}: {incident['error'][:200]})"
-    for plan in latest_plans(ledger, release_id):
+    for plan in ledger.latest_plans(release_id):
         if plan.state is PlanState.FAILED:
             moved, record = plan.transition(PlanState.PROMOTING, actor=requested_by, reason=why)
             ledger.save_plan(moved, record)
@@ -451,7 +442,6 @@ __all__ = [
     "acknowledge_incident",
     "cancel_release",
     "expire_approvals",
-    "latest_plans",
     "recover_release",
     "release_of",
     "release_runs",
