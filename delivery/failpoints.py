@@ -79,8 +79,21 @@ def hit(name: str) -> None:
 
         raise TransientError(f"failpoint {taken}: an injected transient fault")
     if taken.endswith(WITH_WORKER):
-        os.kill(os.getppid(), signal.SIGKILL)
+        parent = os.getppid()
+        if not _is_worker(parent):
+            raise RuntimeError(f"failpoint {taken}: the parent process {parent} is not a Prefect worker; "
+                               "refusing to kill it (arm the name without ':worker')")
+        os.kill(parent, signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _is_worker(pid: int) -> bool:
+    """Whether the process ``pid`` is a Prefect worker (``prefect worker start``), by its command line."""
+    try:
+        words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"prefect" in b" ".join(words) and b"worker" in words and b"start" in words
 
 
 __all__ = ["SETTING", "TRANSIENT", "WITH_WORKER", "arm", "armed", "hit"]

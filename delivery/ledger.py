@@ -356,7 +356,7 @@ class Ledger:
 
     def record_action(self, release_id: str, *, action: str, actor: str, reason: str,
                       detail: dict[str, Any] | None = None) -> int:
-        """Append an operation done to a release from outside its run; return its id.
+        """Append an operation done to a release from outside its run, or a rollback begun or ended; return its id.
 
         Args:
             release_id: the release.

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from datetime import datetime
 
 from prefect import get_run_logger, tags
@@ -139,9 +140,13 @@ def lock_name(environment: str) -> str:
 
 def ensure_environment_lock(environment: str) -> str:
     """Create the environment's global concurrency limit (limit 1) when missing; return its name."""
+    return ensure_limit(lock_name(environment))
+
+
+def ensure_limit(name: str) -> str:
+    """Create the global concurrency limit ``name`` (limit 1) when missing; return the name."""
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 
-    name = lock_name(environment)
     with get_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(name)
@@ -149,7 +154,7 @@ def ensure_environment_lock(environment: str) -> str:
             try:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
             except ObjectAlreadyExists:
-                pass  # another release created it first
+                pass  # someone created it first
     return name
 
 
@@ -185,15 +190,10 @@ def load_templates(plan: ReleasePlan) -> dict[str, str]:
     return templates
 
 
-def deploy_environment(plan: ReleasePlan, settings: EnvironmentConfig, request: ReleaseRequest) -> None:
-    """Stages 10, 12-14: render, promote, sync, health, with the strategy's rollback on failure.
-
-    Raises:
-        HealthCheckFailed: the deployment was unhealthy and the strategy rolled it back.
-        DeliveryError: a failure before anything was committed.
-    """
+def _deploy_inputs(plan: ReleasePlan, settings: EnvironmentConfig):
+    """The runtime, GitOps repository, manifest spec and health settings of a plan's deployment."""
     from tasks.manifest import ManifestSpec
-    from tasks.strategies import HealthSettings, deploy_with_strategy
+    from tasks.strategies import HealthSettings
 
     runtime = load_block(settings.runtime, KubernetesRuntime,
                          source=f"delivery.yaml environments.{plan.environment}.runtime")
@@ -208,13 +208,77 @@ def deploy_environment(plan: ReleasePlan, settings: EnvironmentConfig, request: 
         timeout_seconds=settings.health.timeout_seconds,
         http_probe=probe.model_dump() if probe else None,
     )
-    outcome = deploy_with_strategy(
-        runtime, repo, spec, strategy=plan.strategy, health=health,
-        artifact_ids=[artifact.artifact_id for artifact in request.artifacts],
+    return runtime, repo, spec, health
+
+
+def deploy_environment(plan: ReleasePlan, settings: EnvironmentConfig, *, artifact_ids: list[str],
+                       before_rollback: Callable[[str, DeliveryError], None]):
+    """Stages 10, 12-14: render, promote, sync, health, with the strategy's rollback on failure.
+
+    Returns:
+        The strategy's outcome (``rolled_back`` when a phase failed after the first commit).
+
+    Raises:
+        DeliveryError: a failure before anything was committed.
+    """
+    from tasks.strategies import deploy_with_strategy
+
+    runtime, repo, spec, health = _deploy_inputs(plan, settings)
+    return deploy_with_strategy(
+        runtime, repo, spec, strategy=plan.strategy, health=health, artifact_ids=artifact_ids,
         planned_by=plan.planned_by, approved_by=counted_approvers(plan.approvals), attempt=plan.attempt,
+        before_rollback=before_rollback,
     )
-    if not outcome.healthy:
-        raise HealthCheckFailed(outcome.message or f"{plan.environment}: unhealthy, rolled back")
+
+
+# --------------------------------------------------------------------------- rollbacks that must finish
+
+# Written before a rollback's first outside write, and after its last: a run resumed in between
+# finishes the rollback instead of judging the half-restored environment anew.
+ROLLBACK_STARTED = "rollback-started"
+ROLLBACK_FINISHED = "rolled-back"
+
+
+def _rollback_actions(ledger: Ledger, plan: ReleasePlan, action: str) -> list[dict]:
+    return [a for a in ledger.actions(release_id=plan.release_id, action=action)
+            if a["detail"].get("plan_id") == plan.plan_id and a["detail"].get("attempt") == plan.attempt]
+
+
+def unfinished_rollback(ledger: Ledger, plan: ReleasePlan) -> dict | None:
+    """The started, never finished rollback of the plan's current attempt (its ledger detail), if any."""
+    started = _rollback_actions(ledger, plan, ROLLBACK_STARTED)
+    if not started or _rollback_actions(ledger, plan, ROLLBACK_FINISHED):
+        return None
+    return started[-1]["detail"]
+
+
+def _fail_for_rollback(ledger: Ledger, plan: ReleasePlan, revision: str, exc: DeliveryError) -> None:
+    """The verdict, kept before the rollback starts: the plan Failed, the rollback started."""
+    _move(ledger, ledger.get_plan(plan.plan_id), PlanState.FAILED,
+          f"{type(exc).__name__}: {exc}; rolling back to the last healthy revision")
+    ledger.record_action(plan.release_id, action=ROLLBACK_STARTED, actor=PROMOTION_ACTOR,
+                         reason=f"{plan.environment}: rolling back from {revision[:12]}: {exc}",
+                         detail={"plan_id": plan.plan_id, "environment": plan.environment, "attempt": plan.attempt,
+                                 "failed_revision": revision, "error": str(exc)})
+
+
+def _rollback_finished(ledger: Ledger, plan: ReleasePlan, *, revision: str, message: str) -> None:
+    ledger.record_action(plan.release_id, action=ROLLBACK_FINISHED, actor=PROMOTION_ACTOR,
+                         reason=f"{plan.environment}: {message}",
+                         detail={"plan_id": plan.plan_id, "environment": plan.environment, "attempt": plan.attempt,
+                                 "git_revision": revision})
+
+
+def finish_rollback(ledger: Ledger, plan: ReleasePlan, settings: EnvironmentConfig, started: dict) -> None:
+    """Run a rollback a crash cut short to its end (its completed stage comes back from its stored result)."""
+    from tasks.strategies import roll_back_attempt
+
+    runtime, repo, spec, health = _deploy_inputs(plan, settings)
+    result = roll_back_attempt(runtime, repo, spec, strategy=plan.strategy.name, health=health,
+                               attempt=plan.attempt, failed_revision=started["failed_revision"],
+                               reason=started["error"], requested_by=plan.planned_by)
+    _rollback_finished(ledger, plan, revision=result.git_revision, message=f"rolled back: {result.message}")
+    get_run_logger().warning("%s: finished the rollback a crash interrupted: %s", plan.environment, result.message)
 
 
 def _move(ledger: Ledger, plan: ReleasePlan, to: PlanState, reason: str) -> ReleasePlan:
@@ -267,15 +331,19 @@ def promote_environment(
     ledger = Ledger()
     plan = plan_release(request, build, environment, request.strategy or settings.strategy)
     plan = request_approval(plan, settings)
+    if plan.state is PlanState.FAILED and (started := unfinished_rollback(ledger, plan)) is not None:
+        with _environment_lock(environment):
+            finish_rollback(ledger, plan, settings, started)
     if plan.state in (PlanState.REJECTED, PlanState.FAILED, PlanState.DEPLOYED):
         return _settled(ledger, plan, started_at)
 
-    name = ensure_environment_lock(environment)
-    with concurrency(name, occupy=1, timeout_seconds=LOCK_TIMEOUT_SECONDS, lease_duration=LOCK_LEASE_SECONDS,
-                     strict=True):
+    with _environment_lock(environment):
         plan = ledger.get_plan(plan.plan_id)  # a cancel or a newer release may have moved on meanwhile
-        if plan.state is PlanState.APPROVED and (newer := superseded_by(plan, ledger)) is not None:
+        newer = superseded_by(plan, ledger) if plan.state in (PlanState.APPROVED, PlanState.PROMOTING) else None
+        if newer is not None and plan.state is PlanState.APPROVED:
             plan = decide(plan, PlanState.REJECTED, actor=POLICY_ACTOR, reason=supersede_reason(newer))
+        elif newer is not None:  # re-entered after a crash or a retry while a newer build was deployed
+            plan = _move(ledger, plan, PlanState.FAILED, supersede_reason(newer))
         if plan.state is not PlanState.APPROVED and plan.state is not PlanState.PROMOTING:
             return _settled(ledger, plan, started_at)
         if plan.state is PlanState.APPROVED:
@@ -285,17 +353,37 @@ def promote_environment(
                         plan.attempt)
         try:
             provision_infrastructure(plan, settings)
-            deploy_environment(plan, settings, request)
-        except DeliveryError as exc:
-            failed = _move(ledger, ledger.get_plan(plan.plan_id), PlanState.FAILED, f"{type(exc).__name__}: {exc}")
+            outcome = deploy_environment(
+                plan, settings, artifact_ids=[artifact.artifact_id for artifact in request.artifacts],
+                before_rollback=lambda revision, exc: _fail_for_rollback(ledger, plan, revision, exc))
+        except DeliveryError as exc:  # before the first commit, or in the rollback itself
+            failed = _fail(ledger, plan, f"{type(exc).__name__}: {exc}")
             logger.error("%s: promotion failed: %s", environment, exc)
             return _outcome(failed, started_at=started_at, reason=str(exc), error_type=type(exc).__name__)
         except Exception as exc:  # an unexpected bug still leaves the plan in a true state
-            _move(ledger, ledger.get_plan(plan.plan_id), PlanState.FAILED, f"unexpected {type(exc).__name__}: {exc}")
+            _fail(ledger, plan, f"unexpected {type(exc).__name__}: {exc}")
             raise
+        if outcome.rolled_back:
+            _rollback_finished(ledger, plan, revision=outcome.git_revision, message=outcome.message)
+            failed = ledger.get_plan(plan.plan_id)
+            logger.error("%s: promotion failed and was rolled back: %s", environment, outcome.message)
+            _, error_type = _last_reason(ledger, failed)
+            return _outcome(failed, started_at=started_at, reason=outcome.message, error_type=error_type)
         deployed = _move(ledger, ledger.get_plan(plan.plan_id), PlanState.DEPLOYED, "health gates passed")
     logger.info("%s: deployed revision %s of %s", environment, plan.revision, plan.release_id)
     return _outcome(deployed, started_at=started_at, reason="health gates passed")
+
+
+def _fail(ledger: Ledger, plan: ReleasePlan, reason: str) -> ReleasePlan:
+    """Fail the plan unless a rollback already did."""
+    current = ledger.get_plan(plan.plan_id)
+    return _move(ledger, current, PlanState.FAILED, reason) if current.state is PlanState.PROMOTING else current
+
+
+def _environment_lock(environment: str):
+    """Hold the environment's lock (strict: a missing limit is an error, never a silent no-lock)."""
+    return concurrency(ensure_environment_lock(environment), occupy=1, timeout_seconds=LOCK_TIMEOUT_SECONDS,
+                       lease_duration=LOCK_LEASE_SECONDS, strict=True)
 
 
 def _settled(ledger: Ledger, plan: ReleasePlan, started_at: datetime) -> EnvironmentOutcome:
@@ -404,6 +492,7 @@ __all__ = [
     "artifact_key",
     "check_request",
     "ensure_environment_lock",
+    "ensure_limit",
     "load_delivery_config",
     "lock_name",
     "promote_environment",

@@ -25,16 +25,25 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterTags
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterExpectedStartTime,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
+)
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect.states import AwaitingRetry, Cancelled, Cancelling, Crashed
+from prefect.concurrency.sync import concurrency
+from prefect.states import AwaitingRetry, Cancelled, Cancelling, Crashed, Failed
 
 from delivery.approvals import TIMEOUT_ACTOR, timeout_reason
 from delivery.errors import InvalidInput, NotFound
@@ -42,7 +51,7 @@ from delivery.events import EventName, emit
 from delivery.ledger import Ledger
 from delivery.plan import PlanState, ReleasePlan
 from delivery.settings import HEARTBEAT_SECONDS
-from flows.promotion import load_delivery_config, publish_status
+from flows.promotion import ensure_limit, load_delivery_config, publish_status
 from tasks.approval import decide, supersede_reason, superseded_by
 from tasks.incidents import publish_incidents, refresh_incident_views
 
@@ -54,6 +63,12 @@ ENDED = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED}  # what can
 # A run whose process gave no sign of life (heartbeat, start) for this long has no process: a live
 # one beats every HEARTBEAT_SECONDS.
 GONE_AFTER_SECONDS = HEARTBEAT_SECONDS + 15
+PENDING_GONE_AFTER_SECONDS = 600
+MARKED_CRASHED = "marked Crashed"
+RECOVERY_LOCK = "delivery-recovery"
+# How far back, and how many release runs, the sweep looks at.
+SWEEP_DAYS = 7
+SWEEP_LIMIT = 200
 # The operations that decide whether a crashed run may be resubmitted: the latest one wins.
 _RESUMING = ("retried", "replayed")
 
@@ -154,14 +169,27 @@ def recover_release(flow_run_id: str, silent_for: int | None = None) -> str:
     Returns:
         What was done, in words.
     """
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_run(UUID(flow_run_id))
-    release_id = release_of(run)
-    if release_id is None or run.state is None:
-        return f"run {flow_run_id} is not a release run"
-    if silent_for is not None:
-        return _crash_if_gone(run, silent_for)
-    ledger = Ledger()
+    return recover(UUID(flow_run_id), silent_for=silent_for)
+
+
+def recover(flow_run_id: UUID, *, silent_for: int | None = None, gone_after: float = GONE_AFTER_SECONDS) -> str:
+    """Decide about one release run under the recovery lock (see :func:`recover_release`).
+
+    The automations and the sweep may ask about the same run at the same moment: the lock and a
+    fresh read of the run's state make the second one find the run already resubmitted.
+    """
+    with _recovery_lock():
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(flow_run_id)
+        release_id = release_of(run)
+        if release_id is None or run.state is None:
+            return f"run {flow_run_id} is not a release run"
+        if silent_for is not None:
+            return _crash_if_gone(run, silent_for, gone_after)
+        return _settle(run, release_id, Ledger())
+
+
+def _settle(run: FlowRun, release_id: str, ledger: Ledger) -> str:
     state = run.state
     if state.type is StateType.CRASHED and _cancelled(ledger, release_id):
         # it crashed before (or while) someone cancelled it: settle it, never bring it back
@@ -180,6 +208,9 @@ def recover_release(flow_run_id: str, silent_for: int | None = None) -> str:
             ledger.record_action(release_id, action="recovery-exhausted", actor=RECOVERY_ACTOR,
                                  reason=f"crashed past the bound of {bound} resubmissions; incident {incident}",
                                  detail={"flow_run_id": str(run.id), "incident_id": incident})
+            with get_client(sync_client=True) as client:  # settled: no sweep raises the incident again
+                client.set_flow_run_state(run.id, Failed(
+                    message=f"crashed {len(done) + 1} times; recovery gave up: incident {incident}"), force=True)
             publish_status(release_id, ledger)
             return f"gave up after {len(done)} resubmissions: incident {incident}"
         resubmit(run, action="resubmitted", actor=RECOVERY_ACTOR, ledger=ledger,
@@ -189,26 +220,79 @@ def recover_release(flow_run_id: str, silent_for: int | None = None) -> str:
         return f"resubmitted ({len(done) + 1} of {bound})"
     if state.type is StateType.FAILED and EXPIRED_WAIT in (state.message or ""):
         expired = expire_approvals(release_id, ledger)
-        publish_status(release_id, ledger)
+        if expired:
+            publish_status(release_id, ledger)
         return f"approval timed out in {', '.join(expired) or 'no environment still waiting'}"
     return f"nothing to do: the run is {state.name}"
 
 
-def _crash_if_gone(run: FlowRun, silent_for: int) -> str:
+@flow(name="recovery-sweep", log_prints=True)
+def sweep_releases() -> list[str]:
+    """Recover what the automations missed (deployment ``recovery-sweep``, every minute).
+
+    Events are not enough on their own: a restarted Prefect server's trigger service holds state
+    events of runs that were alive before the restart for up to 15 minutes, and an automation's
+    action can fail under load. The sweep looks at every release run of the last
+    ``SWEEP_DAYS`` that is Crashed, Running or Pending, or Failed by an expired approval wait,
+    and recovers it as the automations would: a silent Running run is marked Crashed and
+    resubmitted at once.
+
+    Returns:
+        What was done, one line per run acted on.
+    """
+    since = datetime.now(UTC) - timedelta(days=SWEEP_DAYS)
+    types = [StateType.CRASHED, StateType.RUNNING, StateType.PENDING, StateType.FAILED]
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[RELEASE_FLOW])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=types)),
+                                          expected_start_time=FlowRunFilterExpectedStartTime(after_=since)),
+            limit=SWEEP_LIMIT)
+    ledger = Ledger()
+    done = []
+    for run in runs:
+        release_id = release_of(run)
+        if release_id is None or run.state is None:
+            continue
+        if run.state.type is StateType.FAILED and not (
+                EXPIRED_WAIT in (run.state.message or "")
+                and any(p.state is PlanState.PENDING_APPROVAL for p in ledger.latest_plans(release_id))):
+            continue
+        if run.state.type in (StateType.RUNNING, StateType.PENDING):
+            # a Pending run's process may still be starting: it gets longer before it counts as gone
+            gone_after = GONE_AFTER_SECONDS if run.state.type is StateType.RUNNING else PENDING_GONE_AFTER_SECONDS
+            if recover(run.id, silent_for=int(gone_after), gone_after=gone_after) != MARKED_CRASHED:
+                continue
+        done.append(f"{run.name} ({release_id}): {recover(run.id)}")
+    for line in done:
+        get_run_logger().warning(line)
+    return done
+
+
+def _recovery_lock():
+    """One recovery decision at a time (a Prefect global concurrency limit, created when missing)."""
+    return concurrency(ensure_limit(RECOVERY_LOCK), occupy=1, timeout_seconds=120, lease_duration=60, strict=True)
+
+
+def _crash_if_gone(run: FlowRun, silent_for: int, gone_after: float = GONE_AFTER_SECONDS) -> str:
     """Mark a silent release run Crashed when it still claims to run and its process is gone."""
     logger = get_run_logger()
     if run.state is None or run.state.type not in (StateType.RUNNING, StateType.PENDING):
         logger.info("release run %s: not crashed: it is %s and holds no process", run.name, run.state_name)
         return f"not crashed: the run is {run.state_name}, it holds no process"
     with get_client(sync_client=True) as client:
+        if run.state.type is StateType.RUNNING and _latest_beat(client, run) is None:
+            # its worker may send no heartbeats at all (one not started by `delivery up`): silence proves nothing
+            logger.info("release run %s: left alone: it never sent a heartbeat", run.name)
+            return "not crashed: it never sent a heartbeat, so its silence proves nothing"
         silent = (datetime.now(UTC) - _last_sign_of_life(client, run)).total_seconds()
-        if silent < GONE_AFTER_SECONDS:
+        if silent < gone_after:
             logger.info("release run %s: not crashed: a sign of life %.0f s ago", run.name, silent)
             return f"not crashed: its process gave a sign of life {silent:.0f} s ago"
         client.set_flow_run_state(run.id, Crashed(
             message=f"no heartbeat for {max(silent_for, int(silent))} s: the process running this release died"))
     logger.warning("release run %s: no heartbeat for %.0f s: marked Crashed", run.name, silent)
-    return "marked Crashed"
+    return MARKED_CRASHED
 
 
 @flow(name="retry-release", log_prints=True)
@@ -316,15 +400,20 @@ def cancel_release(release_id: str, requested_by: str, reason: str = "") -> str:
 
 def _last_sign_of_life(client: SyncPrefectClient, run: FlowRun) -> datetime:
     """When the run's process last showed it was alive: its latest heartbeat, or when it (re)started."""
-    from prefect.events.filters import EventFilter, EventNameFilter, EventOrder, EventResourceFilter
-
     started = [s.timestamp for s in client.read_flow_run_states(run.id)
                if s.type in (StateType.PENDING, StateType.RUNNING) and s.timestamp is not None]
+    beat = _latest_beat(client, run)
+    moments = [*started, *([beat] if beat else [])]
+    return max(moments) if moments else datetime.now(UTC)
+
+
+def _latest_beat(client: SyncPrefectClient, run: FlowRun) -> datetime | None:
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOrder, EventResourceFilter
+
     beats = client.read_events(EventFilter(event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
                                            resource=EventResourceFilter(id=[f"prefect.flow-run.{run.id}"]),
                                            order=EventOrder.DESC), limit=1).events
-    moments = [*started, *(beat.occurred for beat in beats)]
-    return max(moments) if moments else datetime.now(UTC)
+    return beats[0].occurred if beats else None
 
 
 def _stop(run: FlowRun, why: str) -> str:
@@ -442,10 +531,12 @@ __all__ = [
     "acknowledge_incident",
     "cancel_release",
     "expire_approvals",
+    "recover",
     "recover_release",
     "release_of",
     "release_runs",
     "replay_incident",
     "resubmit",
     "retry_release",
+    "sweep_releases",
 ]

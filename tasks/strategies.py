@@ -22,7 +22,7 @@ import copy
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from prefect import task
@@ -269,6 +269,28 @@ def _keyed(task: Any, phase: str, *situation: str | None, stage: str | None = No
     return task.with_options(cache_key_fn=key, task_run_name=f"{label}[{phase}]")
 
 
+def roll_back_attempt(
+    runtime: KubernetesRuntime,
+    repo: GitOpsRepo,
+    spec: ManifestSpec,
+    *,
+    strategy: str,
+    health: HealthSettings,
+    attempt: int,
+    failed_revision: str,
+    reason: str,
+    requested_by: str | None = None,
+) -> RollbackResult:
+    """Stage 14 for one promotion attempt, keyed on the attempt and the abandoned revision.
+
+    A rollback that completed comes back from its stored result; one that a crash cut short runs
+    again (it is idempotent against Git and the cluster).
+    """
+    return _keyed(roll_back, "rollback", f"attempt-{attempt}", failed_revision)(runtime, repo, RollbackSpec(
+        **spec.target().model_dump(), strategy=strategy, reason=reason, failed_revision=failed_revision,
+        requested_by=requested_by, timeout_seconds=health.timeout_seconds, poll_seconds=health.poll_seconds))
+
+
 def deploy_with_strategy(
     runtime: KubernetesRuntime,
     repo: GitOpsRepo,
@@ -280,6 +302,7 @@ def deploy_with_strategy(
     planned_by: str | None = None,
     approved_by: Sequence[str] = (),
     attempt: int = 1,
+    before_rollback: Callable[[str, DeliveryError], None] | None = None,
 ) -> DeploymentOutcome:
     """Deploy a release into one environment: render, then per phase promote -> sync -> health.
 
@@ -297,6 +320,9 @@ def deploy_with_strategy(
         approved_by: ``Approved-By`` trailers.
         attempt: the plan's promotion attempt: a retry after a failure deploys afresh instead of
             reusing the failed attempt's stored results.
+        before_rollback: called with the abandoned revision and the failure before the rollback
+            starts, so that the caller can record the verdict first: a run resumed after a crash
+            inside the rollback must finish it, not re-judge the rolled-back environment healthy.
 
     Returns:
         The outcome: revision, healthy, rolled_back, the phases and the rollback.
@@ -335,9 +361,10 @@ def deploy_with_strategy(
     except DeliveryError as exc:
         if revision is None:
             raise
-        rollback = _keyed(roll_back, "rollback", tried, revision)(runtime, repo, RollbackSpec(
-            **target, strategy=strategy.name, reason=str(exc), failed_revision=revision,
-            requested_by=planned_by, timeout_seconds=health.timeout_seconds, poll_seconds=health.poll_seconds))
+        if before_rollback is not None:
+            before_rollback(revision, exc)
+        rollback = roll_back_attempt(runtime, repo, spec, strategy=strategy.name, health=health, attempt=attempt,
+                                     failed_revision=revision, reason=str(exc), requested_by=planned_by)
         return DeploymentOutcome(
             environment=spec.environment, app=spec.app, strategy=strategy.name, git_revision=rollback.git_revision,
             failed_revision=revision, healthy=False, rolled_back=True, phases=outcomes, rollback=rollback,

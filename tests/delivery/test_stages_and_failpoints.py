@@ -95,3 +95,13 @@ def test_a_transient_failpoint_raises_a_retryable_error_once_per_entry(tmp_path,
             failpoints.hit("promote")
     failpoints.hit("promote")
     assert failpoints.armed(armed) == []
+
+
+def test_a_worker_failpoint_refuses_to_kill_a_parent_that_is_not_a_worker(tmp_path):
+    armed = tmp_path / "failpoints"
+    failpoints.arm(armed, "promote:worker")
+    env = {**os.environ, failpoints.SETTING: str(armed)}
+    script = "from delivery import failpoints\nfailpoints.hit('promote')\n"
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 1  # the test process, its parent, is alive to read this
+    assert "is not a Prefect worker; refusing to kill it" in done.stderr

@@ -75,7 +75,10 @@ def test_prod_health_failure_rolls_prod_back_and_keeps_dev_and_staging(prefect_s
         assert states == {"dev": PlanState.DEPLOYED, "staging": PlanState.DEPLOYED, "prod": PlanState.FAILED}
         failed = ledger.transitions(f"{request.release_id}/r1/prod")[-1]
         assert (failed.from_state, failed.to_state) == (PlanState.PROMOTING, PlanState.FAILED)
-        assert "rolled back" in failed.reason
+        assert "HealthCheckFailed" in failed.reason and "rolling back" in failed.reason
+        finished = [a for a in ledger.actions(release_id=request.release_id, action="rolled-back")
+                    if a["detail"]["environment"] == "prod"]
+        assert len(finished) == 1 and "rolled back" in finished[0]["reason"]
         # prod is back where it was (nothing healthy before: no canary left running), the others untouched
         assert not [d for d in stack.live_deployments("sample-prod") if d["metadata"]["name"].endswith("-canary")]
         assert stack.live_deployments("sample-dev") and stack.live_deployments("sample-staging")
