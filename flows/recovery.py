@@ -66,6 +66,9 @@ GONE_AFTER_SECONDS = HEARTBEAT_SECONDS + 15
 PENDING_GONE_AFTER_SECONDS = 600
 MARKED_CRASHED = "marked Crashed"
 RECOVERY_LOCK = "delivery-recovery"
+# How a process exit is reported: by the flow run's runner at once, and by its worker again later.
+RUNNER_EXIT_REPORT = "Process exited with status code"
+WORKER_EXIT_REPORT = "Flow run infrastructure exited with non-zero status code"
 # How far back, and how many release runs, the sweep looks at.
 SWEEP_DAYS = 7
 SWEEP_LIMIT = 200
@@ -191,6 +194,8 @@ def recover(flow_run_id: UUID, *, silent_for: int | None = None, gone_after: flo
 
 def _settle(run: FlowRun, release_id: str, ledger: Ledger) -> str:
     state = run.state
+    if state.type is StateType.CRASHED and (late := _late_exit_report(run)) is not None:
+        return late
     if state.type is StateType.CRASHED and _cancelled(ledger, release_id):
         # it crashed before (or while) someone cancelled it: settle it, never bring it back
         with get_client(sync_client=True) as client:
@@ -224,6 +229,41 @@ def _settle(run: FlowRun, release_id: str, ledger: Ledger) -> str:
             publish_status(release_id, ledger)
         return f"approval timed out in {', '.join(expired) or 'no environment still waiting'}"
     return f"nothing to do: the run is {state.name}"
+
+
+def _late_exit_report(run: FlowRun) -> str | None:
+    """Answer a crash that only repeats one already recovered; None when the crash is news.
+
+    When a flow-run process dies, its runner reports Crashed at once and the worker reports the
+    same exit again up to seconds later. By then recovery may have resubmitted the run, and the
+    late report overwrites the resubmission (or the new process's start). Resubmitting again
+    would start a second process for the same run. So: a worker's exit report that follows a
+    runner's report recovery already answered is not a crash of its own. When it overwrote the
+    resubmission (no process yet) the resubmission is restored; when it overwrote a new process's
+    start, that process moves the run on by itself, and only a run still Crashed
+    ``GONE_AFTER_SECONDS`` later is treated as crashed (the sweep comes back to it).
+    """
+    with get_client(sync_client=True) as client:
+        states = sorted(client.read_flow_run_states(run.id), key=lambda s: s.timestamp)
+    current, earlier = states[-1], states[:-1]
+    if not (current.message or "").startswith(WORKER_EXIT_REPORT):
+        return None
+    crashes = [i for i, s in enumerate(earlier) if s.type is StateType.CRASHED]
+    if not crashes or not (earlier[crashes[-1]].message or "").startswith(RUNNER_EXIT_REPORT):
+        return None
+    if not any(s.name == "AwaitingRetry" for s in earlier[crashes[-1] + 1:]):
+        return None  # the runner's report was not answered yet: this crash is the one to answer
+    overwritten = earlier[-1]
+    if overwritten.type is StateType.SCHEDULED:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(run.id, AwaitingRetry(
+                message="resubmission restored: the worker's late report of an exit already recovered had "
+                        "overwritten it"), force=True)
+        return "restored the resubmission a late exit report overwrote"
+    if (datetime.now(UTC) - current.timestamp).total_seconds() < GONE_AFTER_SECONDS:
+        return (f"left alone: a late report of an exit already recovered overwrote {overwritten.name}; "
+                "the new process moves the run on")
+    return None
 
 
 @flow(name="recovery-sweep", log_prints=True)

@@ -190,13 +190,14 @@ def assert_detected_by_heartbeat(lane: Lane, release: Release) -> None:
 
 
 def resubmitted_by_recovery(release: Release) -> list[str]:
-    """Who resubmitted the run after each of our kills (SIGKILL seen by the worker, or silence).
+    """Who resubmitted the run after each of our kills (SIGKILL reported by the runner or the worker, or silence).
 
-    Other crashes (a worker that could not submit the run to its process under load) are recovered
-    too, and are not counted here.
+    One kill is reported twice (by the run's runner, then by its worker): it must be resubmitted
+    once. Other crashes (a worker that could not submit the run to its process under load) are
+    recovered too, and are not counted here.
     """
     return [action["actor"] for action in release.resubmissions()
-            if "status code: -9" in action["reason"] or "heartbeat" in action["reason"]]
+            if "code: -9" in action["reason"] or "code -9" in action["reason"] or "heartbeat" in action["reason"]]
 
 
 # --------------------------------------------------------------------------- tests

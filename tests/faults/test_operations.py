@@ -325,8 +325,10 @@ def test_retry_promotes_a_failed_environment_again_after_the_fix(scenario: Scena
     assert (f"release {older.release_id}: dev is not retried: superseded by {newer.release_id}: dev already runs "
             "its build" in backwards.text), str(backwards)
     assert plan_state(stack, older, "dev") is PlanState.FAILED
-    # refusals change nothing
-    assert actions(stack, older) == actions(stack, waiting) == []
+    # refusals change nothing: the older one's only operations are its own health gate's rollback
+    assert [(a["action"], a["actor"]) for a in actions(stack, older)] == [
+        ("rollback-started", "system:promotion"), ("rolled-back", "system:promotion")]
+    assert actions(stack, waiting) == []
 
 
 # --------------------------------------------------------------------------- cancel

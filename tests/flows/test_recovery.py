@@ -15,7 +15,7 @@ import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.events import emit_event
-from prefect.states import Crashed, Failed, Running
+from prefect.states import Crashed, Failed, Pending, Running
 from runtime_support import wait_until
 
 import flows.recovery as recovery
@@ -104,6 +104,39 @@ def test_the_sweep_crashes_a_silent_running_run_and_leaves_alone_one_that_never_
     crash = [s for s in _states(silent_run) if s.type.value == "CRASHED"]
     assert len(crash) == 1 and "no heartbeat for" in crash[0].message
     assert _state(beatless_run).type.value == "RUNNING"  # a worker without heartbeats: silence proves nothing
+
+
+RUNNER_EXIT = "Process exited with status code: -9. Process exited due to a SIGKILL signal."
+WORKER_EXIT = "Flow run infrastructure exited with non-zero status code -9. Process exited due to a SIGKILL signal."
+
+
+def _set(run_id: uuid.UUID, state) -> None:
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run_id, state, force=True)
+
+
+def test_the_workers_late_report_of_an_exit_already_recovered_starts_no_second_process(
+        prefect_server, ledger, monkeypatch) -> None:
+    # the runner reports the kill; recovery resubmits; the worker's report of the same exit lands on the resubmission
+    release_id, run_id = _release_run(Crashed(message=RUNNER_EXIT))
+    assert recovery.recover_release(str(run_id)).startswith("resubmitted (1 of 3)")
+    _set(run_id, Crashed(message=WORKER_EXIT))
+    assert recovery.recover_release(str(run_id)) == "restored the resubmission a late exit report overwrote"
+    assert _state(run_id).name == "AwaitingRetry"
+
+    # the same, landing on the new process's start: that process moves the run on, nothing is resubmitted
+    _set(run_id, Running())
+    _set(run_id, Crashed(message=RUNNER_EXIT))
+    assert recovery.recover_release(str(run_id)).startswith("resubmitted (2 of 3)")
+    _set(run_id, Pending())
+    _set(run_id, Crashed(message=WORKER_EXIT))
+    assert recovery.recover_release(str(run_id)).startswith("left alone: a late report of an exit already recovered")
+    assert _state(run_id).type.value == "CRASHED"
+    assert len(ledger.actions(release_id=release_id, action="resubmitted")) == 2
+
+    # ... unless no process ever moved it on: then it is a crash like any other
+    monkeypatch.setattr(recovery, "GONE_AFTER_SECONDS", 0)
+    assert recovery.recover_release(str(run_id)).startswith("resubmitted (3 of 3)")
 
 
 def test_the_sweep_ignores_runs_that_ended_normally(prefect_server, ledger) -> None:
