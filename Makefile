@@ -30,9 +30,9 @@ lint: venv
 test: venv lint
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
-# The fault-injection suite on a real stack (crashes at every stage, recovery, retry/cancel, replay).
+# The fault-injection suite alone (part of `make test`): crashes at every stage, recovery, retry/cancel, replay.
 test-faults: venv
-	DELIVERY_FAULT_SUITE=1 PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q tests/faults $(PYTEST_ARGS)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q tests/faults $(PYTEST_ARGS)
 
 demo: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/delivery demo

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     create_engine,
+    delete,
     event,
     insert,
     select,
@@ -115,6 +116,19 @@ actions_table = Table(
     Column("actor", String(200), nullable=False),
     Column("reason", Text, nullable=False),
     Column("detail", JSON, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+
+
+# Who holds each environment's lock, by its Prefect lease: a resumed or cancelled release frees the
+# lease its dead process left instead of waiting for it to lapse. A row per environment, replaced.
+leases_table = Table(
+    "environment_leases",
+    metadata,
+    Column("environment", String(64), primary_key=True),
+    Column("lease_id", String(64), nullable=False),
+    Column("release_id", String(64), nullable=False, index=True),
+    Column("flow_run_id", String(64)),
     Column("at", DateTime(timezone=True), nullable=False),
 )
 
@@ -379,6 +393,29 @@ class Ledger:
             query = query.where(actions_table.c.action == action)
         with self.engine.connect() as conn:
             return [{**dict(r), "detail": _loads(r["detail"])} for r in conn.execute(query).mappings().all()]
+
+
+    # ---------------------------------------------------------------- environment locks
+
+    def hold_lease(self, environment: str, *, lease_id: str, release_id: str, flow_run_id: str | None) -> None:
+        """Record that ``release_id`` holds the environment's lock under ``lease_id``."""
+        row = {"lease_id": lease_id, "release_id": release_id, "flow_run_id": flow_run_id, "at": utcnow()}
+        with self.engine.begin() as conn:
+            if conn.execute(update(leases_table).where(leases_table.c.environment == environment)
+                            .values(**row)).rowcount == 0:
+                conn.execute(insert(leases_table).values(environment=environment, **row))
+
+    def leases(self, *, release_id: str) -> list[dict[str, Any]]:
+        """The environment locks a release is recorded as holding."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(leases_table).where(leases_table.c.release_id == release_id)).mappings()
+            return [dict(r) for r in rows]
+
+    def drop_lease(self, environment: str, lease_id: str) -> None:
+        """Forget a lease (released, or found gone); a newer holder's row is left alone."""
+        with self.engine.begin() as conn:
+            conn.execute(delete(leases_table).where(leases_table.c.environment == environment,
+                                                    leases_table.c.lease_id == lease_id))
 
 
 def _loads(body: Any) -> Any:

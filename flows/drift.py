@@ -243,7 +243,7 @@ def check_environment_drift(environment: str, config: EnvironmentConfig, revisio
     """
     from prefect.concurrency.sync import concurrency
 
-    from flows.promotion import ensure_environment_lock
+    from flows.locks import ensure_environment_lock
 
     logger = get_run_logger()
     lock = ensure_environment_lock(environment)

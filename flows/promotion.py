@@ -11,26 +11,20 @@ suspend, and only it is resubmitted after a crash. Re-entering an environment af
 resume or a retry reads the plan from the ledger and continues from its state (a plan found
 Promoting is deployed again, its stages idempotent), so no transition is written twice.
 
-One promotion per environment at a time: the Prefect global concurrency limit
-``delivery-env-<env>`` (limit 1) is created by the product before use and acquired strictly, so a
-missing limit is an error rather than a silent no-lock; it is never held across an approval wait,
-and the lease of a holder that died expires after ``LOCK_LEASE_SECONDS``. A markdown artifact
+One promotion per environment at a time (:mod:`flows.locks`); the lock is never held across an
+approval wait, and a resumed run frees the lease its dead process left. A markdown artifact
 ``release-<id>`` summarises each environment's state, revision, approvers and timings, refreshed as
 the path moves.
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from datetime import datetime
 
 from prefect import get_run_logger, tags
 from prefect.artifacts import create_markdown_artifact
-from prefect.client.orchestration import get_client
-from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from pydantic import Field
 
 from blocks.git_host import GitHost
@@ -50,13 +44,11 @@ from delivery.errors import (
 from delivery.ledger import Ledger
 from delivery.models import BuildResult, Model, ReleaseRequest, utcnow
 from delivery.plan import PlanState, ReleasePlan
+from flows.locks import environment_lock
 from tasks.approval import POLICY_ACTOR, decide, request_approval, supersede_reason, superseded_by
 from tasks.plan import plan_release
 
 PROMOTION_ACTOR = "system:promotion"
-LOCK_TIMEOUT_SECONDS = float(os.environ.get("DELIVERY_LOCK_TIMEOUT_SECONDS", "3600"))
-# Prefect's minimum; a holder that died frees the environment within this time.
-LOCK_LEASE_SECONDS = 60
 
 
 class EnvironmentOutcome(Model):
@@ -128,34 +120,6 @@ def validate_promotion(request: ReleaseRequest) -> DeliveryConfig:
     config = load_delivery_config()
     check_request(request, config)
     return config
-
-
-# --------------------------------------------------------------------------- locks
-
-
-def lock_name(environment: str) -> str:
-    """The global concurrency limit guarding an environment."""
-    return f"delivery-env-{environment}"
-
-
-def ensure_environment_lock(environment: str) -> str:
-    """Create the environment's global concurrency limit (limit 1) when missing; return its name."""
-    return ensure_limit(lock_name(environment))
-
-
-def ensure_limit(name: str) -> str:
-    """Create the global concurrency limit ``name`` (limit 1) when missing; return the name."""
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            try:
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-            except ObjectAlreadyExists:
-                pass  # someone created it first
-    return name
 
 
 # --------------------------------------------------------------------------- the deploy steps
@@ -332,12 +296,12 @@ def promote_environment(
     plan = plan_release(request, build, environment, request.strategy or settings.strategy)
     plan = request_approval(plan, settings)
     if plan.state is PlanState.FAILED and (started := unfinished_rollback(ledger, plan)) is not None:
-        with _environment_lock(environment):
+        with environment_lock(environment, release_id=plan.release_id, ledger=ledger):
             finish_rollback(ledger, plan, settings, started)
     if plan.state in (PlanState.REJECTED, PlanState.FAILED, PlanState.DEPLOYED):
         return _settled(ledger, plan, started_at)
 
-    with _environment_lock(environment):
+    with environment_lock(environment, release_id=plan.release_id, ledger=ledger):
         plan = ledger.get_plan(plan.plan_id)  # a cancel or a newer release may have moved on meanwhile
         newer = superseded_by(plan, ledger) if plan.state in (PlanState.APPROVED, PlanState.PROMOTING) else None
         if newer is not None and plan.state is PlanState.APPROVED:
@@ -378,12 +342,6 @@ def _fail(ledger: Ledger, plan: ReleasePlan, reason: str) -> ReleasePlan:
     """Fail the plan unless a rollback already did."""
     current = ledger.get_plan(plan.plan_id)
     return _move(ledger, current, PlanState.FAILED, reason) if current.state is PlanState.PROMOTING else current
-
-
-def _environment_lock(environment: str):
-    """Hold the environment's lock (strict: a missing limit is an error, never a silent no-lock)."""
-    return concurrency(ensure_environment_lock(environment), occupy=1, timeout_seconds=LOCK_TIMEOUT_SECONDS,
-                       lease_duration=LOCK_LEASE_SECONDS, strict=True)
 
 
 def _settled(ledger: Ledger, plan: ReleasePlan, started_at: datetime) -> EnvironmentOutcome:
@@ -491,10 +449,7 @@ __all__ = [
     "PromotionSummary",
     "artifact_key",
     "check_request",
-    "ensure_environment_lock",
-    "ensure_limit",
     "load_delivery_config",
-    "lock_name",
     "promote_environment",
     "promote_path",
     "publish_status",

@@ -12,8 +12,7 @@ plans through the state machine, and writes what it did to the ledger with the a
 - :func:`retry_release`: a Failed environment goes back to Promoting (a new attempt) and the
   release run is resubmitted; it continues from its stored stage results.
 - :func:`cancel_release`: a waiting or stuck release ends: its run is cancelled, its open plans
-  rejected (or failed, when promoting), and its environment lock freed when the holder's lease
-  lapses.
+  rejected (or failed, when promoting), and the environment lock its dead process held freed.
 - :func:`replay_incident`: the run an incident belongs to is resubmitted (after moving a Failed
   environment back to Promoting), whatever stage it failed in.
 
@@ -51,7 +50,8 @@ from delivery.events import EventName, emit
 from delivery.ledger import Ledger
 from delivery.plan import PlanState, ReleasePlan
 from delivery.settings import HEARTBEAT_SECONDS
-from flows.promotion import ensure_limit, load_delivery_config, publish_status
+from flows.locks import ensure_limit, free_dead_leases
+from flows.promotion import load_delivery_config, publish_status
 from tasks.approval import decide, supersede_reason, superseded_by
 from tasks.incidents import publish_incidents, refresh_incident_views
 
@@ -434,7 +434,10 @@ def cancel_release(release_id: str, requested_by: str, reason: str = "") -> str:
     publish_status(release_id, ledger)
     ended = [_stop(run, why) for run in stopping]
     still = [name for name in ended if name != "Cancelled"]
+    # no process of the release is left: the locks it held are free now, not when their leases lapse
+    freed = [] if still else free_dead_leases(ledger, release_id)
     return f"cancelled: {len(live)} run(s), {len(open_plans)} plan(s) closed" + (
+        f"; freed the lock of {', '.join(freed)}" if freed else "") + (
         f"; still stopping: {', '.join(still)}" if still else "")
 
 

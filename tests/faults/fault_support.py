@@ -28,7 +28,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -169,9 +169,14 @@ class FaultStack:
             stack = cls(home=home, info=info, failpoints=home / "failpoints", recipes=recipes, say=say)
             yield stack
         finally:
-            down(home=home, say=say)
-            for process in reversed(stack.started if stack else []):
+            # the processes a test added first, all signalled at once (each may take seconds to stop)
+            added = [p for p in reversed(stack.started if stack else []) if _alive(p.pid)]
+            for process in added:
+                with suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+            for process in added:
                 stop_process(process)
+            down(home=home, say=say)
             for key, value in previous.items():
                 if value is None:
                     os.environ.pop(key, None)
@@ -732,14 +737,22 @@ def built_image(stack: FaultStack, release: Release) -> str:
     return image
 
 
+def reached(stack: FaultStack, release: Release) -> list[str]:
+    """The environments of the path up to the release's target (all of them without one)."""
+    path = list(stack.namespaces())
+    target = release.request.target_environment
+    return path[:path.index(target) + 1] if target else path
+
+
 def delivered(stack: FaultStack, release: Release) -> Outcome:
-    """What an uninterrupted release ends as: Completed, every environment Deployed and serving its image."""
+    """What an uninterrupted release ends as: Completed, each environment up to its target Deployed and serving
+    its image, the others untouched."""
     image = built_image(stack, release)
-    environments = list(stack.namespaces())
+    environments = reached(stack, release)
     return Outcome(run_state="Completed", plans=dict.fromkeys(environments, "Deployed"),
-                   serving={env: {image} for env in environments})
+                   serving={env: {image} if env in environments else set() for env in stack.namespaces()})
 
 
 __all__ = ["APP", "APPROVERS", "FaultStack", "Footprint", "Lane", "Outcome", "Release", "app_files", "built_image",
-           "delivered", "footprint", "holds", "outcome", "release_request", "seed_app", "uninterrupted_transitions",
-           "wait_until"]
+           "delivered", "footprint", "holds", "outcome", "reached", "release_request", "seed_app",
+           "uninterrupted_transitions", "wait_until"]

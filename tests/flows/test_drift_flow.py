@@ -256,7 +256,7 @@ def test_an_environment_under_promotion_is_skipped_not_taken_for_drift(world, mo
     from prefect.concurrency.sync import concurrency
 
     import flows.drift
-    from flows.promotion import ensure_environment_lock
+    from flows.locks import ensure_environment_lock
 
     default_wait = flows.drift.LOCK_WAIT_SECONDS
     monkeypatch.setattr(flows.drift, "LOCK_WAIT_SECONDS", 1.0)
