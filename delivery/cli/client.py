@@ -92,6 +92,9 @@ class PlanStatus(ClientModel):
     planned_by: str
     approvers: list[str]
     updated_at: datetime
+    attempt: int = Field(default=1, description="Promotion attempt (raised by each retry)")
+    reason: str = Field(default="", description="Why the plan is in its state (its last transition's reason)")
+    actor: str | None = Field(default=None, description="Who or what moved it there")
 
 
 class TraceEvent(ClientModel):
@@ -435,7 +438,9 @@ class DeliveryClient:
         from delivery.approvals import counted_approvers
         from delivery.ledger import Ledger
 
-        plans = Ledger(ledger_url).latest_plans(release_id)
+        ledger = Ledger(ledger_url)
+        plans = ledger.latest_plans(release_id)
+        last = {p.plan_id: (ledger.transitions(p.plan_id) or [None])[-1] for p in plans}
         runs = self.release_runs(release_id)
         trace_id = plans[0].trace_id if plans else None
         for run in runs:
@@ -446,7 +451,9 @@ class DeliveryClient:
             plans=[
                 PlanStatus(
                     environment=p.environment, revision=p.revision, state=p.state, planned_by=p.planned_by,
-                    approvers=counted_approvers(p.approvals), updated_at=p.updated_at,
+                    approvers=counted_approvers(p.approvals), updated_at=p.updated_at, attempt=p.attempt,
+                    reason=last[p.plan_id].reason if last[p.plan_id] else "",
+                    actor=last[p.plan_id].actor if last[p.plan_id] else None,
                 )
                 for p in plans
             ],

@@ -139,7 +139,8 @@ def test_cli_approve_refused_planner_then_allowed_approver_and_status(prefect_se
 
     status = json.loads(_cli("release", "status", rid, "--api-url", prefect_server, "--json").output)
     assert status["plans"] == [{**status["plans"][0], "environment": "prod", "state": "Approved",
-                                "approvers": ["user:alice"], "planned_by": PLANNER}]
+                                "approvers": ["user:alice"], "planned_by": PLANNER, "attempt": 1}]
+    assert status["plans"][0]["actor"] == "user:alice" and status["plans"][0]["reason"]
     assert status["waiting_for_approval"] == []
     nothing = _cli("release", "reject", rid, "--as", "user:bob", "--api-url", prefect_server, "--json")
     assert nothing.exit_code == 1 and json.loads(nothing.output)["type"] == "NotFound"
