@@ -361,10 +361,18 @@ class Ledger:
             raise NotFound(f"no incident {incident_id} in the ledger")
         return dict(row)
 
-    def set_incident_status(self, incident_id: int, status: str) -> None:
-        """Mark an incident (for example ``replayed``)."""
+    def set_incident_status(self, incident_id: int, status: str, *, expected: tuple[str, ...] | None = None) -> None:
+        """Mark an incident (for example ``replayed``); with ``expected``, only from one of those statuses.
+
+        Raises:
+            ConflictError: the incident's status is no longer one of ``expected`` (someone else moved it).
+        """
+        query = update(incidents_table).where(incidents_table.c.id == incident_id)
+        if expected is not None:
+            query = query.where(incidents_table.c.status.in_(expected))
         with self.engine.begin() as conn:
-            conn.execute(update(incidents_table).where(incidents_table.c.id == incident_id).values(status=status))
+            if conn.execute(query.values(status=status)).rowcount == 0 and expected is not None:
+                raise ConflictError(f"incident {incident_id} is no longer {' or '.join(expected)}")
 
     # ---------------------------------------------------------------- operations on a release
 

@@ -45,7 +45,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.states import AwaitingRetry, Cancelled, Cancelling, Crashed, Failed
 
 from delivery.approvals import TIMEOUT_ACTOR, timeout_reason
-from delivery.errors import InvalidInput, NotFound
+from delivery.errors import ConflictError, InvalidInput, NotFound
 from delivery.events import EventName, emit
 from delivery.ledger import Ledger
 from delivery.plan import PlanState, ReleasePlan
@@ -516,13 +516,20 @@ def replay_incident(incident_id: int, requested_by: str) -> str:
     if run.state.type is StateType.COMPLETED:
         raise InvalidInput(f"incident {incident_id}: release {release_id} has completed since; nothing to replay")
     why = f"replay of incident {incident_id} ({incident['task'] or incident['flow']}: {incident['error'][:200]})"
-    for plan in ledger.latest_plans(release_id):
-        if plan.state is PlanState.FAILED:
-            moved, record = plan.transition(PlanState.PROMOTING, actor=requested_by, reason=why)
-            ledger.save_plan(moved, record)
-    resubmit(run, action="replayed", actor=requested_by, ledger=ledger, reason=why,
-             detail={"incident_id": incident_id})
-    ledger.set_incident_status(incident_id, "replayed")
+    try:  # claimed first: of two replays asked at once, one goes on
+        ledger.set_incident_status(incident_id, "replayed", expected=(incident["status"],))
+    except ConflictError:
+        raise InvalidInput(f"incident {incident_id} was replayed or acknowledged meanwhile") from None
+    try:
+        for plan in ledger.latest_plans(release_id):
+            if plan.state is PlanState.FAILED:
+                moved, record = plan.transition(PlanState.PROMOTING, actor=requested_by, reason=why)
+                ledger.save_plan(moved, record)
+        resubmit(run, action="replayed", actor=requested_by, ledger=ledger, reason=why,
+                 detail={"incident_id": incident_id})
+    except BaseException:
+        ledger.set_incident_status(incident_id, incident["status"], expected=("replayed",))
+        raise
     refresh_incident_views(release_id, ledger)
     return f"replaying incident {incident_id} in run {run.name}"
 
@@ -560,7 +567,10 @@ def acknowledge_incident(incident_id: int, requested_by: str, comment: str = "")
     release_id = incident["release_id"]
     stage = incident["task"] or incident["flow"]
     reason = f"incident {incident_id} ({stage}) acknowledged by {requested_by}" + (f": {comment}" if comment else "")
-    ledger.set_incident_status(incident_id, "acknowledged")
+    try:
+        ledger.set_incident_status(incident_id, "acknowledged", expected=(ACKNOWLEDGEABLE,))
+    except ConflictError:
+        raise InvalidInput(f"incident {incident_id} was replayed or acknowledged meanwhile") from None
     # operations are kept per release; an incident outside any release is kept under "-"
     ledger.record_action(release_id or "-", action="acknowledged", actor=requested_by, reason=reason,
                          detail={"incident_id": incident_id, "stage": stage, "comment": comment})

@@ -111,3 +111,15 @@ def test_a_retry_after_failure_is_a_new_promotion_attempt():
     assert (retried.attempt, record.to_state) == (2, PlanState.PROMOTING)
     again, _ = plan(PlanState.APPROVED).transition(PlanState.PROMOTING, actor="system:promotion", reason="begin")
     assert again.attempt == 1
+
+
+def test_an_incident_status_moves_only_from_the_status_expected(ledger):
+    incident = ledger.record_incident(flow="release", error="TransientError: 503", envelope={}, release_id="rel-1",
+                                      trace_id="t-1")
+    ledger.set_incident_status(incident, "acknowledged", expected=("open",))
+    # a second acknowledgement, or a replay that read "open" before it, loses
+    with pytest.raises(ConflictError, match=f"incident {incident} is no longer open"):
+        ledger.set_incident_status(incident, "replayed", expected=("open",))
+    assert ledger.incident(incident)["status"] == "acknowledged"
+    ledger.set_incident_status(incident, "replayed", expected=("open", "acknowledged"))
+    assert ledger.incident(incident)["status"] == "replayed"
