@@ -251,8 +251,12 @@ def check_environment_drift(environment: str, config: EnvironmentConfig, revisio
     try:
         with concurrency(lock, occupy=1, timeout_seconds=LOCK_WAIT_SECONDS, strict=True):
             acquired = True
+            gitops = _load_block(block_ref("gitops_repo"), block_setting("gitops_repo"))
+            # a promotion that held the lock while this check waited has committed since: compare with
+            # what Git holds now, never with the revision seen before the wait (that would undo it)
+            revision = gitops.head()
             report = check_environment(
-                environment, config, gitops=_load_block(block_ref("gitops_repo"), block_setting("gitops_repo")),
+                environment, config, gitops=gitops,
                 runtime=_load_block(config.runtime, f"delivery.yaml environments.{environment}.runtime"),
                 revision=revision, store=SyncStateStore(Ledger().engine),
             )

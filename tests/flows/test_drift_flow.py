@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from runtime_support import wait_until
 
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
@@ -269,6 +270,42 @@ def test_an_environment_under_promotion_is_skipped_not_taken_for_drift(world, mo
     # The slot is released by a background service: the next check waits for it as a drift run would.
     monkeypatch.setattr(flows.drift, "LOCK_WAIT_SECONDS", default_wait)
     assert world.check()["reconciled"] is True  # the lock is free again
+
+
+def test_a_check_that_waited_for_a_promotion_compares_with_what_it_committed(world, monkeypatch):
+    from prefect.concurrency.sync import concurrency
+
+    import flows.drift
+    from flows.locks import ensure_environment_lock
+
+    monkeypatch.setattr(flows.drift, "LOCK_WAIT_SECONDS", 120.0)
+    reports: list[dict] = []
+    with concurrency(ensure_environment_lock("dev"), occupy=1, strict=True):  # a promotion holds dev
+        checking = threading.Thread(target=lambda: reports.append(world.check()))
+        checking.start()
+        wait_until(checking_waits_for_lock, timeout=60, what="the drift check waiting for the lock")
+        world.promote(manifests(world.release_id, image="registry.local/web:2"))  # its commit and its sync
+    checking.join(timeout=120)
+    [report] = reports
+    assert report["drift"] == [] and report["revision"] == world.gitops.head()
+    assert world.live_deployment().spec.template.spec.containers[0].image == "registry.local/web:2"
+
+
+def checking_waits_for_lock() -> bool:
+    """The drift check's task is waiting on the environment lock (its flow run started and reached the lock)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        TaskRunFilter,
+        TaskRunFilterName,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(
+            name=TaskRunFilterName(like_="check_environment_drift"),
+            state=TaskRunFilterState(type=TaskRunFilterStateType(any_=["RUNNING"]))))
+    return bool(runs)
 
 
 def test_unknown_environment_and_bad_drift_settings_are_refused_naming_the_field(world):
