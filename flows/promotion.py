@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger, tags
 from prefect.artifacts import create_markdown_artifact
@@ -47,6 +48,10 @@ from delivery.plan import PlanState, ReleasePlan
 from flows.locks import environment_lock
 from tasks.approval import POLICY_ACTOR, decide, request_approval, supersede_reason, superseded_by
 from tasks.plan import plan_release
+
+if TYPE_CHECKING:  # imported where used: the stage modules are heavy
+    from tasks.manifest import ManifestSpec
+    from tasks.strategies import DeploymentOutcome, HealthSettings
 
 PROMOTION_ACTOR = "system:promotion"
 
@@ -154,7 +159,9 @@ def load_templates(plan: ReleasePlan) -> dict[str, str]:
     return templates
 
 
-def _deploy_inputs(plan: ReleasePlan, settings: EnvironmentConfig):
+def _deploy_inputs(
+    plan: ReleasePlan, settings: EnvironmentConfig
+) -> tuple[KubernetesRuntime, GitOpsRepo, ManifestSpec, HealthSettings]:
     """The runtime, GitOps repository, manifest spec and health settings of a plan's deployment."""
     from tasks.manifest import ManifestSpec
     from tasks.strategies import HealthSettings
@@ -176,7 +183,7 @@ def _deploy_inputs(plan: ReleasePlan, settings: EnvironmentConfig):
 
 
 def deploy_environment(plan: ReleasePlan, settings: EnvironmentConfig, *, artifact_ids: list[str],
-                       before_rollback: Callable[[str, DeliveryError], None]):
+                       before_rollback: Callable[[str, DeliveryError], None]) -> DeploymentOutcome:
     """Stages 10, 12-14: render, promote, sync, health, with the strategy's rollback on failure.
 
     Returns:
@@ -203,12 +210,12 @@ ROLLBACK_STARTED = "rollback-started"
 ROLLBACK_FINISHED = "rolled-back"
 
 
-def _rollback_actions(ledger: Ledger, plan: ReleasePlan, action: str) -> list[dict]:
+def _rollback_actions(ledger: Ledger, plan: ReleasePlan, action: str) -> list[dict[str, Any]]:
     return [a for a in ledger.actions(release_id=plan.release_id, action=action)
             if a["detail"].get("plan_id") == plan.plan_id and a["detail"].get("attempt") == plan.attempt]
 
 
-def unfinished_rollback(ledger: Ledger, plan: ReleasePlan) -> dict | None:
+def unfinished_rollback(ledger: Ledger, plan: ReleasePlan) -> dict[str, Any] | None:
     """The started, never finished rollback of the plan's current attempt (its ledger detail), if any."""
     started = _rollback_actions(ledger, plan, ROLLBACK_STARTED)
     if not started or _rollback_actions(ledger, plan, ROLLBACK_FINISHED):
@@ -233,7 +240,7 @@ def _rollback_finished(ledger: Ledger, plan: ReleasePlan, *, revision: str, mess
                                  "git_revision": revision})
 
 
-def finish_rollback(ledger: Ledger, plan: ReleasePlan, settings: EnvironmentConfig, started: dict) -> None:
+def finish_rollback(ledger: Ledger, plan: ReleasePlan, settings: EnvironmentConfig, started: dict[str, Any]) -> None:
     """Run a rollback a crash cut short to its end (its completed stage comes back from its stored result)."""
     from tasks.strategies import roll_back_attempt
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -309,7 +310,7 @@ def sweep_releases() -> list[str]:
     return done
 
 
-def _recovery_lock():
+def _recovery_lock() -> AbstractContextManager[None]:
     """One recovery decision at a time (a Prefect global concurrency limit, created when missing)."""
     return concurrency(ensure_limit(RECOVERY_LOCK), occupy=1, timeout_seconds=120, lease_duration=60, strict=True)
 
