@@ -1,6 +1,6 @@
 """Incidents: exhausted retries keep the full envelope, published for agents; acknowledgements are audited.
 
-Replay of every stage to a finished release is proven on a real stack in tests/faults/test_incidents.py.
+Replay of every stage to a finished release is proven on a real stack in tests/faults/test_incident_replay.py.
 """
 
 from __future__ import annotations

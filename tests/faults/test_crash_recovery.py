@@ -10,7 +10,7 @@ product's recovery resubmits the run (recover-release, audited as ``system:recov
 persisted stages come back Cached, and the next armed failpoint fires.
 
 Every test then compares its release with what an uninterrupted release ends as (run Completed,
-every environment Deployed and serving the built image by digest, or, for the failing release,
+every environment up to its target Deployed and serving the built image by digest, or, for the failing release,
 rolled back) and counts every outside write: one branch commit, pull request, merge, pipeline run,
 package and image publish, one GitOps commit per phase and one ledger transition per real change.
 
