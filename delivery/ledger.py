@@ -264,18 +264,19 @@ class Ledger:
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [
-            Transition(
-                plan_id=r["plan_id"],
-                from_state=PlanState(r["from_state"]),
-                to_state=PlanState(r["to_state"]),
-                actor=r["actor"],
-                reason=r["reason"],
-                at=r["at"],
-            )
+            _transition(r)
             for r in rows
         ]
 
     # ---------------------------------------------------------------- approvals and policies
+
+    def last_transition(self, plan_id: str) -> Transition | None:
+        """The plan's latest transition (who moved it to its state, and why), or None before any."""
+        query = (select(transitions_table).where(transitions_table.c.plan_id == plan_id)
+                 .order_by(transitions_table.c.id.desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return _transition(row) if row else None
 
     def record_approval(self, plan_id: str, approval: Approval) -> None:
         """Append an approval, counted or refused."""
@@ -424,6 +425,11 @@ class Ledger:
         with self.engine.begin() as conn:
             conn.execute(delete(leases_table).where(leases_table.c.environment == environment,
                                                     leases_table.c.lease_id == lease_id))
+
+
+def _transition(row: Any) -> Transition:
+    return Transition(plan_id=row["plan_id"], from_state=PlanState(row["from_state"]),
+                      to_state=PlanState(row["to_state"]), actor=row["actor"], reason=row["reason"], at=row["at"])
 
 
 def _loads(body: Any) -> Any:

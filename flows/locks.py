@@ -61,15 +61,14 @@ def free_dead_leases(ledger: Ledger, release_id: str, *, environment: str | None
     in two processes) or a cancel once the run has ended. A lease that already lapsed is simply
     forgotten. Returns the environments freed.
     """
-    freed = []
+    held = [row for row in ledger.leases(release_id=release_id) if environment in (None, row["environment"])]
+    if not held:  # the usual case: no client needed on every lock taken
+        return []
     with get_client(sync_client=True) as client:
-        for held in ledger.leases(release_id=release_id):
-            if environment not in (None, held["environment"]):
-                continue
-            client.release_concurrency_slots_with_lease(UUID(held["lease_id"]))
-            ledger.drop_lease(held["environment"], held["lease_id"])
-            freed.append(held["environment"])
-    return freed
+        for row in held:
+            client.release_concurrency_slots_with_lease(UUID(row["lease_id"]))
+            ledger.drop_lease(row["environment"], row["lease_id"])
+    return [row["environment"] for row in held]
 
 
 @contextmanager

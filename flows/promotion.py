@@ -272,10 +272,9 @@ def _outcome(plan: ReleasePlan, *, started_at: datetime, reason: str = "", error
 
 
 def _last_reason(ledger: Ledger, plan: ReleasePlan) -> tuple[str, str | None]:
-    history = ledger.transitions(plan.plan_id)
-    if not history:
+    last = ledger.last_transition(plan.plan_id)
+    if last is None:
         return "", None
-    last = history[-1]
     if last.to_state is PlanState.REJECTED:
         return last.reason, PolicyViolation.__name__ if last.actor == POLICY_ACTOR else ApprovalRefused.__name__
     if last.to_state is PlanState.FAILED:
@@ -388,11 +387,10 @@ def render_status(release_id: str, ledger: Ledger) -> str:
              "| environment | state | revision | attempt | approvers | started | last change | reason |",
              "|---|---|---|---|---|---|---|---|"]
     for plan in plans:
-        history = ledger.transitions(plan.plan_id)
-        reason = history[-1].reason if history else ""
+        last = ledger.last_transition(plan.plan_id)
         lines.append(f"| {plan.environment} | {plan.state.value} | {plan.revision} | {plan.attempt} | "
                      f"{', '.join(counted_approvers(plan.approvals)) or '-'} | {_when(plan.created_at)} | "
-                     f"{_when(history[-1].at if history else plan.updated_at)} | {_cell(reason)} |")
+                     f"{_when(last.at if last else plan.updated_at)} | {_cell(last.reason if last else '')} |")
     actions = ledger.actions(release_id=release_id)
     if actions:
         lines += ["", "| when | operation | by | reason |", "|---|---|---|---|"]

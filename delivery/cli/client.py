@@ -414,12 +414,12 @@ class DeliveryClient:
 
         ledger = Ledger()
         for plan in ledger.plans(release_id=release_id, environment=environment):
-            history = ledger.transitions(plan.plan_id)
-            if plan.state is PlanState.REJECTED and history and history[-1].actor == TIMEOUT_ACTOR:
+            last = ledger.last_transition(plan.plan_id)
+            if plan.state is PlanState.REJECTED and last and last.actor == TIMEOUT_ACTOR:
                 ledger.record_approval(plan.plan_id, Approval(
                     approver=approver, decision=decision, comment=comment, counted=False,
                     refused_reason=LATE_REASON))
-                raise ApprovalRefused(f"{plan.environment}: {LATE_REASON} ({history[-1].reason})")
+                raise ApprovalRefused(f"{plan.environment}: {LATE_REASON} ({last.reason})")
 
     def approve(self, release_id: str, *, approver: str, **options: Any) -> list[ResumeResult]:
         """Approve the release's paused promotion(s); see :meth:`decide`."""
@@ -440,7 +440,7 @@ class DeliveryClient:
 
         ledger = Ledger(ledger_url)
         plans = ledger.latest_plans(release_id)
-        last = {p.plan_id: (ledger.transitions(p.plan_id) or [None])[-1] for p in plans}
+        last = {p.plan_id: ledger.last_transition(p.plan_id) for p in plans}
         runs = self.release_runs(release_id)
         trace_id = plans[0].trace_id if plans else None
         for run in runs:
