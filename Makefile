@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
-DEBIAN_PACKAGES := git docker-registry skopeo
+DEBIAN_PACKAGES := git docker-registry skopeo openssh-client
 
 .PHONY: test test-faults demo lint system-deps venv clean bench
 

@@ -6,6 +6,7 @@ import typer
 
 from delivery.cli.demo_full import demo_full_command
 from delivery.cli.drift import drift_app
+from delivery.cli.identity import identity_app
 from delivery.cli.incidents import incidents_app
 from delivery.cli.release import release_app
 from delivery.cli.rollback import rollback_command
@@ -23,6 +24,7 @@ def main() -> None:
 app.command("demo")(demo_full_command)
 app.command("simulator")(simulator)
 app.add_typer(drift_app, name="drift")
+app.add_typer(identity_app, name="identity")
 app.add_typer(incidents_app, name="incidents")
 app.add_typer(release_app, name="release")
 app.command("up")(up_command)

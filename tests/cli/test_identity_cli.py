@@ -1,0 +1,121 @@
+"""``delivery identity``: keygen, register-line, sign and verify, through the real CLI in a tmp dir."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from delivery.cli.main import app
+from delivery.identity import SignedStatement
+
+runner = CliRunner()
+PLAN = "sha256:" + "a" * 64
+REQUEST = "sha256:" + "b" * 64
+
+
+def _ok(*args: str, **kwargs: object) -> str:
+    result = runner.invoke(app, ["identity", *args], **kwargs)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.fixture
+def agent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An agent key made by ``keygen``, registered in ``identities/allowed_signers`` under tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DELIVERY_SIGNING_KEY", raising=False)
+    monkeypatch.delenv("DELIVERY_IDENTITY", raising=False)
+    document = json.loads(_ok("keygen", "--identity", "agent:release-manager", "--out", "agent", "--json"))
+    (tmp_path / "identities").mkdir()
+    (tmp_path / "identities" / "allowed_signers").write_text(document["allowed_signers_line"] + "\n")
+    assert document["public_key"] == "agent.pub"
+    return tmp_path / "agent"
+
+
+def test_keygen_prints_the_line_and_where_the_key_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = _ok("keygen", "--identity", "agent:release-manager", "--out", "rm")
+    assert "Private key: rm" in text and "identities/allowed_signers" in text
+    assert text.strip().splitlines()[-1].startswith('agent:release-manager namespaces="delivery" ssh-ed25519 AAAA')
+    again = runner.invoke(app, ["identity", "keygen", "--identity", "agent:release-manager", "--out", "rm"])
+    assert again.exit_code == 2
+    assert again.output.strip() == "error: key rm: already exists; refusing to overwrite it"
+
+
+def test_register_line_for_an_existing_ssh_keygen_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(["/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "alice@laptop", "-f", "id"],
+                   check=True, timeout=30)
+    line = _ok("register-line", "--identity", "user:alice", "--public-key", "id.pub").strip()
+    key = " ".join(Path("id.pub").read_text().split()[:2])
+    assert line == f'user:alice namespaces="delivery" {key} user:alice'
+    document = json.loads(_ok("register-line", "--identity", "user:alice", "--public-key", "id.pub", "--json"))
+    assert document == {"allowed_signers_line": line}
+
+
+def test_sign_approval_then_verify(agent: Path) -> None:
+    signed = _ok("sign", "--key", str(agent), "--as", "agent:release-manager", "approval", "--release", "rel-1",
+                 "--revision", "2", "--environment", "prod", "--plan-digest", PLAN, "--decision", "approve",
+                 "--at", "2026-12-03T02:00:00Z")
+    statement = SignedStatement.parse(signed).statement
+    assert (statement.kind, statement.decision, statement.at.isoformat()) == (
+        "approval", "approve", "2026-12-03T02:00:00+00:00")
+    Path("signed.txt").write_text(signed)
+    verified = _ok("verify", "--allowed-signers", "identities/allowed_signers", "--signed", "signed.txt")
+    assert verified.startswith("verified: approval of rel-1 revision 2 signed by agent:release-manager with key SHA256")
+    document = json.loads(_ok("verify", "--allowed-signers", "identities/allowed_signers", "--json", input=signed))
+    assert document["verified"] is True and document["principals"] == ["agent:release-manager"]
+
+
+def test_sign_request_from_the_environment_as_json(agent: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DELIVERY_SIGNING_KEY", str(agent))
+    monkeypatch.setenv("DELIVERY_IDENTITY", "agent:release-manager")
+    document = json.loads(_ok("sign", "request", "--release", "rel-1", "--revision", "1",
+                              "--request-digest", REQUEST, "--json"))
+    assert document["statement"]["kind"] == "release-request"
+    assert SignedStatement.parse(document["signed"]).statement.request_digest == REQUEST
+    _ok("verify", "--allowed-signers", "identities/allowed_signers", input=document["signed"])
+
+
+def test_verify_refused_exits_1_with_the_reason(agent: Path) -> None:
+    signed = _ok("sign", "--key", str(agent), "--as", "user:alice", "request", "--release", "rel-1",
+                 "--revision", "1", "--request-digest", REQUEST)
+    result = runner.invoke(app, ["identity", "verify", "--allowed-signers", "identities/allowed_signers"],
+                           input=signed)
+    assert result.exit_code == 1
+    assert result.output.strip() == ("error: signature refused: signed by agent:release-manager's key "
+                                     "but claims user:alice")
+    Path("identities/revoked_keys").write_text(Path("agent.pub").read_text())
+    revoked = runner.invoke(app, ["identity", "verify", "--allowed-signers", "identities/allowed_signers",
+                                  "--revoked", "identities/revoked_keys", "--json"], input=signed)
+    assert revoked.exit_code == 1
+    assert "was revoked" in json.loads(revoked.stdout)["error"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["sign", "--key", "missing", "--as", "user:a", "request", "--release", "r", "--revision", "1",
+      "--request-digest", REQUEST], "error: key missing: cannot read (No such file or directory)"),
+    (["sign", "--key", "agent", "--as", "user:a", "approval", "--release", "r", "--revision", "1",
+      "--environment", "prod", "--plan-digest", "sha256:xyz", "--decision", "approve"],
+     "error: plan_digest: 'sha256:xyz' is not sha256:<64 lowercase hex digits>"),
+    (["sign", "--key", "agent", "--as", "user:a", "request", "--release", "r", "--revision", "1",
+      "--request-digest", REQUEST, "--at", "yesterday"], "error: --at 'yesterday': not an ISO 8601 time"),
+    (["sign", "--key", "agent.pub", "--as", "user:a", "request", "--release", "r", "--revision", "1",
+      "--request-digest", REQUEST], "error: key agent.pub: not an OpenSSH private key"),
+    (["register-line", "--identity", "user:a", "--public-key", "rsa.pub"],
+     "error: public key: only ssh-ed25519 keys are supported, not ssh-rsa"),
+    (["verify", "--allowed-signers", "nowhere"], "error: --allowed-signers nowhere: cannot read"),
+    (["verify", "--allowed-signers", "identities/allowed_signers", "--signed", "agent.pub"],
+     "error: signature: no -----BEGIN SSH SIGNATURE----- block"),
+])
+def test_bad_input_is_one_clear_line(agent: Path, args: list[str], message: str) -> None:
+    Path("rsa.pub").write_text("ssh-rsa AAAAB3NzaC1yc2EAAAADAQAB rsa@host\n")
+    result = runner.invoke(app, ["identity", *args])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith(message), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
