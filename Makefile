@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 DEBIAN_PACKAGES := git docker-registry skopeo openssh-client
 
-.PHONY: test test-faults demo lint system-deps venv clean bench
+.PHONY: test test-faults demo lint system-deps venv clean bench mutation
 
 system-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -39,6 +39,29 @@ demo: venv
 
 bench: venv
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# Mutation run of the decision rules (approvals, policy gates, plan state machine; [tool.mutmut] in
+# pyproject.toml) against their pure unit tests; not part of `make test`. Prints killed / total per
+# module and killed / non-equivalent, the equivalent survivors being those bench/mutation-survivors.md
+# names; fails when a module kills under MUTATION_MIN % of its non-equivalent mutants.
+MUTATION_JOBS ?= 2
+MUTATION_MIN ?= 95
+mutation: venv
+	rm -rf mutants && mkdir mutants
+	@echo "mutmut run (log: mutants/run.log)"
+	@$(VENV)/bin/mutmut run --max-children $(MUTATION_JOBS) >mutants/run.log 2>&1 || { tail -n 40 mutants/run.log; exit 1; }
+	@$(VENV)/bin/mutmut results --all true | awk -v min=$(MUTATION_MIN) \
+	  -v equivalent="$$(grep -oE 'delivery\.[^ `|]+__mutmut_[0-9]+' bench/mutation-survivors.md | tr '\n' ' ')" ' \
+	  BEGIN { split(equivalent, names, " "); for (i in names) eq[names[i]] = 1 } \
+	  { name = $$1; sub(/:$$/, "", name); status = $$0; sub(/^[^:]*: /, "", status); split(name, part, "."); \
+	    m = part[2]; total[m]++; \
+	    if (status == "killed" || status == "timeout") killed[m]++; \
+	    else if (name in eq) equiv[m]++; \
+	    else printf "  %s: %s (not listed as equivalent)\n", name, status } \
+	  END { bad = 0; for (m in total) { live = total[m] - equiv[m]; score = live ? 100 * killed[m] / live : 100; \
+	    printf "%-10s killed %3d / %3d (%5.1f %%); equivalent %2d; killed / non-equivalent %3d / %3d (%5.1f %%)\n", \
+	      m, killed[m], total[m], 100 * killed[m] / total[m], equiv[m], killed[m], live, score; \
+	    if (score < min) bad = 1 } exit bad }'
 
 clean:
 	rm -rf .delivery

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from delivery.approvals import ApprovalInput, Outcome, counted_approvers, is_allowed, judge, outcome
+from delivery.approvals import (
+    ApprovalInput,
+    Outcome,
+    counted_approvers,
+    is_allowed,
+    judge,
+    outcome,
+    timeout_reason,
+)
 from delivery.config import ApprovalRules
 from delivery.models import Approval, Decision
 
@@ -63,3 +73,34 @@ def test_a_counted_rejection_rejects_and_a_refused_one_does_not() -> None:
 def test_patterns() -> None:
     assert is_allowed("agent:qa-nightly", RULES.approvers)
     assert not is_allowed("agent:release-manager", RULES.approvers)
+
+
+def test_a_refused_approval_never_counts_toward_min_approvers() -> None:
+    planners_own = _judge(PLANNER)  # refused: segregation of duties
+    alice = _judge("user:alice", recorded=[planners_own])
+    assert counted_approvers([planners_own, alice]) == ["user:alice"]
+    assert outcome([planners_own, alice], RULES) is Outcome.PENDING
+
+
+def test_a_blank_identity_is_refused() -> None:
+    approval = _judge("   ")
+    assert not approval.counted
+    assert approval.refused_reason == "no approver identity given"
+
+
+def test_the_decision_keeps_its_comment_and_arrival_time() -> None:
+    at = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+    approval = judge(ApprovalInput(decision=Decision.APPROVE, approver="user:alice", comment="looks good"),
+                     planner=PLANNER, rules=RULES, recorded=[], at=at)
+    assert (approval.comment, approval.at) == ("looks good", at)
+
+
+def test_the_timeout_reason_names_who_signed_out_of_how_many() -> None:
+    alice, bob = _judge("user:alice"), _judge("user:bob", Decision.REJECT)
+    assert timeout_reason([_judge(PLANNER), alice, bob], RULES) == (
+        "approval timed out after 3600 s with 1 of 2 distinct approvers (user:alice)")
+    three = ApprovalRules(approvers=["user:*"], min_approvers=3, timeout_seconds=60)
+    assert timeout_reason([alice, _judge("user:bob")], three) == (
+        "approval timed out after 60 s with 2 of 3 distinct approvers (user:alice, user:bob)")
+    assert timeout_reason([], RULES).endswith("with 0 of 2 distinct approvers (none)")
+

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from celpy import celtypes
 
 from delivery.models import Approval, BuildResult, BuildStatus, Decision, PublishedImage, TestCounts
 from delivery.policy import compile_expression, evaluate_policies, evaluate_policy, policy_context
@@ -86,3 +88,76 @@ def test_every_policy_gets_a_result_in_name_order() -> None:
 def test_syntax_error_is_reported_at_compile_time() -> None:
     with pytest.raises(ValueError, match="CEL syntax error"):
         compile_expression("build.tests.failed ==")
+
+
+def test_an_expression_that_does_not_parse_fails_its_gate_and_says_so() -> None:
+    result = evaluate_policy("tests-green", "build.tests.failed ==", _context())
+    assert (result.name, result.expression, result.passed) == ("tests-green", "build.tests.failed ==", False)
+    assert result.detail.startswith("syntax error: ")
+
+
+def test_the_compile_error_is_one_line_pointing_at_the_column() -> None:
+    with pytest.raises(ValueError) as info:
+        compile_expression("build.tests.failed ==")
+    assert str(info.value) == "CEL syntax error: build.tests.failed == ^"
+
+
+def test_the_detail_says_true_or_evaluated_to_false() -> None:
+    assert evaluate_policy("gate", "true", _context()).detail == "true"
+    assert evaluate_policy("gate", "false", _context()).detail == "evaluated to false"
+
+
+def test_a_non_boolean_detail_names_the_type_it_got() -> None:
+    detail = evaluate_policy("gate", "plan.app", _context()).detail
+    assert detail == "must evaluate to a boolean, got StringType StringType('sample-app')"
+
+
+def test_an_evaluation_error_reads_as_its_reason_not_a_python_repr() -> None:
+    detail = evaluate_policy("gate", "build.coverage > 80", _context()).detail
+    assert detail.startswith("cannot evaluate: ") and "coverage" in detail and "Error(" not in detail
+
+
+class _Unreadable(celtypes.MapType):
+    def __getitem__(self, key):
+        raise RuntimeError()  # an error without a message
+
+
+def test_an_error_without_a_message_fails_the_gate_with_its_name() -> None:
+    context = {**_context(), "plan": _Unreadable({})}
+    result = evaluate_policy("gate", 'plan.app == "x"', context)
+    assert not result.passed and result.detail == "cannot evaluate: RuntimeError()"
+
+
+def test_the_plan_variable_carries_neither_the_build_nor_the_approvals() -> None:
+    refused = Approval(approver="agent:release-manager", decision=Decision.APPROVE, counted=False,
+                       refused_reason="planner")
+    plan = {**PLAN, "build": _build().model_dump(mode="json"), "approvals": [refused.model_dump(mode="json")]}
+    context = policy_context(plan=plan, build=_build(), approvals=[refused], now=FINISHED)
+    assert evaluate_policy("gate", "!has(plan.build) && !has(plan.approvals) && size(approvals) == 0", context).passed
+
+
+def test_times_are_rfc3339_strings_as_documented() -> None:
+    alice = Approval(approver="user:alice", decision=Decision.APPROVE, at=FINISHED)
+    context = _context(approvals=[alice])
+    expression = 'build.finished_at == "2026-11-27T10:00:00Z" && approvals[0].at == "2026-11-27T10:00:00Z"'
+    result = evaluate_policy("gate", expression, context)
+    assert result.passed, result.detail
+
+
+def test_a_plan_without_an_environment_has_an_empty_environment() -> None:
+    plan = {key: value for key, value in PLAN.items() if key != "environment"}
+    context = policy_context(plan=plan, build=_build(), now=FINISHED)
+    assert evaluate_policy("gate", 'environment == ""', context).passed
+
+
+def test_the_default_clock_is_utc_whatever_the_machine_time_zone(monkeypatch) -> None:
+    monkeypatch.setenv("TZ", "JST-9")  # POSIX form: needs no tz database
+    time.tzset()
+    try:
+        context = policy_context(plan=PLAN, build=_build())
+        utc = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    expression = f'now - timestamp("{utc}") < duration("60s") && timestamp("{utc}") - now < duration("60s")'
+    assert evaluate_policy("clock", expression, context).passed

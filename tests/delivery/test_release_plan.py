@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime
 
 import pytest
 
 from delivery.errors import ConflictError, InvalidTransition
-from delivery.models import BuildResult, BuildStatus, RollingStrategy
+from delivery.models import Approval, BuildResult, BuildStatus, Decision, RollingStrategy
 from delivery.plan import TRANSITIONS, PlanState, ReleasePlan
 
 ALLOWED = {
@@ -22,6 +23,7 @@ ALLOWED = {
     (PlanState.REJECTED, PlanState.PLANNED),
 }
 ALL_PAIRS = list(itertools.product(PlanState, PlanState))
+EARLIER = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def plan(state: PlanState = PlanState.PLANNED, environment: str = "dev", release_id: str = "rel-1") -> ReleasePlan:
@@ -123,3 +125,25 @@ def test_an_incident_status_moves_only_from_the_status_expected(ledger):
     assert ledger.incident(incident)["status"] == "acknowledged"
     ledger.set_incident_status(incident, "replayed", expected=("open", "acknowledged"))
     assert ledger.incident(incident)["status"] == "replayed"
+
+
+def test_a_transition_refreshes_updated_at_to_the_time_of_its_record():
+    start = plan().model_copy(update={"created_at": EARLIER, "updated_at": EARLIER})
+    moved, record = start.transition(PlanState.PENDING_APPROVAL, actor="agent:a", reason="submit")
+    assert moved.updated_at == record.at > EARLIER
+    assert moved.created_at == EARLIER
+
+
+def test_a_refused_transition_names_the_states_it_may_go_to():
+    with pytest.raises(InvalidTransition) as info:
+        plan(PlanState.PENDING_APPROVAL).transition(PlanState.DEPLOYED, actor="user:alice", reason="try")
+    assert str(info.value) == ("plan rel-1/r1/dev cannot go from PendingApproval to Deployed; "
+                               "from PendingApproval it may go to Approved, Rejected")
+
+
+def test_with_approval_appends_and_leaves_the_original_plan_alone():
+    first, second = (Approval(approver=who, decision=Decision.APPROVE) for who in ("user:alice", "user:bob"))
+    start = plan(PlanState.PENDING_APPROVAL)
+    one = start.with_approval(first)
+    two = one.with_approval(second)
+    assert (start.approvals, one.approvals, two.approvals) == ([], [first], [first, second])
