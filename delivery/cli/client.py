@@ -5,7 +5,10 @@ It starts releases (``POST /api/deployments/{id}/create_flow_run`` with
 promotions waiting for approval, approves or rejects them (``POST /api/flow_runs/{id}/resume``,
 reading the orchestration ``status`` ACCEPT/REJECT/ABORT rather than the HTTP code), and reports
 a release's status (plans from the ledger, flow runs from Prefect). SQLite-backed servers answer
-503 under concurrent writes and any server may answer 429: both are retried with backoff.
+503 under concurrent writes and any server may answer 429: both are retried with backoff. Every
+call carries the API credential (``PREFECT_API_AUTH_STRING``, else the local stack's
+``<DELIVERY_HOME>/api-auth``); a server that refuses it answers 401, raised as
+:class:`AuthenticationError` saying how to get one.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from delivery.api_auth import api_auth_string, basic_auth_header
 from delivery.approvals import ApprovalInput
 from delivery.errors import (
     ApprovalRefused,
@@ -37,6 +41,8 @@ from delivery.plan import PlanState
 
 DEFAULT_DEPLOYMENT = "release/release"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+UNAUTHORIZED_HINT = ("set PREFECT_API_AUTH_STRING or run `delivery up` (the local stack keeps its credential in "
+                     "<DELIVERY_HOME>/api-auth: export PREFECT_API_AUTH_STRING=$(cat .delivery/api-auth))")
 
 
 class ClientModel(BaseModel):
@@ -176,6 +182,8 @@ class DeliveryClient:
         retries: attempts after the first on 429/5xx/connection errors.
         backoff: first retry delay in seconds, doubled each time.
         transport: an httpx transport (tests).
+        auth_string: the API credential (HTTP Basic, Prefect's auth string); default
+            ``PREFECT_API_AUTH_STRING``, else the local stack's ``<DELIVERY_HOME>/api-auth``, else none.
     """
 
     def __init__(
@@ -186,11 +194,14 @@ class DeliveryClient:
         retries: int = 6,
         backoff: float = 0.25,
         transport: httpx.BaseTransport | None = None,
+        auth_string: str | None = None,
     ) -> None:
         self.api_url = (api_url or default_api_url()).rstrip("/")
         self.retries = retries
         self.backoff = backoff
-        self._http = httpx.Client(base_url=self.api_url + "/", timeout=timeout, transport=transport)
+        credential = auth_string or api_auth_string()
+        headers = basic_auth_header(credential) if credential else {}
+        self._http = httpx.Client(base_url=self.api_url + "/", timeout=timeout, transport=transport, headers=headers)
 
     def close(self) -> None:
         self._http.close()
@@ -231,7 +242,9 @@ class DeliveryClient:
         where = f"{method} {path}: HTTP {response.status_code}: {detail}"
         if response.status_code in RETRY_STATUSES or response.status_code >= 500:
             raise TransientError(where)
-        if response.status_code in (401, 403):
+        if response.status_code == 401:
+            raise AuthenticationError(f"the Prefect API refused the call (401): {UNAUTHORIZED_HINT} [{where}]")
+        if response.status_code == 403:
             raise AuthenticationError(where)
         if response.status_code == 404:
             raise NotFound(where)

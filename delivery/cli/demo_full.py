@@ -110,7 +110,7 @@ def run_full_demo(*, keep_running: bool = False, timeout: float = 1800.0) -> boo
         config = load_config(GitOpsRepo(url=info.gitops_repo).read_config())
         approvals = {env: _approvers_for(env, config.environments[env].approval.required) for env in config.path}
         request = demo_request()
-        with DeliveryClient(info.api_url) as client:
+        with DeliveryClient(info.api_url, auth_string=info.auth_string()) as client:
             started = client.start_release(request)
             console.print(f"release [bold]{started.release_id}[/bold] started by {PLANNER} "
                           f"(flow run {started.flow_run_name}, trace {started.trace_id})")

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from delivery.api_auth import prefect_client_settings
 from delivery.cli.automations import setup_incident_alerts, upsert_automation
 from delivery.drift import SyncStateStore
 from delivery.errors import DeliveryError, InvalidInput
@@ -130,7 +131,8 @@ def check(
 
     parameters = {"environment": env} if env else {}
     try:
-        flow_run = run_deployment(deployment, parameters=parameters, timeout=timeout)
+        with prefect_client_settings():  # the API credential, also when it is only in the state folder's file
+            flow_run = run_deployment(deployment, parameters=parameters, timeout=timeout)
     except Exception as exc:  # noqa: BLE001 - the Prefect client raises many kinds; say what failed
         raise _fail(f"could not run {deployment}: {exc}", as_json) from None
     state = flow_run.state
@@ -168,7 +170,8 @@ def alerts(
 ) -> None:
     """Create or update the automation that calls a webhook when an environment becomes Degraded."""
     try:
-        automation_id = setup_drift_alerts(webhook)
+        with prefect_client_settings():
+            automation_id = setup_drift_alerts(webhook)
     except DeliveryError as exc:
         raise _fail(str(exc), as_json) from None
     typer.echo(json.dumps({"automation_id": str(automation_id)}) if as_json else f"automation {automation_id}")

@@ -6,6 +6,12 @@ for the sample application and the GitOps repository from ``examples/``; saves t
 flows load; creates the ``delivery`` process work pool, deploys ``prefect.yaml`` and starts one
 worker polling every second. Every process it starts is recorded in ``stack.json`` so that
 ``down`` stops exactly those (by process group, after checking the pid is still ours).
+
+The API refuses anonymous callers: ``up`` generates a credential once per state folder
+(``<home>/api-auth``, mode 0600, kept across ``down``/``up``; see :mod:`delivery.api_auth`), gives it
+to the server as ``PREFECT_SERVER_API_AUTH_STRING`` and to every client it runs (worker, deploy,
+block saves; flow runs inherit the worker's) as ``PREFECT_API_AUTH_STRING``. ``stack.json`` holds
+only the file's path, never the secret.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
+from delivery.api_auth import AUTH_ENV, SERVER_AUTH_ENV, basic_auth_header, ensure_auth_file, read_auth_file
 from delivery.errors import InvalidInput, TransientError
 from delivery.settings import state_dir
 
@@ -61,11 +68,21 @@ class StackInfo(BaseModel):
     git_root: str
     gitops_repo: str
     ledger_url: str
+    auth_file: str = Field(default="", description="The API credential's file (0600); the secret is never here")
     processes: list[StackProcess] = Field(default_factory=list)
 
+    def auth_string(self) -> str | None:
+        """The API credential (read from :attr:`auth_file`), or None for a stack without one."""
+        return read_auth_file(self.auth_file) if self.auth_file else None
+
+    def auth_headers(self) -> dict[str, str]:
+        """The ``Authorization`` header for raw HTTP calls to :attr:`api_url` (empty without a credential)."""
+        secret = self.auth_string()
+        return basic_auth_header(secret) if secret else {}
+
     def env(self) -> dict[str, str]:
-        """The environment the worker, the CLI and flows share."""
-        return {
+        """The environment the worker, the CLI and flows share (with the API credential)."""
+        env = {
             "PREFECT_API_URL": self.api_url,
             "DELIVERY_HOME": self.home,
             "DELIVERY_LEDGER_URL": self.ledger_url,
@@ -73,6 +90,16 @@ class StackInfo(BaseModel):
             "PREFECT_LOCAL_STORAGE_PATH": str(Path(self.home) / "results"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
+        secret = self.auth_string()
+        if secret:
+            env[AUTH_ENV] = secret
+        return env
+
+    def prefect_settings(self) -> Any:
+        """A context manager: Prefect's client in this process talks to this stack, with its credential."""
+        from delivery.api_auth import prefect_client_settings
+
+        return prefect_client_settings(self.api_url, auth_string=self.auth_string())
 
 
 def stack_file(home: Path | None = None) -> Path:
@@ -228,10 +255,11 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
         home=str(home), api_url=f"http://127.0.0.1:{api_port}/api", ui_url=f"http://127.0.0.1:{api_port}",
         simulator_url="", kubeconfig=str(home / "simulator" / "kubeconfig"), registry_url="",
         git_root=str(home / "repos"), gitops_repo=str(home / "gitops.git"),
-        ledger_url=f"sqlite:///{home / 'ledger.db'}",
+        ledger_url=f"sqlite:///{home / 'ledger.db'}", auth_file=str(ensure_auth_file(home)),
     )
     env = {**os.environ, **info.env(), "PREFECT_API_DATABASE_CONNECTION_URL":
            f"sqlite+aiosqlite:///{home / 'prefect' / 'prefect.db'}"}
+    env.pop(SERVER_AUTH_ENV, None)  # only the server gets it
     python = sys.executable
 
     def record(process: StackProcess) -> None:
@@ -241,7 +269,8 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
     try:
         say("starting the Prefect server (SQLite) ...")
         server = _spawn("prefect-server", [python, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                           "--port", str(api_port)], env=env, logs=logs, marker="prefect")
+                                           "--port", str(api_port)],
+                        env={**env, SERVER_AUTH_ENV: info.auth_string() or ""}, logs=logs, marker="prefect")
         record(server)
         say("starting the Kubernetes API simulator ...")
         Path(info.kubeconfig).unlink(missing_ok=True)
@@ -264,9 +293,7 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
               timeout=180, process=server)
         say(f"Prefect is up at {info.ui_url}")
 
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        with temporary_settings({PREFECT_API_URL: info.api_url}):
+        with info.prefect_settings():
             say("seeding repositories and saving blocks ...")
             _save_blocks(info)
             _ensure_work_pool()
@@ -281,13 +308,13 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
             raise TransientError(f"prefect deploy failed:\n{(deployed.stdout + deployed.stderr)[-1500:]}")
         from delivery.cli.automations import setup_recovery
 
-        with temporary_settings({PREFECT_API_URL: info.api_url}):
+        with info.prefect_settings():
             setup_recovery()
         say("crash detection and recovery automations are set up")
         say("starting one worker on the 'delivery' pool ...")
         worker = start_worker(info, env)
         record(worker)
-        _wait("worker", lambda: _worker_online(info.api_url), timeout=90, process=worker)
+        _wait("worker", lambda: _worker_online(info), timeout=90, process=worker)
     except BaseException:
         down(home=home, say=say)
         raise
@@ -308,8 +335,9 @@ def start_worker(info: StackInfo, env: dict[str, str], *, name: str = "worker") 
                          "process"], env=worker_env(env), logs=Path(info.home) / "logs", marker="worker")
 
 
-def _worker_online(api_url: str) -> bool:
-    response = httpx.post(f"{api_url}/work_pools/{WORK_POOL}/workers/filter", json={}, timeout=5)
+def _worker_online(info: StackInfo) -> bool:
+    response = httpx.post(f"{info.api_url}/work_pools/{WORK_POOL}/workers/filter", json={},
+                          headers=info.auth_headers(), timeout=5)
     return response.status_code == 200 and any(w.get("status") == "ONLINE" for w in response.json())
 
 
@@ -351,6 +379,10 @@ def up_command(
     console.print(f"simulator       {info.simulator_url} (kubeconfig {info.kubeconfig})")
     console.print(f"registry        {info.registry_url}")
     console.print(f"use it:         export PREFECT_API_URL={info.api_url}")
+    console.print(f"credential      {info.auth_file} (0600; the API refuses calls without it)")
+    console.print(f"agents:         export PREFECT_API_AUTH_STRING=$(cat {info.auth_file})")
+    console.print(f"UI login:       open {info.ui_url} and paste the file's whole line (delivery:...) "
+                  "into the login form's password field")
     console.print("stop it:        delivery down")
 
 

@@ -42,6 +42,7 @@ from blocks.git_host import LocalGitHost
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
 from delivery import failpoints
+from delivery.api_auth import AUTH_ENV
 from delivery.build_settings import BUILD_SETTINGS_FILE, parse_build_settings
 from delivery.cli.client import DeliveryClient
 from delivery.cli.stack import WORK_POOL, StackInfo, StackProcess, _spawn, down, read_stack, stop_process, up
@@ -89,7 +90,7 @@ def wait_until(check: Callable[[], T], *, timeout: float, what: str | Callable[[
 
 
 def api(info: StackInfo, method: str, path: str, *, attempts: int = 14, **options: Any) -> httpx.Response:
-    """One Prefect API call, retried on 429/5xx and connection errors for about a minute.
+    """One Prefect API call with the stack's credential, retried on 429/5xx and connection errors for about a minute.
 
     SQLite answers 503 under concurrent writes, and the server is away while a test restarts it.
 
@@ -97,9 +98,10 @@ def api(info: StackInfo, method: str, path: str, *, attempts: int = 14, **option
         httpx.HTTPStatusError: any other error status, or the last retried one.
     """
     delay = 0.25
+    headers = {**info.auth_headers(), **options.pop("headers", {})}
     for attempt in range(attempts):
         try:
-            response = httpx.request(method, f"{info.api_url}{path}", timeout=30, **options)
+            response = httpx.request(method, f"{info.api_url}{path}", timeout=30, headers=headers, **options)
         except httpx.TransportError:
             if attempt == attempts - 1:
                 raise
@@ -157,14 +159,18 @@ class FaultStack:
 
         ``DELIVERY_FAILPOINTS_FILE`` (``home/failpoints``) and ``env`` are set in this process's
         environment before ``up``, so the worker and every flow run inherit them; restored after.
+        The stack's API credential is set too (``PREFECT_API_AUTH_STRING``, once ``up`` made it), so
+        the product's clients in this process (``DeliveryClient``, the CLI run in-process) send it;
+        Prefect's own client here needs ``info.prefect_settings()``.
         """
         home = home.resolve()
         settings = {failpoints.SETTING: str(home / "failpoints"), **(env or {})}
-        previous = {key: os.environ.get(key) for key in settings}
+        previous = {key: os.environ.get(key) for key in [*settings, AUTH_ENV]}
         os.environ.update(settings)
         stack: FaultStack | None = None
         try:
             info = up(home=home, say=say)
+            os.environ[AUTH_ENV] = info.auth_string() or ""
             recipes = {p.name: Recipe.of(p) for p in info.processes if p.name in ("prefect-server", "worker")}
             stack = cls(home=home, info=info, failpoints=home / "failpoints", recipes=recipes, say=say)
             yield stack
@@ -304,7 +310,7 @@ class FaultStack:
 
     def client(self) -> DeliveryClient:
         """A client that rides out a server restart (retries for about two minutes)."""
-        return DeliveryClient(self.info.api_url, retries=9)
+        return DeliveryClient(self.info.api_url, retries=9, auth_string=self.info.auth_string())
 
     @property
     def ledger(self) -> Ledger:

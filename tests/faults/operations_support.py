@@ -47,7 +47,7 @@ class Cli:
 
 def _env(stack: FaultStack) -> dict[str, str]:
     return {**os.environ, "PREFECT_API_URL": stack.info.api_url, "DELIVERY_LEDGER_URL": stack.info.ledger_url,
-            "COLUMNS": "200"}
+            "PREFECT_API_AUTH_STRING": stack.info.auth_string() or "", "COLUMNS": "200"}
 
 
 @dataclass

@@ -142,13 +142,12 @@ class Webhook:
 def webhook(fault_stack: FaultStack) -> Iterator[Webhook]:
     """The alert webhook wired to the stack through ``setup_drift_alerts``; unwired afterwards."""
     from prefect.automations import Automation
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from delivery.cli.drift import ALERT_AUTOMATION, setup_drift_alerts
 
     hook = Webhook()
     hook.thread.start()
-    with temporary_settings({PREFECT_API_URL: fault_stack.info.api_url}):
+    with fault_stack.info.prefect_settings():
         setup_drift_alerts(hook.url)
         try:
             yield hook

@@ -5,7 +5,9 @@ A stack of its own (not the suite's shared one), as a user runs it: `up`, a rele
 started through the API, `down` while it is suspended for staging, `up` again in the same folder
 (new ports, a new empty simulator; the Prefect database, ledger and repositories kept), the
 approval through the CLI against the new API, then the release's end: run Completed, dev and
-staging Deployed, each transition written once, staging serving the built image.
+staging Deployed, each transition written once, staging serving the built image. The API
+credential is the same after `up` again (the state folder's ``api-auth``), and the client finds
+it there (``DELIVERY_HOME``), as the CLI of a user who never exported it does.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ def test_a_release_waiting_for_approval_lives_through_down_and_up(monkeypatch):
     # a stack as a user starts it: none of the shared fault stack's settings
     monkeypatch.delenv(failpoints.SETTING, raising=False)
     monkeypatch.delenv("DELIVERY_RECOVERY_ATTEMPTS", raising=False)
+    monkeypatch.delenv("PREFECT_API_AUTH_STRING", raising=False)
     home = Path(tempfile.mkdtemp(prefix="delivery-down-up-")) / "stack"
+    monkeypatch.setenv("DELIVERY_HOME", str(home))  # the client reads the credential from <home>/api-auth
     try:
         first = up(home=home, say=_say)
         request = release_request(target="staging")
@@ -53,6 +57,7 @@ def test_a_release_waiting_for_approval_lives_through_down_and_up(monkeypatch):
 
         second = up(home=home, say=_say)
         assert second.api_url != first.api_url  # a new server process on a new port, the same database
+        assert second.auth_string() == first.auth_string() and second.auth_file == first.auth_file
         approved = CliRunner().invoke(app, ["release", "approve", request.release_id, "--as", "user:alice",
                                             "-e", "staging", "--wait", "120", "--api-url", second.api_url, "--json"])
         assert approved.exit_code == 0, approved.output
