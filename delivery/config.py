@@ -67,7 +67,8 @@ class ApprovalRules(ConfigModel):
     approvers: list[Annotated[str, Field(min_length=1)]] = Field(
         default_factory=list, description="Identities (or fnmatch patterns such as user:*) allowed to approve"
     )
-    min_approvers: int = Field(default=1, ge=1, description="Distinct approvers needed")
+    # validate_default: `required: true` with no approvers and no min_approvers is refused too.
+    min_approvers: int = Field(default=1, ge=1, validate_default=True, description="Distinct approvers needed")
     timeout_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
 
     @field_validator("approvers")

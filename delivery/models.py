@@ -174,15 +174,18 @@ class ReleaseRequest(Model):
 
     @model_validator(mode="after")
     def _unique_artifacts(self) -> ReleaseRequest:
-        seen_ids: set[str] = set()
-        seen_paths: set[str] = set()
-        for artifact in self.artifacts:
+        # A model-level error has no location: the message names the field (artifacts.<n>.artifact_id).
+        seen_ids: dict[str, int] = {}
+        seen_paths: dict[str, int] = {}
+        for index, artifact in enumerate(self.artifacts):
             if artifact.artifact_id in seen_ids:
-                raise ValueError(f"duplicate artifact_id {artifact.artifact_id!r}")
+                raise ValueError(f"artifacts.{index}.artifact_id: duplicate artifact_id {artifact.artifact_id!r} "
+                                 f"(also artifacts.{seen_ids[artifact.artifact_id]})")
             if artifact.path in seen_paths:
-                raise ValueError(f"two artifacts write the same path {artifact.path!r}")
-            seen_ids.add(artifact.artifact_id)
-            seen_paths.add(artifact.path)
+                raise ValueError(f"artifacts.{index}.path: two artifacts write the same path {artifact.path!r} "
+                                 f"(also artifacts.{seen_paths[artifact.path]})")
+            seen_ids[artifact.artifact_id] = index
+            seen_paths[artifact.path] = index
         return self
 
     @property

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import jinja2
+import jinja2.sandbox
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
@@ -266,7 +267,9 @@ def _check_object(display: str, obj: Any) -> None:
         if not isinstance(ports, list) or not ports:
             raise _fail(display, obj, "spec.ports", "must list at least one port")
         for index, port in enumerate(ports):
-            _check_int(display, obj, f"spec.ports[{index}].port", (port or {}).get("port"), low=1, high=65535)
+            if not isinstance(port, dict):
+                raise _fail(display, obj, f"spec.ports[{index}]", f"must be a mapping, got {port!r}")
+            _check_int(display, obj, f"spec.ports[{index}].port", port.get("port"), low=1, high=65535)
     elif kind in ("ConfigMap", "Secret"):
         _check_string_map(display, obj, "data", obj.get("data"))
 
@@ -282,9 +285,14 @@ def _check_deployment(display: str, obj: Mapping[str, Any], spec: Any) -> None:
     if not isinstance(template, dict):
         raise _fail(display, obj, "spec.template", "is required")
     pod_meta = template.get("metadata") or {}
+    if not isinstance(pod_meta, dict):
+        raise _fail(display, obj, "spec.template.metadata", f"must be a mapping, got {pod_meta!r}")
     _check_string_map(display, obj, "spec.template.metadata.labels", pod_meta.get("labels"))
     _check_string_map(display, obj, "spec.template.metadata.annotations", pod_meta.get("annotations"))
-    containers = (template.get("spec") or {}).get("containers")
+    pod_spec = template.get("spec") or {}
+    if not isinstance(pod_spec, dict):
+        raise _fail(display, obj, "spec.template.spec", f"must be a mapping, got {pod_spec!r}")
+    containers = pod_spec.get("containers")
     if not isinstance(containers, list) or not containers:
         raise _fail(display, obj, "spec.template.spec.containers", "must list at least one container")
     for index, container in enumerate(containers):
@@ -294,8 +302,13 @@ def _check_deployment(display: str, obj: Mapping[str, Any], spec: Any) -> None:
         image = container.get("image")
         if not isinstance(image, str) or not DIGEST_REFERENCE.match(image):
             raise _fail(display, obj, f"{where}.image", f"must pin the image by digest, got {image!r}")
-        for port_index, port in enumerate(container.get("ports") or []):
-            value = (port or {}).get("containerPort")
+        ports = container.get("ports") or []
+        if not isinstance(ports, list):
+            raise _fail(display, obj, f"{where}.ports", f"must be a list, got {ports!r}")
+        for port_index, port in enumerate(ports):
+            if not isinstance(port, dict):
+                raise _fail(display, obj, f"{where}.ports[{port_index}]", f"must be a mapping, got {port!r}")
+            value = port.get("containerPort")
             _check_int(display, obj, f"{where}.ports[{port_index}].containerPort", value, low=1, high=65535)
         if "resources" in container and not isinstance(container["resources"], dict):
             raise _fail(display, obj, f"{where}.resources", f"must be a mapping, got {container['resources']!r}")
@@ -378,7 +391,9 @@ def render(spec: ManifestSpec) -> RenderedManifest:
     """
     values = merge_values(_load_defaults(spec), spec.values)
     displays = {name: f"{spec.source}/{name}" for name in spec.templates}
-    env = jinja2.Environment(
+    # Sandboxed: templates come from the application repository, where artifacts write; a template
+    # reaching Python internals (``''.__class__...``, ``self.__init__.__globals__``) is refused, not run.
+    env = jinja2.sandbox.SandboxedEnvironment(
         loader=jinja2.FunctionLoader(lambda name: (spec.templates[name], displays[name], lambda: True)),
         undefined=_NamedUndefined,
         keep_trailing_newline=True,

@@ -275,6 +275,8 @@ class DeliveryClient:
         Raises:
             InvalidInput: the request is invalid (names the field), here or on the server.
         """
+        if not isinstance(request, ReleaseRequest | Mapping):
+            raise InvalidInput(f"invalid release request: expected a JSON object, got {type(request).__name__}")
         if not isinstance(request, ReleaseRequest):
             try:
                 request = ReleaseRequest.model_validate(dict(request))

@@ -1,0 +1,21 @@
+"""Fixtures of the security suite: the whole product wired for real releases (tests/release_support.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from release_support import ReleaseStack, Services, release_services, wire_release_stack
+
+
+@pytest.fixture(scope="module")
+def services(prefect_server, registry) -> Iterator[Services]:
+    """The module's simulator, runtime block and image registry."""
+    with release_services(registry) as running:
+        yield running
+
+
+@pytest.fixture
+def release_stack(services, tmp_path, monkeypatch, ledger) -> ReleaseStack:
+    """This test's repositories and blocks, saved and pointed at through ``DELIVERY_<ROLE>_BLOCK``."""
+    return wire_release_stack(services, tmp_path, monkeypatch, ledger)
