@@ -3,13 +3,14 @@
 One real release of the sample app to dev on the whole wired product (tests/release_support.py),
 with a distinctive value on every secret it touches: the image registry block's password (sent on
 every registry call of the build's ingestion), the runtime block's kubeconfig token (every
-Kubernetes call of render, promote, sync and rollback) and, in the environment of the process that
-runs the flow (and of the pipeline it starts), ``DELIVERY_ALERT_WEBHOOK_URL`` with a token in it. A
+Kubernetes call of the sync and the rollback) and, in the environment of the process that runs
+the flow (and of the pipeline it starts), ``DELIVERY_ALERT_WEBHOOK_URL`` with a token in it. A
 failpoint exhausts the retries of ``sync_environment`` so an incident is raised and its envelope
 written. Then each value, raw, URL-encoded and base64-encoded (in any alignment, so inside a longer
-encoded text too), is looked for in: the flow run's logs, every event since the test began, every
-artifact, every commit of every repository (patches, messages and trailers), every row of every
-ledger table, the incident envelopes, the persisted task results and the pipeline runs' folders.
+encoded text too), is looked for in: the flow run's logs, the run, its states and its task runs,
+every event since the test began, every artifact, every commit of every repository (patches,
+messages and trailers), every row of every ledger table, the incident envelope, the persisted task
+results and the pipeline runs' folders. Any hit fails the test, saying where it was found.
 """
 
 from __future__ import annotations
@@ -156,6 +157,16 @@ def test_no_secret_of_a_release_leaks(services, tmp_path, monkeypatch, ledger, p
     for log in post_pages(api, "/logs/filter", {"logs": {"flow_run_id": {"any_": [run_id]}}}):
         scanner.scan(f"log: {log.get('name')}", json.dumps(log))
     assert scanner.scanned.get("log"), "no log of the release run"
+
+    # The run itself (parameters, state messages, history) and its task runs.
+    for run in post_pages(api, "/flow_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}}):
+        scanner.scan(f"flow run: {run['name']}", json.dumps(run))
+    states = httpx.get(f"{api}/flow_run_states/", params={"flow_run_id": run_id}, timeout=30)
+    states.raise_for_status()
+    scanner.scan("flow run states", states.text)
+    for task_run in post_pages(api, "/task_runs/filter", {"flow_runs": {"id": {"any_": [run_id]}}}):
+        scanner.scan(f"task run: {task_run['name']}", json.dumps(task_run))
+    assert scanner.scanned.get("task run", 0) >= 10
 
     wait_for_events(api, request.trace_id, ["IncidentRaised", "GitOpsSynced"])
     for event in events_since(api, started):
