@@ -34,7 +34,7 @@ def check_release_id(value: str) -> str:
     Raises:
         ValueError: when the id cannot serve as a branch name, tag and annotation.
     """
-    if not RELEASE_ID_PATTERN.match(value) or ".." in value or value.endswith((".", ".lock")):
+    if not RELEASE_ID_PATTERN.fullmatch(value) or ".." in value or value.endswith((".", ".lock")):
         raise ValueError(
             f"release_id {value!r} is invalid: use 1-63 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit, without '..' and not ending in '.' or '.lock'"

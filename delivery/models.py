@@ -52,7 +52,7 @@ class Artifact(Model):
     @field_validator("artifact_id")
     @classmethod
     def _artifact_id(cls, value: str) -> str:
-        if not ARTIFACT_ID_PATTERN.match(value):
+        if not ARTIFACT_ID_PATTERN.fullmatch(value):  # fullmatch: "$" would accept a final newline
             raise ValueError(f"artifact_id {value!r} is invalid")
         return value
 

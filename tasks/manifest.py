@@ -96,7 +96,7 @@ class ManifestSpec(DeployTarget):
     @field_validator("image")
     @classmethod
     def _image(cls, value: str) -> str:
-        if not DIGEST_REFERENCE.match(value):
+        if not DIGEST_REFERENCE.fullmatch(value):
             raise ValueError(f"{value!r} is not pinned by digest (expected repository@sha256:<64 hex>)")
         return value
 
@@ -254,7 +254,7 @@ def _check_object(display: str, obj: Any) -> None:
     metadata = obj.get("metadata")
     if not isinstance(metadata, dict) or not isinstance(metadata.get("name"), str):
         raise _fail(display, obj, "metadata.name", "is required")
-    if not DNS_NAME.match(metadata["name"]):
+    if not DNS_NAME.fullmatch(metadata["name"]):
         raise _fail(display, obj, "metadata.name", f"{metadata['name']!r} is not a DNS-1123 name")
     _check_string_map(display, obj, "metadata.labels", metadata.get("labels"))
     _check_string_map(display, obj, "metadata.annotations", metadata.get("annotations"))
@@ -300,7 +300,7 @@ def _check_deployment(display: str, obj: Mapping[str, Any], spec: Any) -> None:
         if not isinstance(container, dict) or not isinstance(container.get("name"), str):
             raise _fail(display, obj, f"{where}.name", "is required")
         image = container.get("image")
-        if not isinstance(image, str) or not DIGEST_REFERENCE.match(image):
+        if not isinstance(image, str) or not DIGEST_REFERENCE.fullmatch(image):
             raise _fail(display, obj, f"{where}.image", f"must pin the image by digest, got {image!r}")
         ports = container.get("ports") or []
         if not isinstance(ports, list):

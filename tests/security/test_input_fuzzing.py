@@ -211,3 +211,33 @@ def test_a_template_cannot_reach_python_internals(tmp_path: Path):
     message = refusal(render_spec, manifest_spec(templates))
     assert message.startswith("deploy/zz-evil.yaml.j2 line 1: SecurityError: ")
     assert not marker.exists()
+
+
+# Found by fuzzing: `re.match` with a pattern ending in "$" accepts a final newline ("rel\n" became
+# the branch release/rel<newline>); the ids and names are now matched whole.
+TRAILING_NEWLINE = [
+    ("release_id", lambda body: {**body, "release_id": "rel-1\n"}),
+    ("artifacts.0.artifact_id", lambda body: {**body, "artifacts": [{**body["artifacts"][0], "artifact_id": "a\n"},
+                                                                    body["artifacts"][1]]}),
+]
+
+
+@pytest.mark.parametrize(("field", "change"), TRAILING_NEWLINE, ids=[f for f, _ in TRAILING_NEWLINE])
+def test_an_id_with_a_trailing_newline_is_refused(field, change):
+    from security_strategies import request_base
+
+    body = change(request_base())
+    assert names_field(refusal(start, body), field)
+    assert names_request_field(refusal(flow_parameters, body, expected=ParameterTypeError), field)
+
+
+@pytest.mark.parametrize(("where", "value"), [("image", "r/app@sha256:" + "a" * 64 + "\n"),
+                                              ("metadata.name", "extra\n")])
+def test_an_image_or_object_name_with_a_trailing_newline_is_refused(where, value):
+    templates = deploy_templates()
+    if where == "image":
+        message = refusal(render_spec, manifest_spec(templates, {"image": value}))
+    else:
+        templates["zz-extra.yaml.j2"] = 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: "extra\\n"\n'
+        message = refusal(render_spec, manifest_spec(templates))
+    assert names_field(message, where), message
