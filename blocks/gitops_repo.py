@@ -29,6 +29,8 @@ from delivery.models import CommitInfo
 from delivery.settings import state_dir
 
 CONFIG_FILE = "delivery.yaml"
+# The identity registry (delivery/identity.py reads the format): who may sign, and which keys are revoked.
+IDENTITY_FILES = ("identities/allowed_signers", "identities/revoked_keys")
 _SEGMENT = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"
 
 
@@ -129,6 +131,19 @@ class GitOpsRepo(Block):
         if git_local.resolve(local, ref) is None:
             return None
         return git_local.read_file(local, CONFIG_FILE, ref=ref)
+
+    def read_identities(self, *, ref: str = "main") -> tuple[str, str]:
+        """The identity registry at ``ref``: ``identities/allowed_signers`` and ``identities/revoked_keys``.
+
+        Returns:
+            Both files as text; an absent file (or a still-empty branch) reads as empty.
+        """
+        local = self._local()
+        if git_local.resolve(local, ref) is None:
+            return "", ""
+        files = (git_local.read_file(local, path, ref=ref) for path in IDENTITY_FILES)
+        allowed, revoked = (data.decode() if data else "" for data in files)
+        return allowed, revoked
 
     def read_environment(self, environment: str, app: str, *, ref: str = "main") -> dict[str, bytes]:
         """The files of ``environments/<env>/<app>/`` at ``ref``, by name relative to that folder.

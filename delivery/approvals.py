@@ -5,11 +5,16 @@ Identities are compared after folding case and whitespace (``Agent:Release-Manag
 ``agent:release-manager``). A decision from the planner, from someone outside the environment's
 approvers, or a second decision from someone who already counted, is kept in the audit trail with
 ``counted=False`` and the reason, and changes nothing.
+
+Where the environment requires signatures (``approval.signed``), a decision counts only with a
+signature verified against the identity registry (:class:`SignatureCheck`, made by
+``delivery/signing.py``): unsigned, refused by the registry, made with a key registered to the
+planner (or the key that signed the planner's request), or a signature already presented: refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from enum import StrEnum
 from fnmatch import fnmatchcase
@@ -36,6 +41,19 @@ class ApprovalInput(BaseModel):
     decision: Decision = Field(default=Decision.REJECT, description="approve or reject")
     approver: str = Field(min_length=1, description="Your identity, e.g. user:alice or agent:qa-bot")
     comment: str = Field(default="", max_length=2000)
+    signature: str = Field(default="", max_length=8000,
+                           description="Where the environment requires it: the output of `delivery identity sign`")
+
+
+class SignatureCheck(BaseModel):
+    """What the identity registry said about a decision's signature (``refused`` set when it does not verify)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fingerprint: str | None = None
+    principals: tuple[str, ...] = ()
+    digest: str | None = None
+    refused: str | None = None
 
 
 class Outcome(StrEnum):
@@ -50,6 +68,34 @@ def is_allowed(identity: str, approvers: Sequence[str]) -> bool:
     return any(fnmatchcase(key, normalise_identity(allowed)) for allowed in approvers)
 
 
+def eligible_approvers(
+    rules: ApprovalRules, *, planner: str, recorded: Sequence[Approval], registered: Sequence[str] = ()
+) -> list[str] | None:
+    """The identities that may still decide on a plan, or None when they cannot be listed.
+
+    Patterns (``user:*``) and an empty approver list ("anyone but the planner") are expanded
+    against the registered identities; without a registry they cannot be listed.
+
+    Args:
+        rules: the environment's approval rules.
+        planner: the identity that planned the release.
+        recorded: the decisions already recorded.
+        registered: the identities of the registry (normalised), when the environment signs.
+
+    Returns:
+        Normalised identities, sorted, without the planner and those who already counted.
+    """
+    excluded = {normalise_identity(planner)} | {normalise_identity(a.approver) for a in recorded if a.counted}
+    patterns = rules.approvers or ["*"]
+    if registered:
+        candidates = {identity for identity in registered if is_allowed(identity, patterns)}
+    elif any(set(pattern) & set("*?[") for pattern in patterns):
+        return None
+    else:
+        candidates = {normalise_identity(pattern) for pattern in patterns}
+    return sorted(candidates - excluded)
+
+
 def judge(
     decision: ApprovalInput,
     *,
@@ -57,6 +103,8 @@ def judge(
     rules: ApprovalRules,
     recorded: Sequence[Approval],
     at: datetime | None = None,
+    signature: SignatureCheck | None = None,
+    planner_keys: Collection[str] = (),
 ) -> Approval:
     """Decide whether one decision counts.
 
@@ -66,6 +114,8 @@ def judge(
         rules: the environment's approval rules.
         recorded: the decisions already recorded for this plan (counted or not).
         at: when it arrived (default: now).
+        signature: the registry's verdict on the decision's signature (signed environments).
+        planner_keys: fingerprints of the keys the planner signed with or is registered with.
 
     Returns:
         The approval to record: ``counted`` and, when refused, ``refused_reason``.
@@ -81,6 +131,8 @@ def judge(
         reason = f"{approver} is not an allowed approver for this environment"
     elif any(a.counted and normalise_identity(a.approver) == key for a in recorded):
         reason = f"{approver} already decided on this plan; a repeated decision counts once"
+    elif rules.signed:
+        reason = _signature_refusal(signature, planner=planner, planner_keys=planner_keys, recorded=recorded)
     return Approval(
         approver=approver,
         decision=decision.decision,
@@ -88,7 +140,23 @@ def judge(
         at=at or utcnow(),
         counted=reason is None,
         refused_reason=reason,
+        key_fingerprint=signature.fingerprint if signature else None,
+        signature_digest=signature.digest if signature else None,
     )
+
+
+def _signature_refusal(signature: SignatureCheck | None, *, planner: str, planner_keys: Collection[str],
+                       recorded: Sequence[Approval]) -> str | None:
+    if signature is None:
+        return "unsigned: this environment counts only decisions signed with a registered key"
+    if signature.refused:
+        return f"signature refused: {signature.refused}"
+    if normalise_identity(planner) in signature.principals or signature.fingerprint in planner_keys:
+        return (f"segregation of duties: the signing key {signature.fingerprint} belongs to the planner "
+                f"{planner}")
+    if any(a.signature_digest == signature.digest for a in recorded):
+        return "replayed: this signature was already presented for this plan"
+    return None
 
 
 def counted_approvers(approvals: Sequence[Approval]) -> list[str]:
@@ -122,6 +190,8 @@ __all__ = [
     "TIMEOUT_ACTOR",
     "ApprovalInput",
     "Outcome",
+    "SignatureCheck",
+    "eligible_approvers",
     "counted_approvers",
     "timeout_reason",
     "is_allowed",

@@ -70,6 +70,8 @@ class ApprovalRules(ConfigModel):
     # validate_default: `required: true` with no approvers and no min_approvers is refused too.
     min_approvers: int = Field(default=1, ge=1, validate_default=True, description="Distinct approvers needed")
     timeout_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    signed: bool = Field(default=False, description="Decisions and the planner's request must carry signatures "
+                         "of keys registered in identities/allowed_signers")
 
     @field_validator("approvers")
     @classmethod

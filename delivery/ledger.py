@@ -27,7 +27,9 @@ from sqlalchemy import (
     delete,
     event,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
@@ -78,6 +80,8 @@ approvals_table = Table(
     Column("counted", Boolean, nullable=False),
     Column("refused_reason", Text),
     Column("at", DateTime(timezone=True), nullable=False),
+    Column("key_fingerprint", String(100)),
+    Column("signature_digest", String(80)),
 )
 
 policy_table = Table(
@@ -140,6 +144,23 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the nullable columns a ledger created by an older version lacks (``create_all`` adds tables only).
+
+    A stopgap until the schema is under migrations: only nullable columns are ever added this way.
+    """
+    inspector = inspect(engine)
+    for table in metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present and column.nullable:
+                with engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
+                                      f"{column.type.compile(engine.dialect)}"))
+
+
 class Ledger:
     """Read and append the audit trail.
 
@@ -153,6 +174,7 @@ class Ledger:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)
+        _add_missing_columns(self.engine)
 
     # ---------------------------------------------------------------- plans
 
@@ -288,17 +310,7 @@ class Ledger:
         query = select(approvals_table).where(approvals_table.c.plan_id == plan_id).order_by(approvals_table.c.id)
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
-        return [
-            Approval(
-                approver=r["approver"],
-                decision=r["decision"],
-                comment=r["comment"],
-                at=r["at"],
-                counted=r["counted"],
-                refused_reason=r["refused_reason"],
-            )
-            for r in rows
-        ]
+        return [Approval(**{name: r[name] for name in Approval.model_fields}) for r in rows]
 
     def record_policy_evaluation(
         self, plan_id: str, *, policy: str, expression: str, passed: bool, detail: str = ""

@@ -159,6 +159,11 @@ class ReleaseRequest(Model):
     strategy: Strategy | None = Field(default=None, description="Default: the environment's")
     requested_by: str = Field(min_length=1, description="The planner, e.g. agent:release-manager")
     revision: int = Field(default=1, ge=1)
+    signature: str = Field(
+        default="", max_length=8000,
+        description="The planner's signed request (`delivery identity sign request`): required when the path "
+                    "passes an environment whose approvals are signed",
+    )
 
     @field_validator("release_id")
     @classmethod
@@ -330,6 +335,8 @@ class Approval(Model):
     at: datetime = Field(default_factory=utcnow)
     counted: bool = True
     refused_reason: str | None = None
+    key_fingerprint: str | None = Field(default=None, description="The registered key that signed it (SHA256:...)")
+    signature_digest: str | None = Field(default=None, description="sha256 of the signature, to refuse a replay")
 
 
 class Environment(Model):

@@ -26,6 +26,7 @@ from delivery.errors import InvalidInput, NotFound
 from delivery.models import BuildResult, CommitInfo, MergeInfo, Model, PullRequest, ReleaseRequest
 from flows.build import run_build
 from flows.promotion import PromotionSummary, promote_path, validate_promotion
+from tasks.approval import verify_planner_signature
 from tasks.commit import create_commit
 from tasks.pull_request import check_pull_request, merge_pull_request, open_pull_request
 
@@ -129,6 +130,8 @@ def release(request: ReleaseRequest) -> ReleaseSummary:
         validate_release(git_host, request)
         config = validate_promotion(request)
         validate_blocks(request, config)
+        if any(config.environment(name).approval.signed for name in config.path_to(request.target_environment)):
+            verify_planner_signature(request)
         commit = create_commit(git_host, request, base=PROTECTED_BRANCH)
         logger.info("commit %s on %s (created=%s)", commit.sha[:12], commit.branch, commit.created)
         pull_request = open_pull_request(git_host, request, commit, target=PROTECTED_BRANCH)

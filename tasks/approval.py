@@ -35,9 +35,9 @@ from prefect import task
 from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
-from prefect.input.run_input import run_input_subclass_from_type
 
 from blocks.git_host import GitHost
+from blocks.gitops_repo import GitOpsRepo
 from blocks.loading import load_configured_block
 from delivery import failpoints
 from delivery.approvals import (
@@ -46,17 +46,23 @@ from delivery.approvals import (
     ApprovalInput,
     Outcome,
     counted_approvers,
+    eligible_approvers,
     judge,
     outcome,
     timeout_reason,
 )
 from delivery.config import ApprovalRules, EnvironmentConfig
-from delivery.errors import DeliveryError, is_retryable
+from delivery.errors import DeliveryError, InvalidInput, is_retryable
 from delivery.events import EventName, emit
+from delivery.identity import Registry
+from delivery.ids import normalise_identity
 from delivery.ledger import Ledger
-from delivery.models import Approval, utcnow
+from delivery.models import Approval, ReleaseRequest, utcnow
 from delivery.plan import PlanState, ReleasePlan
 from delivery.policy import PolicyResult, evaluate_policies, policy_context
+from delivery.signing import approval_statement, check_signature, verify_request
+from tasks.approval_form import WaitContext, decision_form, wait_key
+from tasks.approval_notices import announce_wait, flow_run_link, report_verdict
 from tasks.stage import BACKOFF_FACTOR, DEFAULT_RETRIES, RESULTS_VERSION, raise_incident
 
 POLL_INTERVAL_SECONDS = 2
@@ -160,41 +166,46 @@ def _gate(plan: ReleasePlan, policies: dict[str, str], *, phase: str) -> Release
     return decide(plan, PlanState.REJECTED, actor=POLICY_ACTOR, reason=f"{phase}: {detail}")
 
 
+def _request_key(_context: Any, parameters: dict[str, Any]) -> str:
+    request = parameters["request"]
+    return f"v{RESULTS_VERSION}-planner-signature-{request.release_id}-r{request.revision}"
+
+
+@task(name="verify_planner_signature", task_run_name="09-planner-signature", cache_key_fn=_request_key,
+      persist_result=True)
+def verify_planner_signature(request: ReleaseRequest) -> str:
+    """Verify the planner's signature over a release request, before anything is written.
+
+    Keyed on the release and revision: a run that resumes after the planner's key was revoked
+    keeps the verdict given when it started (a revocation stops new signatures, it does not undo).
+
+    Returns:
+        The fingerprint of the planner's key.
+
+    Raises:
+        InvalidInput: ``signature: ...`` unsigned, or refused by the registry, with the reason.
+    """
+    if not request.signature.strip():
+        raise InvalidInput(f"signature: the release passes environments whose approvals are signed: "
+                           f"{request.requested_by} must sign the request (`delivery identity sign request`)")
+    check = verify_request(request, request.signature, registry=load_registry())
+    if check.refused:
+        reason = check.refused.removeprefix("signature: ")
+        raise InvalidInput(f"signature: the planner's signature over the request was refused: {reason}")
+    return check.fingerprint or ""
+
+
+def load_registry() -> Registry:
+    """The identity registry as the GitOps repository's main branch holds it now (revocations apply at once)."""
+    allowed, revoked = load_configured_block("gitops_repo", GitOpsRepo).read_identities()
+    return Registry.parse(allowed, revoked)
+
+
 def pending_since(ledger: Ledger, plan: ReleasePlan) -> datetime:
     """When the plan was submitted for approval (its window opens then)."""
     since = next((record.at for record in reversed(ledger.transitions(plan.plan_id))
                   if record.to_state is PlanState.PENDING_APPROVAL), plan.updated_at)
     return since if since.tzinfo else since.replace(tzinfo=UTC)  # SQLite gives back naive UTC
-
-
-def wait_key(plan: ReleasePlan, attempt: int) -> str:
-    """The key of one wait for a decision: environment, revision and how many decisions came before."""
-    return f"approval-{plan.environment}-r{plan.revision}-{attempt}"
-
-
-def wait_description(plan: ReleasePlan, rules: ApprovalRules) -> str:
-    """What the resume form shows: what is approved, who may approve, how many approvals are still needed."""
-    signed = counted_approvers(plan.approvals)
-    images = "\n".join(f"  - `{image.repository}@{image.digest}`" for image in plan.build.images) or "  - (none)"
-    refused = [a for a in plan.approvals if not a.counted]
-    lines = [
-        f"**Approve release `{plan.release_id}` (revision {plan.revision}) of `{plan.app}` "
-        f"into `{plan.environment}`** with the {plan.strategy.name} strategy.",
-        "",
-        f"- Build: `{plan.build.run_id}` of commit `{plan.build.commit[:12]}`; tests "
-        f"{plan.build.tests.passed}/{plan.build.tests.total} passed",
-        f"- Images:\n{images}",
-        f"- Planned by `{plan.planned_by}` (who may not approve it)",
-        f"- May approve: {', '.join(f'`{a}`' for a in rules.approvers) or 'anyone but the planner'}",
-        f"- Approvals: {len(signed)} of {rules.min_approvers} ({', '.join(signed) or 'none yet'}); "
-        f"{max(0, rules.min_approvers - len(signed))} still needed",
-    ]
-    if refused:
-        last = refused[-1]
-        lines.append(f"- Last refused: `{last.approver}`: {last.refused_reason}")
-    lines += ["", "Set `decision` to `approve` or `reject` and `approver` to your identity. "
-              "The decision defaults to reject: an empty resume never approves."]
-    return "\n".join(lines)
 
 
 def _suspendable() -> bool:
@@ -203,17 +214,15 @@ def _suspendable() -> bool:
     return bool(run and run.deployment_id and not run.parent_task_run_id)
 
 
-def _wait_for_decision(plan: ReleasePlan, rules: ApprovalRules, *, attempt: int, remaining: float) -> ApprovalInput:
+def _wait_for_decision(wait: WaitContext, *, remaining: float) -> ApprovalInput:
     """One decision: suspend a deployment's run (the process exits), or pause an ad-hoc one in place."""
-    schema = run_input_subclass_from_type(ApprovalInput).with_initial_data(
-        description=wait_description(plan, rules))
+    form = decision_form(wait)
     timeout = max(1, math.ceil(remaining))
-    key = wait_key(plan, attempt)
     if _suspendable():
-        received = suspend_flow_run(wait_for_input=schema, timeout=timeout, key=key)
+        received = suspend_flow_run(wait_for_input=form, timeout=timeout, key=wait.key)
     else:
-        received = pause_flow_run(wait_for_input=schema, timeout=timeout, poll_interval=POLL_INTERVAL_SECONDS,
-                                  key=key)
+        received = pause_flow_run(wait_for_input=form, timeout=timeout, poll_interval=POLL_INTERVAL_SECONDS,
+                                  key=wait.key)
     return ApprovalInput.model_validate(received.model_dump(include=set(ApprovalInput.model_fields)))
 
 
@@ -276,20 +285,27 @@ def _approve(plan: ReleasePlan, settings: EnvironmentConfig) -> ReleasePlan:
     if not rules.required:
         return decide(plan, PlanState.APPROVED, actor=POLICY_ACTOR, reason="no approval required; policies passed")
 
-    deadline = pending_since(ledger, plan) + timedelta(seconds=rules.timeout_seconds)
+    opened_at = pending_since(ledger, plan)
+    deadline = opened_at + timedelta(seconds=rules.timeout_seconds)
+    registry = load_registry() if rules.signed else None
     while True:
         remaining = (deadline - utcnow()).total_seconds()
+        wait = _wait_context(ledger, plan, rules, registry=registry, opened_at=opened_at)
+        if plan.approvals:  # answered before a crash cut the report short: said once, here
+            report_verdict(plan, key=wait_key(plan, len(plan.approvals) - 1), min_approvers=rules.min_approvers)
         try:
             if remaining <= 0:
                 raise FlowPauseTimeout("approval time is up")
-            decision = _wait_for_decision(plan, rules, attempt=len(plan.approvals), remaining=remaining)
+            announce_wait(wait)
+            decision = _wait_for_decision(wait, remaining=remaining)
         except FlowPauseTimeout:
             if not _suspendable():
                 _resume_running()
             return decide(plan, PlanState.REJECTED, actor=TIMEOUT_ACTOR,
                           reason=timeout_reason(plan.approvals, rules))
-        approval = judge(decision, planner=plan.planned_by, rules=rules, recorded=plan.approvals)
+        approval = _judge(decision, plan, rules, registry=registry, opened_at=opened_at)
         plan = _record(ledger, plan, approval)
+        report_verdict(plan, key=wait.key, min_approvers=rules.min_approvers)
         state = outcome(plan.approvals, rules)
         if state is Outcome.PENDING:
             continue
@@ -308,6 +324,32 @@ def _approve(plan: ReleasePlan, settings: EnvironmentConfig) -> ReleasePlan:
         )
 
 
+def _wait_context(ledger: Ledger, plan: ReleasePlan, rules: ApprovalRules, *, registry: Registry | None,
+                  opened_at: datetime) -> WaitContext:
+    deployed = [other for other in ledger.plans(environment=plan.environment)
+                if other.app == plan.app and other.state is PlanState.DEPLOYED]
+    newest = max(deployed, key=lambda other: other.updated_at) if deployed else None
+    eligible = eligible_approvers(rules, planner=plan.planned_by, recorded=plan.approvals,
+                                  registered=registry.identities() if registry else ())
+    return WaitContext(plan=plan, rules=rules, key=wait_key(plan, len(plan.approvals)), eligible=eligible,
+                       opened_at=opened_at, deployed_commit=newest.build.commit if newest else None,
+                       link=flow_run_link())
+
+
+def _judge(decision: ApprovalInput, plan: ReleasePlan, rules: ApprovalRules, *, registry: Registry | None,
+           opened_at: datetime) -> Approval:
+    """Judge one decision; in a signed environment, verify its signature against the registry first."""
+    signature = planner_keys = None
+    if registry is not None and decision.signature.strip():
+        expected = approval_statement(plan, signer=decision.approver, decision=decision.decision,
+                                      opened_at=opened_at)
+        signature = check_signature(decision.signature, expected=expected, registry=registry)
+        planner = normalise_identity(plan.planned_by)
+        planner_keys = {key.fingerprint for key in registry.keys if planner in key.principals}
+    return judge(decision, planner=plan.planned_by, rules=rules, recorded=plan.approvals, signature=signature,
+                 planner_keys=planner_keys or ())
+
+
 def _record(ledger: Ledger, plan: ReleasePlan, approval: Approval) -> ReleasePlan:
     ledger.record_approval(plan.plan_id, approval)
     return ledger.save_plan(plan.with_approval(approval))
@@ -323,6 +365,7 @@ __all__ = [
     "request_approval",
     "supersede_reason",
     "superseded_by",
-    "wait_description",
+    "load_registry",
+    "verify_planner_signature",
     "wait_key",
 ]

@@ -19,6 +19,8 @@ for the local stack), and start workers with ``PREFECT_FLOWS_HEARTBEAT_FREQUENCY
   only when the failure is Prefect's server expiring an approval wait (the plan is rejected for
   timeout, with no worker needed at expiry: the recovery runs when one is up).
 - ``delivery-incident-raised``: with an alert webhook configured, ``IncidentRaised`` calls it.
+- ``delivery-approval-requested``: with an alert webhook configured, ``ApprovalRequested`` (a release
+  waits for a decision: who may decide, a link to the run) calls it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,18 @@ INCIDENT_PAYLOAD = """{
   "incident_id": {{ event.payload.incident_id | tojson }},
   "task": {{ event.payload.task | tojson }},
   "error": {{ event.payload.error | tojson }},
+  "event_id": "{{ event.id }}",
+  "occurred": "{{ event.occurred }}"
+}"""
+
+APPROVAL_PAYLOAD = """{
+  "alert": "{{ event.event }}",
+  "release_id": {{ event.resource.get('prefect.resource.name', '') | tojson }},
+  "environment": {{ event.payload.environment | tojson }},
+  "approvers": {{ event.payload.approvers | tojson }},
+  "still_needed": {{ event.payload.still_needed | tojson }},
+  "signed": {{ event.payload.signed | tojson }},
+  "link": {{ event.payload.link | tojson }},
   "event_id": "{{ event.id }}",
   "occurred": "{{ event.occurred }}"
 }"""
@@ -123,4 +137,23 @@ def setup_incident_alerts(webhook_block_id: UUID) -> UUID:
                              actions=[CallWebhook(block_document_id=webhook_block_id, payload=INCIDENT_PAYLOAD)])
 
 
-__all__ = ["HEARTBEAT_SECONDS", "SILENCE_SECONDS", "setup_incident_alerts", "setup_recovery", "upsert_automation"]
+def setup_approval_alerts(webhook_block_id: UUID) -> UUID:
+    """Call the alert webhook (a saved Webhook block) on every ``ApprovalRequested``: approvers are told."""
+    from prefect.events.actions import CallWebhook
+    from prefect.events.schemas.automations import EventTrigger, Posture
+
+    trigger = EventTrigger(expect={event_type(EventName.APPROVAL_REQUESTED)},
+                           match={"prefect.resource.id": "delivery.release.*"}, posture=Posture.Reactive, threshold=1)
+    return upsert_automation("delivery-approval-requested", trigger=trigger,
+                             description="Calls the configured webhook when a release waits for a decision.",
+                             actions=[CallWebhook(block_document_id=webhook_block_id, payload=APPROVAL_PAYLOAD)])
+
+
+__all__ = [
+    "HEARTBEAT_SECONDS",
+    "SILENCE_SECONDS",
+    "setup_approval_alerts",
+    "setup_incident_alerts",
+    "setup_recovery",
+    "upsert_automation",
+]

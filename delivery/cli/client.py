@@ -19,7 +19,8 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -36,8 +37,11 @@ from delivery.errors import (
     PermanentError,
     TransientError,
 )
+from delivery.identity import Statement, sign
+from delivery.ids import normalise_identity
 from delivery.models import Decision, ReleaseRequest
 from delivery.plan import PlanState
+from delivery.signing import find_signing_key, request_statement
 
 DEFAULT_DEPLOYMENT = "release/release"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -77,6 +81,7 @@ class ResumeResult(ClientModel):
     environment: str | None
     status: str = Field(description="ACCEPT, REJECT or ABORT")
     reason: str = ""
+    counted: bool | None = Field(default=None, description="The flow's verdict: counted, refused, or not known yet")
 
     @property
     def accepted(self) -> bool:
@@ -91,6 +96,15 @@ class RunStatus(ClientModel):
     environment: str | None = None
 
 
+class RefusedDecision(ClientModel):
+    """A decision the flow refused, and why (kept in the ledger)."""
+
+    approver: str
+    decision: Decision
+    reason: str
+    at: datetime
+
+
 class PlanStatus(ClientModel):
     environment: str
     revision: int
@@ -101,6 +115,7 @@ class PlanStatus(ClientModel):
     attempt: int = Field(default=1, description="Promotion attempt (raised by each retry)")
     reason: str = Field(default="", description="Why the plan is in its state (its last transition's reason)")
     actor: str | None = Field(default=None, description="Who or what moved it there")
+    refused: list[RefusedDecision] = Field(default_factory=list, description="Decisions refused, with the reason")
 
 
 class TraceEvent(ClientModel):
@@ -260,13 +275,18 @@ class DeliveryClient:
         return str(self._request("GET", f"/deployments/name/{flow_name}/{deployment_name}").json()["id"])
 
     def start_release(
-        self, request: ReleaseRequest | Mapping[str, Any], *, deployment: str = DEFAULT_DEPLOYMENT
+        self, request: ReleaseRequest | Mapping[str, Any], *, deployment: str = DEFAULT_DEPLOYMENT,
+        key: Path | None = None,
     ) -> StartedRelease:
         """Start (or find) the release flow run for a request.
+
+        An unsigned request is signed as its planner when a key is at hand (``key``, else
+        ``DELIVERY_SIGNING_KEY``, else the keys folder); environments with signed approvals need it.
 
         Args:
             request: the release request (a model, or its JSON as a mapping, validated here first).
             deployment: the release deployment, ``<flow>/<deployment>``.
+            key: the planner's private key.
 
         Returns:
             The release id, trace id, revision and flow run id; ``created`` is False when the same
@@ -285,6 +305,9 @@ class DeliveryClient:
                     f"{'.'.join(str(p) for p in err['loc']) or 'request'}: {err['msg']}" for err in exc.errors()
                 )
                 raise InvalidInput(f"invalid release request: {problems}") from None
+        if not request.signature and (path := find_signing_key(request.requested_by, key=key)) is not None:
+            signed = sign(request_statement(request, at=datetime.now(UTC)), key_path=path)
+            request = request.model_copy(update={"signature": signed.render()})
         deployment_id = self.deployment_id(deployment)
         body = {
             "parameters": {"request": request.model_dump(mode="json")},
@@ -382,25 +405,34 @@ class DeliveryClient:
         environment: str | None = None,
         comment: str = "",
         wait: float = 0.0,
+        key: Path | None = None,
+        verdict_timeout: float = 120.0,
     ) -> list[ResumeResult]:
-        """Send one decision to every promotion of the release paused (in ``environment``).
+        """Send one decision to every promotion of the release waiting (in ``environment``), and wait for the verdict.
+
+        Where the environment counts signed decisions only, the decision is signed with the
+        approver's key (``key``, else ``DELIVERY_SIGNING_KEY``, else the keys folder: see
+        :func:`delivery.signing.find_signing_key`) over the statement the wait asks for. A resume
+        that reaches the run between two waits is sent again to the next wait.
 
         Args:
             release_id: the release.
             decision: approve or reject.
-            approver: the deciding identity (the planner's own decision is refused by the flow).
+            approver: the deciding identity.
             environment: only this environment's promotion.
             comment: why.
             wait: seconds to wait for a pause when none is there yet.
+            key: the private key to sign with.
+            verdict_timeout: seconds to wait for the flow's verdict once the resume was accepted.
 
         Returns:
-            One result per paused run.
+            One result per paused run, with the flow's verdict (``counted``).
 
         Raises:
             NotFound: nothing of that release is waiting for a decision.
-            ApprovalRefused: the server refused the input (status REJECT/ABORT), with its reason.
+            ApprovalRefused: refused by the resume call (the reason names the field) or by the flow
+                (a bad signature: its reason), or no signing key for a signed environment.
         """
-        run_input = ApprovalInput(decision=decision, approver=approver, comment=comment).model_dump(mode="json")
         paused = self.paused_runs(release_id, environment=environment)
         if not paused and wait > 0:
             try:
@@ -412,13 +444,67 @@ class DeliveryClient:
                               comment=comment)
             where = f" in {environment}" if environment else ""
             raise NotFound(f"release {release_id}: no promotion is waiting for approval{where}")
-        results = [self.resume(run.flow_run_id, run_input, environment=run.environment) for run in paused]
-        refused = [r for r in results if not r.accepted]
+        results = [self._decide_one(release_id, run, decision=decision, approver=approver, comment=comment, key=key,
+                                    verdict_timeout=verdict_timeout) for run in paused]
+        refused = [r for r in results if not r.accepted or r.counted is False]
         if refused:
             raise ApprovalRefused(
                 "; ".join(f"{r.environment or r.flow_run_id}: {r.status}: {r.reason}" for r in refused)
             )
         return results
+
+    def _decide_one(self, release_id: str, run: PausedRun, *, decision: Decision, approver: str, comment: str,
+                    key: Path | None, verdict_timeout: float) -> ResumeResult:
+        for _ in range(3):  # the run may be between two waits: the decision goes to the next one
+            asked = self.wait_request(run)
+            run_input = ApprovalInput(decision=decision, approver=approver, comment=comment,
+                                      signature=self._signature(asked, approver=approver, decision=decision, key=key))
+            result = self.resume(run.flow_run_id, run_input.model_dump(mode="json", exclude_defaults=not asked.get(
+                "signed")), environment=run.environment)
+            if result.status == "ABORT" and "not paused" in result.reason:
+                run = self.wait_for_pause(release_id, environment=run.environment, after=run, timeout=verdict_timeout)
+                continue
+            if result.accepted:
+                verdict = self.wait_verdict(run, timeout=verdict_timeout)
+                if verdict is not None:
+                    result.counted = bool(verdict.get("counted"))
+                    result.reason = verdict.get("reason") or ""
+            return result
+        return result
+
+    def _signature(self, asked: Mapping[str, Any], *, approver: str, decision: Decision, key: Path | None) -> str:
+        if not asked.get("signed"):
+            return ""
+        path = find_signing_key(approver, key=key)
+        if path is None:
+            raise ApprovalRefused(f"{asked.get('environment')}: decisions must be signed: give --key (or set "
+                                  f"DELIVERY_SIGNING_KEY) with the private key registered for {approver}")
+        statement = Statement(kind="approval", signer=normalise_identity(approver), release_id=asked["release_id"],
+                              revision=asked["revision"], environment=asked["environment"],
+                              plan_digest=asked["plan_digest"], decision=decision,
+                              at=datetime.fromisoformat(asked["at"].replace("Z", "+00:00")))
+        return sign(statement, key_path=path).render()
+
+    def _run_input(self, run: PausedRun, suffix: str) -> dict[str, Any] | None:
+        try:
+            value = self._request("GET", f"/flow_runs/{run.flow_run_id}/input/{run.pause_key}{suffix}").json()
+        except NotFound:
+            return None
+        return dict(json.loads(value) if isinstance(value, str) else value)
+
+    def wait_request(self, run: PausedRun, *, timeout: float = 10.0) -> dict[str, Any]:
+        """What a wait asks for (its ``<key>-request`` input: the statement to sign, who may decide)."""
+        deadline = time.monotonic() + timeout
+        while (asked := self._run_input(run, "-request")) is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # written just before the run suspends; an older run may not write it at all
+        return asked or {}
+
+    def wait_verdict(self, run: PausedRun, *, timeout: float) -> dict[str, Any] | None:
+        """The flow's verdict on the decision sent to ``run``'s wait, or None when none came within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while (verdict := self._run_input(run, "-verdict")) is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return verdict
 
     def _refuse_late(self, release_id: str, *, environment: str | None, decision: Decision, approver: str,
                      comment: str) -> None:
@@ -469,6 +555,8 @@ class DeliveryClient:
                     approvers=counted_approvers(p.approvals), updated_at=p.updated_at, attempt=p.attempt,
                     reason=last[p.plan_id].reason if last[p.plan_id] else "",
                     actor=last[p.plan_id].actor if last[p.plan_id] else None,
+                    refused=[RefusedDecision(approver=a.approver, decision=a.decision, reason=a.refused_reason or "",
+                                             at=a.at) for a in ledger.approvals(p.plan_id) if not a.counted],
                 )
                 for p in plans
             ],

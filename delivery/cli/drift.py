@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from delivery.api_auth import prefect_client_settings
-from delivery.cli.automations import setup_incident_alerts, upsert_automation
+from delivery.cli.automations import setup_approval_alerts, setup_incident_alerts, upsert_automation
 from delivery.drift import SyncStateStore
 from delivery.errors import DeliveryError, InvalidInput
 from delivery.events import EventName, event_type
@@ -51,7 +51,7 @@ def setup_drift_alerts(
     block_name: str = ALERT_BLOCK,
     automation_name: str = ALERT_AUTOMATION,
 ) -> UUID:
-    """Make ``delivery.SyncDegraded`` (and ``delivery.IncidentRaised``) call a webhook, through Prefect automations.
+    """Make ``delivery.SyncDegraded`` (and ``IncidentRaised``, ``ApprovalRequested``) call a webhook, via automations.
 
     Idempotent: the Webhook block is overwritten and automations of the same names are updated.
 
@@ -82,6 +82,7 @@ def setup_drift_alerts(
     )
     actions = [CallWebhook(block_document_id=block_id, payload=ALERT_PAYLOAD)]
     setup_incident_alerts(block_id)
+    setup_approval_alerts(block_id)
     return upsert_automation(automation_name, trigger=trigger, actions=actions,
                              description="Calls the configured webhook when an environment's drift makes it Degraded.")
 

@@ -135,21 +135,25 @@ def start(
 
 
 def _decide(decision: Decision, release_id: str, approver: str | None, environment: str | None, comment: str,
-            wait: float, api_url: str | None, as_json: bool) -> None:
+            wait: float, key: Path | None, api_url: str | None, as_json: bool) -> None:
     def action() -> Any:
         if not approver:
             raise InvalidInput("--as: give your identity (e.g. user:alice), or set DELIVERY_IDENTITY")
         with DeliveryClient(api_url) as client:
             return client.decide(release_id, decision=decision, approver=approver, environment=environment,
-                                 comment=comment, wait=wait)
+                                 comment=comment, wait=wait, key=key)
 
     def show(results: Any) -> None:
         for result in results:
-            console.print(f"{decision.value} sent to {result.environment or result.flow_run_id}: {result.status}")
-        console.print("the promotion judges it (planner, outsiders and repeats are refused and audited): "
-                      f"see `delivery release status {release_id}`")
+            verdict = {True: "counted", False: f"refused: {result.reason}", None: "sent (no verdict yet)"}
+            console.print(f"{decision.value} by {approver} in {result.environment or result.flow_run_id}: "
+                          f"{verdict[result.counted]}")
 
     _run(as_json, action, show)
+
+
+KeyOption = typer.Option(None, "--key", envvar="DELIVERY_SIGNING_KEY",
+                         help="Your private key (OpenSSH Ed25519), where decisions must be signed.")
 
 
 @release_app.command("approve")
@@ -159,11 +163,12 @@ def approve(
     environment: str | None = typer.Option(None, "--environment", "-e", help="Only this environment."),
     comment: str = typer.Option("", "--comment", "-m"),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for a promotion to pause."),
+    key: Path | None = KeyOption,
     api_url: str | None = ApiOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Approve the release's promotion waiting for a decision (resume through REST, status checked)."""
-    _decide(Decision.APPROVE, release_id, approver, environment, comment, wait, api_url, as_json)
+    """Approve the release's promotion waiting for a decision; exits non-zero with the reason when refused."""
+    _decide(Decision.APPROVE, release_id, approver, environment, comment, wait, key, api_url, as_json)
 
 
 @release_app.command("reject")
@@ -173,11 +178,12 @@ def reject(
     environment: str | None = typer.Option(None, "--environment", "-e", help="Only this environment."),
     comment: str = typer.Option("", "--comment", "-m"),
     wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for a promotion to pause."),
+    key: Path | None = KeyOption,
     api_url: str | None = ApiOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Reject the release's promotion waiting for a decision."""
-    _decide(Decision.REJECT, release_id, approver, environment, comment, wait, api_url, as_json)
+    """Reject the release's promotion waiting for a decision; exits non-zero with the reason when refused."""
+    _decide(Decision.REJECT, release_id, approver, environment, comment, wait, key, api_url, as_json)
 
 
 def _operate(deployment: str, parameters: dict[str, Any], actor: str | None, api_url: str | None, as_json: bool,
@@ -242,6 +248,9 @@ def status(
         for run in report.runs:
             runs.add_row(run.name, run.state, run.environment or "-")
         console.print(runs)
+        for plan in report.plans:
+            for refused in plan.refused:
+                console.print(f"{plan.environment}: {refused.decision} by {refused.approver} refused: {refused.reason}")
         if report.waiting_for_approval:
             console.print(f"waiting for approval: {', '.join(report.waiting_for_approval)}")
 

@@ -35,11 +35,20 @@ from rich.console import Console
 from delivery.api_auth import AUTH_ENV, SERVER_AUTH_ENV, basic_auth_header, ensure_auth_file, read_auth_file
 from delivery.errors import InvalidInput, TransientError
 from delivery.settings import state_dir
+from delivery.signing import ensure_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO_ROOT / "examples"
 WORK_POOL = "delivery"
 SAMPLE_APP = "sample-app"
+# The embedded default's people and agents: each gets a key under <home>/keys, registered in the GitOps
+# repository's identities/allowed_signers when ``up`` first creates it (the demo and the CLI sign with them).
+PERSONAS = ("agent:release-manager", "user:alice", "user:bob", "user:carol", "agent:qa-bot")
+ALLOWED_SIGNERS_HEADER = """\
+# Who may sign plans and decisions: OpenSSH allowed_signers format (ssh-keygen -Y verify, git's signed commits).
+# principal[,principal...] [namespaces="delivery"] ssh-ed25519 <key> [comment]. Revoke a key by adding its
+# public key line to identities/revoked_keys. Changed by reviewed pull requests, like delivery.yaml.
+"""
 SKIP_PARTS = {"__pycache__", "test-results", "build", "dist", ".pytest_cache"}
 
 console = Console(stderr=True, soft_wrap=True)
@@ -200,7 +209,9 @@ def _save_blocks(info: StackInfo) -> None:
     host.ensure_repository(SAMPLE_APP, initial_files=_app_files(EXAMPLES / SAMPLE_APP))
     host.save("default", overwrite=True)
     repo = GitOpsRepo(url=info.gitops_repo)
-    repo.ensure_exists(initial_files={"delivery.yaml": (EXAMPLES / "gitops" / "delivery.yaml").read_bytes()})
+    signers = ensure_keys(home / "keys", list(PERSONAS))
+    repo.ensure_exists(initial_files={"delivery.yaml": (EXAMPLES / "gitops" / "delivery.yaml").read_bytes(),
+                                      "identities/allowed_signers": (ALLOWED_SIGNERS_HEADER + signers).encode()})
     repo.save("default", overwrite=True)
     KubernetesRuntime(kubeconfig=SecretStr(Path(info.kubeconfig).read_text())).save("local", overwrite=True)
     LocalPipelineRunner(work_dir=str(home / "runs")).save("default", overwrite=True)

@@ -9,7 +9,9 @@ import pytest
 from delivery.approvals import (
     ApprovalInput,
     Outcome,
+    SignatureCheck,
     counted_approvers,
+    eligible_approvers,
     is_allowed,
     judge,
     outcome,
@@ -104,3 +106,70 @@ def test_the_timeout_reason_names_who_signed_out_of_how_many() -> None:
         "approval timed out after 60 s with 2 of 3 distinct approvers (user:alice, user:bob)")
     assert timeout_reason([], RULES).endswith("with 0 of 2 distinct approvers (none)")
 
+
+SIGNED = RULES.model_copy(update={"signed": True})
+ALICE_KEY = SignatureCheck(fingerprint="SHA256:alice", principals=("user:alice",), digest="d-alice")
+
+
+def _signed(approver: str, signature: SignatureCheck | None, recorded=(), planner_keys=()) -> Approval:
+    return judge(ApprovalInput(decision=Decision.APPROVE, approver=approver), planner=PLANNER, rules=SIGNED,
+                 recorded=recorded, signature=signature, planner_keys=planner_keys)
+
+
+def test_a_verified_signature_counts_and_is_recorded() -> None:
+    approval = _signed("user:alice", ALICE_KEY)
+    assert approval.counted and approval.refused_reason is None
+    assert (approval.key_fingerprint, approval.signature_digest) == ("SHA256:alice", "d-alice")
+    bob = SignatureCheck(fingerprint="SHA256:bob", principals=("user:bob",), digest="d-bob")
+    assert _signed("user:bob", bob, recorded=[approval]).counted  # another signature, another approver
+
+
+def test_an_unsigned_decision_does_not_count_where_signatures_are_required() -> None:
+    approval = _signed("user:alice", None)
+    assert not approval.counted
+    assert approval.refused_reason == "unsigned: this environment counts only decisions signed with a registered key"
+    assert (approval.key_fingerprint, approval.signature_digest) == (None, None)
+
+
+def test_a_signature_the_registry_refused_does_not_count() -> None:
+    refused = SignatureCheck(fingerprint="SHA256:x", digest="d-x", refused="no principal matches")
+    approval = _signed("user:alice", refused)
+    assert not approval.counted and approval.refused_reason == "signature refused: no principal matches"
+
+
+def test_a_key_of_the_planner_never_counts() -> None:
+    registered_to_planner = SignatureCheck(fingerprint="SHA256:rm", principals=("agent:release-manager",),
+                                           digest="d-1")
+    signed_the_request = SignatureCheck(fingerprint="SHA256:rm-req", principals=("user:alice",), digest="d-2")
+    for signature in (registered_to_planner, signed_the_request):
+        approval = _signed("user:alice", signature, planner_keys={"SHA256:rm-req"})
+        assert not approval.counted
+        assert approval.refused_reason.startswith(
+            f"segregation of duties: the signing key {signature.fingerprint} belongs to the planner {PLANNER}")
+
+
+def test_a_replayed_signature_does_not_count() -> None:
+    refused_first = _signed("user:bob", ALICE_KEY)  # recorded, even though it did not count
+    approval = _signed("user:alice", ALICE_KEY, recorded=[refused_first])
+    assert not approval.counted
+    assert approval.refused_reason == "replayed: this signature was already presented for this plan"
+
+
+def test_eligible_approvers_without_a_registry_are_the_listed_identities_left() -> None:
+    rules = ApprovalRules(approvers=["user:alice", "user:Xavier", "agent:release-manager"])
+    assert eligible_approvers(rules, planner=PLANNER, recorded=[_judge("user:alice")]) == ["user:xavier"]
+    assert eligible_approvers(rules, planner=PLANNER, recorded=[]) == ["user:alice", "user:xavier"]
+
+
+def test_eligible_approvers_cannot_be_listed_from_patterns_without_a_registry() -> None:
+    assert eligible_approvers(RULES, planner=PLANNER, recorded=[]) is None
+    assert eligible_approvers(ApprovalRules(), planner=PLANNER, recorded=[]) is None  # anyone but the planner
+
+
+def test_eligible_approvers_expand_patterns_against_the_registry() -> None:
+    registered = ["user:alice", "user:bob", "agent:qa-bot", "agent:release-manager", "user:mallory"]
+    rules = ApprovalRules(approvers=["user:alice", "user:bob", "agent:qa-*"])
+    assert eligible_approvers(rules, planner=PLANNER, recorded=[_judge("user:bob")], registered=registered) == [
+        "agent:qa-bot", "user:alice"]
+    assert eligible_approvers(ApprovalRules(), planner=PLANNER, recorded=[], registered=registered) == [
+        "agent:qa-bot", "user:alice", "user:bob", "user:mallory"]
