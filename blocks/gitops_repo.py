@@ -25,12 +25,13 @@ from pydantic import Field
 
 from blocks import git_local
 from delivery.errors import ConflictError, InvalidInput, NotFound
+from delivery.identity import ALLOWED_SIGNERS, REVOKED_KEYS
 from delivery.models import CommitInfo
 from delivery.settings import state_dir
 
 CONFIG_FILE = "delivery.yaml"
 # The identity registry (delivery/identity.py reads the format): who may sign, and which keys are revoked.
-IDENTITY_FILES = ("identities/allowed_signers", "identities/revoked_keys")
+IDENTITY_FILES = (ALLOWED_SIGNERS, REVOKED_KEYS)
 _SEGMENT = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"
 
 

@@ -77,6 +77,12 @@ class Statement(BaseModel):
             raise ValueError(f"{value!r} must be non-empty text on one line")
         return value
 
+    @field_validator("signer")
+    @classmethod
+    def _identity(cls, value: str) -> str:
+        # Signed and compared in one spelling: "User:Alice " signs as user:alice.
+        return normalise_identity(value)
+
     @field_validator("plan_digest", "request_digest")
     @classmethod
     def _digest(cls, value: str | None) -> str | None:

@@ -31,6 +31,7 @@ from delivery.identity import (
     digest,
     generate_key,
     registry_line,
+    sign,
 )
 from delivery.ids import normalise_identity
 from delivery.models import Decision, ReleaseRequest
@@ -73,16 +74,27 @@ def _whole_seconds(at: datetime) -> datetime:
 
 def approval_statement(plan: ReleasePlan, *, signer: str, decision: Decision, opened_at: datetime) -> Statement:
     """The statement an approver signs for a plan (``opened_at``: when it was submitted for approval)."""
-    return Statement(kind="approval", signer=normalise_identity(signer), release_id=plan.release_id,
+    return Statement(kind="approval", signer=signer, release_id=plan.release_id,
                      revision=plan.revision, environment=plan.environment, plan_digest=plan_digest(plan),
                      decision=Decision(decision), at=_whole_seconds(opened_at))
 
 
 def request_statement(request: ReleaseRequest, *, at: datetime) -> Statement:
     """The statement a planner signs for a release request."""
-    return Statement(kind="release-request", signer=normalise_identity(request.requested_by),
+    return Statement(kind="release-request", signer=request.requested_by,
                      release_id=request.release_id, revision=request.revision,
                      request_digest=request_digest(request), at=_whole_seconds(at))
+
+
+def sign_request(request: ReleaseRequest, *, key: Path | None = None) -> ReleaseRequest:
+    """The request signed by its planner when a key is at hand (see :func:`find_signing_key`), else unchanged.
+
+    A request that already carries a signature (pasted from ``delivery identity sign request``) is kept as is.
+    """
+    if request.signature or (path := find_signing_key(request.requested_by, key=key)) is None:
+        return request
+    signed = sign(request_statement(request, at=datetime.now(UTC)), key_path=path)
+    return request.model_copy(update={"signature": signed.render()})
 
 
 def sign_command(statement: Statement) -> str:
@@ -180,7 +192,7 @@ def check_signature(pasted: str, *, expected: Statement, registry: Registry) -> 
     try:
         key = registry.verify(SignedStatement(statement=expected, signature=armored))
     except SignatureRefused as exc:
-        return SignatureCheck(digest=signature_digest, refused=_mismatch(claimed, expected) or str(exc))
+        return SignatureCheck(digest=signature_digest, refused=_mismatch(claimed, expected) or exc.reason)
     except (InvalidInput, ValueError) as exc:
         return SignatureCheck(digest=signature_digest, refused=f"unreadable signature ({exc})")
     return SignatureCheck(fingerprint=key.fingerprint, principals=tuple(key.principals), digest=signature_digest)
@@ -221,6 +233,7 @@ __all__ = [
     "request_digest",
     "request_statement",
     "sign_command",
+    "sign_request",
     "split_pasted",
     "verify_request",
 ]

@@ -287,9 +287,9 @@ def _approve(plan: ReleasePlan, settings: EnvironmentConfig) -> ReleasePlan:
 
     opened_at = pending_since(ledger, plan)
     deadline = opened_at + timedelta(seconds=rules.timeout_seconds)
-    registry = load_registry() if rules.signed else None
     while True:
         remaining = (deadline - utcnow()).total_seconds()
+        registry = load_registry() if rules.signed else None
         wait = _wait_context(ledger, plan, rules, registry=registry, opened_at=opened_at)
         if plan.approvals:  # answered before a crash cut the report short: said once, here
             report_verdict(plan, key=wait_key(plan, len(plan.approvals) - 1), min_approvers=rules.min_approvers)
@@ -303,7 +303,9 @@ def _approve(plan: ReleasePlan, settings: EnvironmentConfig) -> ReleasePlan:
                 _resume_running()
             return decide(plan, PlanState.REJECTED, actor=TIMEOUT_ACTOR,
                           reason=timeout_reason(plan.approvals, rules))
-        approval = _judge(decision, plan, rules, registry=registry, opened_at=opened_at)
+        # the registry as it is when the decision arrives: a key revoked during the wait signs nothing more
+        approval = _judge(decision, plan, rules, registry=load_registry() if rules.signed else None,
+                          opened_at=opened_at)
         plan = _record(ledger, plan, approval)
         report_verdict(plan, key=wait.key, min_approvers=rules.min_approvers)
         state = outcome(plan.approvals, rules)

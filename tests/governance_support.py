@@ -45,13 +45,18 @@ def succeeded_build(*, failed_tests: int = 0) -> BuildResult:
 
 @dataclass
 class Step:
-    """One decision, and an optional check run on the next pause (the flow judged it and paused again)."""
+    """One decision, and an optional check run on the next pause (the flow judged it and paused again).
+
+    ``refused``: the resume call itself must answer REJECT with a reason containing this text; the
+    run stays at the same wait.
+    """
 
     approver: str
     decision: Decision = Decision.APPROVE
     environment: str | None = None
     comment: str = ""
     then: Callable[[], None] | None = None
+    refused: str | None = None
 
 
 @dataclass
@@ -89,6 +94,10 @@ class Approver:
                         environment=paused.environment,
                     )
                     self.results.append(result)
+                    if step.refused is not None:
+                        assert result.status == "REJECT" and step.refused in result.reason, result
+                        assert client.paused_runs(self.release_id, environment=paused.environment), "still waiting"
+                        continue
                     assert result.accepted, result
                     previous, pending_check = paused, step.then
                 if pending_check is not None:

@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,9 @@ from delivery.errors import (
     TransientError,
 )
 from delivery.identity import Statement, sign
-from delivery.ids import normalise_identity
 from delivery.models import Decision, ReleaseRequest
 from delivery.plan import PlanState
-from delivery.signing import find_signing_key, request_statement
+from delivery.signing import find_signing_key, sign_request
 
 DEFAULT_DEPLOYMENT = "release/release"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -305,9 +304,7 @@ class DeliveryClient:
                     f"{'.'.join(str(p) for p in err['loc']) or 'request'}: {err['msg']}" for err in exc.errors()
                 )
                 raise InvalidInput(f"invalid release request: {problems}") from None
-        if not request.signature and (path := find_signing_key(request.requested_by, key=key)) is not None:
-            signed = sign(request_statement(request, at=datetime.now(UTC)), key_path=path)
-            request = request.model_copy(update={"signature": signed.render()})
+        request = sign_request(request, key=key)
         deployment_id = self.deployment_id(deployment)
         body = {
             "parameters": {"request": request.model_dump(mode="json")},
@@ -467,8 +464,8 @@ class DeliveryClient:
             if result.accepted:
                 verdict = self.wait_verdict(run, timeout=verdict_timeout)
                 if verdict is not None:
-                    result.counted = bool(verdict.get("counted"))
-                    result.reason = verdict.get("reason") or ""
+                    result = result.model_copy(update={"counted": bool(verdict.get("counted")),
+                                                       "reason": verdict.get("reason") or ""})
             return result
         return result
 
@@ -479,7 +476,7 @@ class DeliveryClient:
         if path is None:
             raise ApprovalRefused(f"{asked.get('environment')}: decisions must be signed: give --key (or set "
                                   f"DELIVERY_SIGNING_KEY) with the private key registered for {approver}")
-        statement = Statement(kind="approval", signer=normalise_identity(approver), release_id=asked["release_id"],
+        statement = Statement(kind="approval", signer=approver, release_id=asked["release_id"],
                               revision=asked["revision"], environment=asked["environment"],
                               plan_digest=asked["plan_digest"], decision=decision,
                               at=datetime.fromisoformat(asked["at"].replace("Z", "+00:00")))

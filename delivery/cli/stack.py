@@ -34,6 +34,7 @@ from rich.console import Console
 
 from delivery.api_auth import AUTH_ENV, SERVER_AUTH_ENV, basic_auth_header, ensure_auth_file, read_auth_file
 from delivery.errors import InvalidInput, TransientError
+from delivery.identity import ALLOWED_SIGNERS
 from delivery.settings import state_dir
 from delivery.signing import ensure_keys
 
@@ -209,9 +210,11 @@ def _save_blocks(info: StackInfo) -> None:
     host.ensure_repository(SAMPLE_APP, initial_files=_app_files(EXAMPLES / SAMPLE_APP))
     host.save("default", overwrite=True)
     repo = GitOpsRepo(url=info.gitops_repo)
-    signers = ensure_keys(home / "keys", list(PERSONAS))
+    registry = (ALLOWED_SIGNERS_HEADER + ensure_keys(home / "keys", list(PERSONAS))).encode()
     repo.ensure_exists(initial_files={"delivery.yaml": (EXAMPLES / "gitops" / "delivery.yaml").read_bytes(),
-                                      "identities/allowed_signers": (ALLOWED_SIGNERS_HEADER + signers).encode()})
+                                      ALLOWED_SIGNERS: registry})
+    if not repo.read_identities()[0].strip():  # a state folder made before identities existed
+        repo.write_files({ALLOWED_SIGNERS: registry}, message="Register the embedded default's personas", trailers=())
     repo.save("default", overwrite=True)
     KubernetesRuntime(kubeconfig=SecretStr(Path(info.kubeconfig).read_text())).save("local", overwrite=True)
     LocalPipelineRunner(work_dir=str(home / "runs")).save("default", overwrite=True)

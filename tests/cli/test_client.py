@@ -119,21 +119,25 @@ def test_cli_approve_refused_planner_then_allowed_approver_and_status(prefect_se
     thread.start()
     rid = request.release_id
     refused = _cli("release", "approve", rid, "--as", PLANNER, "--wait", "60", "--api-url", prefect_server, "--json")
-    assert refused.exit_code == 0, refused.output
-    assert [r["status"] for r in json.loads(refused.output)] == ["ACCEPT"]  # delivered; the flow refuses it
+    assert refused.exit_code == 1, refused.output  # refused by the resume call itself, the field and value named
+    error = json.loads(refused.output)
+    assert error["type"] == "ApprovalRefused"
+    assert "prod: REJECT: Validation failed for field 'approver'" in error["error"]
+    assert f"'{PLANNER}' is not one of ['user:alice', 'user:bob']" in error["error"]
 
     with DeliveryClient(prefect_server) as client:
         first = client.wait_for_pause(rid, environment="prod", timeout=60)
         # input failing the form's schema is REJECTed with a 200: the client reads the status
         rejected = client.resume(first.flow_run_id, {"decision": "approve"})
         assert rejected.status == "REJECT" and "approver" in rejected.reason
-        assert ledger.approvals(f"{rid}/r1/prod")[0].refused_reason.startswith("segregation of duties")
+        assert ledger.approvals(f"{rid}/r1/prod") == []  # nothing reached the flow
         status = json.loads(_cli("release", "status", rid, "--api-url", prefect_server, "--json").output)
         assert status["waiting_for_approval"] == ["prod"]
         assert status["plans"][0]["state"] == "PendingApproval"
 
     approved = _cli("release", "approve", rid, "--as", "user:alice", "-e", "prod", "--api-url", prefect_server)
     assert approved.exit_code == 0, approved.output
+    assert "approve by user:alice in prod: counted" in approved.output
     thread.join(60)
     assert outcome["plan"].state is PlanState.APPROVED
 
@@ -154,7 +158,8 @@ def test_cli_approve_refused_planner_then_allowed_approver_and_status(prefect_se
         if ("delivery.ReleaseApproved", "prod") in names or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert names == [("delivery.ReleasePlanned", "prod"), ("delivery.ReleaseApproved", "prod")]
+    assert names == [("delivery.ReleasePlanned", "prod"), ("delivery.ApprovalRequested", "prod"),
+                     ("delivery.ApprovalCounted", "prod"), ("delivery.ReleaseApproved", "prod")]
 
 
 def test_client_retries_503_and_429() -> None:

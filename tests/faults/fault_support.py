@@ -10,8 +10,9 @@ A :class:`Lane` lets several releases run at once without touching each other: i
 application repository (the sample app under another name), its own work queue served by its own
 worker (so killing that worker kills nothing of another lane), and its own failpoints file, given
 to its release run through the run's job variables. :class:`Release` starts a release the way
-``DeliveryClient.start_release`` does (same body, plus the lane's queue and failpoints), approves
-what waits through ``DeliveryClient.approve`` as people other than the planner, and reads the
+``DeliveryClient.start_release`` does (same body, signed by the planner, plus the lane's queue and
+failpoints), approves what waits through ``DeliveryClient.approve`` as people other than the planner
+(signing with the personas' keys ``delivery up`` made), and reads the
 run's state history. :func:`footprint` counts, for one release, every write to the outside world
 a crash could duplicate; :func:`outcome` reads where the release ended.
 
@@ -51,6 +52,7 @@ from delivery.errors import NotFound
 from delivery.labels import managed_selector
 from delivery.ledger import Ledger
 from delivery.models import Artifact, ReleaseRequest
+from delivery.signing import KEYS_DIR_ENV, sign_request
 
 T = TypeVar("T")
 
@@ -70,6 +72,8 @@ _SKIP = {"__pycache__", "test-results", "build", "dist", ".pytest_cache"}
 LANE_POLL_SECONDS = 3
 # How often the harness reads a run's state.
 POLL_SECONDS = 2.0
+# How long an approval waits for the flow's verdict; a worker killed meanwhile gives it after recovery.
+VERDICT_SECONDS = 20.0
 
 
 def wait_until(check: Callable[[], T], *, timeout: float, what: str | Callable[[], str],
@@ -165,12 +169,13 @@ class FaultStack:
         """
         home = home.resolve()
         settings = {failpoints.SETTING: str(home / "failpoints"), **(env or {})}
-        previous = {key: os.environ.get(key) for key in [*settings, AUTH_ENV]}
+        previous = {key: os.environ.get(key) for key in [*settings, AUTH_ENV, KEYS_DIR_ENV]}
         os.environ.update(settings)
         stack: FaultStack | None = None
         try:
             info = up(home=home, say=say)
             os.environ[AUTH_ENV] = info.auth_string() or ""
+            os.environ[KEYS_DIR_ENV] = str(home / "keys")  # the personas' keys: sign as the planner and approvers
             recipes = {p.name: Recipe.of(p) for p in info.processes if p.name in ("prefect-server", "worker")}
             stack = cls(home=home, info=info, failpoints=home / "failpoints", recipes=recipes, say=say)
             yield stack
@@ -324,6 +329,7 @@ class FaultStack:
     def start(self, request: ReleaseRequest, *, queue: str | None = None, armed: Path | None = None,
               approvals: Mapping[str, Iterable[str]] | None = None) -> Release:
         """Start a release run as ``DeliveryClient.start_release`` does, on ``queue``, with its own failpoints file."""
+        request = sign_request(request)
         body: dict[str, Any] = {
             "parameters": {"request": request.model_dump(mode="json")},
             "idempotency_key": f"{request.release_id}:{request.revision}",
@@ -523,7 +529,7 @@ class Release:
                     continue
                 try:
                     client.approve(self.release_id, approver=pending[0], environment=environment,
-                                   comment="fault-injection suite")
+                                   comment="fault-injection suite", verdict_timeout=VERDICT_SECONDS)
                 except NotFound:  # it moved on meanwhile
                     continue
                 self.given.add((environment, pending[0]))
