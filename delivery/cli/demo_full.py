@@ -1,10 +1,13 @@
 """The full demo: the local stack, one release of the sample app through the API, approvals by others.
 
-:func:`run_full_demo` starts the stack (``delivery up``), starts a release of the sample app
-through the Prefect REST API as the agent ``agent:release-manager``, approves each environment that
-asks for it as other identities through the same API (staging: ``user:alice``; prod: ``user:alice``
-and ``user:bob``), shows progress while it waits, and prints the outcome per environment, the trace
-id, where to look and how to stop the stack. It talks to flows only through the API.
+:func:`run_full_demo` starts the stack (``delivery up``, which creates a key for each persona and
+registers it in the GitOps repository), starts a release of the sample app through the Prefect REST
+API as the agent ``agent:release-manager``, signed with its key, and approves each environment that
+asks for it as other identities through the same API, each decision signed with the approver's key
+(staging: ``user:alice``; prod: ``user:alice`` and ``user:bob``). At the first wait the planner
+first tries to approve its own release, and the demo shows why that is refused. It shows progress
+while it waits, and prints the outcome per environment, the trace id, where to look and how to stop
+the stack. It talks to flows only through the API.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -22,8 +26,9 @@ from rich.table import Table
 from delivery.cli.client import DeliveryClient, ReleaseStatus
 from delivery.cli.stack import down, up
 from delivery.config import load_config
-from delivery.errors import DeliveryError, NotFound
+from delivery.errors import ApprovalRefused, DeliveryError, NotFound
 from delivery.models import Artifact, ReleaseRequest
+from delivery.signing import key_file_name
 
 PLANNER = "agent:release-manager"
 # Who signs where; prod needs two distinct people, and none of them is the planner.
@@ -53,12 +58,18 @@ def follow_release(
     started: Any,
     *,
     approvals: dict[str, list[str]],
+    keys: Path,
     timeout: float = 1800.0,
     on_change: Callable[[str], None] = console.print,
     ledger_url: str | None = None,
 ) -> dict[str, Any]:
-    """Approve what waits for a decision and wait until the release run ends; return the final run."""
+    """Approve what waits for a decision and wait until the release run ends; return the final run.
+
+    Each decision is signed with the approver's key from ``keys``. At the first wait, the planner
+    first tries to approve its own release: the refusal and its reason are shown.
+    """
     given: dict[str, list[str]] = {env: [] for env in approvals}
+    planner_tried = False
     last = ""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -76,16 +87,28 @@ def follow_release(
             pending = [who for who in approvals.get(env, []) if who not in given.get(env, [])]
             if not pending:
                 continue
-            approver = pending[0]
-            result = client.resume(
-                paused.flow_run_id, {"decision": "approve", "approver": approver, "comment": "demo approval"},
-                environment=env,
-            )
-            on_change(f"  {approver} approves {env}: {result.status}")
-            if result.accepted:
-                given.setdefault(env, []).append(approver)
+            tries = [pending[0]] if planner_tried else [PLANNER, pending[0]]
+            planner_tried = True
+            for approver in tries:
+                if _approve(client, started.release_id, env, approver, keys=keys, on_change=on_change):
+                    given.setdefault(env, []).append(approver)
         time.sleep(1.0)
     raise DeliveryError(f"release {started.release_id} still running after {timeout:.0f} s")
+
+
+def _approve(client: DeliveryClient, release_id: str, environment: str, approver: str, *, keys: Path,
+             on_change: Callable[[str], None]) -> bool:
+    """One signed approval through the API; say whether it counted, and why not."""
+    try:
+        client.approve(release_id, approver=approver, environment=environment, comment="demo approval",
+                       key=keys / key_file_name(approver))
+    except ApprovalRefused as exc:
+        on_change(f"  {approver} approves {environment}: refused: {exc}")
+        return False
+    except NotFound:  # it moved on meanwhile
+        return False
+    on_change(f"  {approver} approves {environment} (signed): counted")
+    return True
 
 
 def _progress_line(run: dict[str, Any], report: ReleaseStatus) -> str:
@@ -110,12 +133,13 @@ def run_full_demo(*, keep_running: bool = False, timeout: float = 1800.0) -> boo
         config = load_config(GitOpsRepo(url=info.gitops_repo).read_config())
         approvals = {env: _approvers_for(env, config.environments[env].approval.required) for env in config.path}
         request = demo_request()
+        keys = Path(info.home) / "keys"
         with DeliveryClient(info.api_url, auth_string=info.auth_string()) as client:
-            started = client.start_release(request)
-            console.print(f"release [bold]{started.release_id}[/bold] started by {PLANNER} "
+            started = client.start_release(request, key=keys / key_file_name(PLANNER))
+            console.print(f"release [bold]{started.release_id}[/bold] started by {PLANNER}, signed with its key "
                           f"(flow run {started.flow_run_name}, trace {started.trace_id})")
             with console.status("waiting for the release (build, then dev -> staging -> prod) ..."):
-                run = follow_release(client, started, approvals=approvals, timeout=timeout,
+                run = follow_release(client, started, approvals=approvals, keys=keys, timeout=timeout,
                                      ledger_url=info.ledger_url)
             report = client.status(started.release_id, ledger_url=info.ledger_url)
         table = Table("environment", "revision", "state", "approved by")

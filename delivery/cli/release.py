@@ -101,6 +101,11 @@ def build_request(
     return body
 
 
+KeyOption = typer.Option(None, "--key", envvar="DELIVERY_SIGNING_KEY",
+                         help="Your private key (OpenSSH Ed25519), where requests and decisions must be signed "
+                              "(default: the keys folder).")
+
+
 @release_app.command("start")
 def start(
     file: Path | None = typer.Option(None, "--file", "-f", help="A ReleaseRequest as JSON."),
@@ -114,16 +119,17 @@ def start(
     release_id: str | None = typer.Option(None, "--release-id", help="Default: generated."),
     revision: int | None = typer.Option(None, "--revision", help="Raise it to re-plan after a rejection."),
     deployment: str = typer.Option(DEFAULT_DEPLOYMENT, "--deployment"),
+    key: Path | None = KeyOption,
     api_url: str | None = ApiOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Start a release (idempotent on release id and revision); print release, trace and flow run ids."""
+    """Start a release (idempotent on release id and revision), signed by the planner; print its ids."""
 
     def action() -> Any:
         body = build_request(file=file, app=app, artifacts=artifact, requested_by=requested_by, target=target,
                              strategy=strategy, release_id=release_id, revision=revision)
         with DeliveryClient(api_url) as client:
-            return client.start_release(body, deployment=deployment)
+            return client.start_release(body, deployment=deployment, key=key)
 
     def show(started: Any) -> None:
         verb = "started" if started.created else "already started"
@@ -150,10 +156,6 @@ def _decide(decision: Decision, release_id: str, approver: str | None, environme
                           f"{verdict[result.counted]}")
 
     _run(as_json, action, show)
-
-
-KeyOption = typer.Option(None, "--key", envvar="DELIVERY_SIGNING_KEY",
-                         help="Your private key (OpenSSH Ed25519), where decisions must be signed.")
 
 
 @release_app.command("approve")

@@ -122,7 +122,7 @@ def test_cli_approve_refused_planner_then_allowed_approver_and_status(prefect_se
     assert refused.exit_code == 1, refused.output  # refused by the resume call itself, the field and value named
     error = json.loads(refused.output)
     assert error["type"] == "ApprovalRefused"
-    assert "prod: REJECT: Validation failed for field 'approver'" in error["error"]
+    assert "prod: REJECT: Reason: Validation failed for field 'approver'" in error["error"]
     assert f"'{PLANNER}' is not one of ['user:alice', 'user:bob']" in error["error"]
 
     with DeliveryClient(prefect_server) as client:

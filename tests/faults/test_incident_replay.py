@@ -137,6 +137,9 @@ class Webhook:
     def incidents(self) -> set[int]:
         return {body["incident_id"] for body in self.received if body.get("alert") == "delivery.IncidentRaised"}
 
+    def approvals_requested(self) -> list[dict[str, Any]]:
+        return [body for body in self.received if body.get("alert") == "delivery.ApprovalRequested"]
+
 
 @pytest.fixture
 def webhook(fault_stack: FaultStack) -> Iterator[Webhook]:
@@ -152,7 +155,8 @@ def webhook(fault_stack: FaultStack) -> Iterator[Webhook]:
         try:
             yield hook
         finally:
-            for name in (ALERT_AUTOMATION, "delivery-incident-raised"):  # nothing keeps calling a closed port
+            for name in (ALERT_AUTOMATION, "delivery-incident-raised", "delivery-approval-requested"):
+                # nothing keeps calling a closed port
                 try:
                     Automation.read(name=name).delete()
                 except ValueError:
@@ -364,6 +368,14 @@ def test_an_incident_at_every_stage_replays_to_a_finished_release(fault_stack: F
     [first] = [body for body in webhook.received if body.get("incident_id") == build.incidents["create_commit"]]
     assert first["release_id"] == build.release.release_id and first["task"] == "create_commit"
     assert "failpoint create_commit:transient" in first["error"] and first["alert"] == "delivery.IncidentRaised"
+
+    # every wait for a decision reached it too: who may decide, and a link to the waiting run
+    waits = {(done.release.release_id, environment) for done in walks.values() for environment in ("staging", "prod")}
+    wait_until(lambda: {(b["release_id"], b["environment"]) for b in webhook.approvals_requested()} >= waits,
+               timeout=60, what=f"ApprovalRequested webhook calls for {sorted(waits)}")
+    for body in webhook.approvals_requested():
+        assert "user:alice" in body["approvers"] and "agent:release-manager" not in body["approvers"], body
+        assert body["signed"] is True and body["still_needed"] >= 1 and "/runs/flow-run/" in body["link"], body
 
     # what no longer applies is refused, and changes nothing
     before = stack.ledger.actions()

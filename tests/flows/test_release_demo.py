@@ -56,12 +56,17 @@ def test_the_demo_releases_the_sample_app_to_prod_and_stops_everything_it_starte
     assert "release run:   Completed" in output
     for environment in ("dev", "staging", "prod"):
         assert re.search(rf"│ {environment}\s+│ 1\s+│ Deployed", output), output[-3000:]
-    assert "user:alice approves staging: ACCEPT" in output and "user:bob approves prod: ACCEPT" in output
+    assert "user:alice approves staging (signed): counted" in output
+    assert "user:bob approves prod (signed): counted" in output
+    # the planner's own approval is refused at once, the field and the refused value named
+    assert re.search(r"agent:release-manager approves staging: refused: staging: REJECT: .*Validation failed for "
+                     r"field 'approver'.*'agent:release-manager' is not one of", output), output[-3000:]
 
     # The stack's own ledger holds the release, approved by people other than the planner.
     plans = {p.environment: p for p in Ledger(f"sqlite:///{home / 'ledger.db'}").plans()}
     assert {env: p.state for env, p in plans.items()} == dict.fromkeys(("dev", "staging", "prod"), PlanState.DEPLOYED)
     assert sorted(a.approver for a in plans["prod"].approvals) == ["user:alice", "user:bob"]
+    assert all(a.key_fingerprint and a.signature_digest for a in plans["prod"].approvals)  # signed, verified
     assert all(p.planned_by == "agent:release-manager" for p in plans.values())
 
     # Everything it started is stopped, and only that.

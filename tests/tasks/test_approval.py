@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import httpx
 import pytest
 from governance_support import PLANNER, Approver, Step, new_request, succeeded_build
@@ -138,3 +140,24 @@ def test_no_approval_required_is_approved_by_the_gate(prefect_server, ledger) ->
     plan = _run(new_request(), settings)
     assert plan.state is PlanState.APPROVED
     assert ledger.transitions(plan.plan_id)[-1].actor == POLICY_ACTOR
+
+
+def test_a_decision_sent_between_two_waits_gets_a_clear_answer_and_is_not_lost(prefect_server, ledger) -> None:
+    request = new_request()
+    outcome: dict[str, ReleasePlan] = {}
+    thread = threading.Thread(target=lambda: outcome.update(plan=_run(request, PROD)), daemon=True)
+    thread.start()
+    with DeliveryClient(prefect_server) as client:
+        paused = client.wait_for_pause(request.release_id, environment="prod", timeout=60)
+        decision = {"decision": "approve", "comment": ""}
+        assert client.resume(paused.flow_run_id, {**decision, "approver": "user:alice"}).accepted
+        # the run is Running until the flow has judged alice's decision and waits again
+        between = client.resume(paused.flow_run_id, {**decision, "approver": "user:bob"})
+        assert between.status == "ABORT" and "not paused" in between.reason, between
+        # what the CLI does with it: wait for the next wait and send it there
+        (result,) = client.approve(request.release_id, approver="user:bob", environment="prod", wait=60)
+        assert result.counted is True
+    thread.join(60)
+    assert outcome["plan"].state is PlanState.APPROVED
+    assert [(a.approver, a.counted) for a in ledger.approvals(outcome["plan"].plan_id)] == [
+        ("user:alice", True), ("user:bob", True)]
