@@ -58,6 +58,7 @@ from typer.testing import CliRunner
 from delivery import failpoints
 from delivery.cli.main import app
 from delivery.errors import InvalidInput
+from delivery.signing import sign_request
 from delivery.stages import stage_named
 
 LANE_RETRIES = 1
@@ -170,7 +171,7 @@ def webhook(fault_stack: FaultStack) -> Iterator[Webhook]:
 
 def start(lane: Lane) -> Release:
     """Start a release of the lane's app as ``Lane.start`` does, its run retrying a stage ``LANE_RETRIES`` times."""
-    request = release_request(lane.app)
+    request = sign_request(release_request(lane.app))
     body = {
         "parameters": {"request": request.model_dump(mode="json")},
         "idempotency_key": f"{request.release_id}:{request.revision}",

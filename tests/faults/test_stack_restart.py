@@ -32,6 +32,7 @@ from delivery.cli.main import app
 from delivery.cli.stack import down, up
 from delivery.config import load_config
 from delivery.ledger import Ledger
+from delivery.signing import KEYS_DIR_ENV
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -45,6 +46,7 @@ def test_a_release_waiting_for_approval_lives_through_down_and_up(monkeypatch):
     monkeypatch.delenv(failpoints.SETTING, raising=False)
     monkeypatch.delenv("DELIVERY_RECOVERY_ATTEMPTS", raising=False)
     monkeypatch.delenv("PREFECT_API_AUTH_STRING", raising=False)
+    monkeypatch.delenv(KEYS_DIR_ENV, raising=False)  # the planner and alice sign with this stack's keys
     home = Path(tempfile.mkdtemp(prefix="delivery-down-up-")) / "stack"
     monkeypatch.setenv("DELIVERY_HOME", str(home))  # the client reads the credential from <home>/api-auth
     try:
