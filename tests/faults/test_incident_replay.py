@@ -375,7 +375,7 @@ def test_an_incident_at_every_stage_replays_to_a_finished_release(fault_stack: F
     wait_until(lambda: {(b["release_id"], b["environment"]) for b in webhook.approvals_requested()} >= waits,
                timeout=60, what=f"ApprovalRequested webhook calls for {sorted(waits)}")
     for body in webhook.approvals_requested():
-        assert "user:alice" in body["approvers"] and "agent:release-manager" not in body["approvers"], body
+        assert body["approvers"] and "agent:release-manager" not in body["approvers"], body
         assert body["signed"] is True and body["still_needed"] >= 1 and "/runs/flow-run/" in body["link"], body
 
     # what no longer applies is refused, and changes nothing
