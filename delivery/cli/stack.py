@@ -331,6 +331,9 @@ def _save_blocks(info: StackInfo) -> None:
     LocalPipelineRunner(work_dir=str(home / "runs")).save("default", overwrite=True)
     DirectoryPackageFeed(path=str(home / "feed")).save("default", overwrite=True)
     OciImageRegistry(url=info.registry_url).save("default", overwrite=True)
+    from blocks.loading import register_block_types_on_server
+
+    register_block_types_on_server()  # the UI's catalog offers every type, also those saved as no block here
 
 
 def _ensure_work_pool() -> None:
