@@ -3,9 +3,10 @@
 ``up`` starts, under the state folder (``DELIVERY_HOME``, default ``.delivery/``): a Prefect server
 on 127.0.0.1 with SQLite, the Kubernetes API simulator, the local OCI registry; seeds bare repos
 for the sample application and the GitOps repository from ``examples/``; saves the blocks the
-flows load; creates the ``delivery`` process work pool, deploys ``prefect.yaml`` and starts one
-worker polling every second. Every process it starts is recorded in ``stack.json`` so that
-``down`` stops exactly those (by process group, after checking the pid is still ours).
+flows load and registers every block type of the product (the UI's catalog); creates the
+``delivery`` process work pool, deploys ``prefect.yaml`` and starts one worker polling every second.
+Every process it starts is recorded in ``stack.json`` so that ``down`` stops exactly those (by
+process group, after checking the pid is still ours).
 
 The API refuses anonymous callers: ``up`` generates a credential once per state folder
 (``<home>/api-auth``, mode 0600, kept across ``down``/``up``; see :mod:`delivery.api_auth`), gives it
