@@ -65,16 +65,17 @@ class AzurePipelinesRunner(PipelineRunner):
     _block_type_slug = "azure-pipelines-runner"
     _description = "Queues the generated pipeline on Azure Pipelines and maps the run to a build result."
 
-    organization: str = Field(min_length=1)
-    project: str = Field(min_length=1)
-    pipeline_id: int = Field(ge=1)
-    token: SecretStr
-    base_url: str = "https://dev.azure.com"
-    poll_seconds: float = Field(default=5.0, gt=0)
-    max_poll_seconds: float = Field(default=30.0, gt=0)
-    run_timeout_seconds: float = Field(default=3600.0, gt=0)
-    request_timeout_seconds: float = Field(default=30.0, gt=0)
-    request_retries: int = Field(default=4, ge=0)
+    organization: str = Field(min_length=1, description="The Azure DevOps organization")
+    project: str = Field(min_length=1, description="The project holding the pipeline")
+    pipeline_id: int = Field(ge=1, description="The pipeline defined on the repository's azure-pipelines.yml")
+    token: SecretStr = Field(description="A personal access token (Build: read & execute)")
+    base_url: str = Field(default="https://dev.azure.com",
+                          description="https://dev.azure.com, or an Azure DevOps Server collection URL")
+    poll_seconds: float = Field(default=5.0, gt=0, description="First wait between polls; doubles up to the maximum")
+    max_poll_seconds: float = Field(default=30.0, gt=0, description="Longest wait between polls")
+    run_timeout_seconds: float = Field(default=3600.0, gt=0, description="How long to wait for the run to complete")
+    request_timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of one HTTP request")
+    request_retries: int = Field(default=4, ge=0, description="Retries of one request on 5xx, 429 or network errors")
 
     def _client(self, transport: httpx.BaseTransport | None) -> httpx.Client:
         credentials = base64.b64encode(f":{self.token.get_secret_value()}".encode()).decode()

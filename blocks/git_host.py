@@ -37,7 +37,7 @@ class CheckCommand(BaseModel):
 
     name: str = Field(min_length=1, description="Shown in the check results, e.g. unit-tests")
     run: str = Field(min_length=1, description="Shell command, run with /bin/sh -c in the checkout root")
-    timeout_seconds: float = Field(default=600, gt=0)
+    timeout_seconds: float = Field(default=600, gt=0, description="The command fails after this many seconds")
     repositories: list[str] = Field(default_factory=list, description="Only these repositories; empty: all")
 
 
@@ -106,11 +106,15 @@ class LocalGitHost(GitHost):
     _description = "Bare git repositories on local disk with pull requests kept as records (embedded default)."
 
     root: str = Field(description="Folder holding the bare repositories")
-    protected_branch: str = "main"
-    source_branch_patterns: list[str] = Field(default_factory=lambda: ["release/*"])
-    check_commands: list[CheckCommand] = Field(default_factory=list)
-    forbidden_paths: list[str] = Field(default_factory=lambda: [".git/**", ".github/**"])
-    required_trailers: list[str] = Field(default_factory=lambda: ["Release-Id", "Trace-Id"])
+    protected_branch: str = Field(default="main", description="The only branch pull requests may target")
+    source_branch_patterns: list[str] = Field(default_factory=lambda: ["release/*"],
+                                              description="Globs a pull request's source branch must match")
+    check_commands: list[CheckCommand] = Field(default_factory=list,
+                                               description="Commands run against the merge result (PR checks)")
+    forbidden_paths: list[str] = Field(default_factory=lambda: [".git/**", ".github/**"],
+                                       description="Globs no pull request may change")
+    required_trailers: list[str] = Field(default_factory=lambda: ["Release-Id", "Trace-Id"],
+                                         description="Trailers the pull request's head commit must carry")
 
     # ------------------------------------------------------------------ repositories
 

@@ -57,9 +57,9 @@ class OciImageRegistry(ImageRegistry):
     _description = "Pushes images built from a folder to an OCI registry; later stages deploy by digest."
 
     url: str = Field(description="Registry base URL, e.g. http://127.0.0.1:5000")
-    username: str | None = None
-    password: SecretStr | None = None
-    timeout_seconds: float = 30.0
+    username: str | None = Field(default=None, description="For basic authentication, if the registry asks")
+    password: SecretStr | None = Field(default=None, description="The password or token for the username")
+    timeout_seconds: float = Field(default=30.0, description="Timeout of one HTTP request")
 
     @property
     def host(self) -> str:

@@ -214,7 +214,7 @@ class KubernetesRuntime(Block):
     managed_kinds: list[str] = Field(
         default_factory=lambda: list(DEFAULT_KINDS), description="apiVersion/Kind pairs listed and pruned"
     )
-    request_timeout_seconds: float = Field(default=15.0, gt=0)
+    request_timeout_seconds: float = Field(default=15.0, gt=0, description="Timeout of one Kubernetes API request")
 
     _dynamic: Any = PrivateAttr(default=None)
     _lock: Any = PrivateAttr(default_factory=threading.Lock)

@@ -9,6 +9,7 @@ the same way: which reference, where it was set, and how to fix it.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import TypeVar
 
 from prefect.blocks.core import Block
@@ -35,6 +36,36 @@ def register_block_types() -> None:
     """Import the product's block modules, so ``Block.load`` can turn any of their slugs into a class."""
     for module in BLOCK_MODULES:
         importlib.import_module(module)
+
+
+def product_block_classes() -> list[type[Block]]:
+    """Every block type of the product: the classes of :data:`BLOCK_MODULES` that name their own slug.
+
+    The bases (``GitHost``, ``PipelineRunner``...) name none: they are interfaces, not types to configure.
+    """
+    classes: list[type[Block]] = []
+    for module_name in BLOCK_MODULES:
+        module = importlib.import_module(module_name)
+        classes += [value for value in vars(module).values()
+                    if inspect.isclass(value) and issubclass(value, Block) and value.__module__ == module_name
+                    and "_block_type_slug" in value.__dict__]
+    return sorted(classes, key=lambda cls: cls.get_block_type_slug())
+
+
+def register_block_types_on_server() -> list[str]:
+    """Register every product block type and its schema with the Prefect API (what ``delivery up`` does).
+
+    The UI's block catalog then offers each type, also those no block of the local stack is saved
+    as (``azure-pipelines-runner``, ``pulumi-stack``). Idempotent. Uses the current Prefect settings.
+
+    Returns:
+        The slugs registered.
+    """
+    slugs = []
+    for cls in product_block_classes():
+        cls.register_type_and_schema()
+        slugs.append(cls.get_block_type_slug())
+    return slugs
 
 
 def load_block(reference: str, kind: type[B], *, source: str | None = None) -> B:
@@ -81,4 +112,5 @@ def load_configured_block(role: str, kind: type[B]) -> B:
     return load_block(block_ref(role), kind, source=block_setting(role))
 
 
-__all__ = ["BLOCK_MODULES", "load_block", "load_configured_block", "register_block_types"]
+__all__ = ["BLOCK_MODULES", "load_block", "load_configured_block", "product_block_classes", "register_block_types",
+           "register_block_types_on_server"]

@@ -52,7 +52,8 @@ class DirectoryPackageFeed(PackageFeed):
     _description = "A folder of wheels that pip install --find-links accepts."
 
     path: str = Field(description="Folder holding the published wheels")
-    allow_overwrite: bool = False
+    allow_overwrite: bool = Field(default=False, description="Replace a different file published under the same "
+                                  "name (real feeds refuse it; a local demo may allow it)")
 
     def pipeline_variables(self) -> dict[str, str]:
         """The feed folder, as ``PACKAGE_FEED`` (and ``PACKAGE_FEED_ALLOW_OVERWRITE`` when set)."""

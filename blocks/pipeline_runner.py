@@ -279,10 +279,13 @@ class LocalPipelineRunner(PipelineRunner):
     _block_type_slug = "local-pipeline-runner"
     _description = "Runs generated Azure Pipelines YAML locally: script steps, parallel jobs, per-step logs."
 
-    work_dir: str | None = None
-    max_parallel_jobs: int = Field(default=2, ge=1)
-    job_timeout_seconds: float | None = Field(default=None, gt=0)
-    keep_checkouts: bool = False
+    work_dir: str | None = Field(default=None, description="Where runs keep checkouts and logs; default "
+                                                          "<state folder>/pipeline-runs")
+    max_parallel_jobs: int = Field(default=2, ge=1, description="Jobs running at once")
+    job_timeout_seconds: float | None = Field(default=None, gt=0,
+                                              description="Overrides every job's timeoutInMinutes")
+    keep_checkouts: bool = Field(default=False, description="Keep each job's checkout after the run (logs are "
+                                                           "always kept)")
 
     def run(
         self,

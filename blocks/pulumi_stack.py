@@ -69,20 +69,22 @@ class PulumiStack(Block):
     _block_type_slug = "pulumi-stack"
     _description = "An environment's infrastructure stack, run with the Pulumi Automation API (no CLI download)."
 
-    project: str = Field(default="gitops-delivery-platform")
+    project: str = Field(default="gitops-delivery-platform", description="The Pulumi project name")
     stack: str = Field(description="Stack name, e.g. the environment")
     backend_url: str | None = Field(default=None, description="file://, https://app.pulumi.com, azblob://...")
     passphrase: SecretStr | None = Field(default=None, description="Encrypts stack secrets")
-    azure_client_id: SecretStr | None = None
-    azure_client_secret: SecretStr | None = None
-    azure_tenant_id: SecretStr | None = None
-    azure_subscription_id: SecretStr | None = None
+    azure_client_id: SecretStr | None = Field(default=None, description="Service principal id (ARM_CLIENT_ID)")
+    azure_client_secret: SecretStr | None = Field(default=None, description="Service principal secret "
+                                                                            "(ARM_CLIENT_SECRET)")
+    azure_tenant_id: SecretStr | None = Field(default=None, description="Azure tenant (ARM_TENANT_ID)")
+    azure_subscription_id: SecretStr | None = Field(default=None, description="Azure subscription "
+                                                                              "(ARM_SUBSCRIPTION_ID)")
     cli_root: str | None = Field(default=None, description="Folder holding bin/pulumi; default: PATH")
-    location: str = "westeurope"
+    location: str = Field(default="westeurope", description="The Azure region (azure-native:location)")
     platform: dict[str, Any] = Field(default_factory=dict, description="infra.platform.PlatformSpec settings")
     config: dict[str, str] = Field(default_factory=dict, description="Extra non-secret stack config")
-    lock_attempts: int = Field(default=3, ge=1, le=20)
-    lock_backoff_seconds: float = Field(default=2.0, ge=0)
+    lock_attempts: int = Field(default=3, ge=1, le=20, description="Tries when another update holds the stack lock")
+    lock_backoff_seconds: float = Field(default=2.0, ge=0, description="First wait between those tries")
 
     _backend: StackBackend | None = PrivateAttr(default=None)
     _sleep: Callable[[float], None] | None = PrivateAttr(default=None)

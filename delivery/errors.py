@@ -11,6 +11,7 @@ boundary; tasks retry only :class:`TransientError`.
     │   └── ConflictError             a write lost a race (stale resourceVersion, rejected push)
     └── PermanentError                retrying cannot help
         ├── InvalidInput              bad parameters or configuration; names the field
+        │   └── StackNotFound         a reading command found no stack to read (and created none)
         ├── InvalidTransition         a ReleasePlan move the state machine forbids
         ├── PolicyViolation           a policy gate or branch policy said no
         ├── ApprovalRefused           an approval that may not count (planner, not allowed, late)
@@ -55,6 +56,10 @@ class PermanentError(DeliveryError):
 
 class InvalidInput(PermanentError):
     """Bad parameters or configuration. The message names the field."""
+
+
+class StackNotFound(InvalidInput):
+    """No delivery stack (state folder, ``stack.json`` or API) was found; nothing was created looking."""
 
 
 class InvalidTransition(PermanentError):

@@ -11,6 +11,7 @@ plan's current state, which moves with a compare-and-set on the previous state.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -32,8 +33,9 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import StaticPool
 
 from delivery.errors import ConflictError, NotFound
 from delivery.models import Approval, utcnow
@@ -161,16 +163,35 @@ def _add_missing_columns(engine: Engine) -> None:
                                       f"{column.type.compile(engine.dialect)}"))
 
 
+def _sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names, or None (another database, or SQLite in memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:":
+        return None
+    if parsed.database.startswith("file:"):  # a SQLite URI: its own options, left alone
+        return None
+    return Path(parsed.database).expanduser().resolve()
+
+
 class Ledger:
     """Read and append the audit trail.
 
     Args:
         url: a SQLAlchemy URL; default from :func:`delivery.settings.ledger_url`.
+        create: a writer (the flows, ``delivery up``) creates a missing SQLite file and its folder; a reader
+            (``create=False``, the CLI) creates nothing and reads a missing file as an empty ledger.
     """
 
-    def __init__(self, url: str | None = None) -> None:
+    def __init__(self, url: str | None = None, *, create: bool = True) -> None:
         self.url = url or ledger_url()
-        self.engine: Engine = create_engine(self.url, future=True)
+        path = _sqlite_file(self.url)
+        engine_url = self.url
+        options: dict[str, Any] = {}
+        if path is not None and create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif path is not None and not path.is_file():  # nothing written yet: an empty ledger, in memory
+            engine_url, options = "sqlite://", {"poolclass": StaticPool}
+        self.engine: Engine = create_engine(engine_url, future=True, **options)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         metadata.create_all(self.engine)

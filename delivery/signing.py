@@ -36,7 +36,7 @@ from delivery.identity import (
 from delivery.ids import normalise_identity
 from delivery.models import Decision, ReleaseRequest
 from delivery.plan import ReleasePlan
-from delivery.settings import state_dir
+from delivery.settings import find_state_dir
 
 _BEGIN, _END = "-----BEGIN SSH SIGNATURE-----", "-----END SSH SIGNATURE-----"
 KEY_ENV = "DELIVERY_SIGNING_KEY"
@@ -114,13 +114,20 @@ def find_signing_key(identity: str, *, key: Path | None = None) -> Path | None:
     """The private key to sign as ``identity`` with: ``key``, else ``DELIVERY_SIGNING_KEY``, else the keys folder.
 
     The keys folder is ``DELIVERY_KEYS_DIR``, else ``<state folder>/keys`` (where ``delivery up`` keeps the
-    embedded default's personas); a key there is named by :func:`key_file_name`.
+    embedded default's personas; the state folder is the one :func:`delivery.settings.find_state_dir` finds);
+    a key there is named by :func:`key_file_name`.
     """
     if key is not None:
         return key
     if os.environ.get(KEY_ENV):
         return Path(os.environ[KEY_ENV]).expanduser()
-    folder = Path(os.environ[KEYS_DIR_ENV]).expanduser() if os.environ.get(KEYS_DIR_ENV) else state_dir() / "keys"
+    if os.environ.get(KEYS_DIR_ENV):
+        folder = Path(os.environ[KEYS_DIR_ENV]).expanduser()
+    else:
+        found = find_state_dir()
+        if found is None:
+            return None
+        folder = found.path / "keys"
     candidate = folder / key_file_name(identity)
     return candidate if candidate.is_file() else None
 

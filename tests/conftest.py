@@ -14,6 +14,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_HOME", str(_SESSION_HOME / "prefect"))
 os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(_SESSION_HOME / "results"))
 os.environ.setdefault("DELIVERY_HOME", str(_SESSION_HOME / "state"))
+# `delivery up` records the last stack it started per user: in tests, not in the real ~/.config.
+os.environ.setdefault("DELIVERY_CONFIG_DIR", str(_SESSION_HOME / "config"))
 # Retries in tests keep their exponential shape but on a short base delay.
 os.environ.setdefault("DELIVERY_RETRY_BACKOFF_SECONDS", "0.2")
 

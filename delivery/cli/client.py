@@ -14,7 +14,6 @@ call carries the API credential (``PREFECT_API_AUTH_STRING``, else the local sta
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -26,8 +25,9 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from delivery.api_auth import api_auth_string, basic_auth_header
+from delivery.api_auth import basic_auth_header
 from delivery.approvals import ApprovalInput
+from delivery.cli.stack import find_stack
 from delivery.errors import (
     ApprovalRefused,
     AuthenticationError,
@@ -137,21 +137,12 @@ class ReleaseStatus(ClientModel):
 
 
 def default_api_url() -> str:
-    """``PREFECT_API_URL``, else the local stack's (``stack.json``), else the active Prefect profile's."""
-    url = os.environ.get("PREFECT_API_URL")
-    if url:
-        return url
-    from delivery.settings import state_dir
+    """``PREFECT_API_URL``, else the found stack's (``stack.json``), else the active Prefect profile's.
 
-    stack = state_dir() / "stack.json"
-    if stack.is_file():  # the local stack of `delivery up`
-        return str(json.loads(stack.read_text())["api_url"])
-    from prefect.settings import PREFECT_API_URL
-
-    value = PREFECT_API_URL.value()
-    if not value:
-        raise InvalidInput("PREFECT_API_URL is not set: start the stack (`delivery up`) or point it at a server")
-    return value
+    Raises:
+        StackNotFound: none of them (see :func:`delivery.cli.stack.find_stack`).
+    """
+    return find_stack().require_api()
 
 
 def _tag_value(tags: list[str], prefix: str) -> str | None:
@@ -191,13 +182,15 @@ class DeliveryClient:
     """Typed calls to the Prefect REST API.
 
     Args:
-        api_url: the Prefect API (``.../api``); default ``PREFECT_API_URL``.
+        api_url: the Prefect API (``.../api``); default ``PREFECT_API_URL``, else the stack
+            :func:`~delivery.cli.stack.find_stack` finds (:class:`~delivery.errors.StackNotFound` when none).
         timeout: per-request timeout in seconds.
         retries: attempts after the first on 429/5xx/connection errors.
         backoff: first retry delay in seconds, doubled each time.
         transport: an httpx transport (tests).
         auth_string: the API credential (HTTP Basic, Prefect's auth string); default
-            ``PREFECT_API_AUTH_STRING``, else the local stack's ``<DELIVERY_HOME>/api-auth``, else none.
+            ``PREFECT_API_AUTH_STRING``, else the found stack's ``api-auth`` (see
+            :meth:`~delivery.cli.stack.StackTarget.auth_string`), else none.
     """
 
     def __init__(
@@ -210,10 +203,11 @@ class DeliveryClient:
         transport: httpx.BaseTransport | None = None,
         auth_string: str | None = None,
     ) -> None:
-        self.api_url = (api_url or default_api_url()).rstrip("/")
+        target = find_stack(api_url)
+        self.api_url = target.require_api().rstrip("/")
         self.retries = retries
         self.backoff = backoff
-        credential = auth_string or api_auth_string()
+        credential = auth_string or target.auth_string(self.api_url)
         headers = basic_auth_header(credential) if credential else {}
         self._http = httpx.Client(base_url=self.api_url + "/", timeout=timeout, transport=transport, headers=headers)
 
@@ -536,7 +530,8 @@ class DeliveryClient:
         from delivery.approvals import counted_approvers
         from delivery.ledger import Ledger
 
-        ledger = Ledger(ledger_url)
+        # only read: a ledger not written yet reads as empty, and nothing is created
+        ledger = Ledger(ledger_url or find_stack(self.api_url).ledger_url or "sqlite://", create=False)
         plans = ledger.latest_plans(release_id)
         last = {p.plan_id: ledger.last_transition(p.plan_id) for p in plans}
         runs = self.release_runs(release_id)

@@ -98,9 +98,20 @@ def setup_drift_alerts_from_env() -> UUID | None:
 
 
 def _store() -> SyncStateStore:
+    """The found stack's sync states, read only (nothing is created when there is no ledger)."""
+    from delivery.cli.stack import find_stack
     from delivery.ledger import Ledger
 
-    return SyncStateStore(Ledger().engine)
+    return SyncStateStore(Ledger(find_stack().require_ledger(), create=False).engine)
+
+
+def _client_settings() -> Any:
+    """Prefect's client settings for the found stack's API and credential (StackNotFound when none)."""
+    from delivery.cli.stack import find_stack
+
+    target = find_stack()
+    api_url = target.require_api()
+    return prefect_client_settings(api_url, auth_string=target.auth_string(api_url))
 
 
 def _print_reports(console: Console, rows: list[dict[str, Any]]) -> None:
@@ -132,7 +143,7 @@ def check(
 
     parameters = {"environment": env} if env else {}
     try:
-        with prefect_client_settings():  # the API credential, also when it is only in the state folder's file
+        with _client_settings():  # the found stack's API and credential
             flow_run = run_deployment(deployment, parameters=parameters, timeout=timeout)
     except Exception as exc:  # noqa: BLE001 - the Prefect client raises many kinds; say what failed
         raise _fail(f"could not run {deployment}: {exc}", as_json) from None
@@ -153,7 +164,10 @@ def check(
 @drift_app.command("status")
 def status(as_json: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
     """Show each environment's sync state from the ledger (no check is run)."""
-    states = _store().all()
+    try:
+        states = _store().all()
+    except DeliveryError as exc:
+        raise _fail(str(exc), as_json) from None
     if as_json:
         typer.echo(json.dumps([s.model_dump(mode="json") for s in states]))
         return
@@ -171,7 +185,7 @@ def alerts(
 ) -> None:
     """Create or update the automation that calls a webhook when an environment becomes Degraded."""
     try:
-        with prefect_client_settings():
+        with _client_settings():
             automation_id = setup_drift_alerts(webhook)
     except DeliveryError as exc:
         raise _fail(str(exc), as_json) from None

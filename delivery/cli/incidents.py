@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from delivery.cli.client import DeliveryClient, Operation
+from delivery.cli.stack import find_stack
 from delivery.errors import DeliveryError, InvalidInput
 from delivery.ledger import Ledger
 
@@ -56,6 +57,11 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _ledger() -> Ledger:
+    """The found stack's ledger, read only (nothing is created when there is none)."""
+    return Ledger(find_stack().require_ledger(), create=False)
+
+
 def _fail(exc: Exception, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps({"error": str(exc), "type": type(exc).__name__}))
@@ -70,7 +76,11 @@ def list_incidents(
     as_json: bool = JsonOption,
 ) -> None:
     """List incidents, newest first."""
-    rows = [_summary(r) for r in Ledger().incidents(status=status)]
+    try:
+        rows = [_summary(r) for r in _ledger().incidents(status=status)]
+    except DeliveryError as exc:
+        _fail(exc, as_json)
+        return
     if as_json:
         typer.echo(json.dumps(rows))
         return
@@ -85,7 +95,7 @@ def list_incidents(
 def show_incident(incident_id: int, as_json: bool = JsonOption) -> None:
     """Show one incident with its whole envelope."""
     try:
-        row = Ledger().incident(incident_id)
+        row = _ledger().incident(incident_id)
     except DeliveryError as exc:
         _fail(exc, as_json)
         return

@@ -8,7 +8,6 @@ exit non-zero with the message (``{"error": ..., "type": ...}`` in JSON mode): 2
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from delivery.cli.client import DEFAULT_DEPLOYMENT, DeliveryClient
+from delivery.cli.stack import find_stack
 from delivery.errors import DeliveryError, InvalidInput
 from delivery.models import Artifact, Decision
 
@@ -235,9 +235,11 @@ def status(
 ) -> None:
     """Show each environment's plan (ledger) and the release's flow runs (Prefect)."""
 
+    target = find_stack(api_url)
+
     def action() -> Any:
         with DeliveryClient(api_url) as client:
-            return client.status(release_id, ledger_url=os.environ.get("DELIVERY_LEDGER_URL"))
+            return client.status(release_id, ledger_url=target.ledger_url)
 
     def show(report: Any) -> None:
         console.print(f"release [bold]{report.release_id}[/bold]  trace {report.trace_id or '-'}")
@@ -245,7 +247,10 @@ def status(
         for plan in report.plans:
             plans.add_row(plan.environment, str(plan.revision), plan.state.value, ", ".join(plan.approvers) or "-",
                           plan.updated_at.strftime("%Y-%m-%d %H:%M:%S"))
-        console.print(plans if report.plans else "no plan yet: the release has not reached promotion")
+        if target.ledger_url is None:
+            console.print("plans: no ledger found (set DELIVERY_LEDGER_URL or DELIVERY_HOME)")
+        else:
+            console.print(plans if report.plans else "no plan yet: the release has not reached promotion")
         runs = Table("flow run", "state", "environment")
         for run in report.runs:
             runs.add_row(run.name, run.state, run.environment or "-")
@@ -270,7 +275,7 @@ def trace(
 
     def action() -> Any:
         with DeliveryClient(api_url) as client:
-            wanted = trace_id or client.status(release_id, ledger_url=os.environ.get("DELIVERY_LEDGER_URL")).trace_id
+            wanted = trace_id or client.status(release_id, ledger_url=find_stack(api_url).ledger_url).trace_id
             if not wanted:
                 raise InvalidInput(f"release {release_id}: no trace id found; pass --trace-id")
             return client.trace_events(wanted)

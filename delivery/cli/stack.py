@@ -3,15 +3,21 @@
 ``up`` starts, under the state folder (``DELIVERY_HOME``, default ``.delivery/``): a Prefect server
 on 127.0.0.1 with SQLite, the Kubernetes API simulator, the local OCI registry; seeds bare repos
 for the sample application and the GitOps repository from ``examples/``; saves the blocks the
-flows load; creates the ``delivery`` process work pool, deploys ``prefect.yaml`` and starts one
-worker polling every second. Every process it starts is recorded in ``stack.json`` so that
-``down`` stops exactly those (by process group, after checking the pid is still ours).
+flows load and registers every block type of the product (the UI's catalog); creates the
+``delivery`` process work pool, deploys ``prefect.yaml`` and starts one worker polling every second.
+Every process it starts is recorded in ``stack.json`` so that ``down`` stops exactly those (by
+process group, after checking the pid is still ours).
 
 The API refuses anonymous callers: ``up`` generates a credential once per state folder
 (``<home>/api-auth``, mode 0600, kept across ``down``/``up``; see :mod:`delivery.api_auth`), gives it
 to the server as ``PREFECT_SERVER_API_AUTH_STRING`` and to every client it runs (worker, deploy,
 block saves; flow runs inherit the worker's) as ``PREFECT_API_AUTH_STRING``. ``stack.json`` holds
 only the file's path, never the secret.
+
+Reading commands find the stack with :func:`find_stack` (from any directory; see
+:func:`delivery.settings.find_state_dir` for the order), which creates nothing and, when there is no
+stack to read, raises :class:`~delivery.errors.StackNotFound` saying so. ``up`` records its state folder
+per user (:func:`delivery.settings.record_current_stack`) so that they find it from anywhere.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +39,25 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
-from delivery.api_auth import AUTH_ENV, SERVER_AUTH_ENV, basic_auth_header, ensure_auth_file, read_auth_file
-from delivery.errors import InvalidInput, TransientError
+from delivery.api_auth import (
+    AUTH_ENV,
+    SERVER_AUTH_ENV,
+    auth_file,
+    basic_auth_header,
+    ensure_auth_file,
+    read_auth_file,
+)
+from delivery.errors import InvalidInput, StackNotFound, TransientError
 from delivery.identity import ALLOWED_SIGNERS
-from delivery.settings import state_dir
+from delivery.settings import (
+    HOME_ENV,
+    LEDGER_ENV,
+    LEDGER_FILE,
+    FoundStateDir,
+    find_state_dir,
+    record_current_stack,
+    state_dir,
+)
 from delivery.signing import ensure_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -122,6 +144,96 @@ def read_stack(home: Path | None = None) -> StackInfo | None:
     if not path.is_file():
         return None
     return StackInfo.model_validate_json(path.read_text())
+
+
+API_ENV = "PREFECT_API_URL"
+
+
+def no_stack_message(cwd: Path, *, ledger: bool = False) -> str:
+    """What a reading command says when it finds no stack from ``cwd``."""
+    also = f" / {LEDGER_ENV}" if ledger else ""
+    return (f"no delivery stack found from {cwd}: run `delivery up`, or set {HOME_ENV} / {API_ENV}{also}")
+
+
+@dataclass(frozen=True)
+class StackTarget:
+    """Where a reading command sends its calls: what :func:`find_stack` found, nothing created.
+
+    Attributes:
+        cwd: where the search started.
+        found: the state folder, or None.
+        info: its ``stack.json`` (a running stack), or None.
+        api_url: the Prefect API: ``--api-url``/``PREFECT_API_URL``, else ``stack.json``'s, else the active
+            Prefect profile's, else None.
+        ledger_url: ``DELIVERY_LEDGER_URL``, else ``stack.json``'s, else ``<folder>/ledger.db``, else None.
+    """
+
+    cwd: Path
+    found: FoundStateDir | None
+    info: StackInfo | None
+    api_url: str | None
+    ledger_url: str | None
+
+    def require_api(self) -> str:
+        """The API URL, or :class:`StackNotFound` saying why there is none."""
+        if self.api_url:
+            return self.api_url
+        if self.found is not None:
+            raise StackNotFound(f"the delivery stack in {self.found.path} (found by {self.found.found_by}) is not "
+                                f"running (no stack.json): run `delivery up`, or set {API_ENV}")
+        raise StackNotFound(no_stack_message(self.cwd))
+
+    def require_ledger(self) -> str:
+        """The ledger URL, or :class:`StackNotFound`."""
+        if self.ledger_url:
+            return self.ledger_url
+        raise StackNotFound(no_stack_message(self.cwd, ledger=True))
+
+    def auth_string(self, api_url: str | None = None) -> str | None:
+        """The API credential to send to ``api_url`` (default :attr:`api_url`).
+
+        ``PREFECT_API_AUTH_STRING``, else the state folder's ``api-auth`` when the folder was named by
+        ``DELIVERY_HOME`` or the call goes to the found stack's own API; a credential found by walking up or
+        by the per-user record is never sent to another server.
+        """
+        if os.environ.get(AUTH_ENV):
+            return os.environ[AUTH_ENV]
+        if self.found is None:
+            return None
+        url = (api_url or self.api_url or "").rstrip("/")
+        ours = self.info is not None and url == self.info.api_url.rstrip("/")
+        if self.found.found_by != HOME_ENV and not ours:
+            return None
+        if self.info is not None and self.info.auth_file:
+            return self.info.auth_string()
+        return read_auth_file(auth_file(self.found.path))
+
+
+def _profile_api_url() -> str | None:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+def find_stack(api_url: str | None = None, *, cwd: Path | None = None) -> StackTarget:
+    """Find the stack a reading command talks to, from any directory, creating nothing.
+
+    Args:
+        api_url: an API URL the caller gave (``--api-url``; typer fills it from ``PREFECT_API_URL``).
+        cwd: where to start looking (default the working directory).
+
+    Returns:
+        What was found; :meth:`StackTarget.require_api` / :meth:`StackTarget.require_ledger` raise
+        :class:`StackNotFound` with a clear message when a part is missing.
+    """
+    cwd = (cwd or Path.cwd()).resolve()
+    found = find_state_dir(cwd)
+    info = read_stack(found.path) if found is not None else None
+    api = api_url or os.environ.get(API_ENV) or (info.api_url if info else None) or _profile_api_url()
+    ledger = os.environ.get(LEDGER_ENV) or (info.ledger_url if info else None)
+    if not ledger and found is not None:
+        ledger = f"sqlite:///{found.path / LEDGER_FILE}"
+    return StackTarget(cwd=cwd, found=found, info=info, api_url=api, ledger_url=ledger)
 
 
 def _free_port() -> int:
@@ -220,6 +332,9 @@ def _save_blocks(info: StackInfo) -> None:
     LocalPipelineRunner(work_dir=str(home / "runs")).save("default", overwrite=True)
     DirectoryPackageFeed(path=str(home / "feed")).save("default", overwrite=True)
     OciImageRegistry(url=info.registry_url).save("default", overwrite=True)
+    from blocks.loading import register_block_types_on_server
+
+    register_block_types_on_server()  # the UI's catalog offers every type, also those saved as no block here
 
 
 def _ensure_work_pool() -> None:
@@ -259,6 +374,7 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
     running = read_stack(home)
     if running is not None and running.processes and all(_alive(p) for p in running.processes):
         say(f"the stack is already up (Prefect at {running.ui_url})")
+        _remember(home, say)
         return running
     if running is not None:
         down(home=home, say=say)
@@ -333,7 +449,16 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
         down(home=home, say=say)
         raise
     stack_file(home).write_text(info.model_dump_json(indent=2))
+    _remember(home, say)
     return info
+
+
+def _remember(home: Path, say: Callable[[str], None]) -> None:
+    """Record ``home`` as the last stack started, so reading commands find it from any directory."""
+    try:
+        record_current_stack(home)
+    except OSError as exc:  # a read-only home directory: the CLI still finds the stack from its checkout
+        say(f"could not record the stack for other directories ({exc}); set {HOME_ENV}={home} there")
 
 
 def worker_env(env: dict[str, str]) -> dict[str, str]:
@@ -407,4 +532,5 @@ def down_command(as_json: bool = typer.Option(False, "--json")) -> None:
         typer.echo(json.dumps({"stopped": stopped}))
 
 
-__all__ = ["StackInfo", "down", "down_command", "read_stack", "up", "up_command"]
+__all__ = ["StackInfo", "StackTarget", "down", "down_command", "find_stack", "no_stack_message", "read_stack", "up",
+           "up_command"]
