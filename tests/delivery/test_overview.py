@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from overview_support import PATH, deploy, drift_check, fail, move, new_plan
+
 from delivery.drift import SyncState
 from delivery.ledger import OnDemandRollback
 from delivery.overview import Health, environment_overview, render_overview
 from delivery.plan import PlanState
-from tests.overview_support import PATH, deploy, drift_check, fail, new_plan
 
 
 def by_env(rows):
@@ -63,8 +64,6 @@ def test_an_unfinished_rollback_makes_health_unknown_and_a_promotion_in_flight_p
     deploy(ledger, "rel-1", "dev")
     deploy(ledger, "rel-1", "staging")
     fail(ledger, "rel-2", "dev", finished=False)
-    from tests.overview_support import move
-
     move(ledger, new_plan(ledger, "rel-2", "staging"), PlanState.PROMOTING, "begin promotion")
 
     rows = by_env(environment_overview(ledger, path=PATH))
