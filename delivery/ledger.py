@@ -11,6 +11,7 @@ plan's current state, which moves with a compare-and-set on the previous state.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,31 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from delivery.errors import ConflictError, NotFound
-from delivery.models import Approval, utcnow
+from delivery.models import Approval, Model, utcnow
 from delivery.plan import PlanState, ReleasePlan, Transition
 from delivery.settings import ledger_url
+
+# The operations a release's own rollback writes (``flows/promotion.py``): before its first outside
+# write, and after its last, so a run resumed in between finishes it.
+ROLLBACK_STARTED = "rollback-started"
+ROLLBACK_FINISHED = "rolled-back"
+# An on-demand rollback (the ``roll_back`` flow), kept under the rollback's own release id.
+ON_DEMAND_ROLLBACK = "rolled-back-on-demand"
+
+
+class OnDemandRollback(Model):
+    """An environment returned to its last healthy revision on demand, as the ledger keeps it."""
+
+    release_id: str
+    environment: str
+    app: str
+    actor: str
+    reason: str
+    git_revision: str
+    restored_from: str | None = None
+    healthy: bool = True
+    at: datetime | None = None
+
 
 metadata = MetaData()
 
@@ -436,6 +459,17 @@ class Ledger:
         with self.engine.connect() as conn:
             return [{**dict(r), "detail": _loads(r["detail"])} for r in conn.execute(query).mappings().all()]
 
+    def record_on_demand_rollback(self, rollback: OnDemandRollback) -> int:
+        """Append an on-demand rollback (an operation under the rollback's release id); return its id."""
+        detail = rollback.model_dump(mode="json", include={"environment", "app", "git_revision", "restored_from",
+                                                           "healthy"})
+        return self.record_action(rollback.release_id, action=ON_DEMAND_ROLLBACK, actor=rollback.actor,
+                                  reason=rollback.reason, detail=detail)
+
+    def on_demand_rollbacks(self) -> list[OnDemandRollback]:
+        """Every on-demand rollback recorded, oldest first."""
+        return [OnDemandRollback(release_id=row["release_id"], actor=row["actor"], reason=row["reason"], at=row["at"],
+                                 **row["detail"]) for row in self.actions(action=ON_DEMAND_ROLLBACK)]
 
     # ---------------------------------------------------------------- environment locks
 
@@ -469,4 +503,4 @@ def _loads(body: Any) -> Any:
     return json.loads(body) if isinstance(body, str) else body
 
 
-__all__ = ["Ledger"]
+__all__ = ["ON_DEMAND_ROLLBACK", "ROLLBACK_FINISHED", "ROLLBACK_STARTED", "Ledger", "OnDemandRollback"]

@@ -6,7 +6,8 @@ with one label-selector LIST per kind, and compares them on the fields Git sets
 (:mod:`delivery.drift`). In ``reconcile`` mode it applies what is missing or changed, prunes what
 is extra and checks again; in ``detect`` mode it only reports. Each check moves the environment's
 sync state (Synced, OutOfSync, Degraded), stores it with the report in the ledger database and
-emits ``DriftDetected`` / ``SyncDegraded`` / ``SyncRecovered``.
+emits ``DriftDetected`` / ``SyncDegraded`` / ``SyncRecovered``. After the checks, the
+``environments`` artifact (``tasks/overview.py``) shows the new sync states.
 
 Environments with a Pulumi stack also get an infrastructure drift preview, reported like runtime
 drift (never reconciled here: that is the release's provisioning stage) and skipped with a reason
@@ -43,6 +44,7 @@ from delivery.labels import RELEASE_ID_ANNOTATION, TRACE_ID_ANNOTATION, managed_
 from delivery.ledger import Ledger
 from delivery.settings import block_ref, block_setting
 from tasks.manifest import parse_objects
+from tasks.overview import refresh_overview
 from tasks.stage import retry_transient
 
 FLOW_NAME = "drift-check"
@@ -293,7 +295,10 @@ def drift_check(environment: str | None = None) -> list[dict[str, Any]]:
     names = [environment] if environment else list(config.path)
     settings = {name: config.environment(name) for name in names}
     futures = [check_environment_drift.submit(name, settings[name], revision) for name in names]
-    return [future.result() for future in futures]
+    try:
+        return [future.result() for future in futures]
+    finally:
+        refresh_overview(path=config.path)
 
 
 __all__ = ["FLOW_NAME", "check_environment", "check_environment_drift", "drift_check", "read_desired_objects"]

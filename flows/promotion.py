@@ -14,7 +14,7 @@ Promoting is deployed again, its stages idempotent), so no transition is written
 One promotion per environment at a time (:mod:`flows.locks`); the lock is never held across an
 approval wait, and a resumed run frees the lease its dead process left. A markdown artifact
 ``release-<id>`` summarises each environment's state, revision, approvers and timings, refreshed as
-the path moves.
+the path moves; the ``environments`` artifact (``tasks/overview.py``) is refreshed with it.
 """
 
 from __future__ import annotations
@@ -42,11 +42,14 @@ from delivery.errors import (
     PermanentError,
     PolicyViolation,
 )
-from delivery.ledger import Ledger
+from delivery.ledger import ROLLBACK_FINISHED, ROLLBACK_STARTED, Ledger
 from delivery.models import BuildResult, Model, ReleaseRequest, utcnow
+from delivery.overview import format_time as _when
+from delivery.overview import markdown_cell as _cell
 from delivery.plan import PlanState, ReleasePlan
 from flows.locks import environment_lock
 from tasks.approval import POLICY_ACTOR, decide, request_approval, supersede_reason, superseded_by
+from tasks.overview import refresh_overview
 from tasks.plan import plan_release
 
 if TYPE_CHECKING:  # imported where used: the stage modules are heavy
@@ -204,10 +207,9 @@ def deploy_environment(plan: ReleasePlan, settings: EnvironmentConfig, *, artifa
 
 # --------------------------------------------------------------------------- rollbacks that must finish
 
-# Written before a rollback's first outside write, and after its last: a run resumed in between
-# finishes the rollback instead of judging the half-restored environment anew.
-ROLLBACK_STARTED = "rollback-started"
-ROLLBACK_FINISHED = "rolled-back"
+# ROLLBACK_STARTED is written before a rollback's first outside write, ROLLBACK_FINISHED after its
+# last (delivery/ledger.py): a run resumed in between finishes the rollback instead of judging the
+# half-restored environment anew.
 
 
 def _rollback_actions(ledger: Ledger, plan: ReleasePlan, action: str) -> list[dict[str, Any]]:
@@ -367,14 +369,6 @@ def artifact_key(release_id: str) -> str:
     return "release-" + re.sub(r"[^a-z0-9-]+", "-", release_id.lower()).strip("-")
 
 
-def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")[:200]
-
-
 def render_status(release_id: str, ledger: Ledger) -> str:
     """The markdown of a release's status artifact, from the ledger alone.
 
@@ -444,6 +438,7 @@ def promote_path(
         outcomes[index] = outcome
         summary = summary.model_copy(update={"environments": list(outcomes)})
         publish_status(request.release_id)
+        refresh_overview(path=config.path)
         if outcome.state is not PlanState.DEPLOYED:
             raise _stop_error(outcome, environments[index + 1:])
     return summary

@@ -2,7 +2,8 @@
 
 The GitOps repository's ``delivery.yaml`` says which runtime block and namespace the environment
 uses and its default strategy; the flow loads those blocks, restores ``healthy/<env>/<app>`` and
-syncs it (:func:`tasks.rollback.roll_back`).
+syncs it (:func:`tasks.rollback.roll_back`). The rollback is kept in the ledger (an operation under
+the rollback's own release id) and the ``environments`` artifact (``tasks/overview.py``) refreshed.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from blocks.kubernetes_runtime import KubernetesRuntime
 from blocks.loading import load_block
 from delivery.config import load_config
 from delivery.ids import new_release_id, new_trace_id
+from delivery.ledger import Ledger, OnDemandRollback
 from delivery.models import Model
 from delivery.settings import block_ref, block_setting
+from tasks.overview import refresh_overview
 from tasks.rollback import RollbackResult, RollbackSpec, roll_back
 
 # Imported so Block.load finds these block types by slug.
@@ -67,4 +70,11 @@ def roll_back_environment(request: RollbackRequest) -> RollbackResult:
         environment=request.environment, namespace=environment.namespace, strategy=environment.strategy.name,
         reason=request.reason, requested_by=request.requested_by, timeout_seconds=request.timeout_seconds,
     )
-    return roll_back(runtime, repo, spec)
+    result = roll_back(runtime, repo, spec)
+    ledger = Ledger()
+    ledger.record_on_demand_rollback(OnDemandRollback(
+        release_id=request.release_id, environment=request.environment, app=request.app,
+        actor=request.requested_by, reason=request.reason, git_revision=result.git_revision,
+        restored_from=result.restored_from, healthy=result.healthy))
+    refresh_overview(path=config.path, ledger=ledger)
+    return result

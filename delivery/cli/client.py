@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -41,6 +41,9 @@ from delivery.identity import Statement, sign
 from delivery.models import Decision, ReleaseRequest
 from delivery.plan import PlanState
 from delivery.signing import find_signing_key, sign_request
+
+if TYPE_CHECKING:  # the overview reads the ledger: imported where used
+    from delivery.overview import OverviewRow
 
 DEFAULT_DEPLOYMENT = "release/release"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -566,6 +569,19 @@ class DeliveryClient:
                  for r in runs if (r.get("state") or {}).get("type") == "PAUSED"}
             ),
         )
+
+    def overview(self, *, path: list[str] | None = None, ledger_url: str | None = None) -> list[OverviewRow]:
+        """Every environment at a glance (``delivery status``): a row per environment and application, from the ledger.
+
+        Over the API alone, the same rows are the markdown artifact ``GET /api/artifacts/environments/latest``.
+
+        Args:
+            path: the promotion path, in order; default: the environments the ledger knows.
+            ledger_url: the ledger's SQLAlchemy URL; default ``DELIVERY_LEDGER_URL``.
+        """
+        from delivery.cli.status import read_overview
+
+        return read_overview(path=path, ledger_url=ledger_url)
 
     def trace_events(self, trace_id: str, *, limit: int = 500) -> list[TraceEvent]:
         """Every ``delivery.*`` event of a trace, oldest first (the server pages by 50)."""

@@ -12,6 +12,7 @@ from delivery.cli.release import release_app
 from delivery.cli.rollback import rollback_command
 from delivery.cli.simulator import simulator
 from delivery.cli.stack import down_command, up_command
+from delivery.cli.status import status_command
 
 app = typer.Typer(name="delivery", help="GitOps delivery orchestrator on Prefect.", no_args_is_help=True)
 
@@ -30,6 +31,7 @@ app.add_typer(release_app, name="release")
 app.command("up")(up_command)
 app.command("down")(down_command)
 app.command("rollback")(rollback_command)
+app.command("status")(status_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

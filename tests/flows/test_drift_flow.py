@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from runtime_support import wait_until
 
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
+from delivery.cli.client import default_api_url
 from delivery.cli.drift import setup_drift_alerts
 from delivery.drift import SyncState, SyncStateStore
 from delivery.errors import InvalidInput
@@ -194,6 +196,19 @@ def test_detect_mode_reports_but_changes_nothing(world):
     status = world.store.get("dev")
     assert status.state is SyncState.OUT_OF_SYNC and status.reason == "DriftDetected"
     assert "Deployment drift-dev/web" in status.message
+
+
+def test_each_check_refreshes_the_environments_artifact_with_the_sync_state(world):
+    world.configure({"mode": "detect"})
+    world.set_image("registry.local/web:hacked")
+    world.check()
+    response = httpx.get(f"{default_api_url()}/artifacts/environments/latest", timeout=30)
+    markdown = response.json()["data"]
+    # Git was written directly (no plan in this ledger): the environment is not deployed as far as the
+    # ledger knows, and its drift shows with the check's time
+    row = next(line for line in markdown.splitlines() if line.startswith("| dev |"))
+    assert "not deployed" in row and "| OutOfSync |" in row
+    assert world.store.get("dev").checked_at.strftime("%Y-%m-%d %H:%M:%S") in row
 
 
 def test_missing_and_extra_objects_are_restored_and_pruned(world):

@@ -82,6 +82,11 @@ def test_prod_health_failure_rolls_prod_back_and_keeps_dev_and_staging(prefect_s
         # prod is back where it was (nothing healthy before: no canary left running), the others untouched
         assert not [d for d in stack.live_deployments("sample-prod") if d["metadata"]["name"].endswith("-canary")]
         assert stack.live_deployments("sample-dev") and stack.live_deployments("sample-staging")
+        # the environments overview, refreshed after each environment: what runs where, and prod's attempt
+        overview = httpx.get(f"{prefect_server}/artifacts/environments/latest", timeout=30).json()["data"]
+        rows = {line.split("|")[1].strip(): line for line in overview.splitlines() if line.startswith("| ")}
+        assert request.release_id in rows["dev"] and "| Healthy |" in rows["staging"]
+        assert "not deployed" in rows["prod"] and "Failed (rolled back)" in rows["prod"]
 
 
 def test_two_releases_into_the_same_environment_do_not_overlap(prefect_server, ledger, tmp_path) -> None:

@@ -16,7 +16,8 @@ from tasks.strategies import HealthSettings, deploy_with_strategy
 from tasks.sync import SyncSpec, reconcile
 
 
-def test_the_flow_rolls_an_environment_back_to_its_healthy_revision(prefect_server: str, tmp_path: Path) -> None:
+def test_the_flow_rolls_an_environment_back_to_its_healthy_revision(prefect_server: str, tmp_path: Path,
+                                                                    ledger) -> None:
     suffix = uuid.uuid4().hex[:8]
     with runtime_env(tmp_path, ready_delay=0.1) as env:
         runtime_ref = f"kubernetes-runtime/rt-{suffix}"
@@ -41,6 +42,10 @@ def test_the_flow_rolls_an_environment_back_to_its_healthy_revision(prefect_serv
         live = env.runtime.get(api_version="apps/v1", kind="Deployment", name=APP, namespace=env.namespace)
         assert live["spec"]["template"]["spec"]["containers"][0]["image"] == IMAGE_V1
         assert result.release_id.startswith("rollback-")
+        [kept] = ledger.on_demand_rollbacks()  # the audit trail and the environments overview see it
+        assert (kept.release_id, kept.environment, kept.app, kept.actor) == (result.release_id, "dev", APP,
+                                                                            "user:oncall")
+        assert (kept.git_revision, kept.restored_from, kept.healthy) == (result.git_revision, good.git_revision, True)
 
         with pytest.raises(InvalidInput, match="unknown environment 'prod'"):
             roll_back_environment(RollbackRequest(environment="prod", app=APP, requested_by="user:oncall",
