@@ -21,20 +21,25 @@ def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc if not str(part).startswith(("function-", "tagged-union")))
 
 
-def describe(error: ValidationError) -> str:
-    """One sentence for a request's validation error: the first problem, naming its field.
+def describe(error: ValidationError, *, every: bool = False) -> str:
+    """A request's validation error in words, each problem naming its field.
 
-    A model-level problem has no location: its message names the fields itself. Further problems
-    are counted, not listed, so the sentence stays one line in the run's state message.
+    A model-level problem has no location: its message names the fields itself.
+
+    Args:
+        error: pydantic's error.
+        every: list every problem (``; ``-separated, for a CLI); by default the first one only with
+            the others counted, so that the sentence stays one line in the run's state message.
     """
-    problems = error.errors()
-    first = problems[0]
-    message = str(first["msg"]).removeprefix("Value error, ")
-    where = _location(tuple(first["loc"]))
-    sentence = f"{where}: {message}" if where else message
-    if len(problems) > 1:
-        sentence += f" (and {len(problems) - 1} more problem{'s' if len(problems) > 2 else ''})"
-    return sentence
+    sentences = []
+    for problem in error.errors():
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        where = _location(tuple(problem["loc"]))
+        sentences.append(f"{where}: {message}" if where else message)
+    if every or len(sentences) == 1:
+        return "; ".join(sentences)
+    more = len(sentences) - 1
+    return f"{sentences[0]} (and {more} more problem{'s' if more > 1 else ''})"
 
 
 def parse_request(value: ReleaseRequest | Mapping[str, Any]) -> ReleaseRequest:
