@@ -37,6 +37,7 @@ from delivery.errors import (
 from delivery.models import CommitInfo
 
 DEFAULT_AUTHOR = "gitops-delivery <delivery@localhost>"
+_SHA = re.compile(r"^[0-9a-f]{40}$")
 _TRAILER_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9-]*): (.*)$")
 _BRANCH_BAD = re.compile(r"(^[./-])|(\.\.)|([\s~^:?*\[\\])|(@\{)|(/\.)|(//)|(\.lock$)|([./]$)")
 _CONFLICT_MARKERS = ("non-fast-forward", "fetch first", "stale info", "cannot lock ref", "[rejected]")
@@ -344,6 +345,16 @@ def _clone(url: str | Path) -> Iterator[Repo]:
             repo.close()
 
 
+def _base_commit(repo: Repo, base: str) -> Commit | None:
+    """The commit a new branch starts from: ``base`` is a branch of origin, or a full commit sha."""
+    if not _SHA.fullmatch(base):
+        return _remote_head(repo, base)
+    try:
+        return repo.commit(base)
+    except (BadName, ValueError, GitCommandError):
+        return None
+
+
 def _remote_head(repo: Repo, branch: str) -> Commit | None:
     try:
         return repo.commit(f"refs/remotes/origin/{branch}")
@@ -380,7 +391,8 @@ def commit_files(
         files: repository path -> new bytes; None deletes the file.
         message: the commit message; the trailers are appended.
         trailers: ``(key, value)`` pairs, e.g. ``[("Release-Id", "rel-1")]``.
-        base: the branch a missing ``branch`` starts from (an empty repository starts an orphan).
+        base: the branch a missing ``branch`` starts from (an empty repository starts an orphan), or a
+            full commit sha (a release of an existing commit).
         author: ``Name <email>`` for author and committer.
         repository: the name to put in the result (default: the URL).
 
@@ -394,7 +406,8 @@ def commit_files(
         NotFound: the repository or ``base`` does not exist.
     """
     check_branch(branch)
-    check_branch(base)
+    if not _SHA.fullmatch(base):
+        check_branch(base)
     paths = {_check_path(path): data for path, data in files.items()}
     full_message = format_message(message, trailers)
     actor = _actor(author)
@@ -402,9 +415,10 @@ def commit_files(
     with _clone(url) as repo, _translated(f"commit to {branch}"):
         parent = _remote_head(repo, branch)
         if parent is None and base != branch:
-            parent = _remote_head(repo, base)
-            if parent is None and any(r.name.startswith("origin/") for r in repo.remote().refs):
-                raise NotFound(f"{url}: base branch {base!r} does not exist")
+            parent = _base_commit(repo, base)
+            if parent is None and (_SHA.fullmatch(base) or any(r.name.startswith("origin/")
+                                                               for r in repo.remote().refs)):
+                raise NotFound(f"{url}: base {base!r} does not exist")
         branch_exists = _remote_head(repo, branch) is not None
         tree_sha = _write_tree(repo, parent, paths)
         if branch_exists and parent is not None and parent.tree.hexsha == tree_sha:

@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from delivery.ids import ARTIFACT_ID_PATTERN, check_release_id, new_release_id, new_trace_id
 
@@ -36,18 +36,39 @@ class ArtifactValidation(Model):
 
     passed: bool
     validator: str = Field(min_length=1)
-    report_url: str | None = None
+    report_url: str = Field(default="", description="A link to the validation report (optional)")
+
+    @field_validator("report_url", mode="before")
+    @classmethod
+    def _report_url(cls, value: object) -> object:
+        return "" if value is None else value  # clients that send null, as the earlier schema allowed
+
+
+def _none_as_empty(value: object) -> object:
+    """Read ``null`` as the empty string: earlier clients sent ``None`` for an absent text field."""
+    return "" if value is None else value
 
 
 class Artifact(Model):
-    """One validated file to commit into the application repository."""
+    """One validated file to commit into the application repository.
+
+    Form-friendly: every field is a plain string or object (no type unions), so the Prefect UI's
+    Custom run form shows text boxes. Give the file in ``content`` (text) or ``content_base64``
+    (binary); ``sha256`` is optional: when given it is verified, when left out it is computed
+    from the content and recorded in the request the flow sees.
+    """
 
     artifact_id: str
     path: str = Field(description="Repository-relative POSIX path, e.g. app/service.py")
-    content: str | None = Field(default=None, description="The file as text")
-    content_base64: str | None = Field(default=None, description="The file as base64, for binaries")
-    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$", description="Hex SHA-256 of the file's bytes; verified")
+    content: str = Field(default="", description="The file as text (leave empty when content_base64 is given)")
+    content_base64: str = Field(default="", description="The file as base64, for binaries (instead of content)")
+    sha256: str = Field(
+        default="", pattern=r"^([0-9a-fA-F]{64})?$", validate_default=True,
+        description="Hex SHA-256 of the file's bytes: verified when given, computed when left empty",
+    )
     validation: ArtifactValidation
+
+    _text = field_validator("content", "content_base64", mode="before")(_none_as_empty)
 
     @field_validator("artifact_id")
     @classmethod
@@ -60,41 +81,51 @@ class Artifact(Model):
     @classmethod
     def _path(cls, value: str) -> str:
         if not value or "\\" in value or "\x00" in value:
-            raise ValueError(f"path {value!r} is not a POSIX relative path")
+            raise ValueError(f"{value!r} is not a POSIX relative path")
         path = PurePosixPath(value)
         if path.is_absolute():
-            raise ValueError(f"path {value!r} is absolute: artifact paths are repository-relative")
+            raise ValueError(f"{value!r} is absolute: artifact paths are repository-relative")
         # Split the text itself: PurePosixPath drops "." and empty parts ("a/./b", "a//b").
         parts = value.split("/")
         if any(part in ("..", ".", "") for part in parts):
-            raise ValueError(f"path {value!r} escapes or is not a file inside the repository")
+            raise ValueError(f"{value!r} escapes the repository or is not a file inside it")
         if any(part.casefold() == ".git" for part in parts):
-            raise ValueError(f"path {value!r} points into .git")
+            raise ValueError(f"{value!r} points into .git")
         return value
 
-    @model_validator(mode="after")
-    def _content(self) -> Artifact:
-        if (self.content is None) == (self.content_base64 is None):
-            raise ValueError(f"artifact {self.artifact_id}: give exactly one of content or content_base64")
-        digest = hashlib.sha256(self.data()).hexdigest()
-        if digest != self.sha256.lower():
-            raise ValueError(
-                f"artifact {self.artifact_id}: sha256 mismatch (declared {self.sha256}, content has {digest})"
-            )
-        if not self.validation.passed:
-            raise ValueError(
-                f"artifact {self.artifact_id}: validation by {self.validation.validator} did not pass"
-            )
-        return self
+    @field_validator("content_base64")
+    @classmethod
+    def _content_base64(cls, value: str, info: ValidationInfo) -> str:
+        if value and info.data.get("content"):
+            raise ValueError("give exactly one of content or content_base64, not both")
+        if value:
+            try:
+                base64.b64decode(value, validate=True)
+            except ValueError:
+                raise ValueError("is not base64") from None
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, value: str, info: ValidationInfo) -> str:
+        if "content" not in info.data or "content_base64" not in info.data:
+            return value  # the content was refused already: that error is the one to show
+        digest = hashlib.sha256(_bytes(info.data["content"], info.data["content_base64"])).hexdigest()
+        if value and value.lower() != digest:
+            raise ValueError(f"sha256 mismatch: declared {value}, the content's digest is {digest} "
+                             "(leave it empty to compute it)")
+        return digest
+
+    @field_validator("validation")
+    @classmethod
+    def _validation(cls, value: ArtifactValidation) -> ArtifactValidation:
+        if not value.passed:
+            raise ValueError(f"validation by {value.validator} did not pass")
+        return value
 
     def data(self) -> bytes:
         """Return the artifact's bytes."""
-        if self.content is not None:
-            return self.content.encode()
-        try:
-            return base64.b64decode(self.content_base64 or "", validate=True)
-        except ValueError as exc:
-            raise ValueError(f"artifact {self.artifact_id}: content_base64 is not base64") from exc
+        return _bytes(self.content, self.content_base64)
 
     @classmethod
     def from_text(
@@ -108,6 +139,29 @@ class Artifact(Model):
             sha256=hashlib.sha256(text.encode()).hexdigest(),
             validation=ArtifactValidation(passed=passed, validator=validator),
         )
+
+
+def _bytes(content: str, content_base64: str) -> bytes:
+    return base64.b64decode(content_base64, validate=True) if content_base64 else content.encode()
+
+
+SOURCE_REF_PATTERN = r"^([A-Za-z0-9._][A-Za-z0-9._/-]{0,199})?$"
+
+
+class ReleaseSource(Model):
+    """What already exists in the application repository, released instead of inline artifacts."""
+
+    ref: str = Field(
+        default="", pattern=SOURCE_REF_PATTERN,
+        description="A branch, tag or commit sha of the application repository; the commit it names is built",
+    )
+
+    @field_validator("ref")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        if ".." in value or value.endswith((".lock", "/", ".")) or "//" in value:
+            raise ValueError(f"{value!r} is not a branch, tag or commit name")
+        return value
 
 
 # --------------------------------------------------------------------------- strategies
@@ -152,9 +206,14 @@ class ReleaseRequest(Model):
     release_id: str = Field(default_factory=new_release_id)
     trace_id: str = Field(default_factory=new_trace_id, pattern=r"^[A-Za-z0-9-]{8,64}$")
     app: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$", description="Application name")
-    artifacts: list[Artifact] = Field(min_length=1)
-    target_environment: str | None = Field(
-        default=None, description="Walk the promotion path up to this environment; default: all"
+    artifacts: list[Artifact] = Field(
+        default_factory=list, description="Files to commit and release; or leave empty and give source.ref"
+    )
+    source: ReleaseSource = Field(
+        default_factory=ReleaseSource, description="Release an existing branch or commit instead of artifacts"
+    )
+    target_environment: str = Field(
+        default="", description="Walk the promotion path up to this environment; empty: the whole path"
     )
     strategy: Strategy | None = Field(default=None, description="Default: the environment's")
     requested_by: str = Field(min_length=1, description="The planner, e.g. agent:release-manager")
@@ -164,6 +223,8 @@ class ReleaseRequest(Model):
         description="The planner's signed request (`delivery identity sign request`): required when the path "
                     "passes an environment whose approvals are signed",
     )
+
+    _target = field_validator("target_environment", mode="before")(_none_as_empty)
 
     @field_validator("release_id")
     @classmethod
@@ -176,6 +237,14 @@ class ReleaseRequest(Model):
         if not value.strip():
             raise ValueError("requested_by must name an identity")
         return value.strip()
+
+    @model_validator(mode="after")
+    def _what(self) -> ReleaseRequest:
+        # A model-level error has no location: the message names the fields.
+        if bool(self.artifacts) == bool(self.source.ref):
+            given = "both were given" if self.artifacts else "neither was given"
+            raise ValueError(f"artifacts, source.ref: give exactly one of artifacts or source.ref ({given})")
+        return self
 
     @model_validator(mode="after")
     def _unique_artifacts(self) -> ReleaseRequest:

@@ -57,14 +57,19 @@ def plan_digest(plan: ReleasePlan) -> str:
 
 
 def request_digest(request: ReleaseRequest) -> str:
-    """The digest of a release request: what is released (artifacts by digest), where to and by whom."""
-    return digest({
+    """The digest of a release request: what is released (artifacts by digest, or the source ref), where to
+    and by whom."""
+    fields = {
         "release_id": request.release_id, "app": request.app, "revision": request.revision,
-        "target_environment": request.target_environment, "requested_by": normalise_identity(request.requested_by),
+        "target_environment": request.target_environment or None,
+        "requested_by": normalise_identity(request.requested_by),
         "strategy": request.strategy.model_dump(mode="json") if request.strategy else None,
         "artifacts": [{"artifact_id": a.artifact_id, "path": a.path, "sha256": a.sha256.lower()}
                       for a in request.artifacts],
-    })
+    }
+    if request.source.ref:  # only when given: the digest of an artifacts release is what it was before
+        fields["source"] = {"ref": request.source.ref}
+    return digest(fields)
 
 
 def _whole_seconds(at: datetime) -> datetime:

@@ -111,12 +111,12 @@ def check_request(request: ReleaseRequest, config: DeliveryConfig) -> list[str]:
     Raises:
         InvalidInput: unknown target environment (or a strategy the configuration cannot take).
     """
-    if request.target_environment is not None and request.target_environment not in config.environments:
+    if request.target_environment and request.target_environment not in config.environments:
         raise InvalidInput(
             f"target_environment: unknown environment {request.target_environment!r}; "
             f"the promotion path is {' -> '.join(config.path)}"
         )
-    return config.path_to(request.target_environment)
+    return config.path_to(request.target_environment or None)
 
 
 def validate_promotion(request: ReleaseRequest) -> DeliveryConfig:

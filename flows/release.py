@@ -4,7 +4,18 @@ Stages 1-4 here (commit, pull request, checks, merge); the build (flows/build.py
 and the promotion path (flows/promotion.py, stages 8-14 per environment) follow the merge, as
 plain functions inside this one run: it is the run that suspends for approvals and that recovery
 resubmits after a crash, and running it again skips every stage whose result is stored.
-Everything a release can be refused for is checked before the first write.
+Everything a release can be refused for is checked before the first write, and a refusal ends the
+run Failed with one sentence naming the field as its state message (``InvalidInput: artifacts.0.path:
+'../x' escapes ...``), which the Prefect UI shows on the run, not only a traceback in its logs. For
+that the flow validates its parameter itself (``validate_parameters=False``; the schema the UI's form
+renders is still the :class:`ReleaseRequest` model's): Prefect's own validation would end the run
+with a multi-line "Validation of flow parameters failed" message instead.
+
+A release carries either inline artifacts or ``source.ref``, an existing branch, tag or commit of
+the application repository: the ref is resolved once, before the first write, and the release
+branch starts at that commit with one commit of no file changes carrying the release's trailers
+(``Source-Ref``, ``Source-Commit`` among them), so the pull request, its checks, the merge and the
+build are the same as for artifacts, and the build runs on what is merged.
 """
 
 from __future__ import annotations
@@ -13,6 +24,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, tags
 from prefect.context import FlowRunContext
+from prefect.states import Failed, State
 
 from blocks import git_local
 from blocks.git_host import GitHost
@@ -22,7 +34,8 @@ from blocks.loading import load_block, load_configured_block
 from blocks.package_feed import PackageFeed
 from blocks.pipeline_runner import PipelineRunner
 from delivery.config import DeliveryConfig
-from delivery.errors import InvalidInput, NotFound
+from delivery.errors import InvalidInput, NotFound, PermanentError
+from delivery.intake import parse_request, refusal_message
 from delivery.models import BuildResult, CommitInfo, MergeInfo, Model, PullRequest, ReleaseRequest
 from flows.build import run_build
 from flows.promotion import PromotionSummary, promote_path, validate_promotion
@@ -56,19 +69,25 @@ def _run_name() -> str:
     # Parameters are validated before the run is named, so this is the ReleaseRequest itself.
     ctx = FlowRunContext.get()
     request: Any = (ctx.parameters or {}).get("request") if ctx else None
-    release_id = getattr(request, "release_id", None) or (request or {}).get("release_id")
+    release_id = getattr(request, "release_id", None) or (
+        request.get("release_id") if isinstance(request, dict) else None)
     return str(release_id or "release")
 
 
 def _tag_run(request: ReleaseRequest) -> None:
-    """Put the release's tags on this flow run itself (``tags()`` only reaches runs created inside)."""
+    """Put the release's tags on this flow run itself (``tags()`` only reaches runs created inside).
+
+    Also names the run after the release when the id was generated here (the run was named before
+    the request was validated, so ``release`` then).
+    """
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
         return
     wanted = sorted(set(ctx.flow_run.tags or []) | set(release_tags(request)))
-    if wanted != sorted(ctx.flow_run.tags or []):
-        ctx.client.update_flow_run(ctx.flow_run.id, tags=wanted)
+    if wanted != sorted(ctx.flow_run.tags or []) or ctx.flow_run.name != request.release_id:
+        ctx.client.update_flow_run(ctx.flow_run.id, tags=wanted, name=request.release_id)
         ctx.flow_run.tags = wanted
+        ctx.flow_run.name = request.release_id
 
 
 def load_git_host() -> GitHost:
@@ -96,6 +115,28 @@ def validate_release(git_host: GitHost, request: ReleaseRequest, *, target: str 
         raise InvalidInput(f"app {request.app!r}: its repository has no branch {target!r} to release into")
 
 
+def resolve_source(git_host: GitHost, request: ReleaseRequest) -> str | None:
+    """The commit ``source.ref`` names in the application repository (None for an artifacts release).
+
+    Raises:
+        InvalidInput: ``source.ref: ...`` names no branch, tag or commit of the repository.
+    """
+    if not request.source.ref:
+        return None
+    sha = git_host.resolve(request.app, request.source.ref)
+    if sha is None:
+        raise InvalidInput(f"source.ref: {request.source.ref!r} is no branch, tag or commit of "
+                           f"repository {request.app!r}")
+    return sha
+
+
+def refuse(exc: BaseException) -> State:
+    """End the run Failed with the refusal as its one-line state message; ``result()`` raises ``exc``."""
+    message = refusal_message(exc)
+    get_run_logger().error("release refused: %s", message)
+    return Failed(message=message, data=exc)
+
+
 def validate_blocks(request: ReleaseRequest, config: DeliveryConfig) -> None:
     """Refuse a release before anything is written when a block it will load after the merge is missing.
 
@@ -108,31 +149,41 @@ def validate_blocks(request: ReleaseRequest, config: DeliveryConfig) -> None:
     for role, kind in (("pipeline_runner", PipelineRunner), ("package_feed", PackageFeed),
                        ("image_registry", ImageRegistry)):
         load_configured_block(role, kind)
-    for environment in config.path_to(request.target_environment):
+    for environment in config.path_to(request.target_environment or None):
         load_block(config.environment(environment).runtime, KubernetesRuntime,
                    source=f"delivery.yaml environments.{environment}.runtime")
 
 
-@flow(name="release", flow_run_name=_run_name, log_prints=True)
-def release(request: ReleaseRequest) -> ReleaseSummary:
+@flow(name="release", flow_run_name=_run_name, log_prints=True, validate_parameters=False)
+def release(request: ReleaseRequest) -> ReleaseSummary | State:
     """Deliver a release request: commit, pull request, checks, merge, build, then promotion.
 
     Args:
-        request: what to deliver; invalid requests are refused before the flow starts.
+        request: what to deliver (a ReleaseRequest, or its JSON as the UI's form and the API send it).
 
     Returns:
-        The release summary.
+        The release summary; or, for a request refused before anything is written, a Failed state whose
+        message is the refusal in one sentence naming the field (its ``result()`` raises the error).
     """
+    try:
+        request = parse_request(request)
+    except InvalidInput as exc:
+        return refuse(exc)
     _tag_run(request)
     logger = get_run_logger()
     with tags(*release_tags(request)):
-        git_host = load_git_host()
-        validate_release(git_host, request)
-        config = validate_promotion(request)
-        validate_blocks(request, config)
-        if any(config.environment(name).approval.signed for name in config.path_to(request.target_environment)):
-            verify_planner_signature(request)
-        commit = create_commit(git_host, request, base=PROTECTED_BRANCH)
+        try:
+            git_host = load_git_host()
+            validate_release(git_host, request)
+            source_commit = resolve_source(git_host, request)
+            config = validate_promotion(request)
+            validate_blocks(request, config)
+            path = config.path_to(request.target_environment or None)
+            if any(config.environment(name).approval.signed for name in path):
+                verify_planner_signature(request)
+        except PermanentError as exc:
+            return refuse(exc)
+        commit = create_commit(git_host, request, base=PROTECTED_BRANCH, source_commit=source_commit)
         logger.info("commit %s on %s (created=%s)", commit.sha[:12], commit.branch, commit.created)
         pull_request = open_pull_request(git_host, request, commit, target=PROTECTED_BRANCH)
         pull_request = check_pull_request(git_host, request, pull_request)

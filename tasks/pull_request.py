@@ -38,8 +38,9 @@ def open_pull_request(
         raise InvalidInput(f"commit.branch {commit.branch!r} is not the release branch {request.branch!r}")
     description = "\n".join(
         [f"Release {request.release_id} of {request.app}, requested by {request.requested_by}.", "",
-         "Artifacts:", *[f"- {a.artifact_id}: {a.path} (validated by {a.validation.validator})"
-                         for a in request.artifacts],
+         *(["Artifacts:", *[f"- {a.artifact_id}: {a.path} (validated by {a.validation.validator})"
+                            for a in request.artifacts]] if request.artifacts else
+           [f"Source: {request.source.ref} at {', '.join(commit.trailers.get('Source-Commit', [])) or '?'}"]),
          "", f"Trace-Id: {request.trace_id}"]
     )
     pr = host.open_pull_request(request.app, source=request.branch, target=target,

@@ -38,6 +38,7 @@ from delivery.errors import (
     TransientError,
 )
 from delivery.identity import Statement, sign
+from delivery.intake import describe
 from delivery.models import Decision, ReleaseRequest
 from delivery.plan import PlanState
 from delivery.signing import find_signing_key, sign_request
@@ -297,10 +298,7 @@ class DeliveryClient:
             try:
                 request = ReleaseRequest.model_validate(dict(request))
             except ValidationError as exc:
-                problems = "; ".join(
-                    f"{'.'.join(str(p) for p in err['loc']) or 'request'}: {err['msg']}" for err in exc.errors()
-                )
-                raise InvalidInput(f"invalid release request: {problems}") from None
+                raise InvalidInput(f"invalid release request: {describe(exc, every=True)}") from None
         request = sign_request(request, key=key)
         deployment_id = self.deployment_id(deployment)
         body = {

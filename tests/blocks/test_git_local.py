@@ -49,6 +49,18 @@ def test_trailers_round_trip_and_find_commit_picks_the_newest(bare):
     assert git_local.find_commit(bare, branch="feature", trailer=("Release-Id", "rel-9")) is None
 
 
+def test_a_branch_can_start_at_a_commit_sha_with_a_commit_of_no_file_changes(bare):
+    feature = git_local.commit_files(bare, branch="feature", files={"a.txt": b"changed\n"}, message="change",
+                                     trailers=())
+    git_local.commit_files(bare, branch="feature", files={"a.txt": b"later\n"}, message="later", trailers=())
+    release = git_local.commit_files(bare, branch="release/rel-1", files={}, message="release",
+                                     trailers=[("Release-Id", "rel-1")], base=feature.sha)
+    assert release.created and release.parent == feature.sha and release.trailers == {"Release-Id": ["rel-1"]}
+    assert git_local.read_file(bare, "a.txt", ref="release/rel-1") == b"changed\n"  # the sha's tree, not the tip's
+    with pytest.raises(NotFound, match="does not exist"):
+        git_local.commit_files(bare, branch="release/rel-2", files={}, message="x", trailers=(), base="f" * 40)
+
+
 @pytest.mark.parametrize(
     ("message", "expected"),
     [

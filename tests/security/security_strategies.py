@@ -183,8 +183,9 @@ BAD_APP_NAMES = st.one_of(
     st.sampled_from(["", "Sample", "-app", "app-", "app_x", "a" * 53, "../app", "app/x", "app.git", "ghost app"]),
     st.text(min_size=1, max_size=60).filter(lambda s: not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?", s)),
 )
-BAD_SHA256 = st.one_of(st.sampled_from(["", "0" * 63, "0" * 65, "g" * 64, "sha256:" + "0" * 64]),
-                       st.text(max_size=80).filter(lambda s: not re.fullmatch(r"[0-9a-fA-F]{64}", s)))
+# "" is not here: an empty digest is the form's default and means "compute it from the content".
+BAD_SHA256 = st.one_of(st.sampled_from(["0" * 63, "0" * 65, "g" * 64, "sha256:" + "0" * 64]),
+                       st.text(min_size=1, max_size=80).filter(lambda s: not re.fullmatch(r"[0-9a-fA-F]{64}", s)))
 BAD_STEPS = st.sampled_from([[], [50], [100, 50], [0, 100], [50, 50, 100], [10, 101], [-5, 100], [50, 99]])
 ARBITRARY_JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -295,9 +296,10 @@ def _request_semantic(draw: st.DrawFn) -> Broken:
         field = f"artifacts.{max(index, 1 - index)}.path"
     elif kind == "both_contents":
         item["content"], item["content_base64"] = "x", base64.b64encode(b"x").decode()
-    elif kind == "no_content":
+    elif kind == "no_content":  # an empty file, whose digest is not the one declared
         item.pop("content", None)
         item.pop("content_base64", None)
+        field = f"{where}.sha256"
     elif kind == "bad_base64":
         item.pop("content", None)
         item["content_base64"] = draw(st.sampled_from(["%%%", "abc", "!!!!", "YQ"]))
@@ -309,8 +311,10 @@ def _request_semantic(draw: st.DrawFn) -> Broken:
     return Broken({**base, "artifacts": artifacts}, field, kind)
 
 
-REQUIRED_REQUEST = [("app",), ("requested_by",), ("artifacts",), ("artifacts", 0, "artifact_id"),
-                    ("artifacts", 0, "path"), ("artifacts", 1, "sha256"), ("artifacts", 1, "validation"),
+# Not "artifacts" (a request may give source.ref instead: leaving both out is the no_artifacts case) and not
+# "sha256" (left out, it is computed from the content).
+REQUIRED_REQUEST = [("app",), ("requested_by",), ("artifacts", 0, "artifact_id"),
+                    ("artifacts", 0, "path"), ("artifacts", 1, "validation"),
                     ("artifacts", 0, "validation", "passed"), ("artifacts", 1, "validation", "validator")]
 
 

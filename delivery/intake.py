@@ -1,0 +1,70 @@
+"""Intake of a release request: what a caller sent becomes a :class:`ReleaseRequest` or one clear refusal.
+
+The Prefect UI's form and the REST API check a request against its JSON schema only; what the
+schema cannot say (a path escaping the repository, a wrong digest, artifacts and a source both
+given) is refused here, as one sentence naming the field, e.g.
+``artifacts.0.path: '../x' escapes the repository or is not a file inside it``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from delivery.errors import InvalidInput
+from delivery.models import ReleaseRequest
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc if not str(part).startswith(("function-", "tagged-union")))
+
+
+def describe(error: ValidationError, *, every: bool = False) -> str:
+    """A request's validation error in words, each problem naming its field.
+
+    A model-level problem has no location: its message names the fields itself.
+
+    Args:
+        error: pydantic's error.
+        every: list every problem (``; ``-separated, for a CLI); by default the first one only with
+            the others counted, so that the sentence stays one line in the run's state message.
+    """
+    sentences = []
+    for problem in error.errors():
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        where = _location(tuple(problem["loc"]))
+        sentences.append(f"{where}: {message}" if where else message)
+    if every or len(sentences) == 1:
+        return "; ".join(sentences)
+    more = len(sentences) - 1
+    return f"{sentences[0]} (and {more} more problem{'s' if more > 1 else ''})"
+
+
+def parse_request(value: ReleaseRequest | Mapping[str, Any]) -> ReleaseRequest:
+    """Validate what a caller sent (a mapping from JSON, or a request already built) as a release request.
+
+    Args:
+        value: the flow's ``request`` parameter as it arrived.
+
+    Returns:
+        The request, digests computed where they were left out.
+
+    Raises:
+        InvalidInput: one sentence naming the field at fault.
+    """
+    if isinstance(value, ReleaseRequest):
+        return value
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"request: expected a ReleaseRequest object, got {type(value).__name__}")
+    try:
+        return ReleaseRequest.model_validate(dict(value))
+    except ValidationError as exc:
+        raise InvalidInput(describe(exc)) from None
+
+
+def refusal_message(exc: BaseException) -> str:
+    """The state message of a refused run: ``<Error>: <one sentence>`` on one line."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"
