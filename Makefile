@@ -3,7 +3,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
-DEBIAN_PACKAGES := git docker-registry skopeo openssh-client
+# chromium: the headless browser of the UI tests (tests/ui), driven by the Python package playwright
+# (a dev extra) through executable_path; no `playwright install`, the browser is Debian's.
+DEBIAN_PACKAGES := git docker-registry skopeo openssh-client chromium
 
 .PHONY: test test-faults demo lint system-deps venv clean bench mutation
 
