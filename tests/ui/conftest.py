@@ -8,10 +8,14 @@ context. The browser is Debian's ``chromium`` (``make system-deps``), driven by 
 A failing test leaves a screenshot of its page under ``tests/ui/screenshots/`` (git-ignored; the
 report names the file), and the stack's folder (logs, Prefect's database) is kept for the post-mortem.
 The stack stops after the last test of this folder: the rest of the suite does not need it.
+
+While writing tests, ``DELIVERY_UI_STACK=<folder>`` points them at a stack already up in that folder
+(``DELIVERY_HOME=<folder> delivery up``), which they then leave running.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -25,11 +29,12 @@ from typing import Any
 import pytest
 from ui_support import UI_TIMEOUT_MS, chromium_path, login
 
-from delivery.cli.stack import StackInfo, down, up
+from delivery.cli.stack import StackInfo, down, read_stack, up
 
 _HERE = Path(__file__).parent
 SCREENSHOTS = _HERE / "screenshots"
 _closers: list[Callable[[], None]] = []
+REUSE_ENV = "DELIVERY_UI_STACK"
 
 
 def _say(line: str) -> None:
@@ -49,6 +54,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def ui_stack(request: pytest.FixtureRequest) -> Iterator[StackInfo]:
     """The stack of this folder's tests (``delivery up`` in a folder of its own); stopped after the last of them."""
+    if os.environ.get(REUSE_ENV):
+        reused = read_stack(Path(os.environ[REUSE_ENV]).resolve())
+        if reused is None:
+            pytest.fail(f"{REUSE_ENV}={os.environ[REUSE_ENV]}: no stack.json there (run `delivery up` in it)")
+        _say(f"reusing the stack of {reused.home} ({reused.ui_url}); left running")
+        yield reused
+        return
     home = Path(tempfile.mkdtemp(prefix="delivery-ui-stack-"))
     started = time.monotonic()
     exits = ExitStack()

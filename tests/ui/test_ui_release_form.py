@@ -1,0 +1,93 @@
+"""The ``release`` deployment's Custom run form, in headless Chromium: what it shows, and starting a release.
+
+Measured (Prefect 3.9, the React UI under ``/v2``): the deployment page has a "Run" menu button whose
+"Custom run" item opens ``/v2/deployments/deployment/<id>/run``. The form renders the ``request``
+parameter (a ReleaseRequest) field by field from its JSON schema: each field is a ``<label for=...>``
+(the schema's title, "(Optional)" appended when it has a default) over a one-row ``<textarea>`` (text),
+an ``<input type=number>`` (Revision) or a ``role=switch`` button (booleans); each has an "Open menu"
+button ("Use JSON Input", "Omit value"). ``artifacts`` starts as "No items in this list" with an
+"Add item" button; an item shows Artifact Id, Path, Content, Content Base64, Sha256 and the nested
+ArtifactValidation (Passed switch, Validator, Report Url). ``strategy`` (a union) shows "Field"/"None"
+tabs, "None" selected. Submit creates the run and goes back to the deployment page (``?tab=Runs``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from ui_support import api, wait_until
+
+from delivery.cli.stack import StackInfo
+
+REQUEST_FIELDS = ("Release Id (Optional)", "Trace Id (Optional)", "App", "Artifacts (Optional)", "Ref (Optional)",
+                  "Target Environment (Optional)", "Strategy (Optional)", "Requested By", "Revision (Optional)",
+                  "Signature (Optional)")
+ARTIFACT_FIELDS = ("Artifact Id", "Path", "Content (Optional)", "Content Base64 (Optional)", "Sha256 (Optional)",
+                   "Passed", "Validator", "Report Url (Optional)")
+
+
+def _release_deployment(info: StackInfo) -> dict[str, Any]:
+    response = api(info, "GET", "/deployments/name/release/release")
+    response.raise_for_status()
+    return response.json()
+
+
+def test_the_custom_run_form_shows_the_release_request_field_by_field(page: Any, ui_stack: StackInfo) -> None:
+    page.goto(f"{ui_stack.ui_url}/v2/deployments")
+    page.get_by_role("link", name="release", exact=True).first.click()
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Custom run").click()
+
+    page.wait_for_url("**/run**")
+    for label in REQUEST_FIELDS:
+        page.get_by_text(label, exact=True).wait_for()
+    assert page.get_by_label("App", exact=True).evaluate("e => e.tagName") == "TEXTAREA"
+    assert page.get_by_label("Revision (Optional)", exact=True).input_value() == "1"
+    page.get_by_text("No items in this list").wait_for()
+
+    page.get_by_role("button", name="Add item").click()
+    for label in ARTIFACT_FIELDS:
+        page.get_by_label(label, exact=True).wait_for()
+    assert page.get_by_label("Passed", exact=True).get_attribute("role") == "switch"
+
+
+def test_a_release_started_from_the_custom_run_form_reaches_the_api(page: Any, ui_stack: StackInfo) -> None:
+    deployment = _release_deployment(ui_stack)
+    artifact_id = f"ui-{uuid.uuid4().hex[:8]}"
+    content = "written from the Custom run form\n"
+    page.goto(f"{ui_stack.ui_url}/v2/deployments/deployment/{deployment['id']}/run")
+
+    page.get_by_label("App", exact=True).fill("sample-app")
+    page.get_by_role("button", name="Add item").click()
+    page.get_by_label("Artifact Id", exact=True).fill(artifact_id)
+    page.get_by_label("Path", exact=True).fill("app/ui_note.txt")
+    page.get_by_label("Content (Optional)", exact=True).fill(content)
+    page.get_by_label("Passed", exact=True).click()
+    page.get_by_label("Validator", exact=True).fill("ui-test")
+    # dev only: its approval is not signed, so the planner's request needs no signature (flows/release.py)
+    page.get_by_label("Target Environment (Optional)", exact=True).fill("dev")
+    page.get_by_label("Requested By", exact=True).fill("agent:release-manager")
+    page.get_by_role("button", name="Submit").click()
+    page.wait_for_url("**/deployments/deployment/*?tab=Runs")
+
+    def created() -> dict[str, Any] | None:
+        response = api(ui_stack, "POST", "/flow_runs/filter",
+                       json={"deployments": {"id": {"any_": [deployment["id"]]}}, "limit": 50})
+        response.raise_for_status()
+        return next((run for run in response.json()
+                     if [a.get("artifact_id") for a in run["parameters"]["request"].get("artifacts") or []]
+                     == [artifact_id]), None)
+
+    run = wait_until(created, timeout=60, what=f"a release flow run with artifact {artifact_id}")
+    request = run["parameters"]["request"]
+    assert request["app"] == "sample-app"
+    assert request["requested_by"] == "agent:release-manager"
+    assert request["target_environment"] == "dev"
+    [artifact] = request["artifacts"]
+    assert (artifact["path"], artifact["content"]) == ("app/ui_note.txt", content)
+    assert artifact["validation"]["passed"] is True and artifact["validation"]["validator"] == "ui-test"
+    assert run["deployment_id"] == deployment["id"]
+    # the worker picks it up: it leaves the Scheduled state (its end is other tests' business)
+    wait_until(lambda: api(ui_stack, "GET", f"/flow_runs/{run['id']}").json()["state_type"] != "SCHEDULED",
+               timeout=120, what="the release run picked up by the worker")
