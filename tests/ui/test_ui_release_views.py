@@ -1,0 +1,100 @@
+"""What a release leaves in the Prefect UI, in headless Chromium: its summary artifact, the environments
+overview, its events.
+
+Measured (Prefect 3.9, the React UI under ``/v2``): ``/v2/artifacts/key/<key>`` shows the key's
+description and a timeline of its versions, newest first, each a link (the artifact id's first 8
+characters) to ``/v2/artifacts/artifact/<id>``, which renders the markdown (tables as ``<table>``;
+an "Artifact"/"Raw" switch). The release's summary is keyed ``release-<release_id>``, the overview
+``environments`` (a version per release and per drift check). The event feed ``/v2/events`` filters on a
+resource with ``?resource=`` and a JSON list (``["delivery.release.<id>"]``, URL-encoded); a bare
+string there shows nothing. The "Past day" window ends at the start of the current minute: an
+event shows once the clock has left the minute it occurred in. Each event is a card: a title
+("Delivery Commitcreated"), its name in monospace (``delivery.CommitCreated``), the resource (the
+release id), related resources (trace, flow run, task run, deployment, work pool) and tags;
+newest first, loaded as the page scrolls.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from ui_support import api, wait_until
+
+from delivery.cli.stack import StackInfo
+
+
+@pytest.fixture(scope="module")
+def dev_release(ui_stack: StackInfo) -> dict[str, Any]:
+    """A release of ``sample-app`` to dev, started over REST as the Custom run form does, once it has completed."""
+    deployment = api(ui_stack, "GET", "/deployments/name/release/release").json()
+    request = {"app": "sample-app", "target_environment": "dev", "requested_by": "agent:release-manager",
+               "artifacts": [{"artifact_id": f"ui-{uuid.uuid4().hex[:8]}", "path": "app/ui_views.txt",
+                              "content": "for the UI's views\n",
+                              "validation": {"passed": True, "validator": "ui-test"}}]}
+    response = api(ui_stack, "POST", f"/deployments/{deployment['id']}/create_flow_run",
+                   json={"parameters": {"request": request}})
+    response.raise_for_status()
+    run_id = response.json()["id"]
+
+    def finished() -> dict[str, Any] | None:
+        run = api(ui_stack, "GET", f"/flow_runs/{run_id}").json()
+        return run if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    run = wait_until(finished, timeout=180, what=f"the dev release {run_id} finished")
+    assert run["state_type"] == "COMPLETED", run["state"]
+    return run
+
+
+def test_the_release_summary_artifact_opens(page: Any, ui_stack: StackInfo, dev_release: dict[str, Any]) -> None:
+    release_id = dev_release["name"]  # the flow names its run after the release
+    page.goto(f"{ui_stack.ui_url}/v2/artifacts/key/release-{release_id}")
+
+    page.get_by_text(f"Summary of release {release_id}").first.wait_for()
+    page.locator("a[href*='/artifacts/artifact/']").first.click()
+
+    page.get_by_text(f"Release {release_id}", exact=True).first.wait_for()
+    row = page.locator("table tr", has=page.get_by_role("cell", name="dev", exact=True))
+    row.get_by_role("cell", name="Deployed", exact=True).wait_for()
+
+
+def test_the_environments_overview_opens(page: Any, ui_stack: StackInfo, dev_release: dict[str, Any]) -> None:
+    page.goto(f"{ui_stack.ui_url}/v2/artifacts/key/environments")
+
+    page.get_by_text("Every environment at a glance").first.wait_for()
+    page.locator("a[href*='/artifacts/artifact/']").first.click()
+
+    page.locator("table").first.wait_for()
+    for environment in ("dev", "staging", "prod"):
+        page.get_by_role("cell", name=environment, exact=True).first.wait_for()
+
+
+def test_the_release_events_show_in_the_event_feed(page: Any, ui_stack: StackInfo,
+                                                    dev_release: dict[str, Any]) -> None:
+    resource = f"delivery.release.{dev_release['name']}"
+    expected = ("delivery.CommitCreated", "delivery.ReleasePlanned", "delivery.HealthChecked")
+
+    def filed() -> list[datetime] | None:  # the server files events a little after they are emitted
+        response = api(ui_stack, "POST", "/events/filter",
+                       json={"filter": {"resource": {"id": [resource]}}, "limit": 50})
+        response.raise_for_status()
+        events = response.json()["events"]
+        if not set(expected) <= {event["event"] for event in events}:
+            return None
+        return [datetime.fromisoformat(event["occurred"]) for event in events]
+
+    newest = max(wait_until(filed, timeout=90, what=f"the events of {resource} filed by the server"))
+    # measured: the feed's "Past day" window ends at the start of the current minute, so an event shows
+    # only once the clock has passed the minute it occurred in
+    shown_from = newest.replace(second=0, microsecond=0) + timedelta(minutes=1, seconds=1)
+    time.sleep(max(0.0, (shown_from - datetime.now(UTC)).total_seconds()))
+    page.goto(f"{ui_stack.ui_url}/v2/events?resource={quote(json.dumps([resource]))}")
+
+    for event in expected:
+        page.get_by_text(event, exact=True).first.wait_for()
+    assert page.get_by_text("prefect.flow-run.Completed", exact=True).count() == 0  # only the release's
