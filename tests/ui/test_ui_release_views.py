@@ -17,6 +17,7 @@ newest first, loaded as the page scrolls.
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -55,7 +56,8 @@ def test_the_release_summary_artifact_opens(page: Any, ui_stack: StackInfo, dev_
     release_id = dev_release["name"]  # the flow names its run after the release
     page.goto(f"{ui_stack.ui_url}/v2/artifacts/key/release-{release_id}")
 
-    page.get_by_text(f"Summary of release {release_id}").first.wait_for()
+    # the key's description: the first version's ("Status of release ..." while promoting), or a later one's
+    page.get_by_text(re.compile(rf"(Status|Summary) of release {re.escape(release_id)}")).first.wait_for()
     page.locator("a[href*='/artifacts/artifact/']").first.click()
 
     page.get_by_text(f"Release {release_id}", exact=True).first.wait_for()
