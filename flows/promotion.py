@@ -426,7 +426,10 @@ def render_status(release_id: str, ledger: Ledger, *, progress: str = "", build:
 
 
 def release_run_id(release_id: str) -> UUID | None:
-    """The release's run: the current flow run when it is the release run, else its newest release run."""
+    """The release's run: the current flow run when it is the release run, else its newest release run.
+
+    Without any release run (a flow that calls :func:`promote_path` itself), the current flow run.
+    """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterTags
     from prefect.client.schemas.sorting import FlowRunSort
@@ -440,7 +443,9 @@ def release_run_id(release_id: str) -> UUID | None:
             flow_filter=FlowFilter(name=FlowFilterName(any_=[RELEASE_FLOW])),
             flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"release:{release_id}"])),
             sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=1)
-    return runs[0].id if runs else None
+    if runs:
+        return runs[0].id
+    return context.flow_run.id if context and context.flow_run else None  # a flow that promotes by itself
 
 
 def publish_status(release_id: str, ledger: Ledger | None = None, *, progress: str = "",
