@@ -135,10 +135,16 @@ def raise_incident(stage_name: str, error: BaseException, *, attempts: int, task
     from tasks.incidents import refresh_incident_views
 
     flow_ctx = FlowRunContext.get()
-    parameters = dict(parameters or {})
-    if flow_ctx is not None and flow_ctx.parameters:
-        parameters = flow_ctx.parameters
-    release_id, _, _, trace_id = _ids(parameters)
+    own = dict(parameters or {})
+    parameters = dict(flow_ctx.parameters) if flow_ctx is not None and flow_ctx.parameters else own
+    # The stage's own parameters are typed; the release flow's may be the request's raw JSON (it
+    # validates its parameter itself), where the ids are keys, not attributes.
+    release_id, _, _, trace_id = _ids(own)
+    if release_id is None or trace_id is None:
+        request = parameters.get("request")
+        raw = request if isinstance(request, dict) else {}
+        release_id = release_id or _ids(parameters)[0] or raw.get("release_id")
+        trace_id = trace_id or _ids(parameters)[3] or raw.get("trace_id")
     envelope = {
         "flow": flow_ctx.flow.name if flow_ctx else None,
         "flow_run_id": str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None,
