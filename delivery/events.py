@@ -61,6 +61,55 @@ def trace_resource(trace_id: str) -> str:
     return f"delivery.trace.{trace_id}"
 
 
+def ui_base_url(api_url: str | None = None) -> str | None:
+    """The Prefect UI's address: ``PREFECT_UI_URL``, else the API's address without ``/api``.
+
+    Args:
+        api_url: the Prefect API the caller talks to (default: ``PREFECT_API_URL``).
+    """
+    import os
+
+    explicit = os.environ.get("PREFECT_UI_URL")
+    if explicit:
+        return explicit.rstrip("/")
+    if api_url:
+        return api_url.rstrip("/").removesuffix("/api")
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    api = PREFECT_API_URL.value()
+    if api:
+        return api.rstrip("/").removesuffix("/api")
+    configured = PREFECT_UI_URL.value()
+    return configured.rstrip("/") if configured else None
+
+
+def events_link(resource_id: str, ui_url: str | None) -> str | None:
+    """The Prefect UI's Event feed filtered to one resource: ``<ui>/events?resource=<id>``.
+
+    Measured in the Prefect 3.9 UI bundle: the Events page reads the ``resource`` query parameter
+    (repeatable) and asks the API for ``any_resource.id_prefix``, so the feed shows every event whose
+    resource or a related resource starts with that id: for ``delivery.release.<id>`` the release's
+    events (the Prefect events of its flow and task runs relate to tags, not to it). The page opens
+    on a recent time window: an older release needs its range widened there. An id that is a prefix
+    of another's (``rel-1``, ``rel-10``) shows both.
+    """
+    from urllib.parse import quote
+
+    if not ui_url:
+        return None
+    return f"{ui_url.rstrip('/')}/events?resource={quote(resource_id, safe='')}"
+
+
+def release_events_link(release_id: str, ui_url: str | None) -> str | None:
+    """The Event feed filtered to a release's events (``delivery.release.<id>``)."""
+    return events_link(release_resource(release_id), ui_url)
+
+
+def trace_events_link(trace_id: str, ui_url: str | None) -> str | None:
+    """The Event feed filtered to a trace's events (``delivery.trace.<id>``, related to every event)."""
+    return events_link(trace_resource(trace_id), ui_url)
+
+
 def _dump_dict(payload: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in payload.items():

@@ -200,6 +200,15 @@ STRATEGY_NAMES = ("rolling", "blue_green", "canary")
 # --------------------------------------------------------------------------- the request
 
 
+def release_run_name(release_id: str, revision: int = 1) -> str:
+    """The name of a release's flow run: its release id, ``-r<revision>`` after the first revision.
+
+    The client names the run so when it creates it, and the flow renames a run created without it
+    (the Prefect UI's form gives a random name) as soon as it starts.
+    """
+    return release_id if revision <= 1 else f"{release_id}-r{revision}"
+
+
 class ReleaseRequest(Model):
     """The release flow's one parameter: what to deliver, where, how, and who asks."""
 

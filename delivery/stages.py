@@ -26,6 +26,14 @@ class Stage:
         """How a task run of the stage is named: ``<number>-<name>``, so runs sort in stage order."""
         return f"{self.number:02d}-{self.name}"
 
+    def run_name(self, environment: str | None = None) -> str:
+        """A task run's name: the label, then ``-<environment>`` for a stage run per environment.
+
+        ``08-plan_release-staging``: the Prefect UI lists a release's task runs by name, so they sort
+        in stage order and say which environment each one acted on.
+        """
+        return f"{self.label}-{environment}" if self.per_environment and environment else self.label
+
 
 STAGES: tuple[Stage, ...] = (
     Stage(1, "create_commit", False, (EventName.COMMIT_CREATED,),

@@ -23,9 +23,9 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from prefect import get_run_logger, tags
-from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from blocks.git_host import GitHost
@@ -57,6 +57,7 @@ if TYPE_CHECKING:  # imported where used: the stage modules are heavy
     from tasks.strategies import DeploymentOutcome, HealthSettings
 
 PROMOTION_ACTOR = "system:promotion"
+RELEASE_FLOW = "release"
 
 
 class EnvironmentOutcome(Model):
@@ -302,6 +303,10 @@ def promote_environment(
     started_at = utcnow()
     ledger = Ledger()
     plan = plan_release(request, build, environment, request.strategy or settings.strategy)
+    if (ledger.find_plan(plan.plan_id) or plan).state is PlanState.PENDING_APPROVAL:  # not yet decided
+        waits = "waiting for approval" if settings.approval.required else "policy gates next"
+        publish_status(request.release_id, ledger, progress=f"{environment}: planned, {waits}", build=build,
+                       trace_id=request.trace_id)
     plan = request_approval(plan, settings)
     if plan.state is PlanState.FAILED and (started := unfinished_rollback(ledger, plan)) is not None:
         with environment_lock(environment, release_id=plan.release_id, ledger=ledger):
@@ -369,22 +374,50 @@ def artifact_key(release_id: str) -> str:
     return "release-" + re.sub(r"[^a-z0-9-]+", "-", release_id.lower()).strip("-")
 
 
-def render_status(release_id: str, ledger: Ledger) -> str:
-    """The markdown of a release's status artifact, from the ledger alone.
+def _ui_links(release_id: str, trace_id: str | None, flow_run_id: UUID | None) -> list[str]:
+    from delivery.events import release_events_link, trace_events_link, ui_base_url
 
-    Per environment the latest revision's plan: state, attempt, approvers, when it started and
-    last moved, the last reason; then the operations done to the release from outside its run.
+    ui = ui_base_url()
+    links = []
+    if ui and flow_run_id:
+        links.append(f"[release run]({ui}/runs/flow-run/{flow_run_id})")
+    if events := release_events_link(release_id, ui):
+        links.append(f"[release events]({events})")
+    if trace_id and (traced := trace_events_link(trace_id, ui)):
+        links.append(f"[trace events]({traced})")
+    return links
+
+
+def render_status(release_id: str, ledger: Ledger, *, progress: str = "", build: BuildResult | None = None,
+                  trace_id: str | None = None, flow_run_id: UUID | None = None) -> str:
+    """The markdown of a release's summary artifact, from the ledger and what the run knows.
+
+    Where the release is (``progress``), its trace id and links (the release run, the Event feed
+    filtered to the release and to its trace), the images by digest; then per environment the
+    latest revision's plan: state, attempt, approvers, when it started and last moved, the last
+    reason; then the operations done to the release from outside its run.
     """
     plans = ledger.latest_plans(release_id)
-    trace = plans[0].trace_id if plans else "-"
-    lines = [f"# Release `{release_id}`", "", f"Trace: `{trace}`", "",
-             "| environment | state | revision | attempt | approvers | started | last change | reason |",
-             "|---|---|---|---|---|---|---|---|"]
+    trace = trace_id or (plans[0].trace_id if plans else None)
+    build = build or (plans[0].build if plans else None)
+    lines = [f"# Release `{release_id}`", ""]
+    if progress:
+        lines += [f"**{_cell(progress)}**", ""]
+    lines += [f"Trace: `{trace or '-'}`", ""]
+    links = _ui_links(release_id, trace, flow_run_id)
+    if links:
+        lines += [" · ".join(links), ""]
+    if build is not None and build.images:
+        lines += ["Images: " + ", ".join(f"`{image.reference}`" for image in build.images), ""]
+    lines += ["| environment | state | revision | attempt | approvers | started | last change | reason |",
+              "|---|---|---|---|---|---|---|---|"]
     for plan in plans:
         last = ledger.last_transition(plan.plan_id)
         lines.append(f"| {plan.environment} | {plan.state.value} | {plan.revision} | {plan.attempt} | "
                      f"{', '.join(counted_approvers(plan.approvals)) or '-'} | {_when(plan.created_at)} | "
                      f"{_when(last.at if last else plan.updated_at)} | {_cell(last.reason if last else '')} |")
+    if not plans:
+        lines.append("| - | not planned yet | | | | | | |")
     actions = ledger.actions(release_id=release_id)
     if actions:
         lines += ["", "| when | operation | by | reason |", "|---|---|---|---|"]
@@ -392,10 +425,45 @@ def render_status(release_id: str, ledger: Ledger) -> str:
     return "\n".join(lines) + "\n"
 
 
-def publish_status(release_id: str, ledger: Ledger | None = None) -> None:
-    """Refresh the release's status artifact (``release-<id>``, one key per release)."""
-    create_markdown_artifact(markdown=render_status(release_id, ledger or Ledger()), key=artifact_key(release_id),
-                             description=f"Status of release {release_id}")
+def release_run_id(release_id: str) -> UUID | None:
+    """The release's run: the current flow run when it is the release run, else its newest release run.
+
+    Without any release run (a flow that calls :func:`promote_path` itself), the current flow run.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterTags
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context and context.flow_run and context.flow.name == RELEASE_FLOW and not context.flow_run.parent_task_run_id:
+        return context.flow_run.id
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[RELEASE_FLOW])),
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"release:{release_id}"])),
+            sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=1)
+    if runs:
+        return runs[0].id
+    return context.flow_run.id if context and context.flow_run else None  # a flow that promotes by itself
+
+
+def publish_status(release_id: str, ledger: Ledger | None = None, *, progress: str = "",
+                   build: BuildResult | None = None, trace_id: str | None = None) -> None:
+    """Refresh the release's summary artifact (``release-<id>``, one key per release) on the release run.
+
+    The artifact is attached to the release's run even when another flow (recovery, retry, cancel)
+    refreshes it, so the release run's Artifacts tab holds the release's summary.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import ArtifactCreate
+
+    run_id = release_run_id(release_id)
+    markdown = render_status(release_id, ledger or Ledger(), progress=progress, build=build, trace_id=trace_id,
+                             flow_run_id=run_id)
+    with get_client(sync_client=True) as client:
+        client.create_artifact(ArtifactCreate(key=artifact_key(release_id), type="markdown", data=markdown,
+                                              description=f"Summary of release {release_id}", flow_run_id=run_id))
 
 
 def _stop_error(outcome: EnvironmentOutcome, remaining: list[str]) -> PermanentError:
@@ -437,10 +505,15 @@ def promote_path(
             outcome = promote_environment(request, build, environment, config.environment(environment))
         outcomes[index] = outcome
         summary = summary.model_copy(update={"environments": list(outcomes)})
-        publish_status(request.release_id)
+        stop = _stop_error(outcome, environments[index + 1:]) if outcome.state is not PlanState.DEPLOYED else None
+        following = environments[index + 1] if index + 1 < len(environments) else None
+        progress = (f"Stopped: {stop}" if stop is not None else
+                    f"{environment} deployed; promoting {following}" if following else
+                    f"Deployed to {', '.join(environments)}")
+        publish_status(request.release_id, progress=progress, build=build, trace_id=request.trace_id)
         refresh_overview(path=config.path)
-        if outcome.state is not PlanState.DEPLOYED:
-            raise _stop_error(outcome, environments[index + 1:])
+        if stop is not None:
+            raise stop
     return summary
 
 

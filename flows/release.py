@@ -36,9 +36,17 @@ from blocks.pipeline_runner import PipelineRunner
 from delivery.config import DeliveryConfig
 from delivery.errors import InvalidInput, NotFound, PermanentError
 from delivery.intake import parse_request, refusal_message
-from delivery.models import BuildResult, CommitInfo, MergeInfo, Model, PullRequest, ReleaseRequest
+from delivery.models import (
+    BuildResult,
+    CommitInfo,
+    MergeInfo,
+    Model,
+    PullRequest,
+    ReleaseRequest,
+    release_run_name,
+)
 from flows.build import run_build
-from flows.promotion import PromotionSummary, promote_path, validate_promotion
+from flows.promotion import PromotionSummary, promote_path, publish_status, validate_promotion
 from tasks.approval import verify_planner_signature
 from tasks.commit import create_commit
 from tasks.pull_request import check_pull_request, merge_pull_request, open_pull_request
@@ -66,28 +74,33 @@ def release_tags(request: ReleaseRequest) -> list[str]:
 
 
 def _run_name() -> str:
-    # Parameters are validated before the run is named, so this is the ReleaseRequest itself.
+    # The flow validates its parameter itself: this is the request as sent (a model or its JSON).
     ctx = FlowRunContext.get()
     request: Any = (ctx.parameters or {}).get("request") if ctx else None
-    release_id = getattr(request, "release_id", None) or (
-        request.get("release_id") if isinstance(request, dict) else None)
-    return str(release_id or "release")
+    if isinstance(request, dict):
+        release_id, revision = request.get("release_id"), request.get("revision")
+    else:
+        release_id, revision = getattr(request, "release_id", None), getattr(request, "revision", None)
+    if not isinstance(release_id, str) or not release_id:
+        return "release"
+    return release_run_name(release_id, revision if isinstance(revision, int) else 1)
 
 
 def _tag_run(request: ReleaseRequest) -> None:
     """Put the release's tags on this flow run itself (``tags()`` only reaches runs created inside).
 
-    Also names the run after the release when the id was generated here (the run was named before
-    the request was validated, so ``release`` then).
+    Also names the run after the release (:func:`release_run_name`) when the id was generated here
+    (the run was named before the request was validated, so ``release`` then).
     """
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
         return
     wanted = sorted(set(ctx.flow_run.tags or []) | set(release_tags(request)))
-    if wanted != sorted(ctx.flow_run.tags or []) or ctx.flow_run.name != request.release_id:
-        ctx.client.update_flow_run(ctx.flow_run.id, tags=wanted, name=request.release_id)
+    name = release_run_name(request.release_id, request.revision)
+    if wanted != sorted(ctx.flow_run.tags or []) or ctx.flow_run.name != name:
+        ctx.client.update_flow_run(ctx.flow_run.id, tags=wanted, name=name)
         ctx.flow_run.tags = wanted
-        ctx.flow_run.name = request.release_id
+        ctx.flow_run.name = name
 
 
 def load_git_host() -> GitHost:
@@ -189,7 +202,11 @@ def release(request: ReleaseRequest) -> ReleaseSummary | State:
         pull_request = check_pull_request(git_host, request, pull_request)
         merge = merge_pull_request(git_host, request, pull_request)
         logger.info("merged #%s as %s (created=%s)", merge.pull_request, merge.merge_sha[:12], merge.created)
+        publish_status(request.release_id, progress=f"Merged #{merge.pull_request} as {merge.merge_sha[:12]}; "
+                       "building", trace_id=request.trace_id)
         build = run_build(request, merge)
+        publish_status(request.release_id, progress=f"Built; promoting along {' -> '.join(path)}", build=build,
+                       trace_id=request.trace_id)
         promotion = promote_path(request, build, config)
     return ReleaseSummary(release_id=request.release_id, trace_id=request.trace_id, app=request.app,
                           branch=request.branch, commit=commit, pull_request=pull_request, merge=merge,

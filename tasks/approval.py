@@ -73,7 +73,7 @@ def _gate_key(_context: Any, parameters: dict[str, Any]) -> str:
     return f"v{RESULTS_VERSION}-gates-{plan_id}-{parameters['phase'].replace(' ', '-')}"
 
 
-@task(name="evaluate_policy_gates", task_run_name="09-policy-gates[{phase}]", cache_key_fn=_gate_key,
+@task(name="evaluate_policy_gates", task_run_name="09-policy-gates-{plan.environment}[{phase}]", cache_key_fn=_gate_key,
       persist_result=True)
 def evaluate_policy_gates(
     plan: ReleasePlan, policies: dict[str, str], *, phase: str, now: datetime | None = None

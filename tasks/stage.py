@@ -60,6 +60,21 @@ def _ids(parameters: dict[str, Any]) -> tuple[str | None, int | None, str | None
     return release_id, revision, environment, trace_id
 
 
+def stage_environment(parameters: dict[str, Any]) -> str | None:
+    """The environment a stage's call acts on, found among its parameters (None: not per environment)."""
+    return _ids(parameters)[2]
+
+
+def stage_run_name(stage_name: str) -> Callable[..., str]:
+    """Build the task run name function of a registered stage: ``NN-stage`` or ``NN-stage-<environment>``."""
+    registered = stage_named(stage_name)
+
+    def name(parameters: dict[str, Any]) -> str:  # Prefect passes the call's parameters by this name
+        return registered.run_name(stage_environment(parameters))
+
+    return name
+
+
 def stage_cache_key(stage_name: str) -> Callable[[Any, dict[str, Any]], str | None]:
     """Build the cache key function of a registered stage: the release's business ids, nothing else."""
     per_environment = stage_named(stage_name).per_environment
@@ -120,10 +135,16 @@ def raise_incident(stage_name: str, error: BaseException, *, attempts: int, task
     from tasks.incidents import refresh_incident_views
 
     flow_ctx = FlowRunContext.get()
-    parameters = dict(parameters or {})
-    if flow_ctx is not None and flow_ctx.parameters:
-        parameters = flow_ctx.parameters
-    release_id, _, _, trace_id = _ids(parameters)
+    own = dict(parameters or {})
+    parameters = dict(flow_ctx.parameters) if flow_ctx is not None and flow_ctx.parameters else own
+    # The stage's own parameters are typed; the release flow's may be the request's raw JSON (it
+    # validates its parameter itself), where the ids are keys, not attributes.
+    release_id, _, _, trace_id = _ids(own)
+    if release_id is None or trace_id is None:
+        request = parameters.get("request")
+        raw = request if isinstance(request, dict) else {}
+        release_id = release_id or _ids(parameters)[0] or raw.get("release_id")
+        trace_id = trace_id or _ids(parameters)[3] or raw.get("trace_id")
     envelope = {
         "flow": flow_ctx.flow.name if flow_ctx else None,
         "flow_run_id": str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None,
@@ -189,7 +210,7 @@ def stage(
         A decorator turning a function into the stage task.
     """
 
-    registered = stage_named(name)
+    stage_named(name)  # an unknown stage fails where it is declared
 
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
@@ -201,7 +222,7 @@ def stage(
         return task(  # type: ignore[return-value]
             run,
             name=name,
-            task_run_name=registered.label,
+            task_run_name=stage_run_name(name),
             retries=retries,
             retry_delay_seconds=exponential_backoff(backoff_factor=BACKOFF_FACTOR),
             retry_jitter_factor=0.5,

@@ -37,7 +37,7 @@ from tasks.health import HealthSpec, HttpProbeSpec, check_health
 from tasks.manifest import ManifestSpec, files_for, parse_objects, render_manifest
 from tasks.promote import Promotion, promote
 from tasks.rollback import SLOT_LABEL, TRACK_LABEL, RollbackResult, RollbackSpec, roll_back
-from tasks.stage import stage_cache_key
+from tasks.stage import stage_cache_key, stage_environment
 from tasks.sync import SyncSpec, sync_environment
 
 SLOTS = ("blue", "green")
@@ -237,7 +237,7 @@ class PhasePlan(Model):
     phases: list[Phase]
 
 
-@task(name="plan_phases", task_run_name="10-plan_phases", persist_result=True)
+@task(name="plan_phases", task_run_name="10-plan_phases-{spec.environment}", persist_result=True)
 def plan_promotion(repo: GitOpsRepo, spec: ManifestSpec, strategy: Strategy, rendered: dict[str, str]) -> PhasePlan:
     """Plan the phases from what Git holds now, once per attempt (persisted with the render's key).
 
@@ -265,8 +265,14 @@ def _keyed(task: Any, phase: str, *situation: str | None, stage: str | None = No
         value = base(context, parameters)
         return f"{value}-{task.name}-{phase}-{digest}" if value else None
 
-    label = f"{stage_named(stage).number:02d}-{task.name}"
-    return task.with_options(cache_key_fn=key, task_run_name=f"{label}[{phase}]")
+    registered = stage_named(stage)
+    label = f"{registered.number:02d}-{task.name}"
+
+    def run_name(parameters: dict[str, Any]) -> str:  # ``13-sync_environment-staging[deploy-blue]``
+        environment = stage_environment(parameters) if registered.per_environment else None
+        return f"{label}-{environment}[{phase}]" if environment else f"{label}[{phase}]"
+
+    return task.with_options(cache_key_fn=key, task_run_name=run_name)
 
 
 def roll_back_attempt(

@@ -37,9 +37,10 @@ from delivery.errors import (
     PermanentError,
     TransientError,
 )
+from delivery.events import release_events_link, ui_base_url
 from delivery.identity import Statement, sign
 from delivery.intake import describe
-from delivery.models import Decision, ReleaseRequest
+from delivery.models import Decision, ReleaseRequest, release_run_name
 from delivery.plan import PlanState
 from delivery.signing import find_signing_key, sign_request
 
@@ -65,6 +66,8 @@ class StartedRelease(ClientModel):
     flow_run_id: str
     flow_run_name: str
     created: bool = Field(description="False when the idempotency key returned an existing run")
+    run_url: str | None = Field(default=None, description="The release run's page in the Prefect UI")
+    events_url: str | None = Field(default=None, description="The Prefect UI's Event feed filtered to the release")
 
 
 class PausedRun(ClientModel):
@@ -138,6 +141,7 @@ class ReleaseStatus(ClientModel):
     plans: list[PlanStatus]
     runs: list[RunStatus]
     waiting_for_approval: list[str] = Field(description="Environments paused for a decision")
+    events_url: str | None = Field(default=None, description="The Prefect UI's Event feed filtered to the release")
 
 
 def default_api_url() -> str:
@@ -304,7 +308,7 @@ class DeliveryClient:
         body = {
             "parameters": {"request": request.model_dump(mode="json")},
             "idempotency_key": f"{request.release_id}:{request.revision}",
-            "name": request.release_id if request.revision == 1 else f"{request.release_id}-r{request.revision}",
+            "name": release_run_name(request.release_id, request.revision),
             "tags": [f"release:{request.release_id}", f"trace:{request.trace_id}"],
         }
         response = self._request("POST", f"/deployments/{deployment_id}/create_flow_run", json=body)
@@ -317,7 +321,22 @@ class DeliveryClient:
             flow_run_id=str(run["id"]),
             flow_run_name=run.get("name") or request.release_id,
             created=response.status_code == 201,
+            run_url=self.run_url(str(run["id"])),
+            events_url=self.events_url(request.release_id),
         )
+
+    def ui_url(self) -> str | None:
+        """The Prefect UI's address: ``PREFECT_UI_URL``, else this client's API address without ``/api``."""
+        return ui_base_url(self.api_url)
+
+    def run_url(self, flow_run_id: str) -> str | None:
+        """A flow run's page in the Prefect UI."""
+        ui = self.ui_url()
+        return f"{ui}/runs/flow-run/{flow_run_id}" if ui else None
+
+    def events_url(self, release_id: str) -> str | None:
+        """The Prefect UI's Event feed filtered to a release's events (``/events?resource=delivery.release.<id>``)."""
+        return release_events_link(release_id, self.ui_url())
 
     def release_runs(self, release_id: str, *, state_types: list[str] | None = None) -> list[dict[str, Any]]:
         """Every flow run tagged ``release:<id>`` (the release run and its promotion subflows)."""
@@ -566,6 +585,7 @@ class DeliveryClient:
                 {_waiting_environment(((r.get("state") or {}).get("state_details") or {}).get("pause_key")) or "?"
                  for r in runs if (r.get("state") or {}).get("type") == "PAUSED"}
             ),
+            events_url=self.events_url(release_id),
         )
 
     def overview(self, *, path: list[str] | None = None, ledger_url: str | None = None) -> list[OverviewRow]:

@@ -136,6 +136,10 @@ def start(
         console.print(f"release [bold]{started.release_id}[/bold] (revision {started.revision}) {verb}")
         console.print(f"  trace id:    {started.trace_id}")
         console.print(f"  flow run id: {started.flow_run_id} ({started.flow_run_name})")
+        if started.run_url:
+            console.print(f"  run:         {started.run_url}", highlight=False, soft_wrap=True)
+        if started.events_url:
+            console.print(f"  events:      {started.events_url}", highlight=False, soft_wrap=True)
 
     _run(as_json, action, show)
 
@@ -260,6 +264,8 @@ def status(
                 console.print(f"{plan.environment}: {refused.decision} by {refused.approver} refused: {refused.reason}")
         if report.waiting_for_approval:
             console.print(f"waiting for approval: {', '.join(report.waiting_for_approval)}")
+        if report.events_url:
+            console.print(f"events: {report.events_url}", highlight=False, soft_wrap=True)
 
     _run(as_json, action, show)
 

@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from delivery.cli.client import DeliveryClient
+from delivery.cli.errors_out import fail
 from delivery.errors import DeliveryError, InvalidInput
 from delivery.ids import new_release_id, new_trace_id
 
@@ -93,11 +94,7 @@ def rollback_command(
             result = start_rollback(client, environment=environment, app=app, requested_by=requested_by,
                                     reason=reason, deployment=deployment, wait=wait, timeout=timeout)
     except DeliveryError as exc:
-        if as_json:
-            typer.echo(json.dumps({"error": str(exc), "type": type(exc).__name__}))
-        else:
-            console.print(f"[red]{type(exc).__name__}[/red]: {exc}", highlight=False)
-        raise typer.Exit(2 if isinstance(exc, InvalidInput) else 1) from None
+        raise fail(exc, as_json=as_json, console=console) from None
     if as_json:
         typer.echo(json.dumps(result))
     else:

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from delivery.cli.errors_out import fail
 from delivery.errors import DeliveryError, InvalidInput
 from delivery.overview import OverviewRow, attempt_text, environment_overview, format_time
 
@@ -66,11 +67,7 @@ def status_command(
     try:
         rows = read_overview(path=_parse_path(path))
     except (DeliveryError, ValueError) as exc:
-        if as_json:
-            typer.echo(json.dumps({"error": str(exc), "type": type(exc).__name__}))
-        else:
-            console.print(f"[red]{type(exc).__name__}[/red]: {exc}", highlight=False)
-        raise typer.Exit(2 if isinstance(exc, InvalidInput) else 1) from None
+        raise fail(exc, as_json=as_json, console=console) from None
     if as_json:
         typer.echo(json.dumps([row.model_dump(mode="json") for row in rows]))
     elif rows:

@@ -54,7 +54,9 @@ def test_every_stage_task_is_registered_and_named_after_its_number():
     staged = {name: task for name, task in declared.items() if task.cache_key_fn is not None}
     assert set(staged) == {stage.name for stage in STAGES} - {"request_approval"}
     for name, task in staged.items():
-        assert task.task_run_name == stage_named(name).label
+        registered = stage_named(name)
+        assert task.task_run_name(parameters={"environment": "staging"}) == (
+            f"{registered.label}-staging" if registered.per_environment else registered.label)
 
 
 ARMED_PROCESS = """

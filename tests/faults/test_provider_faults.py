@@ -79,7 +79,7 @@ def _poll(api: str, path: str, body: dict, done, *, timeout: float = 30.0, what:
 
 
 def stage_runs(api: str, release_id: str, wanted: set[str]) -> dict[str, list[int]]:
-    """Run counts of the release's stage task runs by task run name (``13-sync_environment[deploy]``...).
+    """Run counts of the release's stage task runs by task run name (``13-sync_environment-dev[deploy]``...).
 
     Task run states reach the API asynchronously: wait until the ``wanted`` names are there and
     every run of the release is Completed.
@@ -171,7 +171,8 @@ def test_a_transient_fault_at_every_provider_call_is_retried_and_the_release_com
 
     # ... and was retried where the product retries it.
     runs = stage_runs(prefect_server, rid, {"01-create_commit", "04-merge_pull_request", "06-run_pipeline",
-                                            "13-sync_environment[deploy]", "13-sync_environment[deploy-blue]"})
+                                            "13-sync_environment-dev[deploy]",
+                                            "13-sync_environment-staging[deploy-blue]"})
     assert runs["01-create_commit"] == [2] and runs["04-merge_pull_request"] == [2], runs
     syncs = sorted(count for name, counts in runs.items() if "sync_environment" in name for count in counts)
     assert syncs == [1, 2, 2], runs  # dev's 409 and staging's 503, one retry each; prod's apply met no fault

@@ -1,0 +1,110 @@
+"""The release as the Prefect UI shows it, read over REST as the UI reads it (issue 12, points 2 and 3).
+
+One release started as the UI's form sends it (JSON, no release id): its one top-level run is
+named after the generated release id, its task runs are named after the stage registry
+(``NN-stage[-env]``) and start in stage order, the release summary artifact is attached to the
+release run (every version of it), and the Event feed link opens the feed filtered to the release.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import httpx
+from release_support import ReleaseStack
+from runtime_support import wait_for_events
+
+from delivery.events import release_events_link, trace_events_link
+from delivery.stages import STAGES
+from flows.promotion import artifact_key
+
+NAME = re.compile(r"^(?P<number>\d\d)-(?P<stage>[a-z_-]+?)(?:-(?P<env>dev|staging|prod))?(?:\[(?P<phase>[^\]]+)\])?$")
+
+
+def _post(api: str, path: str, body: dict[str, Any]) -> Any:
+    response = httpx.post(f"{api}{path}", json=body, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def _task_runs(api: str, flow_run_id: str) -> list[dict[str, Any]]:
+    """The run's task runs in the order they started, once every one of them is Completed."""
+    body = {"flow_runs": {"id": {"any_": [flow_run_id]}}, "sort": "EXPECTED_START_TIME_ASC", "limit": 200}
+    deadline = time.monotonic() + 30
+    while True:
+        runs = _post(api, "/task_runs/filter", body)
+        if runs and all(run["state_type"] == "COMPLETED" for run in runs) or time.monotonic() > deadline:
+            return sorted(runs, key=lambda run: run["start_time"] or run["expected_start_time"])
+        time.sleep(0.5)
+
+
+def test_the_release_is_one_named_run_with_stage_named_tasks_and_its_summary(
+        release_stack: ReleaseStack, prefect_server: str) -> None:
+    from flows.release import release
+
+    body = release_stack.request("rel-ui-unused", target_environment="dev").model_dump(mode="json")
+    del body["release_id"]  # the form leaves it out: the flow generates it
+    state = release(request=body, return_state=True)
+    assert state.is_completed(), state
+    summary = state.result()
+    release_id, trace_id = summary.release_id, summary.trace_id
+    run_id = str(state.state_details.flow_run_id)
+
+    # One top-level run, named after the release, tagged with release and trace.
+    run = httpx.get(f"{prefect_server}/flow_runs/{run_id}", timeout=30).json()
+    assert run["name"] == release_id and run["parent_task_run_id"] is None
+    assert {f"release:{release_id}", f"trace:{trace_id}"} <= set(run["tags"])
+    runs = _post(prefect_server, "/flow_runs/filter", {"flow_runs": {"tags": {"all_": [f"release:{release_id}"]}}})
+    assert [r["id"] for r in runs] == [run_id]  # no subflow: nothing to reach through a random name
+
+    # Task runs named after the registry, per-environment stages naming the environment, in stage order.
+    names = [task_run["name"] for task_run in _task_runs(prefect_server, run_id)]
+    numbers = {stage.name: stage.number for stage in STAGES}
+    per_environment = {stage.name for stage in STAGES if stage.per_environment}
+    parsed = [NAME.match(name) for name in names]
+    assert all(parsed), names
+    assert names[:7] == ["01-create_commit", "02-open_pull_request", "03-check_pull_request",
+                         "04-merge_pull_request", "05-generate_pipeline", "06-run_pipeline",
+                         "07-ingest_build_result"], names
+    assert names[7] == "08-plan_release-dev", names
+    for match in parsed:
+        if match["stage"] in numbers:
+            assert int(match["number"]) == numbers[match["stage"]], match.string
+            assert (match["env"] == "dev") == (match["stage"] in per_environment), match.string
+    started = [int(match["number"]) for match in parsed]
+    assert started == sorted(started), names  # shown in stage order
+    assert any(name.startswith("13-sync_environment-dev[") for name in names), names
+
+    # The summary artifact: every version on the release run; the last one the outcome with links.
+    key = artifact_key(release_id)
+    versions = _post(prefect_server, "/artifacts/filter", {"artifacts": {"key": {"any_": [key]}}})
+    assert len(versions) >= 3, versions  # merged, built, dev's outcome at least
+    assert {version["flow_run_id"] for version in versions} == {run_id}
+    latest = httpx.get(f"{prefect_server}/artifacts/{key}/latest", timeout=30).json()
+    assert latest["flow_run_id"] == run_id and latest["type"] == "markdown"
+    markdown = latest["data"]
+    ui = prefect_server.removesuffix("/api")
+    assert f"Trace: `{trace_id}`" in markdown and "Deployed to dev" in markdown
+    assert f"({ui}/runs/flow-run/{run_id})" in markdown
+    assert f"({ui}/events?resource=delivery.release.{release_id})" in markdown
+    assert f"({ui}/events?resource=delivery.trace.{trace_id})" in markdown
+    [image] = summary.build.images
+    assert f"`{image.repository}@{image.digest}`" in markdown
+    assert re.search(r"\| dev \| Deployed \| 1 \| 1 \| - \|", markdown), markdown
+
+    # The Event feed link: the UI sends `resource` as any_resource.id_prefix; that finds the release's events.
+    wait_for_events(prefect_server, trace_id, ["CommitCreated", "PullRequestMerged"])
+    prefix = {"filter": {"any_resource": {"id_prefix": [f"delivery.release.{release_id}"]}, "order": "ASC"},
+              "limit": 50}
+    found = _post(prefect_server, "/events/filter", prefix)["events"]
+    assert {"delivery.CommitCreated", "delivery.PullRequestMerged"} <= {e["event"] for e in found}
+    assert all(e["resource"]["prefect.resource.id"] == f"delivery.release.{release_id}" for e in found)
+
+
+def test_the_event_feed_links() -> None:
+    assert release_events_link("rel-20261201-1a2b3c4d", "http://127.0.0.1:4200/") == (
+        "http://127.0.0.1:4200/events?resource=delivery.release.rel-20261201-1a2b3c4d")
+    assert trace_events_link("tr-1", "http://ui") == "http://ui/events?resource=delivery.trace.tr-1"
+    assert release_events_link("rel-1", None) is None
