@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 # (a dev extra) through executable_path; no `playwright install`, the browser is Debian's.
 DEBIAN_PACKAGES := git docker-registry skopeo openssh-client chromium
 
-.PHONY: test test-faults demo lint system-deps venv clean bench mutation
+.PHONY: test test-faults screenshots demo lint system-deps venv clean bench mutation
 
 system-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -35,6 +35,10 @@ test: venv lint
 # The fault-injection suite alone (part of `make test`): crashes at every stage, recovery, retry/cancel, replay.
 test-faults: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q tests/faults $(PYTEST_ARGS)
+
+# The UI tests again, keeping the pages the README shows in docs/ui/ (commit them when the UI changes).
+screenshots: venv
+	DELIVERY_UI_SCREENSHOTS=$(CURDIR)/docs/ui PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/pytest -q tests/ui $(PYTEST_ARGS)
 
 demo: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/delivery demo

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from ui_support import api, wait_until
+from ui_support import api, snapshot, wait_until
 
 from delivery.cli.stack import StackInfo
 
@@ -63,6 +63,7 @@ def test_the_release_summary_artifact_opens(page: Any, ui_stack: StackInfo, dev_
     page.get_by_text(f"Release {release_id}", exact=True).first.wait_for()
     row = page.locator("table tr", has=page.get_by_role("cell", name="dev", exact=True))
     row.get_by_role("cell", name="Deployed", exact=True).wait_for()
+    snapshot(page, "release-summary")
 
 
 def test_the_environments_overview_opens(page: Any, ui_stack: StackInfo, dev_release: dict[str, Any]) -> None:
@@ -74,6 +75,7 @@ def test_the_environments_overview_opens(page: Any, ui_stack: StackInfo, dev_rel
     page.locator("table").first.wait_for()
     for environment in ("dev", "staging", "prod"):
         page.get_by_role("cell", name=environment, exact=True).first.wait_for()
+    snapshot(page, "environments-overview")
 
 
 def test_the_release_events_show_in_the_event_feed(page: Any, ui_stack: StackInfo,
@@ -100,3 +102,4 @@ def test_the_release_events_show_in_the_event_feed(page: Any, ui_stack: StackInf
     for event in expected:
         page.get_by_text(event, exact=True).first.wait_for()
     assert page.get_by_text("prefect.flow-run.Completed", exact=True).count() == 0  # only the release's
+    snapshot(page, "release-events")

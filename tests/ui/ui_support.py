@@ -26,6 +26,8 @@ from delivery.cli.stack import StackInfo
 T = TypeVar("T")
 
 CHROMIUM_ENV = "DELIVERY_CHROMIUM"
+# A folder to keep the pages the README shows (`make screenshots`); unset, nothing is written.
+SCREENSHOTS_ENV = "DELIVERY_UI_SCREENSHOTS"
 LOGIN_PATH = "/v2/login"
 # Generous: the UI is a single-page app served by a server that shares two cores with the rest of the suite.
 UI_TIMEOUT_MS = 30_000
@@ -43,6 +45,14 @@ def login(page: Any, ui_url: str, credential: str) -> None:
     password.fill(credential)
     page.get_by_role("button", name="Login").click()
     page.wait_for_url(lambda url: LOGIN_PATH not in url, timeout=UI_TIMEOUT_MS)
+
+
+def snapshot(page: Any, name: str) -> None:
+    """Keep the page as ``<DELIVERY_UI_SCREENSHOTS>/<name>.png`` when that folder is set (for the README)."""
+    folder = os.environ.get(SCREENSHOTS_ENV)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        page.screenshot(path=os.path.join(folder, f"{name}.png"))
 
 
 def api(info: StackInfo, method: str, path: str, *, attempts: int = 10, **options: Any) -> httpx.Response:

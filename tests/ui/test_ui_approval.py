@@ -1,0 +1,141 @@
+"""Approving a release from the Prefect UI's Resume dialog, in headless Chromium: a refusal, then a signed approval.
+
+Measured (Prefect 3.9, the React UI under ``/v2``): a paused or suspended run's page
+(``/v2/runs/flow-run/<id>``) has an "Open menu" button whose "Resume" item opens "Resume Flow Run".
+The dialog shows the wait's description (markdown) over a form of the wait's input schema: each
+field under its title; an ``enum`` is a combobox whose options are the allowed values; text is a
+textarea. "Resume" posts ``/flow_runs/<id>/resume`` with the input. When the server does not accept
+it, the dialog stays open and a toast shows the reason the server gave.
+
+A person approves staging as the description says: they run the ``delivery identity sign ...``
+command it shows, with their own key and identity, and paste its output into ``signature``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ui_support import api, snapshot, wait_until
+
+from delivery.cli.client import DeliveryClient
+from delivery.cli.stack import StackInfo
+from delivery.models import Artifact, ReleaseRequest
+from delivery.signing import key_file_name
+
+PLANNER = "agent:release-manager"
+APPROVER = "user:alice"
+OTHER = "user:bob"
+
+
+def _key(info: StackInfo, identity: str) -> Path:
+    return Path(info.home) / "keys" / key_file_name(identity)
+
+
+def _client(info: StackInfo) -> DeliveryClient:
+    return DeliveryClient(info.api_url, auth_string=info.auth_string(), retries=5)
+
+
+@pytest.fixture(scope="module")
+def staging_wait(ui_stack: StackInfo) -> dict[str, Any]:
+    """A release of ``sample-app`` up to staging, signed by its planner, once it waits for staging's approval."""
+    request = ReleaseRequest(
+        release_id=f"rel-ui-{uuid.uuid4().hex[:8]}", app="sample-app", requested_by=PLANNER,
+        target_environment="staging",
+        artifacts=[Artifact.from_text("ui-approval", "app/ui_approval.txt", "approved in the UI\n",
+                                      validator="ui-test")])
+    with _client(ui_stack) as client:
+        started = client.start_release(request, key=_key(ui_stack, PLANNER))
+        paused = client.wait_for_pause(request.release_id, environment="staging", timeout=300)
+    return {"release_id": request.release_id, "run_id": started.flow_run_id, "pause_key": paused.pause_key}
+
+
+def _open_resume_dialog(page: Any, info: StackInfo, run_id: str) -> Any:
+    page.goto(f"{info.ui_url}/v2/runs/flow-run/{run_id}")
+    page.get_by_role("button", name="Open menu").click()
+    page.get_by_role("menuitem", name="Resume").click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Resume Flow Run").wait_for()
+    dialog.get_by_text("Approve release").first.wait_for()  # the wait's description, once loaded
+    return dialog
+
+
+def _sign_as_shown(dialog: Any, *, identity: str, key: Path) -> str:
+    """Run the signing command the description shows, as ``identity`` with ``key``; return what it prints."""
+    shown = dialog.get_by_text(re.compile(r"^\s*delivery identity sign ")).first.inner_text()
+    words = shlex.split(shown.replace("<your key>", str(key)).replace("<your identity>", identity))
+    assert words[:3] == ["delivery", "identity", "sign"], shown
+    done = subprocess.run([sys.executable, "-m", "delivery.cli.main", *words[1:]], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _choose(dialog: Any, page: Any, label: str, value: str) -> None:
+    """Pick ``value`` in the combobox of the field titled ``label``."""
+    dialog.get_by_role("combobox").filter(has_text=re.compile(label, re.I)).or_(
+        dialog.get_by_label(label, exact=True)).first.click()
+    page.get_by_role("option", name=value, exact=True).click()
+
+
+def _decide(page: Any, dialog: Any, *, approver: str, signature: str) -> None:
+    _choose(dialog, page, "Decision", "approve")
+    _choose(dialog, page, "Approver", approver)
+    dialog.get_by_label("Signature", exact=True).fill(signature)
+    dialog.get_by_role("button", name="Resume", exact=True).click()
+
+
+def _paused_again(info: StackInfo, release_id: str, after_key: str) -> str:
+    def waiting() -> str | None:
+        with _client(info) as client:
+            keys = [p.pause_key for p in client.paused_runs(release_id, environment="staging")]
+        return next((key for key in keys if key and key != after_key), None)
+
+    return wait_until(waiting, timeout=180, what=f"{release_id} waiting again in staging")
+
+
+def test_a_decision_signed_with_someone_elses_key_is_refused_with_its_reason_then_a_signed_one_approves(
+        page: Any, ui_stack: StackInfo, staging_wait: dict[str, Any]) -> None:
+    release_id, run_id = staging_wait["release_id"], staging_wait["run_id"]
+
+    # The dialog says what is approved and who may decide; Alice's command, signed with Bob's key.
+    dialog = _open_resume_dialog(page, ui_stack, run_id)
+    dialog.get_by_text(f"Approve release {release_id}", exact=False).first.wait_for()
+    assert PLANNER in dialog.inner_text()  # named as the one who may not approve
+    page.get_by_text("Suspended").first.wait_for()  # the release run itself shows that it waits
+    snapshot(page, "resume-dialog")
+    forged = _sign_as_shown(dialog, identity=APPROVER, key=_key(ui_stack, OTHER))
+    _decide(page, dialog, approver=APPROVER, signature=forged)
+    page.get_by_text("Flow run resumed").wait_for()
+
+    # The run judged it, refused it, and waits again; the dialog now says why.
+    second_key = _paused_again(ui_stack, release_id, staging_wait["pause_key"])
+    dialog = _open_resume_dialog(page, ui_stack, run_id)
+    refused = dialog.get_by_text(re.compile(r"Last refused: "))
+    refused.wait_for()
+    assert APPROVER in refused.inner_text() and "key" in refused.inner_text(), refused.inner_text()
+    refused.scroll_into_view_if_needed()
+    snapshot(page, "refused-approval")
+
+    # Alice signs with her own key: counted, staging deployed, the run completes.
+    signed = _sign_as_shown(dialog, identity=APPROVER, key=_key(ui_stack, APPROVER))
+    _decide(page, dialog, approver=APPROVER, signature=signed)
+    page.get_by_text("Flow run resumed").wait_for()
+
+    def finished() -> dict[str, Any] | None:
+        run = api(ui_stack, "GET", f"/flow_runs/{run_id}").json()
+        return run if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    run = wait_until(finished, timeout=300, what=f"{release_id} finished after the approval")
+    assert run["state_type"] == "COMPLETED", (second_key, run["state"])
+    with _client(ui_stack) as client:
+        status = client.status(release_id, ledger_url=ui_stack.ledger_url)
+    staging = [plan for plan in status.plans if plan.environment == "staging"]
+    assert [plan.state.value for plan in staging] == ["Deployed"], staging
+    assert staging[0].approvers == [APPROVER] and [r.approver for r in staging[0].refused] == [APPROVER], staging
