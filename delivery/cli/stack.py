@@ -398,8 +398,9 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
 
     try:
         say("starting the Prefect server (SQLite) ...")
-        server = _spawn("prefect-server", [python, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                           "--port", str(api_port)],
+        # Prefect's server, its SQLite transactions begun IMMEDIATE (delivery/prefect_server.py: no 503 under load)
+        server = _spawn("prefect-server", [python, "-m", "delivery.prefect_server", "server", "start",
+                                           "--host", "127.0.0.1", "--port", str(api_port)],
                         env={**env, SERVER_AUTH_ENV: info.auth_string() or ""}, logs=logs, marker="prefect")
         record(server)
         say("starting the Kubernetes API simulator ...")

@@ -1,0 +1,72 @@
+"""The stack's Prefect server: Prefect's own, with SQLite write transactions that wait instead of failing.
+
+Measured with bench/api_contention.py. The set-up: four releases running on the embedded default, and a
+browser-like submit every half second (one ``create_flow_run``, no retry). The result: 9 of 37 submits got
+a 503 within 0.3 s. A 503 is the Custom run form's "Unknown error while creating flow run".
+
+The cause. Prefect begins its SQLite transactions ``DEFERRED``. Under WAL, a deferred transaction that
+has read fails at once with ``SQLITE_BUSY_SNAPSHOT`` ("database is locked") when it then writes after
+another connection committed. SQLite's busy timeout cannot help there, and Prefect answers 503 ("retry").
+Prefect's client retries. The browser does not. A run's own client gives up after five retries, which a
+busy fault-injection suite also met.
+
+No Prefect setting chooses the transaction mode. Prefect's database configuration is injectable
+(:func:`prefect.server.database.dependencies.set_database_config`), so this server begins every
+transaction ``IMMEDIATE``. A writer then takes the lock first and queues on the busy timeout (60 s)
+instead of failing. Reads outside transactions are unchanged. Where Prefect's state lives in PostgreSQL,
+none of this applies.
+
+Run as ``python -m delivery.prefect_server server start ...``: the arguments of ``prefect``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
+from prefect.server.database.configurations import SQLITE_BEGIN_MODE, AioSqliteConfiguration
+from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
+
+
+class ImmediateSqliteConfiguration(AioSqliteConfiguration):
+    """Prefect's SQLite configuration whose transactions all begin ``IMMEDIATE``."""
+
+    @asynccontextmanager
+    async def begin_transaction(
+        self, session: AsyncSession, with_for_update: bool = False
+    ) -> AsyncGenerator[AsyncSessionTransaction, None]:
+        token = SQLITE_BEGIN_MODE.set("IMMEDIATE")
+        try:
+            async with session.begin() as transaction:
+                yield transaction
+        finally:
+            SQLITE_BEGIN_MODE.reset(token)
+
+
+def install() -> bool:
+    """Use :class:`ImmediateSqliteConfiguration` in this process when Prefect's database is SQLite.
+
+    Returns:
+        Whether it was installed (not for PostgreSQL).
+    """
+    from prefect.server.database.dependencies import set_database_config
+    from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL
+
+    url = PREFECT_API_DATABASE_CONNECTION_URL.value() or ""
+    if not url.startswith("sqlite"):
+        return False
+    set_database_config(ImmediateSqliteConfiguration(connection_url=url))
+    return True
+
+
+def main() -> None:
+    """Prefect's command line, with the SQLite configuration installed first."""
+    from prefect.cli import app
+
+    if install():
+        print("delivery: Prefect's SQLite transactions begin IMMEDIATE", flush=True)
+    app()
+
+
+if __name__ == "__main__":
+    main()
