@@ -2,10 +2,11 @@
 
 Measured (Prefect 3.9, the React UI under ``/v2``): a paused or suspended run's page
 (``/v2/runs/flow-run/<id>``) has an "Open menu" button whose "Resume" item opens "Resume Flow Run".
-The dialog shows the wait's description (markdown) over a form of the wait's input schema: each
-field under its title; an ``enum`` is a combobox whose options are the allowed values; text is a
-textarea. "Resume" posts ``/flow_runs/<id>/resume`` with the input. When the server does not accept
-it, the dialog stays open and a toast shows the reason the server gave.
+The dialog shows the wait's description (markdown) over a form of the wait's input schema. Each
+field sits under its title (" (Optional)" appended when it has a default). An ``enum`` is a button
+labelled "Select <title>" that opens a list of the allowed values; text is a textarea. "Resume"
+posts ``/flow_runs/<id>/resume`` with the input. When the server does not accept it, the dialog
+stays open and a toast shows the reason the server gave.
 
 A person approves staging as the description says: they run the ``delivery identity sign ...``
 command it shows, with their own key and identity, and paste its output into ``signature``.
@@ -77,11 +78,11 @@ def _sign_as_shown(dialog: Any, *, identity: str, key: Path) -> str:
     return done.stdout
 
 
-def _choose(dialog: Any, page: Any, label: str, value: str) -> None:
-    """Pick ``value`` in the combobox of the field titled ``label``."""
-    dialog.get_by_role("combobox").filter(has_text=re.compile(label, re.I)).or_(
-        dialog.get_by_label(label, exact=True)).first.click()
+def _choose(dialog: Any, page: Any, title: str, value: str) -> None:
+    """Pick ``value`` in the combobox of the field titled ``title`` (an ``enum`` of the wait's schema)."""
+    dialog.get_by_role("button", name=f"Select {title}", exact=True).click()
     page.get_by_role("option", name=value, exact=True).click()
+    assert dialog.get_by_role("button", name=f"Select {title}", exact=True).inner_text().strip() == value
 
 
 def _decide(page: Any, dialog: Any, *, approver: str, signature: str) -> None:
