@@ -5,8 +5,10 @@ Measured (Prefect 3.9, the React UI under ``/v2``): a paused or suspended run's 
 The dialog shows the wait's description (markdown) over a form of the wait's input schema. Each
 field sits under its title (" (Optional)" appended when it has a default). An ``enum`` is a button
 labelled "Select <title>" that opens a list of the allowed values; text is a textarea. "Resume"
-posts ``/flow_runs/<id>/resume`` with the input. When the server does not accept it, the dialog
-stays open and a toast shows the reason the server gave.
+posts ``/flow_runs/<id>/resume`` with the input and shows the toast "Flow run resumed". Read in the
+UI's code, not exercised here: a resume the server answers ``REJECT`` shows the server's reason in a
+toast instead. The form cannot send one: the ``approver`` list leaves out the planner and those who
+already approved.
 
 A person approves staging as the description says: they run the ``delivery identity sign ...``
 command it shows, with their own key and identity, and paste its output into ``signature``.
