@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from prefect import task
@@ -39,16 +39,23 @@ BACKOFF_FACTOR = float(os.environ.get("DELIVERY_RETRY_BACKOFF_SECONDS", "1"))
 RESULTS_VERSION = 2
 
 
-def _ids(parameters: dict[str, Any]) -> tuple[str | None, int | None, str | None, str | None]:
-    """Find release id, revision, environment and trace id among a stage's parameters."""
+def _field(value: Any, name: str, kind: type) -> Any:
+    """``value.<name>`` of a typed parameter, or ``value[name]`` of a raw JSON one, when of ``kind``."""
+    found = value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
+    return found if isinstance(found, kind) else None
+
+
+def _ids(parameters: Mapping[str, Any]) -> tuple[str | None, int | None, str | None, str | None]:
+    """Find release id, revision, environment and trace id among a stage's (or a flow's) parameters.
+
+    A parameter is a typed model, or raw JSON where the release flow validates its parameter itself.
+    """
     release_id = revision = environment = trace_id = None
     for name, value in parameters.items():
-        release_id = release_id or getattr(value, "release_id", None)
-        trace_id = trace_id or getattr(value, "trace_id", None)
-        revision = revision or getattr(value, "revision", None)
-        env_value = getattr(value, "environment", None)
-        if isinstance(env_value, str):
-            environment = environment or env_value
+        release_id = release_id or _field(value, "release_id", str)
+        trace_id = trace_id or _field(value, "trace_id", str)
+        revision = revision or _field(value, "revision", int)
+        environment = environment or _field(value, "environment", str)
         if name == "release_id" and isinstance(value, str):
             release_id = value
         if name == "trace_id" and isinstance(value, str):
@@ -137,14 +144,9 @@ def raise_incident(stage_name: str, error: BaseException, *, attempts: int, task
     flow_ctx = FlowRunContext.get()
     own = dict(parameters or {})
     parameters = dict(flow_ctx.parameters) if flow_ctx is not None and flow_ctx.parameters else own
-    # The stage's own parameters are typed; the release flow's may be the request's raw JSON (it
-    # validates its parameter itself), where the ids are keys, not attributes.
     release_id, _, _, trace_id = _ids(own)
-    if release_id is None or trace_id is None:
-        request = parameters.get("request")
-        raw = request if isinstance(request, dict) else {}
-        release_id = release_id or _ids(parameters)[0] or raw.get("release_id")
-        trace_id = trace_id or _ids(parameters)[3] or raw.get("trace_id")
+    flow_ids = _ids(parameters)
+    release_id, trace_id = release_id or flow_ids[0], trace_id or flow_ids[3]
     envelope = {
         "flow": flow_ctx.flow.name if flow_ctx else None,
         "flow_run_id": str(flow_ctx.flow_run.id) if flow_ctx and flow_ctx.flow_run else None,

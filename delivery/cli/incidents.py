@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from delivery.cli.client import DeliveryClient, Operation
+from delivery.cli.errors_out import fail
 from delivery.cli.stack import find_stack
 from delivery.errors import DeliveryError, InvalidInput
 from delivery.ledger import Ledger
@@ -62,14 +63,6 @@ def _ledger() -> Ledger:
     return Ledger(find_stack().require_ledger(), create=False)
 
 
-def _fail(exc: Exception, as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps({"error": str(exc), "type": type(exc).__name__}))
-    else:
-        console.print(f"[red]{type(exc).__name__}[/red]: {exc}", highlight=False)
-    raise typer.Exit(2 if isinstance(exc, InvalidInput) else 1)
-
-
 @incidents_app.command("list")
 def list_incidents(
     status: str = typer.Option(None, "--status", help="Only incidents in this status (open, acknowledged, replayed)."),
@@ -79,7 +72,7 @@ def list_incidents(
     try:
         rows = [_summary(r) for r in _ledger().incidents(status=status)]
     except DeliveryError as exc:
-        _fail(exc, as_json)
+        raise fail(exc, as_json=as_json, console=console) from None
         return
     if as_json:
         typer.echo(json.dumps(rows))
@@ -97,7 +90,7 @@ def show_incident(incident_id: int, as_json: bool = JsonOption) -> None:
     try:
         row = _ledger().incident(incident_id)
     except DeliveryError as exc:
-        _fail(exc, as_json)
+        raise fail(exc, as_json=as_json, console=console) from None
         return
     document = {**_summary(row), "envelope": row["envelope"]}
     if as_json:
@@ -135,7 +128,7 @@ def _operate(deployment: str, incident_id: int, actor: str | None, api_url: str 
     try:
         operation = run_incident_operation(deployment, incident_id, actor, api_url, **parameters)
     except DeliveryError as exc:
-        _fail(exc, as_json)
+        raise fail(exc, as_json=as_json, console=console) from None
         return
     if as_json:
         typer.echo(json.dumps({"incident_id": incident_id, **operation.model_dump(mode="json")}))

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from delivery.cli.client import DEFAULT_DEPLOYMENT, DeliveryClient
+from delivery.cli.errors_out import fail
 from delivery.cli.stack import find_stack
 from delivery.errors import DeliveryError, InvalidInput
 from delivery.models import Artifact, Decision
@@ -28,20 +29,11 @@ JsonOption = typer.Option(False, "--json", help="Print one JSON document (for ag
 ApiOption = typer.Option(None, "--api-url", envvar="PREFECT_API_URL", help="The Prefect API (…/api).")
 
 
-def _fail(exc: Exception, as_json: bool) -> None:
-    code = 2 if isinstance(exc, InvalidInput) else 1
-    if as_json:
-        typer.echo(json.dumps({"error": str(exc), "type": type(exc).__name__}))
-    else:
-        console.print(f"[red]{type(exc).__name__}[/red]: {exc}", highlight=False)
-    raise typer.Exit(code)
-
-
 def _run(as_json: bool, action: Callable[[], Any], show: Callable[[Any], None]) -> None:
     try:
         result = action()
     except (DeliveryError, ValueError) as exc:
-        _fail(exc, as_json)
+        raise fail(exc, as_json=as_json, console=console) from None
         return
     if as_json:
         typer.echo(json.dumps(_jsonable(result)))

@@ -9,7 +9,9 @@ both writes land.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -52,15 +54,25 @@ async def _race(config: AioSqliteConfiguration) -> list[int]:
         await engine.dispose()
 
 
+def _run(race: Coroutine[Any, Any, list[int]]) -> list[int]:
+    # a loop of its own: asyncio.run would leave the main thread without a current loop, which
+    # later tests (Pulumi's mocks) need
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(race)
+    finally:
+        loop.close()
+
+
 def test_prefects_deferred_transactions_fail_the_writer_that_read_first(tmp_path: Path) -> None:
     config = AioSqliteConfiguration(connection_url=f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}")
     with pytest.raises(OperationalError, match="database is locked"):
-        asyncio.run(_race(config))
+        _run(_race(config))
 
 
 def test_the_stacks_immediate_transactions_queue_both_writers(tmp_path: Path) -> None:
     config = ImmediateSqliteConfiguration(connection_url=f"sqlite+aiosqlite:///{tmp_path / 'prefect.db'}")
-    assert asyncio.run(_race(config)) == [1, 2]
+    assert _run(_race(config)) == [1, 2]
 
 
 def test_it_is_installed_for_sqlite_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
