@@ -68,6 +68,7 @@ def build_request(
     strategy: str | None,
     release_id: str | None,
     revision: int | None,
+    ref: str | None = None,
 ) -> dict[str, Any]:
     """Assemble the request from a JSON file and/or options (options win)."""
     body: dict[str, Any] = {}
@@ -90,6 +91,8 @@ def build_request(
             body[key] = value
     if strategy is not None:
         body["strategy"] = {"name": strategy}
+    if ref is not None:
+        body["source"] = {"ref": ref}
     return body
 
 
@@ -103,6 +106,8 @@ def start(
     file: Path | None = typer.Option(None, "--file", "-f", help="A ReleaseRequest as JSON."),
     app: str | None = typer.Option(None, "--app", help="Application (repository) name."),
     artifact: list[str] = typer.Option([], "--artifact", help="LOCAL_FILE[:REPO_PATH], repeatable."),
+    ref: str | None = typer.Option(None, "--ref", help="Release this branch, tag or commit of the application "
+                                   "repository instead of --artifact files."),
     requested_by: str | None = typer.Option(
         None, "--as", envvar="DELIVERY_IDENTITY", help="The planner, e.g. agent:release-manager."
     ),
@@ -119,7 +124,7 @@ def start(
 
     def action() -> Any:
         body = build_request(file=file, app=app, artifacts=artifact, requested_by=requested_by, target=target,
-                             strategy=strategy, release_id=release_id, revision=revision)
+                             strategy=strategy, release_id=release_id, revision=revision, ref=ref)
         with DeliveryClient(api_url) as client:
             return client.start_release(body, deployment=deployment, key=key)
 
