@@ -229,6 +229,10 @@ def render_overview(rows: Sequence[OverviewRow]) -> str:
             f"{markdown_cell(', '.join(row.approved_by)) or '-'} | {row.health.value} | "
             f"{row.sync_state.value if row.sync_state else 'never checked'} | {format_time(row.sync_since)} | "
             f"{format_time(row.last_check)} | {markdown_cell(attempt_text(row.last_attempt))} |")
+    lines += ["", "health: `Healthy`, `Progressing` (a newer plan is being promoted), `Degraded`, `Unknown`, "
+              "`Missing` (nothing deployed). sync, from the latest drift check: `Synced` (live matches Git), "
+              "`OutOfSync` (drifted: the check found differences and reconciled them), `Degraded` (the drift "
+              "persisted; alerted)."]
     return "\n".join(lines) + "\n"
 
 

@@ -22,6 +22,7 @@ def test_a_ledger_with_nothing_shows_every_environment_of_the_path_not_deployed(
         ("prod", None, False, Health.MISSING)]
     assert all(r.sync_state is None and r.last_check is None for r in rows)
     assert "| prod | - | not deployed |" in render_overview(rows)
+    assert "`OutOfSync` (drifted" in render_overview(rows)  # the legend names each state
     assert environment_overview(ledger) == []  # without a path: only what the ledger knows
 
 
