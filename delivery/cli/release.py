@@ -16,11 +16,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from blocks.git_history import commits_with_trailer
 from delivery.cli.client import DEFAULT_DEPLOYMENT, DeliveryClient
 from delivery.cli.errors_out import fail
 from delivery.cli.stack import find_stack
-from delivery.errors import DeliveryError, InvalidInput
+from delivery.errors import DeliveryError, InvalidInput, NotFound
+from delivery.ledger import Ledger
 from delivery.models import Artifact, Decision
+from delivery.timeline import TimelineEntry, commit_entries, event_entries, ledger_entries, merge
 
 release_app = typer.Typer(help="Start, approve, reject and follow releases.", no_args_is_help=True)
 console = Console()
@@ -46,6 +49,8 @@ def _jsonable(value: Any) -> Any:
         return value.model_dump(mode="json")
     if isinstance(value, list):
         return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {key: _jsonable(v) for key, v in value.items()}
     return value
 
 
@@ -269,27 +274,71 @@ def status(
 
 @release_app.command("trace")
 def trace(
-    release_id: str = typer.Argument(..., help="The release id (its trace id is looked up)."),
-    trace_id: str | None = typer.Option(None, "--trace-id", help="Use this trace id directly."),
+    release_id: str = typer.Argument(..., help="The release id."),
     api_url: str | None = ApiOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """List the release's events across commit, build and every environment, in order."""
+    """The release's whole story, oldest first: ledger decisions, Git commits and Prefect events on one timeline.
+
+    The ledger and Git suffice: without the API, or once Prefect's events have expired, the
+    timeline still holds every decision and commit (the events are then left out, and a note says so).
+    """
 
     def action() -> Any:
-        with DeliveryClient(api_url) as client:
-            wanted = trace_id or client.status(release_id, ledger_url=find_stack(api_url).ledger_url).trace_id
-            if not wanted:
-                raise InvalidInput(f"release {release_id}: no trace id found; pass --trace-id")
-            return client.trace_events(wanted)
+        target = find_stack(api_url)
+        entries, missing = release_timeline(release_id, ledger_url=target.require_ledger(),
+                                            repositories=_repositories(target), api_url=target.api_url)
+        if not entries:
+            raise NotFound(f"release {release_id}: nothing in the ledger, Git or Prefect's events")
+        return {"release_id": release_id, "entries": entries, "missing": missing}
 
-    def show(events: Any) -> None:
-        table = Table("occurred", "event", "environment")
-        for event in events:
-            table.add_row(event.occurred.strftime("%H:%M:%S.%f")[:-3], event.event, event.environment or "-")
+    def show(result: Any) -> None:
+        table = Table("at (UTC)", "source", "kind", "environment", "actor", "what")
+        for entry in result["entries"]:
+            table.add_row(entry.at.strftime("%Y-%m-%d %H:%M:%S"), entry.source, entry.kind, entry.environment or "-",
+                          entry.actor or "-", entry.summary)
         console.print(table)
+        for note in result["missing"]:
+            console.print(f"[yellow]note[/yellow]: {note}", highlight=False)
 
     _run(as_json, action, show)
 
 
-__all__ = ["build_request", "release_app"]
+def _repositories(target: Any) -> dict[str, Path]:
+    """The local repositories a release may have written: every application repository and the GitOps one."""
+    info = target.info
+    if info is None:
+        return {}
+    found = {path.name.removesuffix(".git"): path for path in sorted(Path(info.git_root).glob("*.git"))}
+    found["gitops"] = Path(info.gitops_repo)
+    return found
+
+
+def release_timeline(release_id: str, *, ledger_url: str, repositories: dict[str, Path],
+                     api_url: str | None) -> tuple[list[TimelineEntry], list[str]]:
+    """The release's timeline from the ledger, the repositories' commits and (when reachable) Prefect's events.
+
+    Returns:
+        The entries, oldest first, and notes on what could not be read.
+    """
+    ledger = Ledger(ledger_url, create=False)
+    recorded = ledger_entries(ledger, release_id)
+    commits = [entry for name, path in repositories.items()
+               for entry in commit_entries(commits_with_trailer(path, "Release-Id", release_id), repository=name)]
+    missing: list[str] = []
+    events: list[TimelineEntry] = []
+    trace_id = next((plan.trace_id for plan in ledger.plans(release_id=release_id)), None)
+    if trace_id is None:
+        missing.append("no trace id in the ledger: Prefect's events left out")
+    elif api_url is None:
+        missing.append("no Prefect API found: its events left out")
+    else:
+        try:
+            with DeliveryClient(api_url) as client:
+                events = event_entries(client.trace_events(trace_id))
+        except DeliveryError as exc:
+            missing.append(f"Prefect's events left out: {exc}")
+    return merge(recorded, commits, events), missing
+
+
+__all__ = ["build_request", "release_app", "release_timeline"]

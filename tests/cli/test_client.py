@@ -6,6 +6,7 @@ import json
 import threading
 import time
 import uuid
+from datetime import datetime
 
 import httpx
 import pytest
@@ -160,12 +161,19 @@ def test_cli_approve_refused_planner_then_allowed_approver_and_status(prefect_se
     while True:
         traced = _cli("release", "trace", rid, "--api-url", prefect_server, "--json")
         assert traced.exit_code == 0, traced.output
-        names = [(e["event"], e["environment"]) for e in json.loads(traced.output)]
+        timeline = json.loads(traced.output)["entries"]
+        names = [(e["summary"], e["environment"]) for e in timeline if e["source"] == "events"]
         if ("delivery.ReleaseApproved", "prod") in names or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert names == [("delivery.ReleasePlanned", "prod"), ("delivery.ApprovalRequested", "prod"),
                      ("delivery.ApprovalCounted", "prod"), ("delivery.ReleaseApproved", "prod")]
+    # the ledger's decisions on the same timeline, with their actors and reasons
+    decided = [(e["kind"], e["actor"]) for e in timeline if e["source"] == "ledger"]
+    assert ("approval", "user:alice") in decided
+    assert ("transition", "user:alice") in decided
+    moments = [datetime.fromisoformat(e["at"]) for e in timeline]
+    assert moments == sorted(moments)
 
 
 def test_client_retries_503_and_429() -> None:

@@ -1,0 +1,130 @@
+"""A release's whole story on one timeline: the ledger's decisions, Git's commits and Prefect's events.
+
+Each source gives entries of one shape (:class:`TimelineEntry`: when, where from, what, who, in
+which environment, in words); :func:`merge` orders them. The ledger and Git are kept as long as the
+project keeps them, so a timeline without Prefect's events (kept 7 days by default) still tells
+every decision and every commit.
+
+- :func:`ledger_entries`: plan transitions, approvals counted and refused (with the reason),
+  policy evaluations, incidents, and the operations done to the release (resubmissions, retries,
+  cancels, replays, on-demand rollbacks), each with its actor and reason;
+- :func:`commit_entries`: the commits carrying the release's ``Release-Id`` trailer, in the
+  application repository and in the GitOps repository;
+- :func:`event_entries`: the ``delivery.*`` events of the release's trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from pydantic import Field
+
+from delivery.ledger import Ledger
+from delivery.models import Model
+
+Source = Literal["ledger", "git", "events"]
+
+
+class TimelineEntry(Model):
+    """One thing that happened to a release."""
+
+    at: datetime = Field(description="When it happened (UTC)")
+    source: Source = Field(description="Where it is recorded: the ledger, Git, or Prefect's events")
+    kind: str = Field(description="What it is, e.g. transition, approval, approval-refused, commit, event")
+    summary: str = Field(description="One line a person reads")
+    actor: str | None = Field(default=None, description="Who did it, when recorded")
+    environment: str | None = None
+
+
+class Commit(Protocol):
+    """A commit found by its trailers (``blocks.git_history.TrailedCommit``)."""
+
+    sha: str
+    at: datetime
+    author: str
+    subject: str
+    trailers: dict[str, list[str]]
+
+
+class Event(Protocol):
+    """A Prefect event of the release's trace (``delivery.cli.client.TraceEvent``)."""
+
+    event: str
+    occurred: datetime
+    environment: str | None
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)  # SQLite gives back naive UTC
+
+
+def _environment(plan_id: str) -> str:
+    return plan_id.rsplit("/", 1)[-1]  # <release>/r<revision>/<environment>
+
+
+def ledger_entries(ledger: Ledger, release_id: str) -> list[TimelineEntry]:
+    """Every decision the ledger holds about ``release_id``, with its actor and reason."""
+    entries = []
+    for move in ledger.transitions(release_id=release_id):
+        entries.append(TimelineEntry(
+            at=_utc(move.at), source="ledger", kind="transition", actor=move.actor,
+            environment=_environment(move.plan_id),
+            summary=f"{move.plan_id}: {move.from_state.value} -> {move.to_state.value} ({move.reason})"))
+    for plan in ledger.plans(release_id=release_id):
+        environment = plan.environment
+        for approval in ledger.approvals(plan.plan_id):
+            refused = not approval.counted
+            why = f"refused: {approval.refused_reason}" if refused else "counted"
+            entries.append(TimelineEntry(
+                at=_utc(approval.at), source="ledger", kind="approval-refused" if refused else "approval",
+                actor=approval.approver, environment=environment,
+                summary=f"{approval.decision.value} by {approval.approver} ({why})"
+                        + (f": {approval.comment}" if approval.comment else "")))
+        for evaluation in ledger.policy_evaluations(plan.plan_id):
+            verdict = "passed" if evaluation["passed"] else "failed"
+            entries.append(TimelineEntry(
+                at=_utc(evaluation["at"]), source="ledger", kind="policy", actor="system:policy",
+                environment=environment,
+                summary=f"policy {evaluation['policy']} {verdict}"
+                        + (f": {evaluation['detail']}" if evaluation.get("detail") else "")))
+    for incident in ledger.incidents():
+        if incident.get("release_id") != release_id:
+            continue
+        entries.append(TimelineEntry(
+            at=_utc(incident["created_at"]), source="ledger", kind="incident", actor="system:retries",
+            summary=f"incident {incident['id']} ({incident['status']}) in {incident.get('task') or incident['flow']}: "
+                    f"{incident['error']}"))
+    for action in ledger.actions(release_id=release_id):
+        detail: dict[str, Any] = action.get("detail") or {}
+        entries.append(TimelineEntry(
+            at=_utc(action["at"]), source="ledger", kind=action["action"], actor=action["actor"],
+            environment=detail.get("environment"), summary=f"{action['action']}: {action['reason']}"))
+    return entries
+
+
+def commit_entries(commits: Iterable[Commit], *, repository: str) -> list[TimelineEntry]:
+    """The release's commits in ``repository``, each with its author and its ``Environment`` trailer."""
+    entries = []
+    for commit in commits:
+        environment = (commit.trailers.get("Environment") or [None])[0]
+        entries.append(TimelineEntry(
+            at=_utc(commit.at), source="git", kind="commit", actor=commit.author, environment=environment,
+            summary=f"{repository} {commit.sha[:12]}: {commit.subject}"))
+    return entries
+
+
+def event_entries(events: Iterable[Event]) -> list[TimelineEntry]:
+    """Prefect's ``delivery.*`` events of the release's trace."""
+    return [TimelineEntry(at=_utc(event.occurred), source="events", kind="event", environment=event.environment,
+                          summary=event.event) for event in events]
+
+
+def merge(*sources: Sequence[TimelineEntry]) -> list[TimelineEntry]:
+    """One timeline, oldest first (ties keep the ledger before Git before events: cause before report)."""
+    order = {"ledger": 0, "git": 1, "events": 2}
+    return sorted((entry for source in sources for entry in source), key=lambda e: (e.at, order[e.source]))
+
+
+__all__ = ["TimelineEntry", "commit_entries", "event_entries", "ledger_entries", "merge"]

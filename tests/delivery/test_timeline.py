@@ -1,0 +1,57 @@
+"""A release's timeline from the ledger and Git alone (Prefect's events expired or out of reach).
+
+A real ledger (SQLite) walked through the state machine, and real bare repositories holding the
+commits the product writes (``Release-Id``/``Trace-Id`` trailers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from overview_support import fail, new_plan
+
+from blocks.git_history import commits_with_trailer
+from blocks.git_local import commit_files, init_bare
+from delivery.cli.release import release_timeline
+from delivery.ledger import Ledger
+
+
+def _repository(path: Path, commits: list[tuple[str, str]]) -> Path:
+    """A bare repository with one commit per (release id, environment) on main, trailers as the product writes."""
+    init_bare(path, initial_files={"README.md": b"seed\n"})
+    for n, (release_id, environment) in enumerate(commits):
+        commit_files(path, branch="main", files={f"{environment}/objects-{n}.yaml": f"n: {n}\n".encode()},
+                     message=f"{environment}: deploy {release_id}",
+                     trailers=[("Release-Id", release_id), ("Trace-Id", "t" * 32), ("Environment", environment)])
+    return path
+
+
+def test_only_the_releases_own_commits_are_found(tmp_path: Path) -> None:
+    repo = _repository(tmp_path / "gitops.git", [("rel-1", "dev"), ("rel-10", "dev"), ("rel-1", "staging")])
+    found = commits_with_trailer(repo, "Release-Id", "rel-1")
+    assert [c.trailers["Environment"] for c in found] == [["dev"], ["staging"]]  # not rel-10's, oldest first
+    assert [c.subject for c in found] == ["dev: deploy rel-1", "staging: deploy rel-1"]
+    assert commits_with_trailer(tmp_path / "absent.git", "Release-Id", "rel-1") == []
+
+
+def test_the_timeline_merges_decisions_and_commits_without_prefect(ledger: Ledger, tmp_path: Path) -> None:
+    new_plan(ledger, "rel-1", "dev", approvers=("user:alice",))
+    fail(ledger, "rel-1", "staging")  # failed its health gates, rolled back
+    new_plan(ledger, "rel-other", "dev")
+    gitops = _repository(tmp_path / "gitops.git", [("rel-1", "dev"), ("rel-other", "dev")])
+
+    entries, missing = release_timeline("rel-1", ledger_url=ledger.url, repositories={"gitops": gitops},
+                                        api_url=None)
+
+    assert missing == ["no Prefect API found: its events left out"]
+    assert [e.at for e in entries] == sorted(e.at for e in entries)
+    kinds = [(e.source, e.kind, e.environment, e.actor) for e in entries]
+    assert ("ledger", "approval", "dev", "user:alice") in kinds
+    assert ("ledger", "approval-refused", "dev", "agent:planner") in kinds
+    assert ("ledger", "rollback-started", "staging", "system:promotion") in kinds
+    assert ("git", "commit", "dev", "gitops-delivery") in kinds  # the commit's author
+    refused = next(e for e in entries if e.kind == "approval-refused")
+    assert "refused: planner" in refused.summary
+    failed = next(e for e in entries if e.kind == "transition" and "-> Failed" in e.summary)
+    assert "HealthCheckFailed" in failed.summary and failed.environment == "staging"
+    assert all("rel-other" not in e.summary for e in entries)
