@@ -487,7 +487,7 @@ def _same_item(item: Any, keys: Mapping[str, Any]) -> bool:
     record ownership (a container port applied without ``protocol`` is owned as
     ``k:{"containerPort":8080,"protocol":"TCP"}``), and the item is still the one Git sets.
     """
-    if not isinstance(item, Mapping):
+    if not isinstance(item, Mapping) or not keys:
         return False
     first, *_ = keys
     return item.get(first) == keys[first] and all(item.get(k, v) == v for k, v in keys.items())
