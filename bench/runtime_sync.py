@@ -1,4 +1,4 @@
-"""Cost of promoting and syncing an environment of N objects (figures printed; nothing asserted).
+"""Cost of promoting and syncing an environment of N objects (figures printed, never asserted).
 
 Usage: .venv/bin/python bench/runtime_sync.py [N ...]    (default: 10 100 1000)
 
@@ -15,8 +15,19 @@ live) and prunes. A no-op sync is one LIST per kind whatever N; a one-object rol
 
 Figures (2026-12-03, other work running: wall times are noisy, request counts are exact):
 
-{FIGURES}
+machine: 2 cores, 23.5 GiB memory, Python 3.11.7 (CPython), Linux x86_64
+ objects  promote s | sync: requests  wall s | no-op: requests  wall s | rollback: requests  wall s
+      10       0.08 |             22    0.33 |               5    0.04 |                  6    0.11
+     100       0.11 |            112    0.16 |               5    0.06 |                  6    0.21
+    1000       0.91 |           1012    1.19 |               5    0.36 |                  6    1.31
+
+The rollback's wall time is mostly its Git commit of N files (compare the promote column).
+Before the comparison (every object applied on every sync), same machine and day: no-op
+16 / 106 / 1006 requests (0.05 / 0.20 / 1.53 s), rollback 16 / 106 / 1006 (0.10 / 0.34 / 2.35 s);
+and the no-op check failed now and then, when the kubelet's status write landed between the LIST
+and the Deployment's apply.
 """
+
 from __future__ import annotations
 
 import os
