@@ -1,8 +1,10 @@
-"""Stage 13a: reconcile an environment's Git revision onto the runtime (apply + prune).
+"""Stage 13a: reconcile an environment's Git revision onto the runtime (compare, apply, prune).
 
-Every object Git holds is server-side applied (an unchanged object keeps its resourceVersion);
-every managed object of the application and environment that Git no longer holds is deleted;
-nothing without the managed labels is ever touched. Emits ``GitOpsSynced`` with the revision.
+The live objects are listed once per kind and compared with Git; every object Git holds that is
+missing or differs is server-side applied, the others are not even re-written (a sync that
+changes nothing costs one LIST per kind whatever the object count); every managed object of the
+application and environment that Git no longer holds is deleted; nothing without the managed
+labels is ever touched. Emits ``GitOpsSynced`` with the revision.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pydantic import Field
 
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime, ObjectRef
+from delivery.drift import compare_objects, dropped_fields, is_managed, object_key
 from delivery.errors import InvalidInput
 from delivery.events import EventName, emit
 from delivery.labels import APP_LABEL, ENVIRONMENT_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, managed_selector
@@ -64,7 +67,11 @@ def desired_objects(repo: GitOpsRepo, target: DeployTarget, git_revision: str) -
 
 
 def reconcile(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: SyncSpec) -> SyncResult:
-    """Apply and prune (the stage's body, also used by rollbacks and the drift check).
+    """Compare, apply what differs, and prune (the stage's body, also used by rollbacks).
+
+    Live objects are listed once per kind and compared with Git first, so only objects that are
+    missing, differ on a field Git sets, or still hold a field Git dropped are server-side
+    applied: a sync that changes nothing costs one LIST per kind whatever the object count.
 
     Returns:
         What changed, what did not, and what was pruned.
@@ -72,17 +79,54 @@ def reconcile(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: SyncSpec) -> S
     git_revision = spec.git_revision or repo.head()
     objects = desired_objects(repo, spec, git_revision)
     selector = managed_selector(app=spec.app, environment=spec.environment)
-    if not spec.dry_run:
-        runtime.ensure_namespace(spec.namespace)
     kinds = list(dict.fromkeys([*runtime.managed_kinds, *(f"{o['apiVersion']}/{o['kind']}" for o in objects)]))
     live = runtime.list_managed(selector=selector, kinds=kinds)
-    before = {ObjectRef.of(obj).key: ObjectRef.of(obj).resource_version for obj in live}
-    applied = runtime.apply(objects, dry_run=spec.dry_run)
+    stale = objects_to_apply(objects, live, namespace=spec.namespace, manager=runtime.field_manager)
+    applied: list[ObjectRef] = []
+    if stale:
+        # A live object in the namespace proves it exists; with none, it may have been deleted with
+        # everything in it, and is made again before the apply.
+        if not spec.dry_run and not any(ObjectRef.of(obj).namespace == spec.namespace for obj in live):
+            runtime.ensure_namespace(spec.namespace)
+        applied = runtime.apply(stale, dry_run=spec.dry_run)
     pruned = runtime.prune(objects, selector=selector, dry_run=spec.dry_run, live=live)
+    before = {ObjectRef.of(obj).key: ObjectRef.of(obj).resource_version for obj in live}
     changed = [ref for ref in applied if before.get(ref.key) != ref.resource_version]
     unchanged = [ref for ref in applied if before.get(ref.key) == ref.resource_version]
+    untouched = {ObjectRef.of(obj).key for obj in objects} - {ref.key for ref in applied}
+    unchanged += [ObjectRef.of(obj) for obj in live if ObjectRef.of(obj).key in untouched]
     return SyncResult(**spec.target().model_dump(), git_revision=git_revision, changed=changed,
                       unchanged=unchanged, pruned=pruned)
+
+
+def objects_to_apply(desired: list[dict[str, Any]], live: list[dict[str, Any]], *, namespace: str,
+                     manager: str) -> list[dict[str, Any]]:
+    """The desired objects a server-side apply would change; the others are left alone.
+
+    An object is applied when it is missing or differs on a field Git sets (the drift check's
+    comparison, without ignore rules: a sync makes every field Git sets true), when the field
+    manager never applied it (the apply takes ownership, so a field Git drops later is removed),
+    or when it still holds a field the manager applied and Git no longer sets.
+
+    Args:
+        desired: the objects in Git.
+        live: the managed objects just listed.
+        namespace: the environment's namespace, for manifests that leave it out.
+        manager: the runtime's field manager.
+
+    Returns:
+        The desired objects to apply, in Git's order.
+    """
+    differ = {d.object.identity for d in compare_objects(desired, live, namespace=namespace)
+              if d.change in ("missing", "changed")}
+    live_by_id = {object_key(obj, namespace=namespace).identity: obj for obj in live if is_managed(obj)}
+    stale = []
+    for obj in desired:
+        identity = object_key(obj, namespace=namespace).identity
+        current = live_by_id.get(identity)
+        if identity in differ or current is None or dropped_fields(obj, current, manager=manager) != []:
+            stale.append(obj)
+    return stale
 
 
 @stage("sync_environment")

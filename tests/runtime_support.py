@@ -16,7 +16,7 @@ from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
 from delivery.labels import managed_selector
 from delivery.simulator import KubernetesSimulator
-from tasks.manifest import ManifestSpec, templates_from_dir
+from tasks.manifest import ManifestSpec, dump_object, parse_objects, templates_from_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DEPLOY = ROOT / "examples" / "sample-app" / "deploy"
@@ -66,6 +66,21 @@ class RuntimeEnv:
 
     def live_by_name(self) -> dict[tuple[str, str], dict[str, Any]]:
         return {(o["kind"], o["metadata"]["name"]): o for o in self.live()}
+
+
+def with_config_maps(files: Mapping[str, str], count: int, *, data: Mapping[str, str] | None = None
+                     ) -> dict[str, str]:
+    """The rendered sample app's files plus ConfigMaps ``extra-0`` .. ``extra-<count-1>`` shaped like its own.
+
+    They carry the app's managed labels and annotations; ``extra-0`` holds ``data`` (default like the others).
+    """
+    template = parse_objects({"c.yaml": files[f"configmap-{APP}-config.yaml"]})[0]
+    out = dict(files)
+    for index in range(count):
+        body = {**template, "metadata": {**template["metadata"], "name": f"extra-{index}"},
+                "data": dict(data) if index == 0 and data is not None else {"GREETING": "same"}}
+        out[f"configmap-extra-{index}.yaml"] = dump_object(body)
+    return out
 
 
 @contextmanager

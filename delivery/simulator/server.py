@@ -7,6 +7,7 @@ import logging
 import socket
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -45,15 +46,18 @@ class SimulatorServer(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self._count_lock = threading.Lock()
         self.request_count = 0
+        self.requests_by_method: Counter[str] = Counter()
         self._connections: set[socket.socket] = set()
 
-    def count_request(self) -> None:
+    def count_request(self, method: str) -> None:
         with self._count_lock:
             self.request_count += 1
+            self.requests_by_method[method] += 1
 
     def reset_request_count(self) -> None:
         with self._count_lock:
             self.request_count = 0
+            self.requests_by_method = Counter()
 
     def process_request(self, request, client_address):  # noqa: ANN001 - stdlib signature
         with self._count_lock:
@@ -102,7 +106,7 @@ class _Handler(BaseHTTPRequestHandler):
     # plumbing --------------------------------------------------------------------------------
 
     def _handle(self, method: str) -> None:
-        self.server.count_request()
+        self.server.count_request(method)
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from pathlib import Path
 from types import TracebackType
 
@@ -33,6 +34,7 @@ class KubernetesSimulator:
         self._server: SimulatorServer | None = None
         self._thread: threading.Thread | None = None
         self._earlier_requests = 0
+        self._earlier_by_method: Counter[str] = Counter()
 
     @property
     def url(self) -> str:
@@ -64,6 +66,7 @@ class KubernetesSimulator:
         server, self._server = self._server, None
         if server is not None:
             self._earlier_requests += server.request_count
+            self._earlier_by_method += server.requests_by_method
             server.stopping.set()
             server.shutdown()
             server.sever_connections()
@@ -88,8 +91,16 @@ class KubernetesSimulator:
         """HTTP requests served since the simulator was created (or the last reset)."""
         return self._earlier_requests + (self._server.request_count if self._server is not None else 0)
 
+    @property
+    def requests_by_method(self) -> dict[str, int]:
+        """The same requests counted per HTTP method, e.g. ``{"GET": 5, "PATCH": 1}``."""
+        counts = self._earlier_by_method + (self._server.requests_by_method if self._server is not None else Counter())
+        return dict(counts)
+
     def reset_request_count(self) -> None:
+        """Count requests (in total and per method) from zero again."""
         self._earlier_requests = 0
+        self._earlier_by_method = Counter()
         if self._server is not None:
             self._server.reset_request_count()
 

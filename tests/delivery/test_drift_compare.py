@@ -16,6 +16,7 @@ from delivery.drift import (
     SyncState,
     SyncStateStore,
     compare_objects,
+    dropped_fields,
     field_differences,
     format_path,
     next_status,
@@ -271,6 +272,43 @@ def _walk_states(outcomes, *, degraded_after=3):
                                      degraded_after=degraded_after)
         seen.append((status.state, status.reason, status.consecutive_drift, events))
     return seen
+
+
+def applied_by(manager: str, fields: dict, *, operation: str = "Apply") -> dict:
+    """A live object whose managedFields say ``manager`` applied ``fields`` (FieldsV1)."""
+    return {"metadata": {"managedFields": [{"manager": manager, "operation": operation, "apiVersion": "apps/v1",
+                                            "fieldsType": "FieldsV1", "fieldsV1": fields}]}}
+
+
+def test_dropped_fields_are_the_owned_fields_git_no_longer_sets():
+    owned = {
+        "f:metadata": {"f:labels": {"f:team": {}}},
+        "f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
+            'k:{"name":"app"}': {".": {}, "f:name": {}, "f:image": {},
+                                 "f:ports": {'k:{"containerPort":8080,"protocol":"TCP"}': {".": {}}}},
+            'k:{"name":"sidecar"}': {".": {}, "f:name": {}}}}}},
+    }
+    live = applied_by("gitops-delivery", owned)
+    desired = deployment()
+    desired["metadata"]["labels"]["team"] = "a"
+
+    # the port's protocol is the server's default, not a field Git dropped; the sidecar is gone from Git
+    assert dropped_fields(desired, live, manager="gitops-delivery") == ["spec.template.spec.containers[sidecar]"]
+    desired["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"containerPort": 9090}]
+    assert "spec.template.spec.containers[app].ports[containerPort=8080,protocol=TCP]" in dropped_fields(
+        desired, live, manager="gitops-delivery")
+    del desired["metadata"]["labels"]["team"], desired["spec"]["replicas"]
+    assert "metadata.labels.team" in dropped_fields(desired, live, manager="gitops-delivery")
+    assert "spec.replicas" in dropped_fields(desired, live, manager="gitops-delivery")
+
+
+def test_no_dropped_fields_when_git_sets_every_owned_one_and_none_when_never_applied():
+    owned = {"f:data": {"f:greeting": {}}, "f:metadata": {"f:labels": {".": {}, "f:app.kubernetes.io/name": {}}}}
+    assert dropped_fields(config_map(), applied_by("gitops-delivery", owned), manager="gitops-delivery") == []
+    assert dropped_fields(config_map(), applied_by("kubectl", owned), manager="gitops-delivery") is None
+    assert dropped_fields(config_map(), applied_by("gitops-delivery", owned, operation="Update"),
+                          manager="gitops-delivery") is None
+    assert dropped_fields(config_map(), {"metadata": {}}, manager="gitops-delivery") is None
 
 
 def test_reconciled_drift_that_keeps_coming_back_degrades_after_n_checks_then_recovers():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from k8s_helpers import api_error, configmap, deployment
+from k8s_helpers import api_error, configmap, deployment, wait_for
 from kubernetes import client
 
 APPLY = "application/apply-patch+yaml"
@@ -47,6 +47,23 @@ def test_apply_with_the_typed_client_returns_201_then_200(api: client.ApiClient,
     )
     assert (first_code, second_code) == (201, 200)
     assert second.metadata.resource_version == first.metadata.resource_version  # a no-op apply changes nothing
+
+
+def test_an_apply_that_changes_nothing_keeps_the_resource_version_and_a_change_bumps_it(deployments, ns: str) -> None:
+    deployments.server_side_apply(body=deployment("web"), name="web", namespace=ns, field_manager="gitops")
+    # the kubelet writes status after the apply (a real change of its own): wait until the rollout is done
+    ready = wait_for(lambda: (d := deployments.get(name="web", namespace=ns)).status.readyReplicas == 2 and d)
+    settled = ready.metadata.resourceVersion
+
+    same = deployments.server_side_apply(body=deployment("web"), name="web", namespace=ns, field_manager="gitops")
+
+    assert same.metadata.resourceVersion == settled and same.metadata.generation == ready.metadata.generation
+    assert deployments.get(name="web", namespace=ns).metadata.resourceVersion == settled
+    changed = deployments.server_side_apply(body=deployment("web", image="nginx:1.28"), name="web", namespace=ns,
+                                            field_manager="gitops")
+    assert int(changed.metadata.resourceVersion) > int(settled)
+    assert changed.metadata.generation == ready.metadata.generation + 1
+    assert changed.spec.template.spec.containers[0].image == "nginx:1.28"
 
 
 def test_apply_requires_a_field_manager_and_kind(api: client.ApiClient, ns: str) -> None:

@@ -7,13 +7,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_support import APP, FAIL, IMAGE_V1, IMAGE_V2, RuntimeEnv, in_flow, runtime_env, wait_for_events
+from runtime_support import (
+    APP,
+    FAIL,
+    IMAGE_V1,
+    IMAGE_V2,
+    RuntimeEnv,
+    in_flow,
+    runtime_env,
+    wait_for_events,
+    with_config_maps,
+)
 
 from delivery.errors import InvalidInput
 from tasks.health import HealthSpec, evaluate_health
 from tasks.manifest import render
 from tasks.promote import Promotion, write_promotion
-from tasks.rollback import RollbackSpec, roll_back
+from tasks.rollback import RollbackSpec, restore_healthy, roll_back
 from tasks.strategies import HealthSettings, deploy_with_strategy
 from tasks.sync import SyncSpec, reconcile
 
@@ -59,6 +69,29 @@ def test_roll_back_restores_the_healthy_revision_and_a_second_rollback_changes_n
 
     assert not again.committed and again.git_revision == head and again.changed == [] and again.pruned == []
     assert {k: o["metadata"]["resourceVersion"] for k, o in env.live_by_name().items()} == versions
+
+
+def test_a_rollback_that_differs_in_one_object_applies_only_that_object(env: RuntimeEnv) -> None:
+    spec = env.spec()
+    target = spec.target().model_dump()
+    files = render(spec).files
+    good = write_promotion(env.repo, Promotion(**target, files=with_config_maps(
+        files, 20, data={"GREETING": "v1"}))).git_revision
+    reconcile(env.runtime, env.repo, SyncSpec(**target, git_revision=good))
+    env.repo.tag_healthy(env.environment, APP, good)
+    bad = write_promotion(env.repo, Promotion(**target, files=with_config_maps(
+        files, 20, data={"GREETING": "v2"}))).git_revision
+    reconcile(env.runtime, env.repo, SyncSpec(**target, git_revision=bad))
+    env.sim.reset_request_count()
+
+    result = restore_healthy(env.runtime, env.repo, RollbackSpec(**target, failed_revision=bad, wait=False))
+
+    assert result.restored_from == good and result.committed
+    assert [(ref.kind, ref.name) for ref in result.changed] == [("ConfigMap", "extra-0")] and result.pruned == []
+    # one LIST per kind, then the one apply: nothing else is re-written, whatever the object count
+    assert env.sim.requests_by_method == {"GET": len(env.runtime.managed_kinds), "PATCH": 1}
+    live = env.runtime.get(api_version="v1", kind="ConfigMap", name="extra-0", namespace=env.namespace)
+    assert live["data"] == {"GREETING": "v1"}
 
 
 def test_without_a_healthy_revision_the_app_is_removed(env: RuntimeEnv) -> None:
