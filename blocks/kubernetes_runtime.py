@@ -8,9 +8,11 @@ the product's hierarchy here: 401/403 -> AuthenticationError, 404 -> NotFound, 4
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -200,6 +202,18 @@ def _boundary(action: str) -> Iterator[None]:
         raise _translate(exc, action) from exc
 
 
+_discovery: Path | None = None
+
+
+def _discovery_folder() -> Path:
+    """This process's folder for discovery caches, removed when the process exits."""
+    global _discovery
+    if _discovery is None or not _discovery.is_dir():
+        _discovery = Path(tempfile.mkdtemp(prefix=f"delivery-k8s-discovery-{os.getpid()}-"))
+        atexit.register(shutil.rmtree, _discovery, ignore_errors=True)
+    return _discovery
+
+
 class KubernetesRuntime(Block):
     """A Kubernetes API server reached from a kubeconfig or from inside the cluster."""
 
@@ -248,8 +262,7 @@ class KubernetesRuntime(Block):
                 raise InvalidInput("kubeconfig: give the kubeconfig text or set in_cluster")
             # The discovery cache file is per API server and per process, so processes never race on it.
             host = hashlib.sha256(api_client.configuration.host.encode()).hexdigest()[:16]
-            cache = Path(tempfile.gettempdir()) / f"delivery-k8s-discovery-{host}-{os.getpid()}.json"
-            return DynamicClient(api_client, cache_file=str(cache))
+            return DynamicClient(api_client, cache_file=str(_discovery_folder() / f"{host}.json"))
 
     def _resource(self, api_version: str, kind: str) -> Any:
         with _boundary(f"discover {api_version} {kind}"):

@@ -165,3 +165,29 @@ def test_rollout_judgement_follows_kubectl() -> None:
     assert ObjectRef(api_version="apps/v1", kind="Deployment", namespace="n", name="d").key == (
         "apps", "Deployment", "n", "d")
     assert IMAGE_V1 != IMAGE_V2
+
+
+def test_a_process_leaves_no_discovery_cache_behind(env: RuntimeEnv, tmp_path: Path) -> None:
+    """Each process caches the API's discovery in a folder of its own, removed when it exits."""
+    import subprocess
+    import sys
+    import tempfile
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(env.sim.kubeconfig())
+    child = (
+        "import pathlib, sys\n"
+        "from pydantic import SecretStr\n"
+        "from blocks import kubernetes_runtime as k\n"
+        "from delivery.labels import managed_selector\n"
+        "block = k.KubernetesRuntime(kubeconfig=SecretStr(pathlib.Path(sys.argv[1]).read_text()))\n"
+        "block.list_managed(selector=managed_selector())\n"
+        "print(k._discovery)\n"
+        "assert any(k._discovery.iterdir())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", child, str(kubeconfig)], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    folder = Path(done.stdout.strip())
+    assert folder.parent == Path(tempfile.gettempdir()) and folder.name.startswith("delivery-k8s-discovery-")
+    assert not folder.exists()
