@@ -12,8 +12,8 @@ from overview_support import fail, new_plan
 
 from blocks.git_history import commits_with_trailer
 from blocks.git_local import commit_files, init_bare
-from delivery.cli.release import release_timeline
 from delivery.ledger import Ledger
+from flows.timeline import release_timeline
 
 
 def _repository(path: Path, commits: list[tuple[str, str]]) -> Path:
@@ -40,8 +40,7 @@ def test_the_timeline_merges_decisions_and_commits_without_prefect(ledger: Ledge
     new_plan(ledger, "rel-other", "dev")
     gitops = _repository(tmp_path / "gitops.git", [("rel-1", "dev"), ("rel-other", "dev")])
 
-    entries, missing = release_timeline("rel-1", ledger_url=ledger.url, repositories={"gitops": gitops},
-                                        api_url=None)
+    entries, missing = release_timeline("rel-1", ledger=ledger, repositories={"gitops": gitops}, api_url=None)
 
     assert missing == ["no Prefect API found: its events left out"]
     assert [e.at for e in entries] == sorted(e.at for e in entries)
