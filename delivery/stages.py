@@ -55,7 +55,8 @@ STAGES: tuple[Stage, ...] = (
     Stage(11, "provision_infrastructure", True, (EventName.INFRASTRUCTURE_PROVISIONED,),
           "Pulumi, when the environment names a stack"),
     Stage(12, "promote", True, (EventName.DEPLOYMENT_PROMOTED,), "commit the desired state to the GitOps repo"),
-    Stage(13, "sync_environment", True, (EventName.GITOPS_SYNCED,), "apply Git onto the runtime and prune"),
+    Stage(13, "sync_environment", True, (EventName.GITOPS_SYNCED,),
+          "compare Git with the runtime, apply what differs, prune"),
     Stage(13, "check_health", True, (EventName.HEALTH_CHECKED,), "health gates of the phase"),
     Stage(14, "roll_back", True, (EventName.ROLLBACK_COMPLETED,), "the strategy's rollback on failure"),
 )
