@@ -39,13 +39,16 @@ def release_timeline(release_id: str, *, ledger: Ledger, repositories: dict[str,
         api_url: the Prefect API for its trace's events; None leaves them out.
     """
     recorded = ledger_entries(ledger, release_id)
-    commits = [entry for name, path in repositories.items()
-               for entry in commit_entries(commits_with_trailer(path, "Release-Id", release_id), repository=name)]
+    found = {name: commits_with_trailer(path, "Release-Id", release_id) for name, path in repositories.items()}
+    commits = [entry for name, trailed in found.items() for entry in commit_entries(trailed, repository=name)]
     missing: list[str] = []
     events: list[TimelineEntry] = []
-    trace_id = next((plan.trace_id for plan in ledger.plans(release_id=release_id)), None)
+    # the ledger knows the trace once a plan exists; before that (a failed build), the commits' trailer does
+    trace_id = next((plan.trace_id for plan in ledger.plans(release_id=release_id)), None) or next(
+        (commit.trailers["Trace-Id"][0] for trailed in found.values() for commit in trailed
+         if commit.trailers.get("Trace-Id")), None)
     if trace_id is None:
-        missing.append("no trace id in the ledger: Prefect's events left out")
+        missing.append("no trace id in the ledger or Git: Prefect's events left out")
     elif api_url is None:
         missing.append("no Prefect API found: its events left out")
     else:

@@ -54,3 +54,14 @@ def test_the_timeline_merges_decisions_and_commits_without_prefect(ledger: Ledge
     failed = next(e for e in entries if e.kind == "transition" and "-> Failed" in e.summary)
     assert "HealthCheckFailed" in failed.summary and failed.environment == "staging"
     assert all("rel-other" not in e.summary for e in entries)
+
+
+def test_before_any_plan_the_trace_comes_from_the_commits(ledger: Ledger, tmp_path: Path) -> None:
+    """A release whose build failed has no plan: its commits still carry the trace id, so the events are asked for."""
+    app = _repository(tmp_path / "shop.git", [("rel-early", "dev")])
+
+    entries, missing = release_timeline("rel-early", ledger=ledger, repositories={"shop": app},
+                                        api_url="http://127.0.0.1:9/api")  # nothing answers there
+
+    assert [e.kind for e in entries] == ["commit"]
+    assert len(missing) == 1 and missing[0].startswith("Prefect's events left out: "), missing
