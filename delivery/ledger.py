@@ -396,11 +396,13 @@ class Ledger:
             )
             return int(result.inserted_primary_key[0])
 
-    def incidents(self, *, status: str | None = None) -> list[dict[str, Any]]:
-        """List incidents, newest first."""
+    def incidents(self, *, status: str | None = None, release_id: str | None = None) -> list[dict[str, Any]]:
+        """List incidents, newest first, optionally in one status and/or of one release."""
         query = select(incidents_table).order_by(incidents_table.c.id.desc())
         if status is not None:
             query = query.where(incidents_table.c.status == status)
+        if release_id is not None:
+            query = query.where(incidents_table.c.release_id == release_id)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings().all()]
 
