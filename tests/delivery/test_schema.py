@@ -7,10 +7,11 @@ import multiprocessing.synchronize
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import Column, MetaData, String, Table, create_engine, inspect, text
 
 from delivery.drift import SyncStateStore, drift_metadata
 from delivery.ledger import Ledger, metadata
+from delivery.schema import create_tables
 
 PROCESSES = 6
 
@@ -41,3 +42,20 @@ def test_processes_opening_a_fresh_ledger_at_once_all_succeed_and_create_every_t
     assert [worker.exitcode for worker in workers] == [0] * PROCESSES
     tables = set(inspect(Ledger(url).engine).get_table_names())
     assert {table.name for table in [*metadata.sorted_tables, *drift_metadata.sorted_tables]} <= tables
+
+
+def test_a_table_made_by_an_older_version_gains_the_nullable_columns_it_lacks(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    old, new = MetaData(), MetaData()
+    Table("plans", old, Column("id", String(8), primary_key=True))
+    Table("plans", new, Column("id", String(8), primary_key=True), Column("reason", String(64)))
+    create_tables(engine, old)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO plans (id) VALUES ('p1')"))
+
+    create_tables(engine, new)
+    create_tables(engine, new)  # a second run finds nothing to do
+
+    assert [column["name"] for column in inspect(engine).get_columns("plans")] == ["id", "reason"]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, reason FROM plans")).all() == [("p1", None)]
