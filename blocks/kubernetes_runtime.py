@@ -208,7 +208,9 @@ _discovery: Path | None = None
 def _discovery_folder() -> Path:
     """This process's folder for discovery caches, removed when the process exits."""
     global _discovery
-    if _discovery is None or not _discovery.is_dir():
+    # a forked child inherits the parent's path: it gets its own, so processes never share a cache file
+    if _discovery is None or not _discovery.is_dir() or not _discovery.name.startswith(
+            f"delivery-k8s-discovery-{os.getpid()}-"):
         _discovery = Path(tempfile.mkdtemp(prefix=f"delivery-k8s-discovery-{os.getpid()}-"))
         atexit.register(shutil.rmtree, _discovery, ignore_errors=True)
     return _discovery

@@ -33,6 +33,7 @@ from delivery.errors import InvalidInput
 from delivery.events import EventName
 from delivery.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from delivery.models import utcnow
+from delivery.schema import create_tables
 
 # --------------------------------------------------------------------------- settings
 
@@ -665,7 +666,7 @@ class SyncStateStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        drift_metadata.create_all(engine)
+        create_tables(engine, drift_metadata)
 
     def get(self, environment: str) -> SyncStatus | None:
         """The stored status of an environment, or None before its first check."""

@@ -29,9 +29,7 @@ from sqlalchemy import (
     delete,
     event,
     insert,
-    inspect,
     select,
-    text,
     update,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -41,6 +39,7 @@ from sqlalchemy.pool import StaticPool
 from delivery.errors import ConflictError, NotFound
 from delivery.models import Approval, Model, utcnow
 from delivery.plan import PlanState, ReleasePlan, Transition
+from delivery.schema import create_tables
 from delivery.settings import ledger_url
 
 # The operations a release's own rollback writes (``flows/promotion.py``): before its first outside
@@ -164,26 +163,9 @@ leases_table = Table(
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=10000")  # first: switching a fresh file to WAL waits for other openers
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
-
-
-def _add_missing_columns(engine: Engine) -> None:
-    """Add the nullable columns a ledger created by an older version lacks (``create_all`` adds tables only).
-
-    A stopgap until the schema is under migrations: only nullable columns are ever added this way.
-    """
-    inspector = inspect(engine)
-    for table in metadata.sorted_tables:
-        if not inspector.has_table(table.name):
-            continue
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in present and column.nullable:
-                with engine.begin() as conn:
-                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
-                                      f"{column.type.compile(engine.dialect)}"))
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -217,8 +199,7 @@ class Ledger:
         self.engine: Engine = create_engine(engine_url, future=True, **options)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
-        _add_missing_columns(self.engine)
+        create_tables(self.engine, metadata)
 
     # ---------------------------------------------------------------- plans
 
@@ -396,11 +377,13 @@ class Ledger:
             )
             return int(result.inserted_primary_key[0])
 
-    def incidents(self, *, status: str | None = None) -> list[dict[str, Any]]:
-        """List incidents, newest first."""
+    def incidents(self, *, status: str | None = None, release_id: str | None = None) -> list[dict[str, Any]]:
+        """List incidents, newest first, optionally in one status and/or of one release."""
         query = select(incidents_table).order_by(incidents_table.c.id.desc())
         if status is not None:
             query = query.where(incidents_table.c.status == status)
+        if release_id is not None:
+            query = query.where(incidents_table.c.release_id == release_id)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings().all()]
 

@@ -89,9 +89,7 @@ def ledger_entries(ledger: Ledger, release_id: str) -> list[TimelineEntry]:
                 environment=environment,
                 summary=f"policy {evaluation['policy']} {verdict}"
                         + (f": {evaluation['detail']}" if evaluation.get("detail") else "")))
-    for incident in ledger.incidents():
-        if incident.get("release_id") != release_id:
-            continue
+    for incident in ledger.incidents(release_id=release_id):
         entries.append(TimelineEntry(
             at=_utc(incident["created_at"]), source="ledger", kind="incident", actor="system:retries",
             summary=f"incident {incident['id']} ({incident['status']}) in {incident.get('task') or incident['flow']}: "

@@ -38,6 +38,10 @@ def test_the_timeline_merges_decisions_and_commits_without_prefect(ledger: Ledge
     new_plan(ledger, "rel-1", "dev", approvers=("user:alice",))
     fail(ledger, "rel-1", "staging")  # failed its health gates, rolled back
     new_plan(ledger, "rel-other", "dev")
+    ledger.record_incident(flow="release", task="run_pipeline", error="registry down", envelope={},
+                           release_id="rel-1")
+    ledger.record_incident(flow="release", task="run_pipeline", error="rel-other's", envelope={},
+                           release_id="rel-other")
     gitops = _repository(tmp_path / "gitops.git", [("rel-1", "dev"), ("rel-other", "dev")])
 
     entries, missing = release_timeline("rel-1", ledger=ledger, repositories={"gitops": gitops}, api_url=None)
@@ -49,6 +53,7 @@ def test_the_timeline_merges_decisions_and_commits_without_prefect(ledger: Ledge
     assert ("ledger", "approval-refused", "dev", "agent:planner") in kinds
     assert ("ledger", "rollback-started", "staging", "system:promotion") in kinds
     assert ("git", "commit", "dev", "gitops-delivery") in kinds  # the commit's author
+    assert [e.summary for e in entries if e.kind == "incident"] == ["incident 1 (open) in run_pipeline: registry down"]
     refused = next(e for e in entries if e.kind == "approval-refused")
     assert "refused: planner" in refused.summary
     failed = next(e for e in entries if e.kind == "transition" and "-> Failed" in e.summary)

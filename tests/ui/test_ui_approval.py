@@ -25,24 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ui_support import api, snapshot, wait_until
+from ui_support import persona_key, snapshot, stack_client, wait_settled, wait_until
 
-from delivery.cli.client import DeliveryClient
 from delivery.cli.stack import StackInfo
 from delivery.models import Artifact, ReleaseRequest
-from delivery.signing import key_file_name
 
 PLANNER = "agent:release-manager"
 APPROVER = "user:alice"
 OTHER = "user:bob"
-
-
-def _key(info: StackInfo, identity: str) -> Path:
-    return Path(info.home) / "keys" / key_file_name(identity)
-
-
-def _client(info: StackInfo) -> DeliveryClient:
-    return DeliveryClient(info.api_url, auth_string=info.auth_string(), retries=5)
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +43,8 @@ def staging_wait(ui_stack: StackInfo) -> dict[str, Any]:
         target_environment="staging",
         artifacts=[Artifact.from_text("ui-approval", "app/ui_approval.txt", "approved in the UI\n",
                                       validator="ui-test")])
-    with _client(ui_stack) as client:
-        started = client.start_release(request, key=_key(ui_stack, PLANNER))
+    with stack_client(ui_stack) as client:
+        started = client.start_release(request, key=persona_key(ui_stack, PLANNER))
         paused = client.wait_for_pause(request.release_id, environment="staging", timeout=300)
     return {"release_id": request.release_id, "run_id": started.flow_run_id, "pause_key": paused.pause_key}
 
@@ -96,7 +86,7 @@ def _decide(page: Any, dialog: Any, *, approver: str, signature: str) -> None:
 
 def _paused_again(info: StackInfo, release_id: str, after_key: str) -> str:
     def waiting() -> str | None:
-        with _client(info) as client:
+        with stack_client(info) as client:
             keys = [p.pause_key for p in client.paused_runs(release_id, environment="staging")]
         return next((key for key in keys if key and key != after_key), None)
 
@@ -113,7 +103,7 @@ def test_a_decision_signed_with_someone_elses_key_is_refused_with_its_reason_the
     assert PLANNER in dialog.inner_text()  # named as the one who may not approve
     page.get_by_text("Suspended").first.wait_for()  # the release run itself shows that it waits
     snapshot(page, "resume-dialog")
-    forged = _sign_as_shown(dialog, identity=APPROVER, key=_key(ui_stack, OTHER))
+    forged = _sign_as_shown(dialog, identity=APPROVER, key=persona_key(ui_stack, OTHER))
     _decide(page, dialog, approver=APPROVER, signature=forged)
     page.get_by_text("Flow run resumed").wait_for()
 
@@ -127,17 +117,13 @@ def test_a_decision_signed_with_someone_elses_key_is_refused_with_its_reason_the
     snapshot(page, "refused-approval")
 
     # Alice signs with her own key: counted, staging deployed, the run completes.
-    signed = _sign_as_shown(dialog, identity=APPROVER, key=_key(ui_stack, APPROVER))
+    signed = _sign_as_shown(dialog, identity=APPROVER, key=persona_key(ui_stack, APPROVER))
     _decide(page, dialog, approver=APPROVER, signature=signed)
     page.get_by_text("Flow run resumed").wait_for()
 
-    def finished() -> dict[str, Any] | None:
-        run = api(ui_stack, "GET", f"/flow_runs/{run_id}").json()
-        return run if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
-
-    run = wait_until(finished, timeout=300, what=f"{release_id} finished after the approval")
+    run = wait_settled(ui_stack, run_id, timeout=300, what=f"{release_id} finished after the approval")
     assert run["state_type"] == "COMPLETED", (second_key, run["state"])
-    with _client(ui_stack) as client:
+    with stack_client(ui_stack) as client:
         status = client.status(release_id, ledger_url=ui_stack.ledger_url)
     staging = [plan for plan in status.plans if plan.environment == "staging"]
     assert [plan.state.value for plan in staging] == ["Deployed"], staging

@@ -14,15 +14,12 @@ tabs, "None" selected. Submit creates the run and goes back to the deployment pa
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Any
 
-from ui_support import api, snapshot, wait_until
+from ui_support import api, persona_key, snapshot, stack_client, wait_until
 
-from delivery.cli.client import DeliveryClient
 from delivery.cli.stack import StackInfo
 from delivery.models import Artifact, ReleaseRequest
-from delivery.signing import key_file_name
 
 REQUEST_FIELDS = ("Release Id (Optional)", "Trace Id (Optional)", "App", "Artifacts (Optional)", "Ref (Optional)",
                   "Target Environment (Optional)", "Strategy (Optional)", "Requested By", "Revision (Optional)",
@@ -63,9 +60,8 @@ def _start_other_release(info: StackInfo) -> str:
         target_environment="dev",
         artifacts=[Artifact.from_text("ui-busy", "app/ui_busy.txt", "another release meanwhile\n",
                                       validator="ui-test")])
-    key = Path(info.home) / "keys" / key_file_name(request.requested_by)
-    with DeliveryClient(info.api_url, auth_string=info.auth_string(), retries=5) as client:
-        run_id = client.start_release(request, key=key).flow_run_id
+    with stack_client(info) as client:
+        run_id = client.start_release(request, key=persona_key(info, request.requested_by)).flow_run_id
     wait_until(lambda: api(info, "GET", f"/flow_runs/{run_id}").json()["state_type"] == "RUNNING", timeout=120,
                what="the other release running")
     return run_id

@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from ui_support import api, snapshot, wait_until
+from ui_support import api, snapshot, wait_settled, wait_until
 
 from delivery.cli.stack import StackInfo
 
@@ -43,11 +43,7 @@ def dev_release(ui_stack: StackInfo) -> dict[str, Any]:
     response.raise_for_status()
     run_id = response.json()["id"]
 
-    def finished() -> dict[str, Any] | None:
-        run = api(ui_stack, "GET", f"/flow_runs/{run_id}").json()
-        return run if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
-
-    run = wait_until(finished, timeout=180, what=f"the dev release {run_id} finished")
+    run = wait_settled(ui_stack, run_id, timeout=180, what=f"the dev release {run_id} finished")
     assert run["state_type"] == "COMPLETED", run["state"]
     return run
 

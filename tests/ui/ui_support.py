@@ -17,15 +17,19 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
+from delivery.cli.client import DeliveryClient
 from delivery.cli.stack import StackInfo
+from delivery.signing import key_file_name
 
 T = TypeVar("T")
 
 CHROMIUM_ENV = "DELIVERY_CHROMIUM"
+SETTLED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 # A folder to keep the pages the README shows (`make screenshots`); unset, nothing is written.
 SCREENSHOTS_ENV = "DELIVERY_UI_SCREENSHOTS"
 LOGIN_PATH = "/v2/login"
@@ -71,6 +75,25 @@ def api(info: StackInfo, method: str, path: str, *, attempts: int = 10, **option
         time.sleep(delay)
         delay = min(delay * 2, 5.0)
     raise AssertionError("unreachable")
+
+
+def persona_key(info: StackInfo, identity: str) -> Path:
+    """The private key ``delivery up`` made for a persona of the stack."""
+    return Path(info.home) / "keys" / key_file_name(identity)
+
+
+def stack_client(info: StackInfo) -> DeliveryClient:
+    """The product's client for the stack, with its credential."""
+    return DeliveryClient(info.api_url, auth_string=info.auth_string(), retries=5)
+
+
+def wait_settled(info: StackInfo, run_id: str, *, timeout: float, what: str) -> dict[str, Any]:
+    """Wait until the flow run ends (Completed, Failed, Crashed or Cancelled); return it."""
+    def settled() -> dict[str, Any] | None:
+        run = api(info, "GET", f"/flow_runs/{run_id}").json()
+        return run if run["state_type"] in SETTLED else None
+
+    return wait_until(settled, timeout=timeout, what=what)
 
 
 def wait_until(check: Callable[[], T], *, timeout: float, what: str, interval: float = 0.5) -> T:
