@@ -43,6 +43,7 @@ from delivery.ids import new_trace_id
 from delivery.labels import RELEASE_ID_ANNOTATION, TRACE_ID_ANNOTATION, managed_selector
 from delivery.ledger import Ledger
 from delivery.settings import block_ref, block_setting
+from flows.timeline import publish_timeline
 from tasks.manifest import parse_objects
 from tasks.overview import refresh_overview
 from tasks.stage import retry_transient
@@ -161,6 +162,7 @@ def check_environment(
     store: SyncStateStore,
     emitter: Emitter | None = emit,
     load_stack: Callable[[str], Any] | None = None,
+    on_release: Callable[[str], None] | None = None,
 ) -> DriftReport:
     """Compare one environment with Git, reconcile it when its mode says so, and record the outcome.
 
@@ -173,6 +175,8 @@ def check_environment(
         store: where sync states live.
         emitter: emits the drift events (None: emit nothing).
         load_stack: loads the environment's PulumiStack block (default: from the Prefect server).
+        on_release: called with the release the environment runs after its drift events (the drift
+            flow republishes that release's timeline).
 
     Returns:
         The report, with the environment's new sync status.
@@ -220,6 +224,8 @@ def check_environment(
         for name in events:
             emitter(name, release_id=release_id, trace_id=trace_id, payload=payload,
                     resource={"delivery.environment": environment, "delivery.sync-state": status.state.value})
+        if release_id and on_release is not None:
+            on_release(release_id)
     return report
 
 
@@ -260,7 +266,7 @@ def check_environment_drift(environment: str, config: EnvironmentConfig, revisio
             report = check_environment(
                 environment, config, gitops=gitops,
                 runtime=_load_block(config.runtime, f"delivery.yaml environments.{environment}.runtime"),
-                revision=revision, store=SyncStateStore(Ledger().engine),
+                revision=revision, store=SyncStateStore(Ledger().engine), on_release=publish_timeline,
             )
     except TimeoutError:
         if acquired:

@@ -16,14 +16,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from blocks.git_history import commits_with_trailer
 from delivery.cli.client import DEFAULT_DEPLOYMENT, DeliveryClient
 from delivery.cli.errors_out import fail
 from delivery.cli.stack import find_stack
 from delivery.errors import DeliveryError, InvalidInput, NotFound
 from delivery.ledger import Ledger
 from delivery.models import Artifact, Decision
-from delivery.timeline import TimelineEntry, commit_entries, event_entries, ledger_entries, merge
+from flows.timeline import release_timeline
 
 release_app = typer.Typer(help="Start, approve, reject and follow releases.", no_args_is_help=True)
 console = Console()
@@ -286,7 +285,7 @@ def trace(
 
     def action() -> Any:
         target = find_stack(api_url)
-        entries, missing = release_timeline(release_id, ledger_url=target.require_ledger(),
+        entries, missing = release_timeline(release_id, ledger=Ledger(target.require_ledger(), create=False),
                                             repositories=_repositories(target), api_url=target.api_url)
         if not entries:
             raise NotFound(f"release {release_id}: nothing in the ledger, Git or Prefect's events")
@@ -314,31 +313,4 @@ def _repositories(target: Any) -> dict[str, Path]:
     return found
 
 
-def release_timeline(release_id: str, *, ledger_url: str, repositories: dict[str, Path],
-                     api_url: str | None) -> tuple[list[TimelineEntry], list[str]]:
-    """The release's timeline from the ledger, the repositories' commits and (when reachable) Prefect's events.
-
-    Returns:
-        The entries, oldest first, and notes on what could not be read.
-    """
-    ledger = Ledger(ledger_url, create=False)
-    recorded = ledger_entries(ledger, release_id)
-    commits = [entry for name, path in repositories.items()
-               for entry in commit_entries(commits_with_trailer(path, "Release-Id", release_id), repository=name)]
-    missing: list[str] = []
-    events: list[TimelineEntry] = []
-    trace_id = next((plan.trace_id for plan in ledger.plans(release_id=release_id)), None)
-    if trace_id is None:
-        missing.append("no trace id in the ledger: Prefect's events left out")
-    elif api_url is None:
-        missing.append("no Prefect API found: its events left out")
-    else:
-        try:
-            with DeliveryClient(api_url) as client:
-                events = event_entries(client.trace_events(trace_id))
-        except DeliveryError as exc:
-            missing.append(f"Prefect's events left out: {exc}")
-    return merge(recorded, commits, events), missing
-
-
-__all__ = ["build_request", "release_app", "release_timeline"]
+__all__ = ["build_request", "release_app"]

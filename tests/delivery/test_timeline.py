@@ -12,8 +12,8 @@ from overview_support import fail, new_plan
 
 from blocks.git_history import commits_with_trailer
 from blocks.git_local import commit_files, init_bare
-from delivery.cli.release import release_timeline
 from delivery.ledger import Ledger
+from flows.timeline import release_timeline
 
 
 def _repository(path: Path, commits: list[tuple[str, str]]) -> Path:
@@ -44,8 +44,7 @@ def test_the_timeline_merges_decisions_and_commits_without_prefect(ledger: Ledge
                            release_id="rel-other")
     gitops = _repository(tmp_path / "gitops.git", [("rel-1", "dev"), ("rel-other", "dev")])
 
-    entries, missing = release_timeline("rel-1", ledger_url=ledger.url, repositories={"gitops": gitops},
-                                        api_url=None)
+    entries, missing = release_timeline("rel-1", ledger=ledger, repositories={"gitops": gitops}, api_url=None)
 
     assert missing == ["no Prefect API found: its events left out"]
     assert [e.at for e in entries] == sorted(e.at for e in entries)
@@ -60,3 +59,14 @@ def test_the_timeline_merges_decisions_and_commits_without_prefect(ledger: Ledge
     failed = next(e for e in entries if e.kind == "transition" and "-> Failed" in e.summary)
     assert "HealthCheckFailed" in failed.summary and failed.environment == "staging"
     assert all("rel-other" not in e.summary for e in entries)
+
+
+def test_before_any_plan_the_trace_comes_from_the_commits(ledger: Ledger, tmp_path: Path) -> None:
+    """A release whose build failed has no plan: its commits still carry the trace id, so the events are asked for."""
+    app = _repository(tmp_path / "shop.git", [("rel-early", "dev")])
+
+    entries, missing = release_timeline("rel-early", ledger=ledger, repositories={"shop": app},
+                                        api_url="http://127.0.0.1:9/api")  # nothing answers there
+
+    assert [e.kind for e in entries] == ["commit"]
+    assert len(missing) == 1 and missing[0].startswith("Prefect's events left out: "), missing

@@ -8,8 +8,10 @@ release run (every version of it), and the Event feed link opens the feed filter
 
 from __future__ import annotations
 
+import json
 import re
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -19,6 +21,7 @@ from runtime_support import wait_for_events
 from delivery.events import release_events_link, trace_events_link
 from delivery.stages import STAGES
 from flows.promotion import artifact_key
+from flows.timeline import timeline_key
 
 NAME = re.compile(r"^(?P<number>\d\d)-(?P<stage>[a-z_-]+?)(?:-(?P<env>dev|staging|prod))?(?:\[(?P<phase>[^\]]+)\])?$")
 
@@ -93,6 +96,17 @@ def test_the_release_is_one_named_run_with_stage_named_tasks_and_its_summary(
     [image] = summary.build.images
     assert f"`{image.repository}@{image.digest}`" in markdown
     assert re.search(r"\| dev \| Deployed \| 1 \| 1 \| - \|", markdown), markdown
+
+    # The timeline an agent reads with one REST call: the ledger's decisions and Git's commits, oldest first.
+    timeline = httpx.get(f"{prefect_server}/artifacts/{timeline_key(release_id)}/latest", timeout=30).json()
+    assert timeline["type"] == "table"
+    rows = json.loads(timeline["data"])
+    moments = [datetime.fromisoformat(row["at"]) for row in rows]
+    assert moments == sorted(moments)
+    seen = {(row["source"], row["kind"]) for row in rows}
+    assert {("ledger", "transition"), ("git", "commit")} <= seen, seen
+    assert any(row["kind"] == "transition" and "-> Deployed" in row["summary"] for row in rows), rows
+    assert any(row["source"] == "git" and row["summary"].startswith("gitops ") for row in rows), rows
 
     # The Event feed link: the UI sends `resource` as any_resource.id_prefix; that finds the release's events.
     wait_for_events(prefect_server, trace_id, ["CommitCreated", "PullRequestMerged"])
