@@ -18,10 +18,20 @@ system-deps:
 	  else echo "missing Debian packages:$$missing (run as root, or install them)"; fi; \
 	fi
 
+# Installs come from a wheelhouse in the user's cache, without the index: pip's resolution against the index
+# (about 130 projects, pages of thousands of files each) takes about 45 s even with every download cached.
+# When the wheelhouse lacks something (first run, a new dependency), it is filled from the index, once.
+WHEELHOUSE ?= $(HOME)/.cache/gitops-delivery/wheels
+# pulumi_azure_native is 356 MB of Python, loaded lazily: only the packages infra/ imports are compiled ahead.
+NOT_COMPILED := pulumi_azure_native/(?!(__init__|_utilities|config|provider|containerregistry|containerservice|operationalinsights|resources)\b)
+PIP_OFFLINE := $(PY) -m pip install -q --no-compile --no-index --find-links $(WHEELHOUSE)
+
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	@$(PIP_OFFLINE) -e '.[dev]' 2>/dev/null || { echo "filling the wheelhouse $(WHEELHOUSE) from the package index"; \
+	  $(PY) -m pip wheel -q -w $(WHEELHOUSE) '.[dev]' 'setuptools>=68' wheel && $(PIP_OFFLINE) -e '.[dev]'; }
+	@# byte-compiled on both cores (pip compiles on one); a file some package ships in an old syntax is skipped
+	@$(PY) -m compileall -q -j 0 -x '$(NOT_COMPILED)' $(VENV)/lib >/dev/null || true
 	@rm -f $(VENV)/.installed-*; touch $@
 
 venv: system-deps $(STAMP)

@@ -47,6 +47,7 @@ from delivery.api_auth import (
     ensure_auth_file,
     read_auth_file,
 )
+from delivery.cli.prefect_database import seed_database
 from delivery.errors import InvalidInput, StackNotFound, TransientError
 from delivery.identity import ALLOWED_SIGNERS
 from delivery.settings import (
@@ -397,6 +398,8 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
         stack_file(home).write_text(info.model_dump_json(indent=2))
 
     try:
+        if seed_database(home / "prefect" / "prefect.db", env=env):
+            say("Prefect's database copied from the migrated one in the cache")
         say("starting the Prefect server (SQLite) ...")
         # Prefect's server, its SQLite transactions begun IMMEDIATE (delivery/prefect_server.py: no 503 under load)
         server = _spawn("prefect-server", [python, "-m", "delivery.prefect_server", "server", "start",
@@ -425,27 +428,35 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
         say(f"Prefect is up at {info.ui_url}")
 
         with info.prefect_settings():
-            say("seeding repositories and saving blocks ...")
-            _save_blocks(info)
             _ensure_work_pool()
-            from delivery.cli.drift import setup_drift_alerts_from_env
+        # the worker boots and the deployments are made while the blocks are saved
+        say("starting one worker on the 'delivery' pool, deploying prefect.yaml, seeding repositories ...")
+        worker = start_worker(info, env)
+        record(worker)
+        deploying = subprocess.Popen([python, "-m", "prefect", "--no-prompt", "deploy", "--all"], cwd=REPO_ROOT,
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            with info.prefect_settings():
+                _save_blocks(info)
+                from delivery.cli.drift import setup_drift_alerts_from_env
 
-            if setup_drift_alerts_from_env() is not None:
-                say("drift alerts go to DELIVERY_ALERT_WEBHOOK_URL")
-        say("deploying prefect.yaml ...")
-        deployed = subprocess.run([python, "-m", "prefect", "--no-prompt", "deploy", "--all"], cwd=REPO_ROOT,
-                                  env=env, capture_output=True, text=True, timeout=300)
-        if deployed.returncode != 0:
-            raise TransientError(f"prefect deploy failed:\n{(deployed.stdout + deployed.stderr)[-1500:]}")
+                if setup_drift_alerts_from_env() is not None:
+                    say("drift alerts go to DELIVERY_ALERT_WEBHOOK_URL")
+            deploy_output, _ = deploying.communicate(timeout=300)
+        finally:
+            if deploying.poll() is None:
+                deploying.kill()
+                deploying.wait()
+        if deploying.returncode != 0:
+            raise TransientError(f"prefect deploy failed:\n{deploy_output[-1500:]}")
+        say("deployed; repositories and blocks saved")
         from delivery.cli.automations import setup_recovery
 
         with info.prefect_settings():
             setup_recovery()
         say("crash detection and recovery automations are set up")
-        say("starting one worker on the 'delivery' pool ...")
-        worker = start_worker(info, env)
-        record(worker)
         _wait("worker", lambda: _worker_online(info), timeout=90, process=worker)
+        say("the worker is online")
     except BaseException:
         down(home=home, say=say)
         raise
