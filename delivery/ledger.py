@@ -2,10 +2,11 @@
 
 SQLAlchemy Core over any URL (SQLite file by default, PostgreSQL at scale). It stores release
 plans, every transition with actor, time and reason, approvals (counted or refused), policy
-evaluations, incidents with their replay envelopes, and the operations done to a release from
-outside its run (resubmissions after a crash, retries, cancellations, replays, acknowledgements),
-each with the actor who asked. Rows are only appended, except the
-plan's current state, which moves with a compare-and-set on the previous state.
+evaluations, incidents with their replay envelopes, and the actions on a release: the operations
+done to it from outside its run (resubmissions after a crash, retries, cancellations, replays,
+acknowledgements), its rollbacks, its pull request's check results and merge, and the drift
+reconciles of the environments it runs in, each with its actor and reason. Rows are only
+appended, except the plan's current state, which moves with a compare-and-set on the previous state.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     create_engine,
     delete,
     event,
@@ -48,6 +50,13 @@ ROLLBACK_STARTED = "rollback-started"
 ROLLBACK_FINISHED = "rolled-back"
 # An on-demand rollback (the ``roll_back`` flow), kept under the rollback's own release id.
 ON_DEMAND_ROLLBACK = "rolled-back-on-demand"
+# The pull request's checks (``tasks/pull_request.py``), once per head and outcome, and its merge.
+PULL_REQUEST_CHECKS_PASSED = "pull-request-checks-passed"
+PULL_REQUEST_CHECKS_FAILED = "pull-request-checks-failed"
+PULL_REQUEST_MERGED = "pull-request-merged"
+# A drift check that re-applied or pruned objects (``flows/drift.py``), under the release the environment runs.
+DRIFT_RECONCILED = "drift-reconciled"
+DRIFT_RECONCILE_FAILED = "drift-reconcile-failed"
 
 
 class OnDemandRollback(Model):
@@ -145,6 +154,10 @@ actions_table = Table(
     Column("reason", Text, nullable=False),
     Column("detail", JSON, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
+    # what makes a record once-only (a stage run again after a crash finds it); NULL: every call appends
+    Column("record_key", String(200)),
+    # on a table created before record_key, ``record_action`` looks before it inserts instead
+    UniqueConstraint("release_id", "action", "record_key", name="uq_release_actions_record_key"),
 )
 
 
@@ -417,20 +430,42 @@ class Ledger:
     # ---------------------------------------------------------------- operations on a release
 
     def record_action(self, release_id: str, *, action: str, actor: str, reason: str,
-                      detail: dict[str, Any] | None = None) -> int:
-        """Append an operation done to a release from outside its run, or a rollback begun or ended; return its id.
+                      detail: dict[str, Any] | None = None, key: str | None = None) -> int:
+        """Append a decision or an operation on a release; return its id.
 
         Args:
             release_id: the release.
-            action: what was done, e.g. ``resubmitted``, ``retried``, ``cancelled``, ``replayed``.
-            actor: who asked (``system:recovery`` for the product itself).
+            action: what was done, e.g. ``resubmitted``, ``retried``, ``cancelled``, ``replayed``,
+                ``pull-request-merged``.
+            actor: who asked or decided (``system:recovery`` for the product itself).
             reason: why, in words a person reads in the audit trail.
             detail: anything else worth keeping (flow run id, attempt, incident id).
+            key: records the action once: when the release already has this action under this key
+                (a stage run again after a crash), nothing is appended and the kept record's id is returned.
         """
-        with self.engine.begin() as conn:
-            result = conn.execute(insert(actions_table).values(
-                release_id=release_id, action=action, actor=actor, reason=reason, detail=detail or {}, at=utcnow()))
-            return int(result.inserted_primary_key[0])
+        values = {"release_id": release_id, "action": action, "actor": actor, "reason": reason,
+                  "detail": detail or {}, "at": utcnow(), "record_key": key}
+        try:
+            with self.engine.begin() as conn:
+                kept = self._kept_action(conn, release_id, action, key)
+                if kept is not None:
+                    return kept
+                return int(conn.execute(insert(actions_table).values(**values)).inserted_primary_key[0])
+        except IntegrityError:  # another writer recorded the same key between the look and the insert
+            with self.engine.connect() as conn:
+                kept = self._kept_action(conn, release_id, action, key)
+            if kept is None:
+                raise
+            return kept
+
+    @staticmethod
+    def _kept_action(conn: Any, release_id: str, action: str, key: str | None) -> int | None:
+        if key is None:
+            return None
+        found = conn.execute(select(actions_table.c.id).where(
+            actions_table.c.release_id == release_id, actions_table.c.action == action,
+            actions_table.c.record_key == key).order_by(actions_table.c.id)).scalars().first()
+        return None if found is None else int(found)
 
     def actions(self, *, release_id: str | None = None, action: str | None = None) -> list[dict[str, Any]]:
         """The operations recorded, oldest first, optionally of one release and one kind."""
@@ -486,4 +521,8 @@ def _loads(body: Any) -> Any:
     return json.loads(body) if isinstance(body, str) else body
 
 
-__all__ = ["ON_DEMAND_ROLLBACK", "ROLLBACK_FINISHED", "ROLLBACK_STARTED", "Ledger", "OnDemandRollback"]
+__all__ = [
+    "DRIFT_RECONCILED", "DRIFT_RECONCILE_FAILED", "ON_DEMAND_ROLLBACK", "PULL_REQUEST_CHECKS_FAILED",
+    "PULL_REQUEST_CHECKS_PASSED", "PULL_REQUEST_MERGED", "ROLLBACK_FINISHED", "ROLLBACK_STARTED", "Ledger",
+    "OnDemandRollback",
+]

@@ -6,8 +6,9 @@ project keeps them, so a timeline without Prefect's events (kept 7 days by defau
 every decision and every commit.
 
 - :func:`ledger_entries`: plan transitions, approvals counted and refused (with the reason),
-  policy evaluations, incidents, and the operations done to the release (resubmissions, retries,
-  cancels, replays, on-demand rollbacks), each with its actor and reason;
+  policy evaluations, incidents, and the release's actions (resubmissions, retries, cancels,
+  replays, rollbacks, its pull request's check results and merge, drift reconciles of the
+  environments it runs in), each with its actor and reason;
 - :func:`commit_entries`: the commits carrying the release's ``Release-Id`` trailer, in the
   application repository and in the GitOps repository;
 - :func:`event_entries`: the ``delivery.*`` events of the release's trace.

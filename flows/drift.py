@@ -6,7 +6,10 @@ with one label-selector LIST per kind, and compares them on the fields Git sets
 (:mod:`delivery.drift`). In ``reconcile`` mode it applies what is missing or changed, prunes what
 is extra and checks again; in ``detect`` mode it only reports. Each check moves the environment's
 sync state (Synced, OutOfSync, Degraded), stores it with the report in the ledger database and
-emits ``DriftDetected`` / ``SyncDegraded`` / ``SyncRecovered``. After the checks, the
+emits ``DriftDetected`` / ``SyncDegraded`` / ``SyncRecovered``. A reconcile is also a decision of the
+release the environment runs: the ledger keeps it as that release's ``drift-reconciled`` (or
+``drift-reconcile-failed``) action by ``system:drift-check``, naming what drifted, what was
+re-applied and what was pruned. After the checks, the
 ``environments`` artifact (``tasks/overview.py``) shows the new sync states.
 
 Environments with a Pulumi stack also get an infrastructure drift preview, reported like runtime
@@ -41,7 +44,7 @@ from delivery.errors import DeliveryError, PermanentError
 from delivery.events import emit
 from delivery.ids import new_trace_id
 from delivery.labels import RELEASE_ID_ANNOTATION, TRACE_ID_ANNOTATION, managed_selector
-from delivery.ledger import Ledger
+from delivery.ledger import DRIFT_RECONCILE_FAILED, DRIFT_RECONCILED, Ledger
 from delivery.settings import block_ref, block_setting
 from flows.timeline import publish_timeline
 from tasks.manifest import parse_objects
@@ -52,6 +55,8 @@ FLOW_NAME = "drift-check"
 ENVIRONMENTS_DIR = "environments"
 # How long a check waits for an environment's lock before skipping it (a promotion holds it).
 LOCK_WAIT_SECONDS = float(os.environ.get("DELIVERY_DRIFT_LOCK_WAIT_SECONDS", "10"))
+# Who reconciles an environment's drift: the product's drift check, not the release.
+DRIFT_ACTOR = "system:drift-check"
 
 Emitter = Callable[..., Any]
 
@@ -152,6 +157,26 @@ def _release_ids(objects: Sequence[Mapping[str, Any]], environment: str) -> tupl
     return f"drift-{environment}", new_trace_id()
 
 
+def record_reconcile(ledger: Ledger, release_id: str, report: DriftReport) -> None:
+    """Keep a reconcile in the ledger as an action of the release the environment runs, with what it did."""
+    applied = [str(d) for d in report.drift if d.change in ("missing", "changed")]
+    pruned = [str(d) for d in report.drift if d.change == "extra"]
+    if report.reconcile_error:
+        outcome = f"reconcile failed: {report.reconcile_error}"
+    elif report.remaining:
+        outcome = f"{len(report.remaining)} drifted object(s) left: " + "; ".join(str(d) for d in report.remaining)
+    else:
+        outcome = "reconciled"
+    reason = (f"{report.environment}: drift from GitOps revision {(report.revision or '?')[:12]} {outcome}; "
+              f"re-applied {'; '.join(applied) or 'nothing'}; pruned {'; '.join(pruned) or 'nothing'}")
+    ledger.record_action(
+        release_id, action=DRIFT_RECONCILED if report.reconciled else DRIFT_RECONCILE_FAILED, actor=DRIFT_ACTOR,
+        reason=reason[:4000],
+        detail={"environment": report.environment, "revision": report.revision, "applied": applied,
+                "pruned": pruned, "remaining": [str(d) for d in report.remaining], "error": report.reconcile_error,
+                "state": report.status.state.value if report.status else None})
+
+
 def check_environment(
     environment: str,
     config: EnvironmentConfig,
@@ -163,6 +188,7 @@ def check_environment(
     emitter: Emitter | None = emit,
     load_stack: Callable[[str], Any] | None = None,
     on_release: Callable[[str], None] | None = None,
+    ledger: Ledger | None = None,
 ) -> DriftReport:
     """Compare one environment with Git, reconcile it when its mode says so, and record the outcome.
 
@@ -177,6 +203,7 @@ def check_environment(
         load_stack: loads the environment's PulumiStack block (default: from the Prefect server).
         on_release: called with the release the environment runs after its drift events (the drift
             flow republishes that release's timeline).
+        ledger: where a reconcile is kept as an action of that release (default: the configured ledger).
 
     Returns:
         The report, with the environment's new sync status.
@@ -213,8 +240,10 @@ def check_environment(
     )
     report = report.model_copy(update={"status": status})
     store.record(report, status)
+    release_id, trace_id = _release_ids(desired, environment)
+    if drift and settings.mode is DriftMode.RECONCILE:
+        record_reconcile(ledger or Ledger(), release_id, report)
     if emitter is not None and events:
-        release_id, trace_id = _release_ids(desired, environment)
         payload = {
             "environment": environment, "state": status.state.value, "reason": status.reason,
             "message": status.message, "revision": revision, "mode": settings.mode.value,
@@ -263,10 +292,11 @@ def check_environment_drift(environment: str, config: EnvironmentConfig, revisio
             # a promotion that held the lock while this check waited has committed since: compare with
             # what Git holds now, never with the revision seen before the wait (that would undo it)
             revision = gitops.head()
+            ledger = Ledger()
             report = check_environment(
                 environment, config, gitops=gitops,
                 runtime=_load_block(config.runtime, f"delivery.yaml environments.{environment}.runtime"),
-                revision=revision, store=SyncStateStore(Ledger().engine), on_release=publish_timeline,
+                revision=revision, store=SyncStateStore(ledger.engine), on_release=publish_timeline, ledger=ledger,
             )
     except TimeoutError:
         if acquired:
@@ -307,4 +337,5 @@ def drift_check(environment: str | None = None) -> list[dict[str, Any]]:
         refresh_overview(path=config.path)
 
 
-__all__ = ["FLOW_NAME", "check_environment", "check_environment_drift", "drift_check", "read_desired_objects"]
+__all__ = ["DRIFT_ACTOR", "FLOW_NAME", "check_environment", "check_environment_drift", "drift_check",
+           "read_desired_objects", "record_reconcile"]

@@ -1,13 +1,26 @@
-"""Stages 2-4: open the release's pull request, run its checks, merge it."""
+"""Stages 2-4: open the release's pull request, run its checks, merge it.
+
+The checks' results and the merge are decisions of the release: each is kept in the ledger as an
+action of the release (``pull-request-checks-passed`` or ``-failed`` by ``system:pull-request-checks``,
+``pull-request-merged`` by the planner the release flow merges for), once: a stage run again after
+a crash finds its record under the same key (the head and the checks' outcomes; the merge commit).
+"""
 
 from __future__ import annotations
+
+import hashlib
+import json
 
 from blocks.git_host import GitHost
 from delivery.errors import CheckFailed, InvalidInput
 from delivery.events import EventName, emit
+from delivery.ledger import PULL_REQUEST_CHECKS_FAILED, PULL_REQUEST_CHECKS_PASSED, PULL_REQUEST_MERGED, Ledger
 from delivery.models import CommitInfo, MergeInfo, PullRequest, ReleaseRequest
 from tasks.commit import release_trailers, require_git_host
 from tasks.stage import stage
+
+# Who decides whether a pull request's checks passed: the product's checks (branch policy, policy gate, commands).
+CHECKS_ACTOR = "system:pull-request-checks"
 
 
 def _same_release(request: ReleaseRequest, pull_request: PullRequest) -> None:
@@ -16,6 +29,40 @@ def _same_release(request: ReleaseRequest, pull_request: PullRequest) -> None:
             f"pull_request {pull_request.repository}#{pull_request.number} ({pull_request.source_branch}) "
             f"is not release {request.release_id}'s ({request.app}, {request.branch})"
         )
+
+
+def record_checks(request: ReleaseRequest, pr: PullRequest) -> None:
+    """Keep the checks' results in the ledger, once per head and outcome (a crash re-run records nothing new)."""
+    passed = pr.checks_passed
+    outcome = [(check.name, check.kind, check.status.value) for check in pr.checks]
+    key = hashlib.sha256(json.dumps([pr.repository, pr.number, pr.head_sha, outcome]).encode()).hexdigest()
+    failed = [f"{c.name}: {c.summary}" for c in pr.checks if not c.passed]
+    names = ", ".join(c.name for c in pr.checks if c.passed)
+    where = f"{pr.repository}#{pr.number} at {pr.head_sha[:12]}"
+    if passed:
+        reason = f"{where}: {len(pr.checks)} check(s) passed ({names})"
+    else:
+        reason = f"{where}: failed {'; '.join(failed) or 'no checks ran'}" + (f"; passed {names}" if names else "")
+    Ledger().record_action(
+        request.release_id, action=PULL_REQUEST_CHECKS_PASSED if passed else PULL_REQUEST_CHECKS_FAILED,
+        actor=CHECKS_ACTOR, reason=reason, key=f"checks:{key}",
+        detail={"pull_request": pr.number, "repository": pr.repository, "head_sha": pr.head_sha, "passed": passed,
+                "requested_by": request.requested_by,
+                "checks": [{"name": c.name, "kind": c.kind, "status": c.status.value, "summary": c.summary}
+                           for c in pr.checks]})
+
+
+def record_merge(request: ReleaseRequest, pull_request: PullRequest, merge: MergeInfo) -> None:
+    """Keep the merge in the ledger, once per merge commit, as done for the release's planner."""
+    Ledger().record_action(
+        request.release_id, action=PULL_REQUEST_MERGED, actor=request.requested_by,
+        reason=f"{pull_request.repository}#{merge.pull_request} ({pull_request.source_branch}, checks passed at "
+               f"{pull_request.head_sha[:12]}) merged into {merge.target_branch} as {merge.merge_sha[:12]} by the "
+               f"release flow for {request.requested_by}",
+        key=f"merge:{pull_request.repository}#{merge.pull_request}:{merge.merge_sha}",
+        detail={"pull_request": merge.pull_request, "repository": pull_request.repository,
+                "source_branch": pull_request.source_branch, "target_branch": merge.target_branch,
+                "head_sha": pull_request.head_sha, "merge_sha": merge.merge_sha, "created": merge.created})
 
 
 @stage("open_pull_request")
@@ -54,8 +101,9 @@ def open_pull_request(
 def check_pull_request(git_host: GitHost, request: ReleaseRequest, pull_request: PullRequest) -> PullRequest:
     """Run the pull request's checks (branch policy, policy gate, commands) and record them.
 
-    Emits ``PullRequestChecked`` with what passed and what failed, then stops the release with
-    :class:`CheckFailed` when anything failed; the pull request stays open.
+    Keeps the results in the ledger (:func:`record_checks`), emits ``PullRequestChecked`` with what
+    passed and what failed, then stops the release with :class:`CheckFailed` when anything failed;
+    the pull request stays open.
 
     Returns:
         The pull request with its check results, all passed.
@@ -67,6 +115,7 @@ def check_pull_request(git_host: GitHost, request: ReleaseRequest, pull_request:
     _same_release(request, pull_request)
     pr = host.run_checks(request.app, pull_request.number)
     failed = [check for check in pr.checks if not check.passed]
+    record_checks(request, pr)
     emit(EventName.PULL_REQUEST_CHECKED, release_id=request.release_id, trace_id=request.trace_id,
          payload={"pull_request": pr.number, "repository": pr.repository, "head_sha": pr.head_sha,
                   "passed": not failed and bool(pr.checks),
@@ -84,7 +133,8 @@ def check_pull_request(git_host: GitHost, request: ReleaseRequest, pull_request:
 def merge_pull_request(git_host: GitHost, request: ReleaseRequest, pull_request: PullRequest) -> MergeInfo:
     """Merge the checked pull request with a merge commit carrying the release's trailers.
 
-    Idempotent: an already merged pull request returns its merge with ``created=False``.
+    Idempotent: an already merged pull request returns its merge with ``created=False``. The merge
+    is kept in the ledger once (:func:`record_merge`).
 
     Raises:
         CheckFailed: the checks did not pass on the current head.
@@ -95,6 +145,7 @@ def merge_pull_request(git_host: GitHost, request: ReleaseRequest, pull_request:
     message = f"Merge release {request.release_id} of {request.app} (#{pull_request.number})"
     merge = host.merge_pull_request(request.app, pull_request.number, message=message,
                                     trailers=release_trailers(request))
+    record_merge(request, pull_request, merge)
     emit(EventName.PULL_REQUEST_MERGED, release_id=request.release_id, trace_id=request.trace_id,
          payload={"merge": merge, "source_branch": pull_request.source_branch})
     return merge

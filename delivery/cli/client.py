@@ -457,6 +457,8 @@ class DeliveryClient:
             raise NotFound(f"release {release_id}: no promotion is waiting for approval{where}")
         results = [self._decide_one(release_id, run, decision=decision, approver=approver, comment=comment, key=key,
                                     verdict_timeout=verdict_timeout) for run in paused]
+        self._audit_refused(release_id, [r for r in results if r.status == "REJECT"], decision=decision,
+                            approver=approver, comment=comment)
         refused = [r for r in results if not r.accepted or r.counted is False]
         if refused:
             raise ApprovalRefused(
@@ -516,6 +518,25 @@ class DeliveryClient:
         while (verdict := self._run_input(run, "-verdict")) is None and time.monotonic() < deadline:
             time.sleep(0.5)
         return verdict
+
+    @staticmethod
+    def _audit_refused(release_id: str, results: list[ResumeResult], *, decision: Decision, approver: str,
+                       comment: str) -> None:
+        """A decision the resume call refused (the wait's schema: the planner, an outsider, a repeat) never
+        reaches the flow: it is audited here as refused, with the server's reason, on the plan waiting."""
+        from delivery.ledger import Ledger
+        from delivery.models import Approval
+
+        if not results:
+            return
+        ledger = Ledger(create=False)  # a ledger this machine does not hold has no plan waiting: nothing written
+        for result in results:
+            waiting = [plan for plan in ledger.plans(release_id=release_id, environment=result.environment)
+                       if plan.state is PlanState.PENDING_APPROVAL]
+            for plan in waiting[-1:]:
+                ledger.record_approval(plan.plan_id, Approval(
+                    approver=approver, decision=decision, comment=comment, counted=False,
+                    refused_reason=f"refused by the resume call: {result.reason}"))
 
     def _refuse_late(self, release_id: str, *, environment: str | None, decision: Decision, approver: str,
                      comment: str) -> None:

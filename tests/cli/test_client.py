@@ -137,7 +137,11 @@ def test_cli_approve_refused_planner_then_allowed_approver_and_status(prefect_se
         # input failing the form's schema is REJECTed with a 200: the client reads the status
         rejected = client.resume(first.flow_run_id, {"decision": "approve"})
         assert rejected.status == "REJECT" and "approver" in rejected.reason
-        assert ledger.approvals(f"{rid}/r1/prod") == []  # nothing reached the flow
+        # nothing reached the flow; the client audits the planner's refused decision, the raw resume is the server's
+        [refused_planner] = ledger.approvals(f"{rid}/r1/prod")
+        assert (refused_planner.approver, refused_planner.counted) == (PLANNER, False)
+        assert refused_planner.refused_reason.startswith("refused by the resume call: ")
+        assert f"'{PLANNER}' is not one of" in refused_planner.refused_reason
         status = json.loads(_cli("release", "status", rid, "--api-url", prefect_server, "--json").output)
         assert status["waiting_for_approval"] == ["prod"]
         assert status["plans"][0]["state"] == "PendingApproval"

@@ -12,8 +12,13 @@ from overview_support import fail, new_plan
 
 from blocks.git_history import commits_with_trailer
 from blocks.git_local import commit_files, init_bare
+from delivery.drift import DriftMode, DriftReport, ObjectDrift, ObjectKey
 from delivery.ledger import Ledger
+from delivery.models import Artifact, CheckResult, CheckStatus, MergeInfo, PullRequest, ReleaseRequest
+from delivery.timeline import ledger_entries
+from flows.drift import record_reconcile
 from flows.timeline import release_timeline
+from tasks.pull_request import record_checks, record_merge
 
 
 def _repository(path: Path, commits: list[tuple[str, str]]) -> Path:
@@ -70,3 +75,36 @@ def test_before_any_plan_the_trace_comes_from_the_commits(ledger: Ledger, tmp_pa
 
     assert [e.kind for e in entries] == ["commit"]
     assert len(missing) == 1 and missing[0].startswith("Prefect's events left out: "), missing
+
+
+def test_the_pull_requests_checks_and_merge_and_a_drift_reconcile_show_with_their_actor_and_reason(
+        ledger: Ledger) -> None:
+    request = ReleaseRequest(release_id="rel-1", app="shop", requested_by="agent:rm",
+                             artifacts=[Artifact.from_text("a", "notes.txt", "hi\n")])
+    checks = [CheckResult(name="branch-policy", kind="branch_policy", status=CheckStatus.PASSED, summary="ok"),
+              CheckResult(name="unit-tests", status=CheckStatus.FAILED, summary="exit code 1")]
+    pr = PullRequest(number=7, repository="shop", source_branch="release/rel-1", target_branch="main", title="t",
+                     head_sha="a" * 40, checks=checks)
+    record_checks(request, pr)
+    passed = pr.model_copy(update={"head_sha": "b" * 40, "checks": [checks[0]]})  # fixed on a new head
+    record_checks(request, passed)
+    record_merge(request, passed, MergeInfo(pull_request=7, merge_sha="c" * 40, target_branch="main", created=True))
+    web = ObjectKey(api_version="apps/v1", kind="Deployment", namespace="shop-dev", name="web")
+    record_reconcile(ledger, "rel-1", DriftReport(
+        environment="dev", revision="d" * 40, mode=DriftMode.RECONCILE, desired_objects=1, live_objects=1,
+        drift=(ObjectDrift(object=web, change="changed", fields=("spec.replicas",)),), reconciled=True))
+
+    shown = [(e.kind, e.actor, e.environment, e.summary) for e in ledger_entries(ledger, "rel-1")]
+
+    assert shown == [
+        ("pull-request-checks-failed", "system:pull-request-checks", None,
+         f"pull-request-checks-failed: shop#7 at {'a' * 12}: failed unit-tests: exit code 1; passed branch-policy"),
+        ("pull-request-checks-passed", "system:pull-request-checks", None,
+         f"pull-request-checks-passed: shop#7 at {'b' * 12}: 1 check(s) passed (branch-policy)"),
+        ("pull-request-merged", "agent:rm", None,
+         f"pull-request-merged: shop#7 (release/rel-1, checks passed at {'b' * 12}) merged into main as "
+         f"{'c' * 12} by the release flow for agent:rm"),
+        ("drift-reconciled", "system:drift-check", "dev",
+         f"drift-reconciled: dev: drift from GitOps revision {'d' * 12} reconciled; re-applied changed "
+         "Deployment shop-dev/web: spec.replicas; pruned nothing"),
+    ]

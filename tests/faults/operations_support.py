@@ -22,6 +22,7 @@ from fault_support import ROOT, FaultStack, Release, api, commits, wait_until
 
 from blocks.gitops_repo import GitOpsRepo
 from delivery.events import EventName, event_type
+from delivery.ledger import PULL_REQUEST_CHECKS_FAILED, PULL_REQUEST_CHECKS_PASSED, PULL_REQUEST_MERGED
 from delivery.plan import PlanState, ReleasePlan, Transition
 
 
@@ -142,6 +143,14 @@ def transitions(stack: FaultStack, release: Release, environment: str) -> list[T
 
 def actions(stack: FaultStack, release: Release, action: str | None = None) -> list[dict[str, Any]]:
     return stack.ledger.actions(release_id=release.release_id, action=action)
+
+
+PULL_REQUEST_DECISIONS = (PULL_REQUEST_CHECKS_PASSED, PULL_REQUEST_CHECKS_FAILED, PULL_REQUEST_MERGED)
+
+
+def operations(stack: FaultStack, release: Release) -> list[dict[str, Any]]:
+    """The release's actions but its pull request's checks and merge (stages 3-4 write those)."""
+    return [a for a in actions(stack, release) if a["action"] not in PULL_REQUEST_DECISIONS]
 
 
 def wait_waiting(release: Release, environment: str, *, timeout: float = 240) -> None:

@@ -45,6 +45,7 @@ from operations_support import (
     late_heartbeat,
     launch,
     merged,
+    operations,
     plan,
     plan_state,
     release_events,
@@ -326,9 +327,9 @@ def test_retry_promotes_a_failed_environment_again_after_the_fix(scenario: Scena
             "its build" in backwards.text), str(backwards)
     assert plan_state(stack, older, "dev") is PlanState.FAILED
     # refusals change nothing: the older one's only operations are its own health gate's rollback
-    assert [(a["action"], a["actor"]) for a in actions(stack, older)] == [
+    assert [(a["action"], a["actor"]) for a in operations(stack, older)] == [
         ("rollback-started", "system:promotion"), ("rolled-back", "system:promotion")]
-    assert actions(stack, waiting) == []
+    assert operations(stack, waiting) == []
 
 
 # --------------------------------------------------------------------------- cancel

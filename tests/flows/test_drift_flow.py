@@ -35,8 +35,9 @@ from delivery.labels import (
     TRACE_ID_ANNOTATION,
     managed_selector,
 )
+from delivery.ledger import DRIFT_RECONCILED
 from delivery.simulator import KubernetesSimulator
-from flows.drift import check_environment, drift_check
+from flows.drift import DRIFT_ACTOR, check_environment, drift_check
 from tasks.manifest import files_for, parse_objects
 
 NAMESPACE = "drift-dev"
@@ -126,7 +127,6 @@ class DriftWorld:
         (report,) = drift_check(environment="dev")
         return report
 
-
 @pytest.fixture
 def world(prefect_server, ledger, tmp_path: Path, monkeypatch) -> Iterator[DriftWorld]:
     name = f"drift-{uuid.uuid4().hex[:8]}"
@@ -173,7 +173,7 @@ def test_the_sample_apps_rendered_manifests_show_no_false_drift(world):
     assert _fields(report) == {"changed Deployment web": ["spec.template.spec.containers[web].resources.limits.cpu"]}
 
 
-def test_out_of_band_edit_is_detected_with_its_path_and_reconciled(world):
+def test_out_of_band_edit_is_detected_with_its_path_and_reconciled(world, ledger):
     world.set_image("registry.local/web:hacked")
     report = world.check()
     assert _fields(report) == {"changed Deployment web": ["spec.template.spec.containers[web].image"]}
@@ -181,9 +181,15 @@ def test_out_of_band_edit_is_detected_with_its_path_and_reconciled(world):
     assert world.live_deployment().spec.template.spec.containers[0].image == "registry.local/web:1"
     assert report["status"]["state"] == "Synced" and report["status"]["reason"] == "Reconciled"
     assert world.check()["drift"] == []  # second run: nothing left to do
+    # the reconcile is a decision of the release dev runs, kept once with its actor and reason
+    [kept] = ledger.actions(release_id=world.release_id)
+    assert (kept["action"], kept["actor"], kept["detail"]["environment"]) == (DRIFT_RECONCILED, DRIFT_ACTOR, "dev")
+    assert kept["reason"] == (f"dev: drift from GitOps revision {report['revision'][:12]} reconciled; re-applied "
+                              "changed Deployment drift-dev/web: spec.template.spec.containers[web].image; "
+                              "pruned nothing")
 
 
-def test_detect_mode_reports_but_changes_nothing(world):
+def test_detect_mode_reports_but_changes_nothing(world, ledger):
     world.configure({"mode": "detect"})
     world.set_image("registry.local/web:hacked")
     generation = world.live_deployment().metadata.generation
@@ -193,6 +199,7 @@ def test_detect_mode_reports_but_changes_nothing(world):
     live = world.live_deployment()
     assert live.spec.template.spec.containers[0].image == "registry.local/web:hacked"
     assert live.metadata.generation == generation  # no spec write (the kubelet still updates status)
+    assert ledger.actions(release_id=world.release_id) == []  # nothing reconciled: no decision taken
     status = world.store.get("dev")
     assert status.state is SyncState.OUT_OF_SYNC and status.reason == "DriftDetected"
     assert "Deployment drift-dev/web" in status.message
@@ -211,7 +218,7 @@ def test_each_check_refreshes_the_environments_artifact_with_the_sync_state(worl
     assert world.store.get("dev").checked_at.strftime("%Y-%m-%d %H:%M:%S") in row
 
 
-def test_missing_and_extra_objects_are_restored_and_pruned(world):
+def test_missing_and_extra_objects_are_restored_and_pruned(world, ledger):
     core = world.core_api()
     core.delete_namespaced_config_map("web-config-0", NAMESPACE)
     stray = manifests(world.release_id)[2]
@@ -221,6 +228,9 @@ def test_missing_and_extra_objects_are_restored_and_pruned(world):
     assert _fields(report) == {"missing ConfigMap web-config-0": [], "extra ConfigMap web-stray": []}
     names = {cm.metadata.name for cm in core.list_namespaced_config_map(NAMESPACE).items}
     assert "web-config-0" in names and "web-stray" not in names
+    [kept] = ledger.actions(release_id=world.release_id)
+    assert kept["detail"]["applied"] == ["missing ConfigMap drift-dev/web-config-0"]
+    assert kept["detail"]["pruned"] == ["extra ConfigMap drift-dev/web-stray"]
 
 
 def test_unmanaged_objects_are_never_reported_or_touched(world):
