@@ -43,6 +43,7 @@ screenshots: venv
 demo: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/delivery demo
 
+# Every bench prints its figures with the machine line of bench/_machine.py; bench/_*.py are helpers, not run.
 bench: venv
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
