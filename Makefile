@@ -53,8 +53,9 @@ screenshots: venv
 demo: venv
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/delivery demo
 
+# Every bench prints its figures with the machine line of bench/_machine.py; bench/_*.py are helpers, not run.
 bench: venv
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 # Mutation run of the decision rules (approvals, policy gates, plan state machine; [tool.mutmut] in
 # pyproject.toml) against their pure unit tests; not part of `make test`. Prints killed / total per

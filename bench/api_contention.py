@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+from _machine import print_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "faults"))  # the fault-injection harness of the test suite
@@ -51,6 +52,7 @@ def probe(client: httpx.Client, deployment: str) -> tuple[int, float, str | None
 def main() -> None:
     lanes = int(sys.argv[1]) if len(sys.argv) > 1 else LANES
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 0.0
+    print_machine()
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     for key in [k for k in os.environ if k.startswith(("PREFECT_API", "DELIVERY_"))]:
         del os.environ[key]

@@ -10,6 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import print_machine
+
 from blocks.git_host import LocalGitHost
 from blocks.pipeline_runner import LocalPipelineRunner
 from delivery.build_settings import BUILD_SETTINGS_FILE, parse_build_settings
@@ -21,6 +23,7 @@ SKIP = {"__pycache__", "deploy", "test-results", "build", "dist", ".pytest_cache
 
 
 def main() -> None:
+    print_machine()
     files = {p.relative_to(SAMPLE_APP).as_posix(): p.read_bytes() for p in sorted(SAMPLE_APP.rglob("*"))
              if p.is_file() and not SKIP & set(p.relative_to(SAMPLE_APP).parts) and ".egg-info" not in str(p)}
     files["azure-pipelines.yml"] = render_pipeline(parse_build_settings(files[BUILD_SETTINGS_FILE])).encode()

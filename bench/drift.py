@@ -35,6 +35,8 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
+from _machine import print_machine
+
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
 from delivery.config import EnvironmentConfig
@@ -159,6 +161,7 @@ def measure(n: int, workdir: Path) -> dict[str, Any]:
 
 def main(argv: list[str]) -> None:
     sizes = [int(a) for a in argv] or [100, 1000, 10000]
+    print_machine()
     print(f"{'objects':>8} {'requests':>9} {'wall s':>8} {'peak MiB':>9} | {'reconcile: requests':>20} "
           f"{'wall s':>7} {'drift':>6} {'fixed':>6} | {'seed s':>7}")
     with tempfile.TemporaryDirectory(prefix="bench-drift-") as tmp:

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import print_machine
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "faults"))  # the fault-injection harness of the test suite
 
@@ -58,6 +60,7 @@ def timings(release: Release, killed: float) -> dict[str, float]:
 
 
 def main() -> None:
+    print_machine()
     # The pipeline's steps run `python`: this interpreter's, as `make test` and `make demo` arrange.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     for key in [k for k in os.environ if k.startswith(("PREFECT_API", "DELIVERY_"))]:

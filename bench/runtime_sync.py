@@ -30,14 +30,13 @@ and the Deployment's apply.
 
 from __future__ import annotations
 
-import os
-import platform
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
+from _machine import print_machine
 from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,21 +98,8 @@ def writes(sim: KubernetesSimulator) -> int:
     return sum(count for method, count in sim.requests_by_method.items() if method != "GET")
 
 
-def machine() -> str:
-    """Cores, memory and Python of this machine, read now (the figures mean little without them)."""
-    memory = "? GiB"
-    try:
-        with open("/proc/meminfo") as meminfo:
-            kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
-        memory = f"{kib / 2**20:.1f} GiB"
-    except (OSError, StopIteration, ValueError):
-        pass  # not Linux: the figures still print
-    return (f"machine: {os.cpu_count()} cores, {memory} memory, Python {platform.python_version()} "
-            f"({platform.python_implementation()}), {platform.system()} {platform.machine()}")
-
-
 def main(sizes: list[int]) -> None:
-    print(machine())
+    print_machine()
     print(f"{'objects':>8} {'promote s':>10} | {'sync: requests':>14} {'wall s':>7} | "
           f"{'no-op: requests':>15} {'wall s':>7} | {'rollback: requests':>18} {'wall s':>7}")
     for n in sizes:

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from _machine import print_machine
 from kubernetes import client, config
 
 from delivery.simulator.resources import BY_PATH
@@ -158,5 +159,6 @@ def _over_http(n: int, kubeconfig: Path) -> None:
 
 
 if __name__ == "__main__":
+    print_machine()
     for count in [int(a) for a in sys.argv[1:]] or [1000, 10000]:
         run(count)

@@ -29,6 +29,7 @@ from blocks.pipeline_runner import (
     read_published,
 )
 from delivery.errors import AuthenticationError, InvalidInput, NotFound, PermanentError, TransientError
+from delivery.provider_timing import timed_provider
 
 API_VERSION = "7.1"
 _RESULTS = {
@@ -47,6 +48,7 @@ def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
+@timed_provider
 class AzurePipelinesRunner(PipelineRunner):
     """Runs the generated pipeline on Azure Pipelines.
 

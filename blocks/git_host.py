@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from blocks import git_local
 from delivery.errors import CheckFailed, ConflictError, InvalidInput, MergeConflict, NotFound, PermanentError
 from delivery.models import CheckResult, CheckStatus, CommitInfo, MergeInfo, PullRequest, PullRequestStatus, utcnow
+from delivery.provider_timing import timed_provider
 
 _REPOSITORY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _LOG_LIMIT = 20_000
@@ -89,6 +90,7 @@ class GitHost(Block):
         raise NotImplementedError
 
 
+@timed_provider
 class LocalGitHost(GitHost):
     """Bare repositories on disk (``<root>/<repository>.git``), pull requests as records.
 

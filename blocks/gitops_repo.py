@@ -27,6 +27,7 @@ from blocks import git_local
 from delivery.errors import ConflictError, InvalidInput, NotFound
 from delivery.identity import ALLOWED_SIGNERS, REVOKED_KEYS
 from delivery.models import CommitInfo
+from delivery.provider_timing import timed_provider
 from delivery.settings import state_dir
 
 CONFIG_FILE = "delivery.yaml"
@@ -56,6 +57,7 @@ def _is_commit(repo: Repo, sha: str) -> bool:
         return False
 
 
+@timed_provider
 class GitOpsRepo(Block):
     """A GitOps repository (a bare repository on disk, or any git URL mirrored locally)."""
 

@@ -24,6 +24,7 @@ from blocks.publishing import (
 )
 from delivery.errors import NotFound
 from delivery.models import PublishedImage
+from delivery.provider_timing import timed_provider
 
 __all__ = ["ImageBlobs", "ImageRegistry", "OciImageRegistry", "build_image", "build_layer"]
 
@@ -42,6 +43,7 @@ class ImageRegistry(Block):
         raise NotImplementedError
 
 
+@timed_provider
 class OciImageRegistry(ImageRegistry):
     """An OCI distribution registry (the embedded Debian ``docker-registry``, ACR, any v2 registry).
 

@@ -34,6 +34,7 @@ from delivery.errors import (
     TransientError,
 )
 from delivery.labels import FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from delivery.provider_timing import timed_provider
 
 T = TypeVar("T")
 DEFAULT_KINDS = ("v1/ConfigMap", "v1/Secret", "v1/Service", "apps/v1/Deployment", "networking.k8s.io/v1/Ingress")
@@ -216,6 +217,7 @@ def _discovery_folder() -> Path:
     return _discovery
 
 
+@timed_provider
 class KubernetesRuntime(Block):
     """A Kubernetes API server reached from a kubeconfig or from inside the cluster."""
 

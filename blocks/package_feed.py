@@ -15,6 +15,7 @@ from pydantic import Field
 
 from blocks.publishing import publish_wheel, wheel_name_and_version
 from delivery.models import PublishedPackage
+from delivery.provider_timing import timed_provider
 
 __all__ = ["DirectoryPackageFeed", "PackageFeed", "wheel_name_and_version"]
 
@@ -37,6 +38,7 @@ class PackageFeed(Block):
         raise NotImplementedError
 
 
+@timed_provider
 class DirectoryPackageFeed(PackageFeed):
     """A folder of wheels, the form ``pip install --find-links`` reads.
 

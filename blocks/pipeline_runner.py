@@ -36,6 +36,7 @@ from pydantic import Field
 from blocks.publishing import PUBLISHED_MARKER
 from delivery.errors import InvalidInput, NotFound, PermanentError, TransientError
 from delivery.models import Model, PublishedImage, PublishedPackage, TestCounts
+from delivery.provider_timing import timed_provider
 from delivery.settings import state_dir
 
 TEST_RESULTS_TASK = "PublishTestResults@2"
@@ -265,6 +266,7 @@ def _slug(text: str) -> str:
 # ------------------------------------------------------------------------------------ local runner
 
 
+@timed_provider
 class LocalPipelineRunner(PipelineRunner):
     """Runs the pipeline's script steps on this machine.
 

@@ -18,6 +18,7 @@ from prefect.blocks.core import Block
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError
 
 from delivery.errors import InvalidInput
+from delivery.provider_timing import timed_provider
 from infra.stacks import (
     ApplyResult,
     ConfigItem,
@@ -48,6 +49,7 @@ def _field_error(exc: ValidationError, prefix: str = "") -> InvalidInput:
     return InvalidInput(f"{prefix}{field}: {message}" if field else f"{prefix.rstrip('.')}: {message}")
 
 
+@timed_provider
 class PulumiStack(Block):
     """An infrastructure stack of an environment, run with the Pulumi Automation API.
 

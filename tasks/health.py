@@ -17,6 +17,7 @@ from pydantic import Field
 
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime, RolloutStatus
+from delivery import provider_timing
 from delivery.errors import HealthCheckFailed, NotFound, TransientError
 from delivery.events import EventName, emit
 from delivery.models import Model
@@ -114,7 +115,8 @@ def probe(
     while True:
         try:
             if spec.url:
-                status = httpx.get(spec.url, timeout=5.0).status_code
+                with provider_timing.provider_call("http_probe"):
+                    status = httpx.get(spec.url, timeout=5.0).status_code
             else:
                 status = runtime.probe_service(service=spec.service or app, namespace=namespace, path=spec.path,
                                                port=spec.port)

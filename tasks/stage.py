@@ -17,6 +17,7 @@ persists its result: the one moment a crash loses a result whose effect already 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import traceback
 from collections.abc import Callable, Mapping
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 from prefect import task
 from prefect.tasks import exponential_backoff
 
-from delivery import failpoints
+from delivery import failpoints, provider_timing
 from delivery.errors import DeliveryError, is_retryable
 from delivery.events import EventName, emit
 from delivery.ledger import Ledger
@@ -215,9 +216,13 @@ def stage(
     stage_named(name)  # an unknown stage fails where it is declared
 
     def decorate(fn: F) -> F:
+        signature = inspect.signature(fn)
+
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            result = fn(*args, **kwargs)
+            environment = stage_environment(dict(signature.bind_partial(*args, **kwargs).arguments))
+            with provider_timing.stage_scope(name, environment):
+                result = fn(*args, **kwargs)
             failpoints.hit(name)
             return result
 

@@ -24,8 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from delivery.cli.client import DeliveryClient, ReleaseStatus
-from delivery.cli.stack import down, up
-from delivery.config import load_config
+from delivery.cli.stack import StackInfo, down, up
+from delivery.config import DeliveryConfig, load_config
 from delivery.errors import ApprovalRefused, DeliveryError, NotFound
 from delivery.models import Artifact, ReleaseRequest
 from delivery.signing import key_file_name
@@ -51,6 +51,14 @@ def demo_request() -> ReleaseRequest:
 
 def _approvers_for(environment: str, required: bool) -> list[str]:
     return APPROVERS.get(environment, ["user:alice"]) if required else []
+
+
+def demo_approvals(info: StackInfo) -> tuple[DeliveryConfig, dict[str, list[str]]]:
+    """The stack's delivery.yaml, and who approves each environment of its path (none where not required)."""
+    from blocks.gitops_repo import GitOpsRepo
+
+    config = load_config(GitOpsRepo(url=info.gitops_repo).read_config())
+    return config, {env: _approvers_for(env, config.environments[env].approval.required) for env in config.path}
 
 
 def follow_release(
@@ -128,10 +136,7 @@ def run_full_demo(*, keep_running: bool = False, timeout: float = 1800.0) -> boo
     info = up()
     ok = False
     try:
-        from blocks.gitops_repo import GitOpsRepo
-
-        config = load_config(GitOpsRepo(url=info.gitops_repo).read_config())
-        approvals = {env: _approvers_for(env, config.environments[env].approval.required) for env in config.path}
+        config, approvals = demo_approvals(info)
         request = demo_request()
         keys = Path(info.home) / "keys"
         with DeliveryClient(info.api_url, auth_string=info.auth_string()) as client:
@@ -184,4 +189,4 @@ def demo_full_command(
         raise typer.Exit(1)
 
 
-__all__ = ["demo_full_command", "demo_request", "follow_release", "keep_by_default", "run_full_demo"]
+__all__ = ["demo_approvals", "demo_full_command", "demo_request", "follow_release", "keep_by_default", "run_full_demo"]
