@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -500,10 +501,15 @@ def down(*, home: Path | None = None, say: Callable[[str], None] = console.print
         say("nothing to stop (no stack.json)")
         return []
     stopped = []
-    for process in reversed(info.processes):
-        if stop_process(process):
-            stopped.append(process.name)
-            say(f"stopped {process.name} (pid {process.pid})")
+    # the workers first, so no flow run starts against a server going away; then the servers together
+    workers = [p for p in reversed(info.processes) if p.marker == "worker"]
+    servers = [p for p in reversed(info.processes) if p.marker != "worker"]
+    for group in (workers, servers):
+        with ThreadPoolExecutor(max_workers=max(len(group), 1)) as pool:
+            for process, was_ours in zip(group, pool.map(stop_process, group), strict=True):
+                if was_ours:
+                    stopped.append(process.name)
+                    say(f"stopped {process.name} (pid {process.pid})")
     stack_file(home).unlink(missing_ok=True)
     return stopped
 
