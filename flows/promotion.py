@@ -448,6 +448,12 @@ def release_run_id(release_id: str) -> UUID | None:
     return context.flow_run.id if context and context.flow_run else None  # a flow that promotes by itself
 
 
+def deployed_environments(request: ReleaseRequest) -> set[str]:
+    """The environments this revision of the release was already deployed to (by an earlier run of its flow run)."""
+    return {plan.environment for plan in Ledger().plans(release_id=request.release_id)
+            if plan.revision == request.revision and plan.state is PlanState.DEPLOYED}
+
+
 def publish_status(release_id: str, ledger: Ledger | None = None, *, progress: str = "",
                    build: BuildResult | None = None, trace_id: str | None = None) -> None:
     """Refresh the release's summary artifact (``release-<id>``, one key per release) on the release run,
@@ -504,11 +510,14 @@ def promote_path(
     summary = PromotionSummary(
         release_id=request.release_id, trace_id=request.trace_id, revision=request.revision, environments=outcomes
     )
+    deployed_before = deployed_environments(request)
     for index, environment in enumerate(environments):
         with tags(f"environment:{environment}"):
             outcome = promote_environment(request, build, environment, config.environment(environment))
         outcomes[index] = outcome
         summary = summary.model_copy(update={"environments": list(outcomes)})
+        if environment in deployed_before and outcome.state is PlanState.DEPLOYED:
+            continue  # deployed by an earlier run of this flow run (before an approval wait): published then
         stop = _stop_error(outcome, environments[index + 1:]) if outcome.state is not PlanState.DEPLOYED else None
         following = environments[index + 1] if index + 1 < len(environments) else None
         progress = (f"Stopped: {stop}" if stop is not None else

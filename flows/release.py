@@ -46,7 +46,13 @@ from delivery.models import (
     release_run_name,
 )
 from flows.build import run_build
-from flows.promotion import PromotionSummary, promote_path, publish_status, validate_promotion
+from flows.promotion import (
+    PromotionSummary,
+    deployed_environments,
+    promote_path,
+    publish_status,
+    validate_promotion,
+)
 from tasks.approval import verify_planner_signature
 from tasks.commit import create_commit
 from tasks.pull_request import check_pull_request, merge_pull_request, open_pull_request
@@ -202,11 +208,16 @@ def release(request: ReleaseRequest) -> ReleaseSummary | State:
         pull_request = check_pull_request(git_host, request, pull_request)
         merge = merge_pull_request(git_host, request, pull_request)
         logger.info("merged #%s as %s (created=%s)", merge.pull_request, merge.merge_sha[:12], merge.created)
-        publish_status(request.release_id, progress=f"Merged #{merge.pull_request} as {merge.merge_sha[:12]}; "
-                       "building", trace_id=request.trace_id)
+        # a run resumed after an approval wait replays these stages from their stored results: its status
+        # is already further along, and republishing it costs each resumed run about a second
+        replayed = bool(deployed_environments(request))
+        if not replayed:
+            publish_status(request.release_id, progress=f"Merged #{merge.pull_request} as {merge.merge_sha[:12]}; "
+                           "building", trace_id=request.trace_id)
         build = run_build(request, merge)
-        publish_status(request.release_id, progress=f"Built; promoting along {' -> '.join(path)}", build=build,
-                       trace_id=request.trace_id)
+        if not replayed:
+            publish_status(request.release_id, progress=f"Built; promoting along {' -> '.join(path)}", build=build,
+                           trace_id=request.trace_id)
         promotion = promote_path(request, build, config)
     return ReleaseSummary(release_id=request.release_id, trace_id=request.trace_id, app=request.app,
                           branch=request.branch, commit=commit, pull_request=pull_request, merge=merge,
