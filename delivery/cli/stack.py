@@ -48,7 +48,7 @@ from delivery.api_auth import (
     ensure_auth_file,
     read_auth_file,
 )
-from delivery.cli.prefect_database import seed_database
+from delivery.cli.prefect_cache import seed_database, ui_static_directory
 from delivery.errors import InvalidInput, StackNotFound, TransientError
 from delivery.identity import ALLOWED_SIGNERS
 from delivery.settings import (
@@ -392,6 +392,7 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
     env = {**os.environ, **info.env(), "PREFECT_API_DATABASE_CONNECTION_URL":
            f"sqlite+aiosqlite:///{home / 'prefect' / 'prefect.db'}"}
     env.pop(SERVER_AUTH_ENV, None)  # only the server gets it
+    env.setdefault("PREFECT_UI_STATIC_DIRECTORY", str(ui_static_directory()))
     python = sys.executable
 
     def record(process: StackProcess) -> None:
