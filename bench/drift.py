@@ -40,9 +40,9 @@ from _machine import print_machine
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
 from delivery.config import EnvironmentConfig
-from delivery.drift import SyncStateStore
 from delivery.labels import APP_LABEL, ENVIRONMENT_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from delivery.ledger import Ledger
+from delivery.sync_state_store import SyncStateStore
 from flows.drift import check_environment
 from tasks.manifest import files_for
 

@@ -32,10 +32,11 @@ from typing import Any
 from pydantic import Field
 
 from delivery.approvals import counted_approvers
-from delivery.drift import SyncState, SyncStateStore, SyncStatus
 from delivery.ledger import ROLLBACK_FINISHED, ROLLBACK_STARTED, Ledger, OnDemandRollback
 from delivery.models import Model
 from delivery.plan import PlanState, ReleasePlan
+from delivery.sync_state import SyncState, SyncStatus
+from delivery.sync_state_store import SyncStateStore
 
 
 class Health(StrEnum):

@@ -3,7 +3,7 @@
 For each environment of ``delivery.yaml`` (or the one asked for) it reads the desired objects of
 every app under ``environments/<env>/`` at the GitOps repo's head, lists the live managed objects
 with one label-selector LIST per kind, and compares them on the fields Git sets
-(:mod:`delivery.drift`). In ``reconcile`` mode it applies what is missing or changed, prunes what
+(:mod:`delivery.drift_compare`). In ``reconcile`` mode it applies what is missing or changed, prunes what
 is extra and checks again; in ``detect`` mode it only reports. Each check moves the environment's
 sync state (Synced, OutOfSync, Degraded), stores it with the report in the ledger database and
 emits ``DriftDetected`` / ``SyncDegraded`` / ``SyncRecovered``. A reconcile is also a decision of the
@@ -28,24 +28,17 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from delivery.config import EnvironmentConfig, load_config
-from delivery.drift import (
-    DriftMode,
-    DriftReport,
-    DriftSettings,
-    IgnoreRules,
-    InfrastructureDrift,
-    ObjectDrift,
-    SyncStateStore,
-    compare_objects,
-    next_status,
-    object_key,
-)
+from delivery.drift import DriftMode, DriftReport, DriftSettings, InfrastructureDrift
+from delivery.drift_compare import ObjectDrift, compare_objects, object_key
 from delivery.errors import DeliveryError, PermanentError
 from delivery.events import emit
+from delivery.field_paths import IgnoreRules
 from delivery.ids import new_trace_id
 from delivery.labels import RELEASE_ID_ANNOTATION, TRACE_ID_ANNOTATION, managed_selector
 from delivery.ledger import DRIFT_RECONCILE_FAILED, DRIFT_RECONCILED, Ledger
 from delivery.settings import block_ref, block_setting
+from delivery.sync_state import next_status
+from delivery.sync_state_store import SyncStateStore
 from flows.timeline import publish_timeline
 from tasks.manifest import parse_objects
 from tasks.overview import refresh_overview

@@ -16,9 +16,10 @@ from pydantic import Field
 
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime, ObjectRef
-from delivery.drift import compare_objects, dropped_fields, is_managed, object_key
+from delivery.drift_compare import compare_objects, is_managed, object_key
 from delivery.errors import InvalidInput
 from delivery.events import EventName, emit
+from delivery.field_ownership import dropped_fields
 from delivery.labels import APP_LABEL, ENVIRONMENT_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, managed_selector
 from tasks.manifest import DeployTarget, coerce, parse_objects
 from tasks.stage import stage

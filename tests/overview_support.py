@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from delivery.drift import DriftMode, DriftReport, SyncStateStore, next_status
+from delivery.drift import DriftMode, DriftReport
 from delivery.ledger import ROLLBACK_FINISHED, ROLLBACK_STARTED, Ledger
 from delivery.models import Approval, BuildResult, BuildStatus, Decision, RollingStrategy
 from delivery.plan import PlanState, ReleasePlan
+from delivery.sync_state import next_status
+from delivery.sync_state_store import SyncStateStore
 
 PATH = ["dev", "staging", "prod"]
 ACTOR = "system:promotion"

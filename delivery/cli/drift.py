@@ -20,9 +20,9 @@ from rich.table import Table
 
 from delivery.api_auth import prefect_client_settings
 from delivery.cli.automations import setup_approval_alerts, setup_incident_alerts, upsert_automation
-from delivery.drift import SyncStateStore
 from delivery.errors import DeliveryError, InvalidInput
 from delivery.events import EventName, event_type
+from delivery.sync_state_store import SyncStateStore
 
 DEPLOYMENT = "drift-check/drift-check"
 ALERT_BLOCK = "delivery-drift-alerts"

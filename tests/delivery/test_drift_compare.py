@@ -8,24 +8,15 @@ from decimal import Decimal
 
 import pytest
 
-from delivery.drift import (
-    DriftMode,
-    DriftReport,
-    DriftSettings,
-    IgnoreRules,
-    SyncState,
-    SyncStateStore,
-    compare_objects,
-    dropped_fields,
-    field_differences,
-    format_path,
-    next_status,
-    parse_path,
-    quantity,
-)
+from delivery.drift import DriftMode, DriftReport, DriftSettings
+from delivery.drift_compare import compare_objects, field_differences, quantity
 from delivery.errors import InvalidInput
 from delivery.events import EventName
+from delivery.field_ownership import dropped_fields
+from delivery.field_paths import IgnoreRules, format_path, parse_path
 from delivery.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from delivery.sync_state import SyncState, next_status
+from delivery.sync_state_store import SyncStateStore
 
 MANAGED = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, "app.kubernetes.io/name": "web"}
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from overview_support import PATH, deploy, drift_check, fail, move, new_plan
 
-from delivery.drift import SyncState
 from delivery.ledger import OnDemandRollback
 from delivery.overview import Health, environment_overview, render_overview
 from delivery.plan import PlanState
+from delivery.sync_state import SyncState
 
 
 def by_env(rows):

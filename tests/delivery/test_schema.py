@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Column, MetaData, String, Table, create_engine, inspect, text
 
-from delivery.drift import SyncStateStore, drift_metadata
 from delivery.ledger import Ledger, metadata
 from delivery.schema import create_tables
+from delivery.sync_state_store import SyncStateStore, drift_metadata
 
 PROCESSES = 6
 

@@ -12,7 +12,8 @@ from overview_support import fail, new_plan
 
 from blocks.git_history import commits_with_trailer
 from blocks.git_local import commit_files, init_bare
-from delivery.drift import DriftMode, DriftReport, ObjectDrift, ObjectKey
+from delivery.drift import DriftMode, DriftReport
+from delivery.drift_compare import ObjectDrift, ObjectKey
 from delivery.ledger import Ledger
 from delivery.models import Artifact, CheckResult, CheckStatus, MergeInfo, PullRequest, ReleaseRequest
 from delivery.timeline import ledger_entries

@@ -23,7 +23,6 @@ from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
 from delivery.cli.client import default_api_url
 from delivery.cli.drift import setup_drift_alerts
-from delivery.drift import SyncState, SyncStateStore
 from delivery.errors import InvalidInput
 from delivery.events import EventName, emit
 from delivery.labels import (
@@ -37,6 +36,8 @@ from delivery.labels import (
 )
 from delivery.ledger import DRIFT_RECONCILED
 from delivery.simulator import KubernetesSimulator
+from delivery.sync_state import SyncState
+from delivery.sync_state_store import SyncStateStore
 from flows.drift import DRIFT_ACTOR, check_environment, drift_check
 from tasks.manifest import files_for, parse_objects
 
