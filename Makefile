@@ -64,7 +64,8 @@ demo: venv
 bench: venv
 	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-# Mutation run of the decision rules (approvals, policy gates, plan state machine; [tool.mutmut] in
+# Mutation run of the decision rules (approvals, policy gates, plan state machine) and of the drift
+# check's (comparison with Git, field paths, field ownership, sync-state moves; [tool.mutmut] in
 # pyproject.toml) against their pure unit tests; not part of `make test`. Prints killed / total per
 # module and killed / non-equivalent, the equivalent survivors being those bench/mutation-survivors.md
 # names; fails when a module kills under MUTATION_MIN % of its non-equivalent mutants.
@@ -83,7 +84,7 @@ mutation: venv
 	    else if (name in eq) equiv[m]++; \
 	    else printf "  %s: %s (not listed as equivalent)\n", name, status } \
 	  END { bad = 0; for (m in total) { live = total[m] - equiv[m]; score = live ? 100 * killed[m] / live : 100; \
-	    printf "%-10s killed %3d / %3d (%5.1f %%); equivalent %2d; killed / non-equivalent %3d / %3d (%5.1f %%)\n", \
+	    printf "%-16s killed %3d / %3d (%5.1f %%); equivalent %2d; killed / non-equivalent %3d / %3d (%5.1f %%)\n", \
 	      m, killed[m], total[m], 100 * killed[m] / total[m], equiv[m], killed[m], live, score; \
 	    if (score < min) bad = 1 } exit bad }'
 

@@ -104,8 +104,11 @@ _SUFFIX = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei"
 
 
 def quantity(value: Any) -> Decimal | None:
-    """The amount a Kubernetes quantity (``500m``, ``1Gi``, ``2``, ``1e3``) stands for, or None."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    """The amount a Kubernetes quantity (``500m``, ``1Gi``, ``2``, ``1e3``) stands for, or None.
+
+    A boolean is no quantity: its text (``True``) is not one.
+    """
+    if not isinstance(value, str | int | float):
         return None
     match = _QUANTITY.match(str(value).strip())
     if match is None:
@@ -127,14 +130,14 @@ def _walk_list(desired: list[Any], live: list[Any], path: tuple[Segment, ...], o
     key = _merge_key(desired, live)
     if key is None:
         if all(not isinstance(item, Mapping | list) for item in desired):
-            if len(desired) != len(live) or any(not _same_scalar(d, v) for d, v in zip(desired, live, strict=False)):
+            if len(desired) != len(live) or not all(map(_same_scalar, desired, live)):
                 out.append(path)
             return
         if len(desired) != len(live):
             out.append(path)
             return
-        for index, (want, have) in enumerate(zip(desired, live, strict=True)):
-            _walk(want, have, (*path, f"[{index}]"), out, ignored)
+        for index, want in enumerate(desired):
+            _walk(want, live[index], (*path, f"[{index}]"), out, ignored)
         return
     live_items = {_item_label(item, key): item for item in live if isinstance(item, Mapping)}
     desired_labels = set()
@@ -188,7 +191,7 @@ class ObjectKey(BaseModel):
 
     @property
     def group(self) -> str:
-        return self.api_version.rsplit("/", 1)[0] if "/" in self.api_version else ""
+        return self.api_version.rpartition("/")[0]
 
     @property
     def identity(self) -> tuple[str, str, str | None, str]:

@@ -51,7 +51,7 @@ def _owned_missing(tree: Mapping[str, Any], desired: Any, path: tuple[Segment, .
         found, value, segment = _owned_part(part, desired)
         if not found:
             out.append((*path, segment))
-        elif isinstance(child, Mapping) and any(k != "." for k in child):
+        elif isinstance(child, Mapping):  # a child owning only "." (itself) adds nothing
             _owned_missing(child, value, (*path, segment), out)
 
 

@@ -90,8 +90,7 @@ class IgnoreRules:
 
     def __call__(self, path: Sequence[Segment]) -> bool:
         """Whether some rule ignores ``path``."""
-        return any(len(rule) <= len(path) and all(_segment_matches(r, p) for r, p in zip(rule, path, strict=False))
-                   for rule in self.rules)
+        return any(len(rule) <= len(path) and all(map(_segment_matches, rule, path)) for rule in self.rules)
 
 
 def _segment_matches(rule: Segment, actual: Segment) -> bool:

@@ -1,73 +1,24 @@
-"""The pure drift comparison, ignore rules, sync-state moves and their persistence (no servers)."""
+"""The pure drift comparison of live objects with Git, with ignore rules (no servers)."""
 
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from drift_support import MANAGED, as_live, config_map, deployment
 
-from delivery.drift import DriftMode, DriftReport, DriftSettings
-from delivery.drift_compare import compare_objects, field_differences, quantity
+from delivery.drift_compare import (
+    ObjectDrift,
+    ObjectKey,
+    compare_objects,
+    field_differences,
+    is_managed,
+    object_key,
+    quantity,
+)
 from delivery.errors import InvalidInput
-from delivery.events import EventName
-from delivery.field_ownership import dropped_fields
-from delivery.field_paths import IgnoreRules, format_path, parse_path
-from delivery.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE
-from delivery.sync_state import SyncState, next_status
-from delivery.sync_state_store import SyncStateStore
-
-MANAGED = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, "app.kubernetes.io/name": "web"}
-
-
-def deployment(name: str = "web", image: str = "reg/web:1", replicas: int = 2) -> dict:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "dev", "labels": dict(MANAGED)},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "containers": [
-                        {"name": "app", "image": image, "ports": [{"containerPort": 8080}],
-                         "env": [{"name": "MODE", "value": "dev"}]},
-                        {"name": "proxy", "image": "reg/proxy:1"},
-                    ]
-                },
-            },
-        },
-    }
-
-
-def config_map(name: str = "web-config", data: dict | None = None, labels: dict | None = None) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name, "labels": dict(MANAGED if labels is None else labels)},
-        "data": data or {"greeting": "hello"},
-    }
-
-
-def as_live(obj: dict) -> dict:
-    """What a server returns: the object plus metadata, defaults and status it fills in."""
-    live = copy.deepcopy(obj)
-    meta = live["metadata"]
-    meta.setdefault("namespace", "dev")
-    meta.update(uid="u-1", resourceVersion="42", generation=3, creationTimestamp="2026-11-27T00:00:00Z",
-                managedFields=[{"manager": "gitops-delivery"}])
-    meta.setdefault("annotations", {})["deployment.kubernetes.io/revision"] = "3"
-    if live["kind"] == "Deployment":
-        live["spec"]["strategy"] = {"type": "RollingUpdate"}
-        live["spec"]["template"]["spec"]["restartPolicy"] = "Always"
-        for container in live["spec"]["template"]["spec"]["containers"]:
-            container["imagePullPolicy"] = "IfNotPresent"
-        live["status"] = {"readyReplicas": 2}
-    return live
-
+from delivery.field_paths import IgnoreRules
 
 # --------------------------------------------------------------------------- field comparison
 
@@ -142,10 +93,116 @@ def test_resource_quantities_in_canonical_form_are_not_drift_but_other_amounts_a
     assert field_differences({"data": {"x": "1"}}, {"data": {"x": "1.0"}}) == ["data.x"]  # only under resources
 
 
+def test_identity_and_server_owned_fields_of_a_manifest_are_never_compared():
+    desired = {"apiVersion": "v1", "kind": "A", "status": {"phase": "Ready"},
+               "metadata": {"name": "x", "namespace": "dev", "uid": "1", "resourceVersion": "1", "generation": 1,
+                            "labels": {"a": "b"}},
+               "data": {"k": "v"}}
+    live = {"apiVersion": "v2", "kind": "B", "status": {"phase": "Failed"},
+            "metadata": {"name": "y", "namespace": "other", "uid": "2", "resourceVersion": "9", "generation": 4,
+                         "labels": {"a": "b"}},
+            "data": {"k": "v"}}
+    assert field_differences(desired, live) == []
+    live["data"]["k"] = "w"
+    live["metadata"]["labels"]["a"] = "c"
+    assert field_differences(desired, live) == ["data.k", "metadata.labels.a"]
+
+
+def test_metadata_is_compared_with_the_live_metadata_even_when_live_has_none():
+    desired = {"metadata": {"name": "x", "labels": {"a": "b"}}, "data": {"k": "v"}}
+    assert field_differences(desired, {"data": {"k": "v"}}) == ["metadata.labels"]
+    assert field_differences(desired, {"data": {"k": "v"}, "metadata": None}) == ["metadata.labels"]
+    assert field_differences({"metadata": "odd", "data": {"k": "v"}}, {"metadata": "odd", "data": {"k": "v"}}) == []
+
+
+@pytest.mark.parametrize(
+    "want,have,paths",
+    [
+        # a map Git sets must be there with what it holds; an empty one sets nothing
+        ({"spec": {"x": {"a": "1"}}}, {"spec": {}}, ["spec.x"]),
+        ({"spec": {"x": {"a": {"b": "1"}}}}, {"spec": {}}, ["spec.x"]),
+        ({"spec": {"x": {"a": None, "b": [], "c": {}}}}, {"spec": {}}, []),
+        ({"spec": {"x": None, "y": []}}, {"spec": {}}, []),
+        ({"spec": {"x": "0"}}, {"spec": {}}, ["spec.x"]),
+        ({"spec": {"x": 0}}, {"spec": {}}, ["spec.x"]),
+        ({"spec": {"x": False}}, {"spec": {}}, ["spec.x"]),
+        ({"spec": {"x": ["a"]}}, {"spec": {}}, ["spec.x"]),
+        # a map against something else
+        ({"spec": {"x": {"a": "1"}}}, {"spec": {"x": "str"}}, ["spec.x"]),
+        ({"spec": {"x": {"a": "1"}}}, {"spec": {"x": None}}, ["spec.x"]),
+        ({"spec": {"x": {}}}, {"spec": {"x": None}}, []),
+        ({"spec": {"x": {}}}, {"spec": {"x": "str"}}, ["spec.x"]),
+        ({"spec": {"x": {}}}, {"spec": {"x": []}}, ["spec.x"]),
+        # a list against something else
+        ({"spec": {"x": ["a"]}}, {"spec": {"x": "a"}}, ["spec.x"]),
+        ({"spec": {"x": ["a"]}}, {"spec": {"x": None}}, ["spec.x"]),
+        ({"spec": {"x": []}}, {"spec": {"x": None}}, []),
+        ({"spec": {"x": []}}, {"spec": {"x": "a"}}, ["spec.x"]),
+        ({"spec": {"x": []}}, {"spec": {"x": {}}}, ["spec.x"]),
+        # a scalar against a map or a list
+        ({"spec": {"x": "a"}}, {"spec": {"x": {"a": "1"}}}, ["spec.x"]),
+        ({"spec": {"x": "a"}}, {"spec": {"x": ["a"]}}, ["spec.x"]),
+        ({"spec": {"x": "a"}}, {"spec": "a"}, ["spec"]),
+    ],
+)
+def test_what_a_field_git_sets_must_find_live(want, have, paths):
+    assert field_differences(want, have) == paths
+
+
+@pytest.mark.parametrize(
+    "want,have,paths",
+    [
+        ({"spec": {"x": []}}, {"spec": {"x": []}}, []),
+        ({"spec": {"x": []}}, {"spec": {"x": [{"name": "a"}]}}, ["spec.x"]),
+        ({"spec": {"x": []}}, {"spec": {"x": ["a"]}}, ["spec.x"]),
+        ({"spec": {"x": ["a", "b"]}}, {"spec": {"x": ["a"]}}, ["spec.x"]),
+        ({"spec": {"x": ["a"]}}, {"spec": {"x": ["a", "b"]}}, ["spec.x"]),
+        ({"spec": {"x": ["a", 1, None]}}, {"spec": {"x": ["a", 1, None]}}, []),
+        ({"spec": {"x": [True]}}, {"spec": {"x": [1]}}, ["spec.x"]),
+        ({"spec": {"x": [1]}}, {"spec": {"x": [True]}}, ["spec.x"]),
+        ({"spec": {"x": [{"name": "a"}]}}, {"spec": {"x": ["a"]}}, ["spec.x[0]"]),
+        ({"spec": {"x": [["a"], ["b"]]}}, {"spec": {"x": [["a"], ["c"]]}}, ["spec.x[1]"]),
+        ({"spec": {"x": [{"name": "a"}, {"v": 1}]}}, {"spec": {"x": [{"name": "a"}, {"v": 2}]}}, ["spec.x[1].v"]),
+        ({"spec": {"x": [{"a": 1}]}}, {"spec": {"x": [{"a": 1}, {"a": 2}]}}, ["spec.x"]),
+        ({"spec": {"x": [{"port": 80, "name": "web"}]}}, {"spec": {"x": [{"port": 80, "name": "api"}]}},
+         ["spec.x[api]", "spec.x[web]"]),
+        ({"spec": {"x": [{"ip": "1.2.3.4", "port": 80}]}}, {"spec": {"x": [{"ip": "1.2.3.4", "port": 81}]}},
+         ["spec.x[port=80]", "spec.x[port=81]"]),
+        ({"spec": {"x": [{"mountPath": "/a", "name": "v"}]}}, {"spec": {"x": [{"mountPath": "/a", "name": "w"}]}},
+         ["spec.x[v]", "spec.x[w]"]),
+    ],
+)
+def test_lists_by_merge_key_position_or_value(want, have, paths):
+    assert field_differences(want, have) == paths
+
+
+@pytest.mark.parametrize(
+    "want,have,same",
+    [(True, 1, False), (1, True, False), (0, False, False), (False, 0, False), (True, True, True),
+     (False, False, True), (1, 1.0, True), ("1", 1, False), (None, None, True)],
+)
+def test_booleans_are_never_numbers(want, have, same):
+    assert field_differences({"spec": {"x": want, "y": "k"}}, {"spec": {"x": have, "y": "k"}}) == (
+        [] if same or want is None else ["spec.x"])
+
+
+def test_amounts_are_compared_by_value_only_under_resources_and_only_when_they_are_amounts():
+    def limits(value):
+        return {"spec": {"resources": {"limits": {"nvidia.com/gpu": value}}}}
+
+    assert field_differences(limits("1000m"), limits("1")) == []
+    assert field_differences(limits("one"), limits("two")) == ['spec.resources.limits["nvidia.com/gpu"]']
+    assert field_differences(limits("2"), limits("one")) == ['spec.resources.limits["nvidia.com/gpu"]']
+    assert field_differences({"spec": {"hard": {"pods": "1k"}}}, {"spec": {"hard": {"pods": "1000"}}}) == []
+    assert field_differences({"spec": {"x": {"pods": "1k"}}}, {"spec": {"x": {"pods": "1000"}}}) == ["spec.x.pods"]
+
+
 @pytest.mark.parametrize(
     "text,amount",
     [("500m", Decimal("0.5")), ("1Gi", Decimal(2**30)), ("2", Decimal(2)), ("1e3", Decimal(1000)),
-     ("1E", Decimal(10**18)), (".5", Decimal("0.5")), ("12x", None), ("", None), (True, None)],
+     ("1E", Decimal(10**18)), (".5", Decimal("0.5")), ("12x", None), ("", None), (True, None),
+     (" 2Mi ", Decimal(2 * 2**20)), ("1.5e-3", Decimal("0.0015")), ("-1k", Decimal(-1000)), (3, Decimal(3)),
+     (0.25, Decimal("0.25")), (None, None), (Decimal(2), None), (["1"], None)],
 )
 def test_quantities(text, amount):
     assert quantity(text) == amount
@@ -177,48 +234,28 @@ def test_ignore_rule_for_an_added_list_item():
     assert field_differences(desired, live, ignore=["spec.template.spec.containers[istio-proxy]"]) == []
 
 
-@pytest.mark.parametrize(
-    "text,segments",
-    [
-        ("spec.replicas", ("spec", "replicas")),
-        ("spec.template.spec.containers[app].image", ("spec", "template", "spec", "containers", "[app]", "image")),
-        ('metadata.labels["app.kubernetes.io/name"]', ("metadata", "labels", "app.kubernetes.io/name")),
-        ("spec.ports[port=80]", ("spec", "ports", "[port=80]")),
-        ("spec.*.x[*]", ("spec", "*", "x", "[*]")),
-    ],
-)
-def test_paths_parse_and_format_round_trip(text, segments):
-    assert parse_path(text) == segments
-    assert format_path(segments) == text
+def test_a_missing_field_or_item_is_not_drift_when_ignored():
+    desired = deployment()
+    live = as_live(desired)
+    del live["spec"]["replicas"]
+    del live["spec"]["template"]["spec"]["containers"][1]  # proxy
+    assert field_differences(desired, live) == ["spec.replicas", "spec.template.spec.containers[proxy]"]
+    assert field_differences(desired, live, ignore=["spec.replicas", "spec.template.spec.containers[proxy]"]) == []
+    assert field_differences(desired, live, ignore=IgnoreRules(["spec.replicas"])) == [
+        "spec.template.spec.containers[proxy]",
+    ]
 
 
-@pytest.mark.parametrize("bad", ["", "  ", ".spec", "spec..replicas", "spec[unclosed", "spec replicas"])
-def test_bad_ignore_rules_are_rejected_with_the_rule(bad):
-    with pytest.raises(InvalidInput):
-        IgnoreRules([bad])
-
-
-# --------------------------------------------------------------------------- settings
-
-
-def test_drift_settings_defaults():
-    settings = DriftSettings.parse(None, environment="dev")
-    assert settings.mode is DriftMode.RECONCILE and settings.ignore == () and settings.degraded_after == 3
-
-
-@pytest.mark.parametrize(
-    "raw,field",
-    [
-        ({"mode": "sometimes"}, "environments.prod.drift.mode"),
-        ({"degraded_after": 0}, "environments.prod.drift.degraded_after"),
-        ({"ignored": ["spec.replicas"]}, "environments.prod.drift.ignored"),
-        ({"ignore": ["spec..x"]}, "environments.prod.drift.ignore"),
-    ],
-)
-def test_bad_drift_settings_name_the_field(raw, field):
-    with pytest.raises(InvalidInput) as info:
-        DriftSettings.parse(raw, environment="prod")
-    assert field in str(info.value)
+def test_a_rule_on_a_sibling_ignores_nothing_else():
+    desired = deployment()
+    live = as_live(desired)
+    live["spec"]["replicas"] = 9
+    del live["spec"]["template"]["spec"]["containers"][0]  # app
+    live["spec"]["template"]["spec"]["containers"].append({"name": "extra"})
+    rules = ["spec.paused", "spec.template.spec.containers[other]"]
+    assert field_differences(desired, live, ignore=rules) == [
+        "spec.replicas", "spec.template.spec.containers[app]", "spec.template.spec.containers[extra]",
+    ]
 
 
 # --------------------------------------------------------------------------- objects
@@ -253,101 +290,98 @@ def test_manifest_without_a_name_is_bad_input():
         compare_objects([{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}], [], namespace="dev")
 
 
-# --------------------------------------------------------------------------- sync state
+def test_compare_objects_applies_the_ignore_rules_as_text_or_compiled():
+    desired = [deployment(), config_map()]
+    live = [as_live(deployment(replicas=5)), as_live(config_map(data={"greeting": "changed"}))]
+    changed = [("changed", "ConfigMap dev/web-config", ("data.greeting",)),
+               ("changed", "Deployment dev/web", ("spec.replicas",))]
+    assert [(d.change, str(d.object), d.fields) for d in compare_objects(desired, live, namespace="dev")] == changed
+    assert [str(d) for d in compare_objects(desired, live, namespace="dev", ignore=["spec.replicas"])] == [
+        "changed ConfigMap dev/web-config: data.greeting",
+    ]
+    assert compare_objects(desired, live, namespace="dev", ignore=IgnoreRules(["spec.replicas", "data"])) == []
 
 
-def _walk_states(outcomes, *, degraded_after=3):
-    status, seen = None, []
-    for found, remaining in outcomes:
-        status, events = next_status(status, environment="dev", revision="abc", found=found, remaining=remaining,
-                                     degraded_after=degraded_after)
-        seen.append((status.state, status.reason, status.consecutive_drift, events))
-    return seen
+def test_an_object_keeps_its_own_namespace():
+    assert object_key(config_map(), namespace="dev").namespace == "dev"
+    elsewhere = config_map()
+    elsewhere["metadata"]["namespace"] = "other"
+    assert object_key(elsewhere, namespace="dev").namespace == "other"
+    assert object_key(elsewhere).namespace == "other"
+    assert object_key(config_map()).namespace is None
+    drift = compare_objects([elsewhere], [as_live(config_map())], namespace="dev")
+    assert [str(d) for d in drift] == ["extra ConfigMap dev/web-config", "missing ConfigMap other/web-config"]
 
 
-def applied_by(manager: str, fields: dict, *, operation: str = "Apply") -> dict:
-    """A live object whose managedFields say ``manager`` applied ``fields`` (FieldsV1)."""
-    return {"metadata": {"managedFields": [{"manager": manager, "operation": operation, "apiVersion": "apps/v1",
-                                            "fieldsType": "FieldsV1", "fieldsV1": fields}]}}
+def test_a_live_object_without_a_namespace_takes_the_environments_too():
+    live = as_live(config_map())
+    del live["metadata"]["namespace"]
+    assert compare_objects([config_map()], [live], namespace="dev") == []
 
 
-def test_dropped_fields_are_the_owned_fields_git_no_longer_sets():
-    owned = {
-        "f:metadata": {"f:labels": {"f:team": {}}},
-        "f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
-            'k:{"name":"app"}': {".": {}, "f:name": {}, "f:image": {},
-                                 "f:ports": {'k:{"containerPort":8080,"protocol":"TCP"}': {".": {}}}},
-            'k:{"name":"sidecar"}': {".": {}, "f:name": {}}}}}},
-    }
-    live = applied_by("gitops-delivery", owned)
+def test_cluster_scoped_kinds_have_no_namespace_whatever_the_manifest_says():
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "reader", "namespace": "dev", "labels": dict(MANAGED)}}
+    key = object_key(role, namespace="dev")
+    assert key.namespace is None and str(key) == "ClusterRole reader"
+    assert key.identity == ("rbac.authorization.k8s.io", "ClusterRole", None, "reader")
+
+
+def test_the_group_is_what_comes_before_the_version():
+    assert ObjectKey(api_version="apps/v1", kind="Deployment", name="web").group == "apps"
+    assert ObjectKey(api_version="v1", kind="ConfigMap", name="web").group == ""
+
+
+def test_objects_of_another_group_are_other_objects():
     desired = deployment()
-    desired["metadata"]["labels"]["team"] = "a"
-
-    # the port's protocol is the server's default, not a field Git dropped; the sidecar is gone from Git
-    assert dropped_fields(desired, live, manager="gitops-delivery") == ["spec.template.spec.containers[sidecar]"]
-    desired["spec"]["template"]["spec"]["containers"][0]["ports"] = [{"containerPort": 9090}]
-    assert "spec.template.spec.containers[app].ports[containerPort=8080,protocol=TCP]" in dropped_fields(
-        desired, live, manager="gitops-delivery")
-    del desired["metadata"]["labels"]["team"], desired["spec"]["replicas"]
-    assert "metadata.labels.team" in dropped_fields(desired, live, manager="gitops-delivery")
-    assert "spec.replicas" in dropped_fields(desired, live, manager="gitops-delivery")
-
-
-def test_no_dropped_fields_when_git_sets_every_owned_one_and_none_when_never_applied():
-    owned = {"f:data": {"f:greeting": {}}, "f:metadata": {"f:labels": {".": {}, "f:app.kubernetes.io/name": {}}}}
-    assert dropped_fields(config_map(), applied_by("gitops-delivery", owned), manager="gitops-delivery") == []
-    assert dropped_fields(config_map(), applied_by("kubectl", owned), manager="gitops-delivery") is None
-    assert dropped_fields(config_map(), applied_by("gitops-delivery", owned, operation="Update"),
-                          manager="gitops-delivery") is None
-    assert dropped_fields(config_map(), {"metadata": {}}, manager="gitops-delivery") is None
-
-
-def test_reconciled_drift_that_keeps_coming_back_degrades_after_n_checks_then_recovers():
-    seen = _walk_states([(0, 0), (1, 0), (1, 0), (1, 0), (1, 0), (0, 0)])
-    assert seen == [
-        (SyncState.SYNCED, "InSync", 0, []),
-        (SyncState.SYNCED, "Reconciled", 1, [EventName.DRIFT_DETECTED]),
-        (SyncState.SYNCED, "Reconciled", 2, [EventName.DRIFT_DETECTED]),
-        (SyncState.DEGRADED, "PersistentDrift", 3, [EventName.DRIFT_DETECTED, EventName.SYNC_DEGRADED]),
-        (SyncState.DEGRADED, "PersistentDrift", 4, [EventName.DRIFT_DETECTED]),
-        (SyncState.SYNCED, "InSync", 0, [EventName.SYNC_RECOVERED]),
+    live = as_live(desired)
+    live["apiVersion"] = "extensions/v1beta1"
+    assert [(d.change, d.object.api_version) for d in compare_objects([desired], [live], namespace="dev")] == [
+        ("extra", "extensions/v1beta1"), ("missing", "apps/v1"),
     ]
 
 
-def test_detected_drift_is_out_of_sync_and_a_clean_check_resets_the_count():
-    seen = _walk_states([(2, 2), (0, 0), (2, 2)], degraded_after=2)
-    assert [s[:3] for s in seen] == [
-        (SyncState.OUT_OF_SYNC, "DriftDetected", 1),
-        (SyncState.SYNCED, "InSync", 0),
-        (SyncState.OUT_OF_SYNC, "DriftDetected", 1),
+def test_every_object_after_a_missing_one_is_still_compared():
+    desired = [config_map("gone"), deployment()]
+    drift = compare_objects(desired, [as_live(deployment(image="reg/web:2"))], namespace="dev")
+    assert [str(d) for d in drift] == [
+        "missing ConfigMap dev/gone", "changed Deployment dev/web: spec.template.spec.containers[app].image",
     ]
-    assert seen[1][3] == [EventName.SYNC_RECOVERED]
 
 
-def test_failed_reconcile_is_out_of_sync_with_the_error():
-    status, events = next_status(None, environment="dev", revision="abc", found=1, remaining=1,
-                                 reconcile_error="409 conflict", detail="changed Deployment dev/web")
-    assert status.state is SyncState.OUT_OF_SYNC and status.reason == "ReconcileFailed"
-    assert "409 conflict" in status.message and "Deployment dev/web" in status.message
-    assert events == [EventName.DRIFT_DETECTED]
+def test_the_drift_is_sorted_by_kind_namespace_name_and_change():
+    def in_namespace(name: str, namespace: str | None) -> dict:
+        obj = config_map(name)
+        if namespace:
+            obj["metadata"]["namespace"] = namespace
+        return obj
+
+    desired = [deployment(), in_namespace("z", "B"), in_namespace("a", "C"), in_namespace("m", None)]
+    drift = compare_objects(desired, [], namespace=None)
+    assert [str(d.object) for d in drift] == ["ConfigMap m", "ConfigMap B/z", "ConfigMap C/a", "Deployment dev/web"]
 
 
-def test_since_keeps_the_time_the_state_was_entered():
-    t0 = datetime(2026, 11, 27, tzinfo=UTC)
-    first, _ = next_status(None, environment="dev", revision="a", found=0, remaining=0, now=t0)
-    second, _ = next_status(first, environment="dev", revision="a", found=0, remaining=0, now=t0 + timedelta(minutes=5))
-    assert second.since == t0 and second.checked_at == t0 + timedelta(minutes=5)
+def test_an_object_drift_reads_as_one_line():
+    key = ObjectKey(api_version="v1", kind="ConfigMap", namespace="dev", name="web")
+    assert str(ObjectDrift(object=key, change="missing")) == "missing ConfigMap dev/web"
+    assert str(ObjectDrift(object=key, change="changed", fields=("data.a", "data.b"))) == (
+        "changed ConfigMap dev/web: data.a, data.b")
 
 
-def test_store_keeps_current_state_and_appends_checks(ledger):
-    store = SyncStateStore(ledger.engine)
-    assert store.get("dev") is None
-    report = DriftReport(environment="dev", revision="abc", mode=DriftMode.DETECT, desired_objects=1, live_objects=1)
-    first, _ = next_status(None, environment="dev", revision="abc", found=1, remaining=1)
-    store.record(report, first)
-    second, _ = next_status(first, environment="dev", revision="abc", found=0, remaining=0)
-    store.record(report, second)
-    again = SyncStateStore(ledger.engine)  # a second process sees the same rows
-    assert again.get("dev") == second
-    assert [s.environment for s in again.all()] == ["dev"]
-    assert [c["state"] for c in again.checks("dev")] == ["Synced", "OutOfSync"]
+@pytest.mark.parametrize(
+    "obj",
+    [{"kind": "ConfigMap", "metadata": {"name": "x"}}, {"apiVersion": "v1", "metadata": {"name": "x"}},
+     {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}, {"apiVersion": "v1", "kind": "ConfigMap"}],
+)
+def test_an_object_needs_api_version_kind_and_name(obj):
+    with pytest.raises(InvalidInput) as info:
+        object_key(obj, namespace="dev")
+    assert str(info.value) == "a manifest object needs apiVersion, kind and metadata.name"
+
+
+def test_live_objects_without_labels_or_metadata_are_not_managed():
+    assert not is_managed({"apiVersion": "v1", "kind": "ConfigMap"})
+    assert not is_managed({"metadata": {"name": "x"}})
+    assert not is_managed({"metadata": {"labels": None}})
+    assert is_managed({"metadata": {"labels": dict(MANAGED)}})
+    assert compare_objects([], [{"apiVersion": "v1", "kind": "ConfigMap"}], namespace="dev") == []
