@@ -47,7 +47,7 @@ def field_differences(desired: Mapping[str, Any], live: Mapping[str, Any], *,
     Returns:
         Sorted field paths, e.g. ``["spec.replicas", "spec.template.spec.containers[app].image"]``.
     """
-    rules = ignore if isinstance(ignore, IgnoreRules) else IgnoreRules(ignore)
+    rules = IgnoreRules.of(ignore)
     out: list[tuple[Segment, ...]] = []
     for key, value in desired.items():
         if key in ("status", "apiVersion", "kind"):
@@ -252,7 +252,7 @@ def compare_objects(desired: Iterable[Mapping[str, Any]], live: Iterable[Mapping
     Returns:
         The drift, sorted by object: missing, extra and changed objects with their field paths.
     """
-    rules = ignore if isinstance(ignore, IgnoreRules) else IgnoreRules(ignore)
+    rules = IgnoreRules.of(ignore)
     live_by_id = {}
     for obj in live:
         if is_managed(obj):

@@ -88,6 +88,18 @@ class IgnoreRules:
     def __init__(self, rules: Iterable[str] = ()) -> None:
         self.rules = tuple(parse_path(rule) for rule in rules)
 
+    @classmethod
+    def of(cls, rules: IgnoreRules | Iterable[str]) -> IgnoreRules:
+        """The rules compiled, unless they already are.
+
+        Args:
+            rules: compiled rules, or rules as text.
+
+        Returns:
+            The compiled rules.
+        """
+        return rules if isinstance(rules, IgnoreRules) else cls(rules)
+
     def __call__(self, path: Sequence[Segment]) -> bool:
         """Whether some rule ignores ``path``."""
         return any(len(rule) <= len(path) and all(map(_segment_matches, rule, path)) for rule in self.rules)

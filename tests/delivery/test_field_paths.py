@@ -93,3 +93,9 @@ def test_any_rule_of_several_ignores():
 
 def test_the_rules_are_kept_parsed():
     assert IgnoreRules(["spec.replicas", "a[*]"]).rules == (("spec", "replicas"), ("a", "[*]"))
+
+
+def test_rules_compile_once():
+    compiled = IgnoreRules(["spec.replicas"])
+    assert IgnoreRules.of(compiled) is compiled
+    assert IgnoreRules.of(["spec.replicas"]).rules == compiled.rules
