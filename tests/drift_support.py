@@ -10,6 +10,7 @@ MANAGED = {MANAGED_BY_LABEL: MANAGED_BY_VALUE, "app.kubernetes.io/name": "web"}
 
 
 def deployment(name: str = "web", image: str = "reg/web:1", replicas: int = 2) -> dict:
+    """A managed Deployment as Git has it: two named containers, ports and env by merge key."""
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -32,6 +33,7 @@ def deployment(name: str = "web", image: str = "reg/web:1", replicas: int = 2) -
 
 
 def config_map(name: str = "web-config", data: dict | None = None, labels: dict | None = None) -> dict:
+    """A managed ConfigMap as Git has it, without a namespace."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
