@@ -156,3 +156,10 @@ def test_the_default_clock_is_now():
     before = datetime.now(UTC)
     status, _ = next_status(None, environment="dev", revision="a", found=0, remaining=0)
     assert before <= status.checked_at <= datetime.now(UTC)
+
+
+def test_by_default_the_third_check_in_a_row_with_drift_degrades():
+    status = None
+    for _ in range(3):
+        status, _events = next_status(status, environment="dev", revision="abc", found=1, remaining=1)
+        assert status.state is (SyncState.DEGRADED if status.consecutive_drift == 3 else SyncState.OUT_OF_SYNC)
