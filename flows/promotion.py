@@ -487,7 +487,8 @@ def _stop_error(outcome: EnvironmentOutcome, remaining: list[str]) -> PermanentE
 
 
 def promote_path(
-    request: ReleaseRequest, build: BuildResult, config: DeliveryConfig | None = None
+    request: ReleaseRequest, build: BuildResult, config: DeliveryConfig | None = None, *,
+    deployed_before: set[str] | None = None,
 ) -> PromotionSummary:
     """Promote a built release along the path up to its target environment (inside the release run).
 
@@ -495,6 +496,8 @@ def promote_path(
         request: the release.
         build: the build result (must have succeeded).
         config: the delivery configuration; default: read from the GitOps repository.
+        deployed_before: the environments an earlier run of this flow run deployed (their status is not
+            published again); default: :func:`deployed_environments`.
 
     Returns:
         The summary, every environment Deployed.
@@ -510,7 +513,8 @@ def promote_path(
     summary = PromotionSummary(
         release_id=request.release_id, trace_id=request.trace_id, revision=request.revision, environments=outcomes
     )
-    deployed_before = deployed_environments(request)
+    if deployed_before is None:
+        deployed_before = deployed_environments(request)
     for index, environment in enumerate(environments):
         with tags(f"environment:{environment}"):
             outcome = promote_environment(request, build, environment, config.environment(environment))

@@ -210,15 +210,15 @@ def release(request: ReleaseRequest) -> ReleaseSummary | State:
         logger.info("merged #%s as %s (created=%s)", merge.pull_request, merge.merge_sha[:12], merge.created)
         # a run resumed after an approval wait replays these stages from their stored results: its status
         # is already further along, and republishing it costs each resumed run about a second
-        replayed = bool(deployed_environments(request))
-        if not replayed:
+        deployed_before = deployed_environments(request)
+        if not deployed_before:
             publish_status(request.release_id, progress=f"Merged #{merge.pull_request} as {merge.merge_sha[:12]}; "
                            "building", trace_id=request.trace_id)
         build = run_build(request, merge)
-        if not replayed:
+        if not deployed_before:
             publish_status(request.release_id, progress=f"Built; promoting along {' -> '.join(path)}", build=build,
                            trace_id=request.trace_id)
-        promotion = promote_path(request, build, config)
+        promotion = promote_path(request, build, config, deployed_before=deployed_before)
     return ReleaseSummary(release_id=request.release_id, trace_id=request.trace_id, app=request.app,
                           branch=request.branch, commit=commit, pull_request=pull_request, merge=merge,
                           build=build, promotion=promotion)

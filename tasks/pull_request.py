@@ -31,12 +31,20 @@ def _same_release(request: ReleaseRequest, pull_request: PullRequest) -> None:
         )
 
 
+def _check_rows(pr: PullRequest) -> list[dict[str, str]]:
+    return [{"name": c.name, "kind": c.kind, "status": c.status.value, "summary": c.summary} for c in pr.checks]
+
+
+def _failures(pr: PullRequest) -> list[str]:
+    return [f"{c.name}: {c.summary}" for c in pr.checks if not c.passed]
+
+
 def record_checks(request: ReleaseRequest, pr: PullRequest) -> None:
     """Keep the checks' results in the ledger, once per head and outcome (a crash re-run records nothing new)."""
     passed = pr.checks_passed
     outcome = [(check.name, check.kind, check.status.value) for check in pr.checks]
     key = hashlib.sha256(json.dumps([pr.repository, pr.number, pr.head_sha, outcome]).encode()).hexdigest()
-    failed = [f"{c.name}: {c.summary}" for c in pr.checks if not c.passed]
+    failed = _failures(pr)
     names = ", ".join(c.name for c in pr.checks if c.passed)
     where = f"{pr.repository}#{pr.number} at {pr.head_sha[:12]}"
     if passed:
@@ -47,9 +55,7 @@ def record_checks(request: ReleaseRequest, pr: PullRequest) -> None:
         request.release_id, action=PULL_REQUEST_CHECKS_PASSED if passed else PULL_REQUEST_CHECKS_FAILED,
         actor=CHECKS_ACTOR, reason=reason, key=f"checks:{key}",
         detail={"pull_request": pr.number, "repository": pr.repository, "head_sha": pr.head_sha, "passed": passed,
-                "requested_by": request.requested_by,
-                "checks": [{"name": c.name, "kind": c.kind, "status": c.status.value, "summary": c.summary}
-                           for c in pr.checks]})
+                "requested_by": request.requested_by, "checks": _check_rows(pr)})
 
 
 def record_merge(request: ReleaseRequest, pull_request: PullRequest, merge: MergeInfo) -> None:
@@ -114,16 +120,13 @@ def check_pull_request(git_host: GitHost, request: ReleaseRequest, pull_request:
     host = require_git_host(git_host)
     _same_release(request, pull_request)
     pr = host.run_checks(request.app, pull_request.number)
-    failed = [check for check in pr.checks if not check.passed]
+    failed = _failures(pr)
     record_checks(request, pr)
     emit(EventName.PULL_REQUEST_CHECKED, release_id=request.release_id, trace_id=request.trace_id,
          payload={"pull_request": pr.number, "repository": pr.repository, "head_sha": pr.head_sha,
-                  "passed": not failed and bool(pr.checks),
-                  "checks": [{"name": c.name, "kind": c.kind, "status": c.status.value, "summary": c.summary}
-                             for c in pr.checks],
-                  "failed": [f"{c.name}: {c.summary}" for c in failed]})
-    if failed or not pr.checks:
-        reasons = "; ".join(f"{c.name}: {c.summary}" for c in failed) or "no checks ran"
+                  "passed": pr.checks_passed, "checks": _check_rows(pr), "failed": failed})
+    if not pr.checks_passed:
+        reasons = "; ".join(failed) or "no checks ran"
         raise CheckFailed(f"pull request {pr.repository}#{pr.number} failed its checks: {reasons}",
                           reason="CheckFailed")
     return pr
