@@ -41,7 +41,7 @@ $(STAMP): pyproject.toml
 # The project's own modules compiled too: with PYTHONDONTWRITEBYTECODE set, each process (every flow run) would
 # compile them again (~0.5 s a start). A stale file is only recompiled in memory, never wrong.
 venv: system-deps $(STAMP)
-	@$(PY) -m compileall -q -j 0 delivery flows tasks blocks infra >/dev/null
+	@$(PY) -m compileall -q -j 0 delivery cli kube_simulator flows tasks blocks infra >/dev/null
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -14,8 +14,8 @@ from _machine import print_machine
 
 from blocks.git_host import LocalGitHost
 from blocks.pipeline_runner import LocalPipelineRunner
+from cli.local_registry import start_registry
 from delivery.build_settings import BUILD_SETTINGS_FILE, parse_build_settings
-from delivery.local_registry import start_registry
 from tasks.pipeline import render_pipeline
 
 SAMPLE_APP = Path(__file__).resolve().parents[1] / "examples" / "sample-app"

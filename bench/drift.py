@@ -51,7 +51,7 @@ ENVIRONMENT, NAMESPACE, APP = "bench", "bench", "web"
 
 def _serve(conn: Any) -> None:
     """Child process: run a simulator and answer url/count/reset/stop over a pipe."""
-    from delivery.simulator import KubernetesSimulator
+    from kube_simulator import KubernetesSimulator
 
     sim = KubernetesSimulator(ready_delay=0.05)
     sim.start()

@@ -3,7 +3,7 @@
 Starts its own stack (``delivery up``) in a temporary folder, with ``DELIVERY_PROVIDER_TIMINGS_FILE``
 set so the flow run records every provider call (git host, GitOps repo, registry, feed, runtime,
 Pulumi, the pipeline's commands: :mod:`delivery.provider_timing`). It drives the release as
-``delivery demo`` does (:mod:`delivery.cli.demo_full`: started through the API, signed approvals by
+``delivery demo`` does (:mod:`cli.demo_full`: started through the API, signed approvals by
 people other than the planner), then prints:
 
 - per stage (a task run; stages that ran again from a stored result are left out): its wall time
@@ -79,10 +79,10 @@ sys.path.insert(0, str(ROOT))
 
 from _release_figures import Figures, print_figures  # noqa: E402
 
+from cli.client import DeliveryClient  # noqa: E402
+from cli.demo_full import PLANNER, demo_approvals, demo_request, follow_release  # noqa: E402
+from cli.stack import StackInfo, down, up  # noqa: E402
 from delivery import provider_timing  # noqa: E402
-from delivery.cli.client import DeliveryClient  # noqa: E402
-from delivery.cli.demo_full import PLANNER, demo_approvals, demo_request, follow_release  # noqa: E402
-from delivery.cli.stack import StackInfo, down, up  # noqa: E402
 from delivery.signing import key_file_name  # noqa: E402
 
 # How long to wait for the last HealthChecked events to be stored after the run ended.

@@ -25,8 +25,8 @@ from pathlib import Path
 from _machine import print_machine
 from kubernetes import client, config
 
-from delivery.simulator.resources import BY_PATH
-from delivery.simulator.store import Store
+from kube_simulator.resources import BY_PATH
+from kube_simulator.store import Store
 
 NAMESPACES = 10
 
@@ -61,7 +61,7 @@ def _deployment(i: int) -> dict:
     }
 
 
-_SERVE = "import typer; from delivery.cli.simulator import simulator; typer.run(simulator)"
+_SERVE = "import typer; from cli.simulator import simulator; typer.run(simulator)"
 
 
 def _serve(kubeconfig: Path) -> subprocess.Popen:

@@ -1,7 +1,7 @@
 """The image registry blocks: push images built from a folder to an OCI registry, by digest.
 
 :class:`OciImageRegistry` speaks the OCI distribution API over httpx (the embedded default is the
-Debian ``docker-registry`` started by :mod:`delivery.local_registry`; ACR or any v2 registry
+Debian ``docker-registry`` started by :mod:`cli.local_registry`; ACR or any v2 registry
 works the same). Building and pushing live in :mod:`blocks.publishing`, which the pipeline's
 publish step runs without Prefect; this block is how flows and tasks reach the registry.
 """

@@ -52,7 +52,7 @@ def release_timeline(release_id: str, *, ledger: Ledger, repositories: dict[str,
     elif api_url is None:
         missing.append("no Prefect API found: its events left out")
     else:
-        from delivery.cli.client import DeliveryClient
+        from cli.client import DeliveryClient
 
         try:
             with DeliveryClient(api_url) as client:

@@ -50,7 +50,7 @@ def ledger(tmp_path: Path):
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     """A real image registry (Debian ``docker-registry`` on 127.0.0.1), one per test module."""
-    from delivery.local_registry import start_registry
+    from cli.local_registry import start_registry
 
     with start_registry(tmp_path_factory.mktemp("registry")) as running:
         yield running

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from delivery.cli.client import DeliveryClient, PausedRun, ResumeResult
+from cli.client import DeliveryClient, PausedRun, ResumeResult
 from delivery.models import (
     Artifact,
     BuildResult,

@@ -19,9 +19,9 @@ from blocks.git_host import LocalGitHost
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
 from delivery.models import BuildResult, BuildStatus, PublishedImage, ReleaseRequest, TestCounts
-from delivery.simulator import KubernetesSimulator
 from flows.promotion import PromotionSummary, promote_path
 from flows.release import release_tags
+from kube_simulator import KubernetesSimulator
 
 FAST = {"progressDeadlineSeconds": 2, "replicas": 2}
 __all__ = ["FAIL", "FAST", "ROOT", "SAMPLE_DEPLOY", "Stack", "delivery_yaml", "promote", "promotion_stack"]

@@ -34,12 +34,12 @@ from blocks.image_registry import OciImageRegistry
 from blocks.kubernetes_runtime import KubernetesRuntime
 from blocks.package_feed import DirectoryPackageFeed
 from blocks.pipeline_runner import LocalPipelineRunner
+from cli.local_registry import LocalRegistry
 from delivery.labels import managed_selector
 from delivery.ledger import Ledger
-from delivery.local_registry import LocalRegistry
 from delivery.models import Artifact, ReleaseRequest
 from delivery.settings import block_setting
-from delivery.simulator import KubernetesSimulator
+from kube_simulator import KubernetesSimulator
 
 APP = "sample-app"
 SAMPLE_APP = ROOT / "examples" / APP

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
 from delivery.labels import managed_selector
-from delivery.simulator import KubernetesSimulator
+from kube_simulator import KubernetesSimulator
 from tasks.manifest import ManifestSpec, dump_object, parse_objects, templates_from_dir
 
 ROOT = Path(__file__).resolve().parents[1]

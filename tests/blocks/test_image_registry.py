@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from blocks.image_registry import OciImageRegistry, build_image
+from cli.local_registry import start_registry
 from delivery.errors import AuthenticationError, NotFound, TransientError
-from delivery.local_registry import start_registry
 
 SAMPLE_SRC = Path(__file__).resolve().parents[2] / "examples" / "sample-app" / "src"
 

@@ -14,8 +14,8 @@ from governance_support import PLANNER, new_request, succeeded_build
 from prefect import flow, tags
 from typer.testing import CliRunner
 
-from delivery.cli.client import DeliveryClient
-from delivery.cli.main import app
+from cli.client import DeliveryClient
+from cli.main import app
 from delivery.config import EnvironmentConfig
 from delivery.errors import InvalidInput
 from delivery.models import BuildResult, ReleaseRequest

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from delivery.cli.main import app
-from delivery.cli.stack import StackInfo, find_stack
+from cli.main import app
+from cli.stack import StackInfo, find_stack
 from delivery.errors import StackNotFound
 from delivery.ledger import Ledger
 from delivery.models import BuildResult, BuildStatus, RollingStrategy
@@ -128,7 +128,7 @@ def test_release_status_without_a_stack_fails_clearly_and_creates_nothing(tmp_pa
     env.update(PYTHONPATH=str(REPO_ROOT), DELIVERY_CONFIG_DIR=str(tmp_path / "config"),
                PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     for args in (["release", "status", "rel-1"], ["release", "status", "rel-1", "--json"]):
-        done = subprocess.run([sys.executable, "-m", "delivery.cli.main", *args], cwd=where, env=env,
+        done = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=where, env=env,
                               capture_output=True, text=True, timeout=120)
         output = " ".join((done.stdout + done.stderr).split())  # rich wraps long lines
         assert done.returncode != 0, output
@@ -154,7 +154,7 @@ def test_ledger_readers_without_a_stack_fail_clearly_and_create_nothing(tmp_path
 
 def test_require_api_names_a_stopped_stack(tmp_path: Path, no_stack_env: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("delivery.cli.stack._profile_api_url", lambda: None)  # no Prefect profile names an API
+    monkeypatch.setattr("cli.stack._profile_api_url", lambda: None)  # no Prefect profile names an API
     home = tmp_path / ".delivery"
     home.mkdir()
     (home / "ledger.db").write_text("")  # `delivery down` left the ledger, removed stack.json

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from delivery.cli.main import app
+from cli.main import app
 from delivery.identity import SignedStatement
 
 runner = CliRunner()

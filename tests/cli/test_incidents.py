@@ -13,7 +13,7 @@ import pytest
 from prefect import flow
 from typer.testing import CliRunner
 
-from delivery.cli.main import app
+from cli.main import app
 from delivery.errors import InvalidInput, NotFound, PolicyViolation, TransientError
 from delivery.models import Artifact, ReleaseRequest
 from tasks.stage import DEFAULT_RETRIES, stage

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from delivery.cli.main import app
-from delivery.cli.release import build_request
+from cli.main import app
+from cli.release import build_request
 
 runner = CliRunner()
 NOWHERE = "http://127.0.0.1:9/api"  # nothing listens: a refusal must not need the server

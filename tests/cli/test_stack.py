@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from delivery.cli.stack import StackInfo, StackProcess, _alive, _spawn, down, read_stack, stack_file
+from cli.stack import StackInfo, StackProcess, _alive, _spawn, down, read_stack, stack_file
 
 
 def _info(home: Path, processes: list[StackProcess]) -> StackInfo:
@@ -80,8 +80,8 @@ def test_the_client_sends_the_credential_from_env_file_or_argument(tmp_path: Pat
 
     import httpx
 
+    from cli.client import DeliveryClient
     from delivery.api_auth import ensure_auth_file
-    from delivery.cli.client import DeliveryClient
 
     seen: list[str | None] = []
 
@@ -109,7 +109,7 @@ def test_a_refused_call_says_how_to_get_the_credential() -> None:
     import httpx
     import pytest
 
-    from delivery.cli.client import DeliveryClient
+    from cli.client import DeliveryClient
     from delivery.errors import AuthenticationError
 
     transport = httpx.MockTransport(lambda request: httpx.Response(401, json={"exception_message": "Unauthorized"}))

@@ -7,8 +7,8 @@ import json
 from overview_support import PATH, deploy, drift_check, fail
 from typer.testing import CliRunner
 
-from delivery.cli.client import DeliveryClient
-from delivery.cli.main import app
+from cli.client import DeliveryClient
+from cli.main import app
 
 runner = CliRunner()
 

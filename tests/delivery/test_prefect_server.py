@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from prefect.server.database.configurations import AioSqliteConfiguration
 from sqlalchemy.exc import OperationalError
 
-from delivery.prefect_server import ImmediateSqliteConfiguration, install
+from cli.prefect_server import ImmediateSqliteConfiguration, install
 
 
 async def _race(config: AioSqliteConfiguration) -> list[int]:

@@ -42,11 +42,11 @@ from pydantic import SecretStr
 from blocks.git_host import LocalGitHost
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
+from cli.client import DeliveryClient
+from cli.stack import WORK_POOL, StackInfo, StackProcess, _spawn, down, read_stack, stop_process, up
 from delivery import failpoints
 from delivery.api_auth import AUTH_ENV
 from delivery.build_settings import BUILD_SETTINGS_FILE, parse_build_settings
-from delivery.cli.client import DeliveryClient
-from delivery.cli.stack import WORK_POOL, StackInfo, StackProcess, _spawn, down, read_stack, stop_process, up
 from delivery.config import load_config
 from delivery.errors import NotFound
 from delivery.labels import managed_selector

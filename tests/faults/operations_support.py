@@ -65,8 +65,8 @@ class Running:
 
 
 def launch(stack: FaultStack, *args: str) -> Running:
-    """Start ``python -m delivery.cli.main ARGS`` against the stack, as a user with its API and ledger."""
-    process = subprocess.Popen([sys.executable, "-m", "delivery.cli.main", *args], cwd=ROOT, env=_env(stack),
+    """Start ``python -m cli.main ARGS`` against the stack, as a user with its API and ledger."""
+    process = subprocess.Popen([sys.executable, "-m", "cli.main", *args], cwd=ROOT, env=_env(stack),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return Running(tuple(args), process)
 

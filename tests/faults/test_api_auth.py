@@ -16,9 +16,9 @@ import httpx
 import pytest
 from fault_support import FaultStack
 
+from cli.client import DeliveryClient
+from cli.stack import stack_file
 from delivery.api_auth import basic_auth_header
-from delivery.cli.client import DeliveryClient
-from delivery.cli.stack import stack_file
 from delivery.errors import AuthenticationError
 
 FILTER = "/flow_runs/filter"

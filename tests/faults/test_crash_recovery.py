@@ -38,7 +38,7 @@ from fault_support import (
     wait_until,
 )
 
-from delivery.cli.automations import SILENCE_SECONDS
+from cli.automations import SILENCE_SECONDS
 from flows.recovery import WORKER_EXIT_REPORT
 
 # Six lanes share two cores and a SQLite-backed server: the module may take longer than one test usually does.

@@ -55,8 +55,8 @@ from fault_support import (
 )
 from typer.testing import CliRunner
 
+from cli.main import app
 from delivery import failpoints
-from delivery.cli.main import app
 from delivery.errors import InvalidInput
 from delivery.signing import sign_request
 from delivery.stages import stage_named
@@ -147,7 +147,7 @@ def webhook(fault_stack: FaultStack) -> Iterator[Webhook]:
     """The alert webhook wired to the stack through ``setup_drift_alerts``; unwired afterwards."""
     from prefect.automations import Automation
 
-    from delivery.cli.drift import ALERT_AUTOMATION, setup_drift_alerts
+    from cli.drift import ALERT_AUTOMATION, setup_drift_alerts
 
     hook = Webhook()
     hook.thread.start()

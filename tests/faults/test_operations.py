@@ -60,8 +60,8 @@ from operations_support import (
 )
 
 from blocks.git_host import LocalGitHost
+from cli.automations import SILENCE_SECONDS
 from delivery.approvals import LATE_REASON, TIMEOUT_ACTOR
-from delivery.cli.automations import SILENCE_SECONDS
 from delivery.events import EventName
 from delivery.plan import PlanState
 from tasks.approval import POLICY_ACTOR

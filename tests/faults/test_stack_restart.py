@@ -26,10 +26,10 @@ from typer.testing import CliRunner
 
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
+from cli.client import DeliveryClient
+from cli.main import app
+from cli.stack import down, up
 from delivery import failpoints
-from delivery.cli.client import DeliveryClient
-from delivery.cli.main import app
-from delivery.cli.stack import down, up
 from delivery.config import load_config
 from delivery.ledger import Ledger
 from delivery.signing import KEYS_DIR_ENV

@@ -21,8 +21,8 @@ from runtime_support import wait_until
 
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
-from delivery.cli.client import default_api_url
-from delivery.cli.drift import setup_drift_alerts
+from cli.client import default_api_url
+from cli.drift import setup_drift_alerts
 from delivery.errors import InvalidInput
 from delivery.events import EventName, emit
 from delivery.labels import (
@@ -35,10 +35,10 @@ from delivery.labels import (
     managed_selector,
 )
 from delivery.ledger import DRIFT_RECONCILED
-from delivery.simulator import KubernetesSimulator
 from delivery.sync_state import SyncState
 from delivery.sync_state_store import SyncStateStore
 from flows.drift import DRIFT_ACTOR, check_environment, drift_check
+from kube_simulator import KubernetesSimulator
 from tasks.manifest import files_for, parse_objects
 
 NAMESPACE = "drift-dev"
@@ -582,7 +582,7 @@ def test_the_deployment_from_prefect_yaml_runs_the_check_through_the_cli(world):
     from prefect.settings import PREFECT_API_URL
     from typer.testing import CliRunner
 
-    from delivery.cli.main import app
+    from cli.main import app
 
     pool = f"drift-test-{world.name}"
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "PREFECT_WORKER_QUERY_SECONDS": "1"}
@@ -621,7 +621,7 @@ def test_the_deployment_from_prefect_yaml_runs_the_check_through_the_cli(world):
 def test_cli_status_reads_the_sync_states_from_the_ledger(world):
     from typer.testing import CliRunner
 
-    from delivery.cli.main import app
+    from cli.main import app
 
     world.set_image("registry.local/web:hacked")
     world.configure({"mode": "detect"})
@@ -637,7 +637,7 @@ def test_cli_status_reads_the_sync_states_from_the_ledger(world):
 def test_cli_errors_are_clear(prefect_server):
     from typer.testing import CliRunner
 
-    from delivery.cli.main import app
+    from cli.main import app
 
     result = CliRunner().invoke(app, ["drift", "alerts", "--webhook", "ftp://example.invalid", "--json"])
     assert result.exit_code == 1 and "webhook_url must be an http" in json.loads(result.stderr)["error"]
@@ -648,7 +648,7 @@ def test_cli_errors_are_clear(prefect_server):
 def test_alert_setup_from_the_environment(prefect_server, monkeypatch):
     from prefect.automations import Automation
 
-    from delivery.cli.drift import ALERT_AUTOMATION, setup_drift_alerts_from_env
+    from cli.drift import ALERT_AUTOMATION, setup_drift_alerts_from_env
 
     monkeypatch.delenv("DELIVERY_ALERT_WEBHOOK_URL", raising=False)
     assert setup_drift_alerts_from_env() is None

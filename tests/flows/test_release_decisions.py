@@ -22,8 +22,8 @@ from prefect.client.orchestration import get_client
 from prefect.states import Cancelled
 from promotion_support import promotion_stack
 
+from cli.client import DeliveryClient
 from delivery import failpoints
-from delivery.cli.client import DeliveryClient
 from delivery.errors import ApprovalRefused, DeliveryError, PolicyViolation
 from delivery.ledger import (
     DRIFT_RECONCILED,

@@ -42,12 +42,12 @@ def test_the_demo_releases_the_sample_app_to_prod_and_stops_everything_it_starte
            if not key.startswith(("PREFECT_API", "DELIVERY_"))}
     env.update({"DELIVERY_HOME": str(home), "CI": "true", "COLUMNS": "200"})
     try:
-        done = subprocess.run([sys.executable, "-m", "delivery.cli.main", "demo", "--stop", "--timeout", "600"],
+        done = subprocess.run([sys.executable, "-m", "cli.main", "demo", "--stop", "--timeout", "600"],
                               cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                               timeout=840)
     finally:
         if (home / "stack.json").exists():  # the demo did not get to stop its stack: stop what it recorded
-            from delivery.cli.stack import down
+            from cli.stack import down
 
             down(home=home, say=lambda _line: None)
     output = done.stdout + done.stderr

@@ -17,7 +17,7 @@ from governance_support import Approver, Step
 from promotion_support import delivery_yaml
 from release_support import APP, ENVIRONMENTS, PLANNER, ReleaseStack, wire_release_stack
 
-from delivery.cli.client import DeliveryClient, TraceEvent
+from cli.client import DeliveryClient, TraceEvent
 from delivery.errors import BuildFailed, InvalidInput, NotFound
 from delivery.models import Artifact
 from delivery.plan import PlanState

@@ -8,9 +8,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from delivery.cli.client import DeliveryClient
-from delivery.cli.main import app
-from delivery.cli.rollback import start_rollback
+from cli.client import DeliveryClient
+from cli.main import app
+from cli.rollback import start_rollback
 from delivery.errors import InvalidInput, NotFound
 
 

@@ -34,9 +34,9 @@ from security_strategies import (
     names_field,
 )
 
+from cli.client import DeliveryClient
+from cli.release import build_request
 from delivery.build_settings import parse_build_settings
-from delivery.cli.client import DeliveryClient
-from delivery.cli.release import build_request
 from delivery.config import load_config
 from delivery.errors import InvalidInput
 from delivery.intake import parse_request

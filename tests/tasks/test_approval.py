@@ -9,7 +9,7 @@ import pytest
 from governance_support import PLANNER, Approver, Step, new_request, succeeded_build
 from prefect import flow, tags
 
-from delivery.cli.client import DeliveryClient
+from cli.client import DeliveryClient
 from delivery.config import EnvironmentConfig
 from delivery.errors import ApprovalRefused
 from delivery.models import BuildResult, Decision, ReleaseRequest

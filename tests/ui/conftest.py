@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 from ui_support import UI_TIMEOUT_MS, chromium_path, login
 
-from delivery.cli.stack import StackInfo, down, read_stack, up
+from cli.stack import StackInfo, down, read_stack, up
 
 _HERE = Path(__file__).parent
 SCREENSHOTS = _HERE / "screenshots"

@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from ui_support import persona_key, snapshot, stack_client, wait_settled, wait_until
 
-from delivery.cli.stack import StackInfo
+from cli.stack import StackInfo
 from delivery.models import Artifact, ReleaseRequest
 
 PLANNER = "agent:release-manager"
@@ -64,7 +64,7 @@ def _sign_as_shown(dialog: Any, *, identity: str, key: Path) -> str:
     shown = dialog.get_by_text(re.compile(r"^\s*delivery identity sign ")).first.inner_text()
     words = shlex.split(shown.replace("<your key>", str(key)).replace("<your identity>", identity))
     assert words[:3] == ["delivery", "identity", "sign"], shown
-    done = subprocess.run([sys.executable, "-m", "delivery.cli.main", *words[1:]], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "cli.main", *words[1:]], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr
     return done.stdout

@@ -18,7 +18,7 @@ from typing import Any
 
 from ui_support import api, persona_key, snapshot, stack_client, wait_until
 
-from delivery.cli.stack import StackInfo
+from cli.stack import StackInfo
 from delivery.models import Artifact, ReleaseRequest
 
 REQUEST_FIELDS = ("Release Id (Optional)", "Trace Id (Optional)", "App", "Artifacts (Optional)", "Ref (Optional)",
@@ -89,7 +89,7 @@ def test_a_release_started_from_the_custom_run_form_while_another_runs_reaches_t
     assert api(ui_stack, "GET", f"/flow_runs/{other}").json()["state_type"] == "RUNNING"
     page.get_by_role("button", name="Submit").click()
     # a 503 would leave the form open with "Unknown error while creating flow run" (SQLite locked; see
-    # delivery/prefect_server.py): the form leaves for the deployment's runs only once the run exists
+    # cli/prefect_server.py): the form leaves for the deployment's runs only once the run exists
     page.wait_for_url("**/deployments/deployment/*?tab=Runs")
 
     def created() -> dict[str, Any] | None:

@@ -27,7 +27,7 @@ from urllib.parse import quote
 import pytest
 from ui_support import api, snapshot, wait_settled, wait_until
 
-from delivery.cli.stack import StackInfo
+from cli.stack import StackInfo
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 import httpx
 
-from delivery.cli.client import DeliveryClient
-from delivery.cli.stack import StackInfo
+from cli.client import DeliveryClient
+from cli.stack import StackInfo
 from delivery.signing import key_file_name
 
 T = TypeVar("T")

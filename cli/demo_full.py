@@ -23,8 +23,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from delivery.cli.client import DeliveryClient, ReleaseStatus
-from delivery.cli.stack import StackInfo, down, up
+from cli.client import DeliveryClient, ReleaseStatus
+from cli.stack import StackInfo, down, up
 from delivery.config import DeliveryConfig, load_config
 from delivery.errors import ApprovalRefused, DeliveryError, NotFound
 from delivery.models import Artifact, ReleaseRequest

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cli.stack import find_stack
 from delivery.api_auth import basic_auth_header
 from delivery.approvals import ApprovalInput
-from delivery.cli.stack import find_stack
 from delivery.errors import (
     ApprovalRefused,
     AuthenticationError,
@@ -148,7 +148,7 @@ def default_api_url() -> str:
     """``PREFECT_API_URL``, else the found stack's (``stack.json``), else the active Prefect profile's.
 
     Raises:
-        StackNotFound: none of them (see :func:`delivery.cli.stack.find_stack`).
+        StackNotFound: none of them (see :func:`cli.stack.find_stack`).
     """
     return find_stack().require_api()
 
@@ -191,14 +191,14 @@ class DeliveryClient:
 
     Args:
         api_url: the Prefect API (``.../api``); default ``PREFECT_API_URL``, else the stack
-            :func:`~delivery.cli.stack.find_stack` finds (:class:`~delivery.errors.StackNotFound` when none).
+            :func:`~cli.stack.find_stack` finds (:class:`~delivery.errors.StackNotFound` when none).
         timeout: per-request timeout in seconds.
         retries: attempts after the first on 429/5xx/connection errors.
         backoff: first retry delay in seconds, doubled each time.
         transport: an httpx transport (tests).
         auth_string: the API credential (HTTP Basic, Prefect's auth string); default
             ``PREFECT_API_AUTH_STRING``, else the found stack's ``api-auth`` (see
-            :meth:`~delivery.cli.stack.StackTarget.auth_string`), else none.
+            :meth:`~cli.stack.StackTarget.auth_string`), else none.
     """
 
     def __init__(
@@ -618,7 +618,7 @@ class DeliveryClient:
             path: the promotion path, in order; default: the environments the ledger knows.
             ledger_url: the ledger's SQLAlchemy URL; default ``DELIVERY_LEDGER_URL``.
         """
-        from delivery.cli.status import read_overview
+        from cli.status import read_overview
 
         return read_overview(path=path, ledger_url=ledger_url)
 

@@ -7,7 +7,7 @@ import pytest
 from k8s_helpers import api_error, configmap, deployment
 from kubernetes import client
 
-from delivery.simulator import KubernetesSimulator
+from kube_simulator import KubernetesSimulator
 
 
 @pytest.fixture

@@ -40,6 +40,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
+from cli.prefect_cache import seed_database, ui_static_directory
 from delivery.api_auth import (
     AUTH_ENV,
     SERVER_AUTH_ENV,
@@ -48,7 +49,6 @@ from delivery.api_auth import (
     ensure_auth_file,
     read_auth_file,
 )
-from delivery.cli.prefect_cache import seed_database, ui_static_directory
 from delivery.errors import InvalidInput, StackNotFound, TransientError
 from delivery.identity import ALLOWED_SIGNERS
 from delivery.settings import (
@@ -62,7 +62,7 @@ from delivery.settings import (
 )
 from delivery.signing import ensure_keys
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"
 WORK_POOL = "delivery"
 SAMPLE_APP = "sample-app"
@@ -403,19 +403,19 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
         if seed_database(home / "prefect" / "prefect.db", env=env):
             say("Prefect's database copied from the migrated one in the cache")
         say("starting the Prefect server (SQLite) ...")
-        # Prefect's server, its SQLite transactions begun IMMEDIATE (delivery/prefect_server.py: no 503 under load)
-        server = _spawn("prefect-server", [python, "-m", "delivery.prefect_server", "server", "start",
+        # Prefect's server, its SQLite transactions begun IMMEDIATE (cli/prefect_server.py: no 503 under load)
+        server = _spawn("prefect-server", [python, "-m", "cli.prefect_server", "server", "start",
                                            "--host", "127.0.0.1", "--port", str(api_port)],
                         env={**env, SERVER_AUTH_ENV: info.auth_string() or ""}, logs=logs, marker="prefect")
         record(server)
         say("starting the Kubernetes API simulator ...")
         Path(info.kubeconfig).unlink(missing_ok=True)
-        simulator = _spawn("simulator", [python, "-m", "delivery.cli.main", "simulator", "--port", "0",
+        simulator = _spawn("simulator", [python, "-m", "cli.main", "simulator", "--port", "0",
                                          "--kubeconfig", info.kubeconfig, "--ready-delay", str(ready_delay)],
                            env=env, logs=logs, marker="simulator")
         record(simulator)
         say("starting the OCI registry ...")
-        from delivery.local_registry import start_registry
+        from cli.local_registry import start_registry
 
         registry = start_registry(home / "registry")
         info.registry_url = registry.url
@@ -440,7 +440,7 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
         try:
             with info.prefect_settings():
                 _save_blocks(info)
-                from delivery.cli.drift import setup_drift_alerts_from_env
+                from cli.drift import setup_drift_alerts_from_env
 
                 if setup_drift_alerts_from_env() is not None:
                     say("drift alerts go to DELIVERY_ALERT_WEBHOOK_URL")
@@ -452,7 +452,7 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
         if deploying.returncode != 0:
             raise TransientError(f"prefect deploy failed:\n{deploy_output[-1500:]}")
         say("deployed; repositories and blocks saved")
-        from delivery.cli.automations import setup_recovery
+        from cli.automations import setup_recovery
 
         with info.prefect_settings():
             setup_recovery()

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from delivery.cli.errors_out import fail
+from cli.errors_out import fail
 from delivery.errors import DeliveryError, InvalidInput
 from delivery.overview import OverviewRow, attempt_text, environment_overview, format_time
 

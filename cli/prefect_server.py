@@ -16,7 +16,7 @@ transaction ``IMMEDIATE``. A writer then takes the lock first and queues on the 
 instead of failing. Reads outside transactions are unchanged. Where Prefect's state lives in PostgreSQL,
 none of this applies.
 
-Run as ``python -m delivery.prefect_server server start ...``: the arguments of ``prefect``.
+Run as ``python -m cli.prefect_server server start ...``: the arguments of ``prefect``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client, config, dynamic
 
-from delivery.simulator import KubernetesSimulator
+from kube_simulator import KubernetesSimulator
 
 
 @pytest.fixture

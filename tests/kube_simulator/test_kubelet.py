@@ -6,7 +6,7 @@ import pytest
 from k8s_helpers import condition, deployment, wait_for
 from kubernetes import client, watch
 
-from delivery.simulator import FAIL_ANNOTATION, KubernetesSimulator
+from kube_simulator import FAIL_ANNOTATION, KubernetesSimulator
 
 FAIL = {FAIL_ANNOTATION: "true"}
 

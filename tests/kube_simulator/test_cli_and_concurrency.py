@@ -14,7 +14,7 @@ from kubernetes import client, config
 from typer.testing import CliRunner
 
 # The command's own module, run as a process (the full CLI would also import Prefect: slow to start).
-_RUN_COMMAND = "import typer; from delivery.cli.simulator import simulator; typer.run(simulator)"
+_RUN_COMMAND = "import typer; from cli.simulator import simulator; typer.run(simulator)"
 
 
 def test_cli_serves_writes_a_kubeconfig_and_stops_on_sigterm(tmp_path: Path) -> None:
@@ -35,7 +35,7 @@ def test_cli_serves_writes_a_kubeconfig_and_stops_on_sigterm(tmp_path: Path) -> 
 
 
 def test_cli_is_registered_and_validates_its_options() -> None:
-    from delivery.cli.main import app
+    from cli.main import app
 
     runner = CliRunner()
     help_text = runner.invoke(app, ["simulator", "--help"], env={"COLUMNS": "200"})

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from delivery.settings import state_dir
-from delivery.simulator import KubernetesSimulator
+from kube_simulator import KubernetesSimulator
 
 
 def simulator(

@@ -16,9 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from delivery.cli.client import DEFAULT_DEPLOYMENT, DeliveryClient
-from delivery.cli.errors_out import fail
-from delivery.cli.stack import find_stack
+from cli.client import DEFAULT_DEPLOYMENT, DeliveryClient
+from cli.errors_out import fail
+from cli.stack import find_stack
 from delivery.errors import DeliveryError, InvalidInput, NotFound
 from delivery.ledger import Ledger
 from delivery.models import Artifact, Decision

@@ -6,7 +6,7 @@ import pytest
 from k8s_helpers import api_error, configmap, deployment
 from kubernetes import client
 
-from delivery.simulator.patch import PatchError, json_merge_patch, strategic_merge
+from kube_simulator.patch import PatchError, json_merge_patch, strategic_merge
 
 
 def _two_containers() -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from k8s_helpers import api_error, deployment
 
-from delivery.simulator import KubernetesSimulator
+from kube_simulator import KubernetesSimulator
 
 
 def test_a_fault_answers_the_next_matching_request_once(sim: KubernetesSimulator, dyn, ns: str) -> None:

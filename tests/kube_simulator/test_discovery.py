@@ -7,7 +7,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
-from delivery.simulator import KubernetesSimulator
+from kube_simulator import KubernetesSimulator
 
 KINDS = [
     ("v1", "Namespace", "namespaces", False),

@@ -14,8 +14,8 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from delivery.cli.client import DeliveryClient
-from delivery.cli.errors_out import fail
+from cli.client import DeliveryClient
+from cli.errors_out import fail
 from delivery.errors import DeliveryError, InvalidInput
 from delivery.ids import new_release_id, new_trace_id
 

@@ -18,8 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.automations import setup_approval_alerts, setup_incident_alerts, upsert_automation
 from delivery.api_auth import prefect_client_settings
-from delivery.cli.automations import setup_approval_alerts, setup_incident_alerts, upsert_automation
 from delivery.errors import DeliveryError, InvalidInput
 from delivery.events import EventName, event_type
 from delivery.sync_state_store import SyncStateStore
@@ -99,7 +99,7 @@ def setup_drift_alerts_from_env() -> UUID | None:
 
 def _store() -> SyncStateStore:
     """The found stack's sync states, read only (nothing is created when there is no ledger)."""
-    from delivery.cli.stack import find_stack
+    from cli.stack import find_stack
     from delivery.ledger import Ledger
 
     return SyncStateStore(Ledger(find_stack().require_ledger(), create=False).engine)
@@ -107,7 +107,7 @@ def _store() -> SyncStateStore:
 
 def _client_settings() -> Any:
     """Prefect's client settings for the found stack's API and credential (StackNotFound when none)."""
-    from delivery.cli.stack import find_stack
+    from cli.stack import find_stack
 
     target = find_stack()
     api_url = target.require_api()

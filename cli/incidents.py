@@ -19,9 +19,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from delivery.cli.client import DeliveryClient, Operation
-from delivery.cli.errors_out import fail
-from delivery.cli.stack import find_stack
+from cli.client import DeliveryClient, Operation
+from cli.errors_out import fail
+from cli.stack import find_stack
 from delivery.errors import DeliveryError, InvalidInput
 from delivery.ledger import Ledger
 

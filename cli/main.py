@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from delivery.cli.demo_full import demo_full_command
-from delivery.cli.drift import drift_app
-from delivery.cli.identity import identity_app
-from delivery.cli.incidents import incidents_app
-from delivery.cli.release import release_app
-from delivery.cli.rollback import rollback_command
-from delivery.cli.simulator import simulator
-from delivery.cli.stack import down_command, up_command
-from delivery.cli.status import status_command
+from cli.demo_full import demo_full_command
+from cli.drift import drift_app
+from cli.identity import identity_app
+from cli.incidents import incidents_app
+from cli.release import release_app
+from cli.rollback import rollback_command
+from cli.simulator import simulator
+from cli.stack import down_command, up_command
+from cli.status import status_command
 
 app = typer.Typer(name="delivery", help="GitOps delivery orchestrator on Prefect.", no_args_is_help=True)
 
