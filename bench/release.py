@@ -81,7 +81,8 @@ from _release_figures import Figures, print_figures  # noqa: E402
 
 from cli.client import DeliveryClient  # noqa: E402
 from cli.demo_full import PLANNER, demo_approvals, demo_request, follow_release  # noqa: E402
-from cli.stack import StackInfo, down, up  # noqa: E402
+from cli.stack import down, up  # noqa: E402
+from cli.stack_info import StackInfo  # noqa: E402
 from delivery import provider_timing  # noqa: E402
 from delivery.signing import key_file_name  # noqa: E402
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from cli.stack import find_stack
+from cli.stack_info import find_stack
 from delivery.api_auth import basic_auth_header
 from delivery.approvals import ApprovalInput
 from delivery.errors import (
@@ -148,7 +148,7 @@ def default_api_url() -> str:
     """``PREFECT_API_URL``, else the found stack's (``stack.json``), else the active Prefect profile's.
 
     Raises:
-        StackNotFound: none of them (see :func:`cli.stack.find_stack`).
+        StackNotFound: none of them (see :func:`cli.stack_info.find_stack`).
     """
     return find_stack().require_api()
 
@@ -191,14 +191,14 @@ class DeliveryClient:
 
     Args:
         api_url: the Prefect API (``.../api``); default ``PREFECT_API_URL``, else the stack
-            :func:`~cli.stack.find_stack` finds (:class:`~delivery.errors.StackNotFound` when none).
+            :func:`~cli.stack_info.find_stack` finds (:class:`~delivery.errors.StackNotFound` when none).
         timeout: per-request timeout in seconds.
         retries: attempts after the first on 429/5xx/connection errors.
         backoff: first retry delay in seconds, doubled each time.
         transport: an httpx transport (tests).
         auth_string: the API credential (HTTP Basic, Prefect's auth string); default
             ``PREFECT_API_AUTH_STRING``, else the found stack's ``api-auth`` (see
-            :meth:`~cli.stack.StackTarget.auth_string`), else none.
+            :meth:`~cli.stack_info.StackTarget.auth_string`), else none.
     """
 
     def __init__(

@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.client import DeliveryClient, ReleaseStatus
-from cli.stack import StackInfo, down, up
+from cli.stack import down, up
+from cli.stack_info import StackInfo
 from delivery.config import DeliveryConfig, load_config
 from delivery.errors import ApprovalRefused, DeliveryError, NotFound
 from delivery.models import Artifact, ReleaseRequest

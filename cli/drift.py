@@ -99,7 +99,7 @@ def setup_drift_alerts_from_env() -> UUID | None:
 
 def _store() -> SyncStateStore:
     """The found stack's sync states, read only (nothing is created when there is no ledger)."""
-    from cli.stack import find_stack
+    from cli.stack_info import find_stack
     from delivery.ledger import Ledger
 
     return SyncStateStore(Ledger(find_stack().require_ledger(), create=False).engine)
@@ -107,7 +107,7 @@ def _store() -> SyncStateStore:
 
 def _client_settings() -> Any:
     """Prefect's client settings for the found stack's API and credential (StackNotFound when none)."""
-    from cli.stack import find_stack
+    from cli.stack_info import find_stack
 
     target = find_stack()
     api_url = target.require_api()

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from cli.client import DeliveryClient, Operation
 from cli.errors_out import fail
-from cli.stack import find_stack
+from cli.stack_info import find_stack
 from delivery.errors import DeliveryError, InvalidInput
 from delivery.ledger import Ledger
 

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from cli.client import DEFAULT_DEPLOYMENT, DeliveryClient
 from cli.errors_out import fail
-from cli.stack import find_stack
+from cli.stack_info import find_stack
 from delivery.errors import DeliveryError, InvalidInput, NotFound
 from delivery.ledger import Ledger
 from delivery.models import Artifact, Decision

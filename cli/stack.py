@@ -14,52 +14,34 @@ to the server as ``PREFECT_SERVER_API_AUTH_STRING`` and to every client it runs 
 block saves; flow runs inherit the worker's) as ``PREFECT_API_AUTH_STRING``. ``stack.json`` holds
 only the file's path, never the secret.
 
-Reading commands find the stack with :func:`find_stack` (from any directory; see
-:func:`delivery.settings.find_state_dir` for the order), which creates nothing and, when there is no
-stack to read, raises :class:`~delivery.errors.StackNotFound` saying so. ``up`` records its state folder
-per user (:func:`delivery.settings.record_current_stack`) so that they find it from anywhere.
+Reading commands find the stack with :func:`cli.stack_info.find_stack` (from any directory), which
+creates nothing and, when there is no stack to read, raises :class:`~delivery.errors.StackNotFound`
+saying so. ``up`` records its state folder per user (:func:`delivery.settings.record_current_stack`) so that
+they find it from anywhere.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import typer
-from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
 from cli.prefect_cache import seed_database, ui_static_directory
-from delivery.api_auth import (
-    AUTH_ENV,
-    SERVER_AUTH_ENV,
-    auth_file,
-    basic_auth_header,
-    ensure_auth_file,
-    read_auth_file,
-)
-from delivery.errors import InvalidInput, StackNotFound, TransientError
+from cli.processes import alive, free_port, spawn, stop_process, wait_until
+from cli.stack_info import StackInfo, StackProcess, read_stack, stack_file
+from delivery.api_auth import SERVER_AUTH_ENV, ensure_auth_file
+from delivery.errors import InvalidInput, TransientError
 from delivery.identity import ALLOWED_SIGNERS
-from delivery.settings import (
-    HOME_ENV,
-    LEDGER_ENV,
-    LEDGER_FILE,
-    FoundStateDir,
-    find_state_dir,
-    record_current_stack,
-    state_dir,
-)
+from delivery.settings import HOME_ENV, record_current_stack, state_dir
 from delivery.signing import ensure_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -77,225 +59,6 @@ ALLOWED_SIGNERS_HEADER = """\
 SKIP_PARTS = {"__pycache__", "test-results", "build", "dist", ".pytest_cache"}
 
 console = Console(stderr=True, soft_wrap=True)
-
-
-class StackProcess(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    pid: int
-    marker: str = Field(description="A word of its command line, checked before stopping it")
-    log: str
-
-
-class StackInfo(BaseModel):
-    """What ``up`` started and where everything is (``<home>/stack.json``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    home: str
-    api_url: str
-    ui_url: str
-    simulator_url: str
-    kubeconfig: str
-    registry_url: str
-    git_root: str
-    gitops_repo: str
-    ledger_url: str
-    auth_file: str = Field(default="", description="The API credential's file (0600); the secret is never here")
-    processes: list[StackProcess] = Field(default_factory=list)
-
-    def auth_string(self) -> str | None:
-        """The API credential (read from :attr:`auth_file`), or None for a stack without one."""
-        return read_auth_file(self.auth_file) if self.auth_file else None
-
-    def auth_headers(self) -> dict[str, str]:
-        """The ``Authorization`` header for raw HTTP calls to :attr:`api_url` (empty without a credential)."""
-        secret = self.auth_string()
-        return basic_auth_header(secret) if secret else {}
-
-    def env(self) -> dict[str, str]:
-        """The environment the worker, the CLI and flows share (with the API credential)."""
-        env = {
-            "PREFECT_API_URL": self.api_url,
-            "DELIVERY_HOME": self.home,
-            "DELIVERY_LEDGER_URL": self.ledger_url,
-            "PREFECT_HOME": str(Path(self.home) / "prefect"),
-            "PREFECT_LOCAL_STORAGE_PATH": str(Path(self.home) / "results"),
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        }
-        secret = self.auth_string()
-        if secret:
-            env[AUTH_ENV] = secret
-        return env
-
-    def prefect_settings(self) -> Any:
-        """A context manager: Prefect's client in this process talks to this stack, with its credential."""
-        from delivery.api_auth import prefect_client_settings
-
-        return prefect_client_settings(self.api_url, auth_string=self.auth_string())
-
-
-def stack_file(home: Path | None = None) -> Path:
-    return (home or state_dir()) / "stack.json"
-
-
-def read_stack(home: Path | None = None) -> StackInfo | None:
-    """The running stack's description, or None."""
-    path = stack_file(home)
-    if not path.is_file():
-        return None
-    return StackInfo.model_validate_json(path.read_text())
-
-
-API_ENV = "PREFECT_API_URL"
-
-
-def no_stack_message(cwd: Path, *, ledger: bool = False) -> str:
-    """What a reading command says when it finds no stack from ``cwd``."""
-    also = f" / {LEDGER_ENV}" if ledger else ""
-    return (f"no delivery stack found from {cwd}: run `delivery up`, or set {HOME_ENV} / {API_ENV}{also}")
-
-
-@dataclass(frozen=True)
-class StackTarget:
-    """Where a reading command sends its calls: what :func:`find_stack` found, nothing created.
-
-    Attributes:
-        cwd: where the search started.
-        found: the state folder, or None.
-        info: its ``stack.json`` (a running stack), or None.
-        api_url: the Prefect API: ``--api-url``/``PREFECT_API_URL``, else ``stack.json``'s, else the active
-            Prefect profile's, else None.
-        ledger_url: ``DELIVERY_LEDGER_URL``, else ``stack.json``'s, else ``<folder>/ledger.db``, else None.
-    """
-
-    cwd: Path
-    found: FoundStateDir | None
-    info: StackInfo | None
-    api_url: str | None
-    ledger_url: str | None
-
-    def require_api(self) -> str:
-        """The API URL, or :class:`StackNotFound` saying why there is none."""
-        if self.api_url:
-            return self.api_url
-        if self.found is not None:
-            raise StackNotFound(f"the delivery stack in {self.found.path} (found by {self.found.found_by}) is not "
-                                f"running (no stack.json): run `delivery up`, or set {API_ENV}")
-        raise StackNotFound(no_stack_message(self.cwd))
-
-    def require_ledger(self) -> str:
-        """The ledger URL, or :class:`StackNotFound`."""
-        if self.ledger_url:
-            return self.ledger_url
-        raise StackNotFound(no_stack_message(self.cwd, ledger=True))
-
-    def auth_string(self, api_url: str | None = None) -> str | None:
-        """The API credential to send to ``api_url`` (default :attr:`api_url`).
-
-        ``PREFECT_API_AUTH_STRING``, else the state folder's ``api-auth`` when the folder was named by
-        ``DELIVERY_HOME`` or the call goes to the found stack's own API; a credential found by walking up or
-        by the per-user record is never sent to another server.
-        """
-        if os.environ.get(AUTH_ENV):
-            return os.environ[AUTH_ENV]
-        if self.found is None:
-            return None
-        url = (api_url or self.api_url or "").rstrip("/")
-        ours = self.info is not None and url == self.info.api_url.rstrip("/")
-        if self.found.found_by != HOME_ENV and not ours:
-            return None
-        if self.info is not None and self.info.auth_file:
-            return self.info.auth_string()
-        return read_auth_file(auth_file(self.found.path))
-
-
-def _profile_api_url() -> str | None:
-    from prefect.settings import PREFECT_API_URL
-
-    return PREFECT_API_URL.value() or None
-
-
-def find_stack(api_url: str | None = None, *, cwd: Path | None = None) -> StackTarget:
-    """Find the stack a reading command talks to, from any directory, creating nothing.
-
-    Args:
-        api_url: an API URL the caller gave (``--api-url``; typer fills it from ``PREFECT_API_URL``).
-        cwd: where to start looking (default the working directory).
-
-    Returns:
-        What was found; :meth:`StackTarget.require_api` / :meth:`StackTarget.require_ledger` raise
-        :class:`StackNotFound` with a clear message when a part is missing.
-    """
-    cwd = (cwd or Path.cwd()).resolve()
-    found = find_state_dir(cwd)
-    info = read_stack(found.path) if found is not None else None
-    api = api_url or os.environ.get(API_ENV) or (info.api_url if info else None) or _profile_api_url()
-    ledger = os.environ.get(LEDGER_ENV) or (info.ledger_url if info else None)
-    if not ledger and found is not None:
-        ledger = f"sqlite:///{found.path / LEDGER_FILE}"
-    return StackTarget(cwd=cwd, found=found, info=info, api_url=api, ledger_url=ledger)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _alive(process: StackProcess) -> bool:
-    try:
-        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    return process.marker in cmdline
-
-
-def _spawn(name: str, command: list[str], *, env: dict[str, str], logs: Path, marker: str) -> StackProcess:
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{name}.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
-    return StackProcess(name=name, pid=process.pid, marker=marker, log=str(log_path))
-
-
-def _wait(what: str, check: Callable[[], Any], *, timeout: float, process: StackProcess | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and not _alive(process):
-            tail = Path(process.log).read_text(errors="replace")[-800:] if Path(process.log).exists() else ""
-            raise TransientError(f"{what}: the process exited; last log lines:\n{tail}")
-        try:
-            value = check()
-        except (OSError, httpx.HTTPError):
-            value = None
-        if value:
-            return value
-        time.sleep(0.25)
-    raise TransientError(f"{what}: not ready after {timeout:.0f} s")
-
-
-def stop_process(process: StackProcess, *, timeout: float = 20.0) -> bool:
-    """Stop one recorded process and its process group; False when it was already gone (or not ours)."""
-    if not _alive(process):
-        return False
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return True
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                finished, _ = os.waitpid(process.pid, os.WNOHANG)
-            except ChildProcessError:
-                finished = 0 if _alive(process) else process.pid
-            if finished or not _alive(process):
-                return True
-            time.sleep(0.2)
-    return True
 
 
 # --------------------------------------------------------------------------- the pieces
@@ -374,7 +137,7 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
         plain_say(f"[{time.monotonic() - started:5.1f}s] {message}")
 
     running = read_stack(home)
-    if running is not None and running.processes and all(_alive(p) for p in running.processes):
+    if running is not None and running.processes and all(alive(p) for p in running.processes):
         say(f"the stack is already up (Prefect at {running.ui_url})")
         _remember(home, say)
         return running
@@ -382,7 +145,7 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
         down(home=home, say=say)
     home.mkdir(parents=True, exist_ok=True)
     logs = home / "logs"
-    api_port = _free_port()
+    api_port = free_port()
     info = StackInfo(
         home=str(home), api_url=f"http://127.0.0.1:{api_port}/api", ui_url=f"http://127.0.0.1:{api_port}",
         simulator_url="", kubeconfig=str(home / "simulator" / "kubeconfig"), registry_url="",
@@ -404,15 +167,16 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
             say("Prefect's database copied from the migrated one in the cache")
         say("starting the Prefect server (SQLite) ...")
         # Prefect's server, its SQLite transactions begun IMMEDIATE (cli/prefect_server.py: no 503 under load)
-        server = _spawn("prefect-server", [python, "-m", "cli.prefect_server", "server", "start",
-                                           "--host", "127.0.0.1", "--port", str(api_port)],
-                        env={**env, SERVER_AUTH_ENV: info.auth_string() or ""}, logs=logs, marker="prefect")
+        server = spawn("prefect-server", [python, "-m", "cli.prefect_server", "server", "start",
+                                          "--host", "127.0.0.1", "--port", str(api_port)],
+                       env={**env, SERVER_AUTH_ENV: info.auth_string() or ""}, logs=logs, marker="prefect",
+                       cwd=REPO_ROOT)
         record(server)
         say("starting the Kubernetes API simulator ...")
         Path(info.kubeconfig).unlink(missing_ok=True)
-        simulator = _spawn("simulator", [python, "-m", "cli.main", "simulator", "--port", "0",
-                                         "--kubeconfig", info.kubeconfig, "--ready-delay", str(ready_delay)],
-                           env=env, logs=logs, marker="simulator")
+        simulator = spawn("simulator", [python, "-m", "cli.main", "simulator", "--port", "0",
+                                        "--kubeconfig", info.kubeconfig, "--ready-delay", str(ready_delay)],
+                          env=env, logs=logs, marker="simulator", cwd=REPO_ROOT)
         record(simulator)
         say("starting the OCI registry ...")
         from cli.local_registry import start_registry
@@ -421,11 +185,12 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
         info.registry_url = registry.url
         record(StackProcess(name="registry", pid=registry.pid, marker="registry",
                             log=str(registry.root / "registry.log")))
-        kubeconfig_text = _wait("simulator", lambda: Path(info.kubeconfig).read_text(), timeout=60, process=simulator)
+        kubeconfig_text = wait_until("simulator", lambda: Path(info.kubeconfig).read_text(), timeout=60,
+                                     process=simulator)
         import yaml
 
         info.simulator_url = yaml.safe_load(kubeconfig_text)["clusters"][0]["cluster"]["server"]
-        _wait("Prefect server", lambda: httpx.get(f"{info.api_url}/health", timeout=2).status_code == 200,
+        wait_until("Prefect server", lambda: httpx.get(f"{info.api_url}/health", timeout=2).status_code == 200,
               timeout=180, process=server)
         say(f"Prefect is up at {info.ui_url}")
 
@@ -457,7 +222,7 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
         with info.prefect_settings():
             setup_recovery()
         say("crash detection and recovery automations are set up")
-        _wait("worker", lambda: _worker_online(info), timeout=90, process=worker)
+        wait_until("worker", lambda: _worker_online(info), timeout=90, process=worker)
         say("the worker is online")
     except BaseException:
         down(home=home, say=say)
@@ -484,8 +249,9 @@ def worker_env(env: dict[str, str]) -> dict[str, str]:
 
 def start_worker(info: StackInfo, env: dict[str, str], *, name: str = "worker") -> StackProcess:
     """Start a process worker on the ``delivery`` pool (``name`` tells its log apart)."""
-    return _spawn(name, [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type",
-                         "process"], env=worker_env(env), logs=Path(info.home) / "logs", marker="worker")
+    return spawn(name, [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type",
+                         "process"], env=worker_env(env), logs=Path(info.home) / "logs", marker="worker",
+                 cwd=REPO_ROOT)
 
 
 def _worker_online(info: StackInfo) -> bool:
@@ -551,5 +317,4 @@ def down_command(as_json: bool = typer.Option(False, "--json")) -> None:
         typer.echo(json.dumps({"stopped": stopped}))
 
 
-__all__ = ["StackInfo", "StackTarget", "down", "down_command", "find_stack", "no_stack_message", "read_stack", "up",
-           "up_command"]
+__all__ = ["down", "down_command", "start_worker", "up", "up_command", "worker_env"]

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from cli.stack import StackInfo, find_stack
+from cli.stack_info import StackInfo, find_stack
 from delivery.errors import StackNotFound
 from delivery.ledger import Ledger
 from delivery.models import BuildResult, BuildStatus, RollingStrategy
@@ -154,7 +154,7 @@ def test_ledger_readers_without_a_stack_fail_clearly_and_create_nothing(tmp_path
 
 def test_require_api_names_a_stopped_stack(tmp_path: Path, no_stack_env: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("cli.stack._profile_api_url", lambda: None)  # no Prefect profile names an API
+    monkeypatch.setattr("cli.stack_info.profile_api_url", lambda: None)  # no Prefect profile names an API
     home = tmp_path / ".delivery"
     home.mkdir()
     (home / "ledger.db").write_text("")  # `delivery down` left the ledger, removed stack.json

@@ -43,7 +43,9 @@ from blocks.git_host import LocalGitHost
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
 from cli.client import DeliveryClient
-from cli.stack import WORK_POOL, StackInfo, StackProcess, _spawn, down, read_stack, stop_process, up
+from cli.processes import spawn, stop_process
+from cli.stack import REPO_ROOT, WORK_POOL, down, up
+from cli.stack_info import StackInfo, StackProcess, read_stack
 from delivery import failpoints
 from delivery.api_auth import AUTH_ENV
 from delivery.build_settings import BUILD_SETTINGS_FILE, parse_build_settings
@@ -227,7 +229,7 @@ class FaultStack:
         name = f"worker-{label or 'extra'}-{len(self.started) + 1}"
         command = [*recipe.command, "--name", f"{self.home.name}-{name}", *(["--work-queue", queue] if queue else [])]
         env = {**recipe.env, **({"PREFECT_WORKER_QUERY_SECONDS": str(poll_seconds)} if poll_seconds else {})}
-        process = _spawn(name, command, env=env, logs=self.home / "logs", marker="worker")
+        process = spawn(name, command, env=env, logs=self.home / "logs", marker="worker", cwd=REPO_ROOT)
         self.started.append(process)
         self.say(f"started {name} (pid {process.pid}) on queue {queue or 'all'}")
         if wait:
@@ -276,8 +278,8 @@ class FaultStack:
             if process.name.startswith("prefect-server") and _alive(process.pid):
                 stop_process(process)
         recipe = self.recipes["prefect-server"]
-        process = _spawn(f"prefect-server-{len(self.started) + 1}", recipe.command, env=recipe.env,
-                         logs=self.home / "logs", marker="prefect")
+        process = spawn(f"prefect-server-{len(self.started) + 1}", recipe.command, env=recipe.env,
+                        logs=self.home / "logs", marker="prefect", cwd=REPO_ROOT)
         self.started.append(process)
         wait_until(self._healthy, timeout=180, what="the Prefect server back")
         self.say(f"restarted the Prefect server (pid {process.pid})")

@@ -17,7 +17,7 @@ import pytest
 from fault_support import FaultStack
 
 from cli.client import DeliveryClient
-from cli.stack import stack_file
+from cli.stack_info import stack_file
 from delivery.api_auth import basic_auth_header
 from delivery.errors import AuthenticationError
 

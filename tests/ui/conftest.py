@@ -29,7 +29,8 @@ from typing import Any
 import pytest
 from ui_support import UI_TIMEOUT_MS, chromium_path, login
 
-from cli.stack import StackInfo, down, read_stack, up
+from cli.stack import down, up
+from cli.stack_info import StackInfo, read_stack
 
 _HERE = Path(__file__).parent
 SCREENSHOTS = _HERE / "screenshots"

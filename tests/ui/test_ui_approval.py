@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from ui_support import persona_key, snapshot, stack_client, wait_settled, wait_until
 
-from cli.stack import StackInfo
+from cli.stack_info import StackInfo
 from delivery.models import Artifact, ReleaseRequest
 
 PLANNER = "agent:release-manager"

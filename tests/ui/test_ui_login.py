@@ -6,7 +6,7 @@ from typing import Any
 
 from ui_support import LOGIN_PATH, login
 
-from cli.stack import StackInfo
+from cli.stack_info import StackInfo
 
 
 def test_the_stacks_credential_opens_the_ui_on_the_products_deployments(page: Any, ui_stack: StackInfo) -> None:

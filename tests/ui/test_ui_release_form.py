@@ -18,7 +18,7 @@ from typing import Any
 
 from ui_support import api, persona_key, snapshot, stack_client, wait_until
 
-from cli.stack import StackInfo
+from cli.stack_info import StackInfo
 from delivery.models import Artifact, ReleaseRequest
 
 REQUEST_FIELDS = ("Release Id (Optional)", "Trace Id (Optional)", "App", "Artifacts (Optional)", "Ref (Optional)",

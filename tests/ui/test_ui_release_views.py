@@ -27,7 +27,7 @@ from urllib.parse import quote
 import pytest
 from ui_support import api, snapshot, wait_settled, wait_until
 
-from cli.stack import StackInfo
+from cli.stack_info import StackInfo
 
 
 @pytest.fixture(scope="module")

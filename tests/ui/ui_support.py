@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import httpx
 
 from cli.client import DeliveryClient
-from cli.stack import StackInfo
+from cli.stack_info import StackInfo
 from delivery.signing import key_file_name
 
 T = TypeVar("T")
