@@ -23,7 +23,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.client import DeliveryClient, ReleaseStatus
+from cli.client import DeliveryClient
+from cli.client_models import ReleaseStatus
+from cli.release_status import release_status
 from cli.stack import down, up
 from cli.stack_info import StackInfo
 from delivery.config import DeliveryConfig, load_config
@@ -84,7 +86,7 @@ def follow_release(
     while time.monotonic() < deadline:
         run = client.flow_run(started.flow_run_id)
         state = (run.get("state") or {}).get("type", "")
-        report = client.status(started.release_id, ledger_url=ledger_url)
+        report = release_status(client, started.release_id, ledger_url=ledger_url)
         line = _progress_line(run, report)
         if line != last:
             on_change(line)
@@ -147,7 +149,7 @@ def run_full_demo(*, keep_running: bool = False, timeout: float = 1800.0) -> boo
             with console.status("waiting for the release (build, then dev -> staging -> prod) ..."):
                 run = follow_release(client, started, approvals=approvals, keys=keys, timeout=timeout,
                                      ledger_url=info.ledger_url)
-            report = client.status(started.release_id, ledger_url=info.ledger_url)
+            report = release_status(client, started.release_id, ledger_url=info.ledger_url)
         table = Table("environment", "revision", "state", "approved by")
         outcome = {p.environment: p for p in report.plans}
         for env in config.path:

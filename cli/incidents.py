@@ -19,7 +19,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.client import DeliveryClient, Operation
+from cli.client import DeliveryClient
+from cli.client_models import Operation
 from cli.errors_out import fail
 from cli.stack_info import find_stack
 from delivery.errors import DeliveryError, InvalidInput

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from cli.client import DEFAULT_DEPLOYMENT, DeliveryClient
 from cli.errors_out import fail
+from cli.release_status import release_status
 from cli.stack_info import find_stack
 from delivery.errors import DeliveryError, InvalidInput, NotFound
 from delivery.ledger import Ledger
@@ -244,7 +245,7 @@ def status(
 
     def action() -> Any:
         with DeliveryClient(api_url) as client:
-            return client.status(release_id, ledger_url=target.ledger_url)
+            return release_status(client, release_id, ledger_url=target.ledger_url)
 
     def show(report: Any) -> None:
         console.print(f"release [bold]{report.release_id}[/bold]  trace {report.trace_id or '-'}")

@@ -64,7 +64,7 @@ def start_rollback(
     request = {"environment": environment, "app": app, "requested_by": requested_by.strip(), "reason": reason,
                "release_id": release_id, "trace_id": trace_id}
     deployment_id = client.deployment_id(deployment)
-    run = client._request("POST", f"/deployments/{deployment_id}/create_flow_run", json={
+    run = client.request("POST", f"/deployments/{deployment_id}/create_flow_run", json={
         "parameters": {"request": request}, "name": release_id,
         "tags": [f"release:{release_id}", f"trace:{trace_id}", "rollback", f"environment:{environment}"],
     }).json()

@@ -45,3 +45,18 @@ def check_release_id(value: str) -> str:
 def normalise_identity(identity: str) -> str:
     """Fold an identity for comparison: case and all whitespace are ignored."""
     return "".join(identity.split()).casefold()
+
+
+# The key of one wait for a decision (Prefect's pause key): the UI shows it, the client finds the environment in it.
+WAIT_KEY_PATTERN = re.compile(r"approval-(?P<environment>.+)-r(?P<revision>\d+)-(?P<attempt>\d+)")
+
+
+def approval_wait_key(environment: str, revision: int, attempt: int) -> str:
+    """The key of one wait for a decision: environment, revision and how many decisions came before."""
+    return f"approval-{environment}-r{revision}-{attempt}"
+
+
+def waiting_environment(pause_key: str | None) -> str | None:
+    """The environment a wait is for, from its key (:func:`approval_wait_key`); None for another pause."""
+    match = WAIT_KEY_PATTERN.fullmatch(pause_key or "")
+    return match["environment"] if match else None

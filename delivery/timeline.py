@@ -50,7 +50,7 @@ class Commit(Protocol):
 
 
 class Event(Protocol):
-    """A Prefect event of the release's trace (``cli.client.TraceEvent``)."""
+    """A Prefect event of the release's trace (``cli.client_models.TraceEvent``)."""
 
     event: str
     occurred: datetime

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from delivery.approvals import counted_approvers
 from delivery.config import ApprovalRules
-from delivery.ids import normalise_identity
+from delivery.ids import approval_wait_key, normalise_identity
 from delivery.models import Decision
 from delivery.plan import ReleasePlan
 from delivery.signing import approval_statement, plan_digest, sign_command
@@ -42,8 +42,8 @@ class WaitContext(BaseModel):
 
 
 def wait_key(plan: ReleasePlan, attempt: int) -> str:
-    """The key of one wait for a decision: environment, revision and how many decisions came before."""
-    return f"approval-{plan.environment}-r{plan.revision}-{attempt}"
+    """The key of one wait for a decision (:func:`delivery.ids.approval_wait_key`)."""
+    return approval_wait_key(plan.environment, plan.revision, attempt)
 
 
 def _identities(values: list[str]) -> str:

@@ -7,7 +7,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from cli.client import DeliveryClient, PausedRun, ResumeResult
+from cli.client import DeliveryClient
+from cli.client_models import PausedRun, ResumeResult
 from delivery.models import (
     Artifact,
     BuildResult,

@@ -17,7 +17,8 @@ from governance_support import Approver, Step
 from promotion_support import delivery_yaml
 from release_support import APP, ENVIRONMENTS, PLANNER, ReleaseStack, wire_release_stack
 
-from cli.client import DeliveryClient, TraceEvent
+from cli.client import DeliveryClient
+from cli.client_models import TraceEvent
 from delivery.errors import BuildFailed, InvalidInput, NotFound
 from delivery.models import Artifact
 from delivery.plan import PlanState

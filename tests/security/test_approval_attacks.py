@@ -27,7 +27,8 @@ from governance_support import PLANNER, new_request, succeeded_build
 from prefect import flow, tags
 
 from blocks.gitops_repo import GitOpsRepo
-from cli.client import DeliveryClient, PausedRun
+from cli.client import DeliveryClient
+from cli.client_models import PausedRun
 from delivery.config import EnvironmentConfig
 from delivery.errors import ApprovalRefused
 from delivery.identity import ALLOWED_SIGNERS, REVOKED_KEYS, Statement, generate_key, sign

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 from ui_support import persona_key, snapshot, stack_client, wait_settled, wait_until
 
+from cli.release_status import release_status
 from cli.stack_info import StackInfo
 from delivery.models import Artifact, ReleaseRequest
 
@@ -124,7 +125,7 @@ def test_a_decision_signed_with_someone_elses_key_is_refused_with_its_reason_the
     run = wait_settled(ui_stack, run_id, timeout=300, what=f"{release_id} finished after the approval")
     assert run["state_type"] == "COMPLETED", (second_key, run["state"])
     with stack_client(ui_stack) as client:
-        status = client.status(release_id, ledger_url=ui_stack.ledger_url)
+        status = release_status(client, release_id, ledger_url=ui_stack.ledger_url)
     staging = [plan for plan in status.plans if plan.environment == "staging"]
     assert [plan.state.value for plan in staging] == ["Deployed"], staging
     assert staging[0].approvers == [APPROVER] and [r.approver for r in staging[0].refused] == [APPROVER], staging
