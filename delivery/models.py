@@ -415,13 +415,3 @@ class Approval(Model):
     refused_reason: str | None = None
     key_fingerprint: str | None = Field(default=None, description="The registered key that signed it (SHA256:...)")
     signature_digest: str | None = Field(default=None, description="sha256 of the signature, to refuse a replay")
-
-
-class Environment(Model):
-    """An environment of the promotion path, as the domain sees it."""
-
-    name: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
-    namespace: str
-    requires_approval: bool = False
-    approvers: list[str] = Field(default_factory=list)
-    min_approvers: int = Field(default=1, ge=1)
