@@ -57,7 +57,7 @@ from delivery.errors import DeliveryError, InvalidInput, is_retryable
 from delivery.events import EventName, emit
 from delivery.identity import Registry
 from delivery.ids import normalise_identity
-from delivery.ledger import Ledger
+from delivery.ledger import REQUEST_REFUSED, Ledger
 from delivery.models import Approval, ReleaseRequest, utcnow
 from delivery.plan import PlanState, ReleasePlan
 from delivery.policy import PolicyResult, evaluate_policies, policy_context
@@ -67,7 +67,6 @@ from tasks.approval_notices import announce_wait, flow_run_link, report_verdict
 from tasks.stage import BACKOFF_FACTOR, DEFAULT_RETRIES, RESULTS_VERSION, raise_incident
 
 POLL_INTERVAL_SECONDS = 2
-REQUEST_REFUSED = "request-refused"  # the ledger action of a request refused for its signature
 
 
 def _gate_key(_context: Any, parameters: dict[str, Any]) -> str:
@@ -382,7 +381,6 @@ def _record(ledger: Ledger, plan: ReleasePlan, approval: Approval) -> ReleasePla
 
 __all__ = [
     "POLICY_ACTOR",
-    "REQUEST_REFUSED",
     "TIMEOUT_ACTOR",
     "ApprovalInput",
     "decide",

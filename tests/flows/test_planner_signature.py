@@ -22,9 +22,10 @@ from release_support import PLANNER, ReleaseStack, Services, everything, wire_re
 
 from delivery.errors import InvalidInput
 from delivery.identity import ALLOWED_SIGNERS, REVOKED_KEYS, generate_key, sign
+from delivery.ledger import REQUEST_REFUSED
 from delivery.models import Artifact, ReleaseRequest
 from delivery.signing import request_statement, verify_request
-from tasks.approval import REQUEST_REFUSED, load_registry, verify_planner_signature
+from tasks.approval import load_registry, verify_planner_signature
 
 
 @dataclass
