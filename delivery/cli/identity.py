@@ -141,7 +141,7 @@ def sign_request(ctx: typer.Context,
                  at: str = AtOption, as_json: bool = JsonOption) -> None:
     """Sign a release request: its JSON file (--request), or its id, revision and digest.
 
-    Paste the output, whole, into the request's ``signature`` field.
+    Paste the output, whole, into the request's `signature` field.
     """
     try:
         fields = _request_fields(ctx.obj["signer"], request, release=release, revision=revision,
