@@ -28,7 +28,10 @@ from delivery.identity import (
     registry_line,
     sign,
 )
+from delivery.ids import normalise_identity
 from delivery.models import Decision, utcnow
+from delivery.signing import request_digest as digest_of
+from delivery.signing import request_to_sign
 
 identity_app = typer.Typer(help="Signing keys and signed approvals and release requests.", no_args_is_help=True)
 sign_app = typer.Typer(help="Sign a statement: `sign --key K --as I approval ...` or `... request ...`.",
@@ -127,12 +130,51 @@ def sign_approval(ctx: typer.Context, release: str = ReleaseOption, revision: in
 
 
 @sign_app.command("request")
-def sign_request(ctx: typer.Context, release: str = ReleaseOption, revision: int = RevisionOption,
-                 request_digest: str = typer.Option(..., "--request-digest", help="sha256:<64 hex> of the request."),
+def sign_request(ctx: typer.Context,
+                 request: Path = typer.Option(None, "--request",
+                                              help="The ReleaseRequest JSON you will start (e.g. paste into the UI's "
+                                                   "Custom run form); its digest is computed for you."),
+                 release: str = typer.Option(None, "--release", help="The release id (without --request)."),
+                 revision: int = typer.Option(None, "--revision", help="The revision (without --request)."),
+                 request_digest: str = typer.Option(None, "--request-digest",
+                                                    help="sha256:<64 hex> of the request (without --request)."),
                  at: str = AtOption, as_json: bool = JsonOption) -> None:
-    """Sign a release request."""
-    _sign(ctx, as_json, at, kind="release-request", release_id=release, revision=revision,
-          request_digest=request_digest)
+    """Sign a release request: its JSON file (--request), or its id, revision and digest.
+
+    Paste the output, whole, into the request's `signature` field.
+    """
+    try:
+        fields = _request_fields(ctx.obj["signer"], request, release=release, revision=revision,
+                                 request_digest=request_digest)
+    except (InvalidInput, ValidationError) as exc:
+        _fail(exc, as_json or ctx.obj["json"])
+        return
+    _sign(ctx, as_json, at, kind="release-request", **fields)
+
+
+def _request_fields(signer: str, file: Path | None, *, release: str | None, revision: int | None,
+                    request_digest: str | None) -> dict[str, Any]:
+    """The statement's fields of a request: from its file, or from the three options (not both)."""
+    given = [option for option, value in (("--release", release), ("--revision", revision),
+                                          ("--request-digest", request_digest)) if value is not None]
+    if file is None:
+        if len(given) < 3:
+            raise InvalidInput("give --request <request.json>, or all of --release, --revision and --request-digest")
+        return {"release_id": release, "revision": revision, "request_digest": request_digest}
+    if given:
+        raise InvalidInput(f"--request: {', '.join(given)} come from the request file; leave them out")
+    try:
+        document = json.loads(_read(file, "--request"))
+    except ValueError as exc:
+        raise InvalidInput(f"--request {file}: not JSON ({exc})") from None
+    try:
+        found = request_to_sign(document)
+    except InvalidInput as exc:
+        raise InvalidInput(f"--request {file}: {exc}") from None
+    if normalise_identity(found.requested_by) != normalise_identity(signer):
+        raise InvalidInput(f"--request {file}: requested_by is {found.requested_by}, but you sign as {signer}: "
+                           "the planner who requests the release signs it")
+    return {"release_id": found.release_id, "revision": found.revision, "request_digest": digest_of(found)}
 
 
 def _at(at: str | None) -> datetime:

@@ -57,6 +57,8 @@ PULL_REQUEST_MERGED = "pull-request-merged"
 # A drift check that re-applied or pruned objects (``flows/drift.py``), under the release the environment runs.
 DRIFT_RECONCILED = "drift-reconciled"
 DRIFT_RECONCILE_FAILED = "drift-reconcile-failed"
+# A release request refused for its planner's signature (``tasks/approval.py``): the only row it writes.
+REQUEST_REFUSED = "request-refused"
 
 
 class OnDemandRollback(Model):
@@ -523,6 +525,7 @@ def _loads(body: Any) -> Any:
 
 __all__ = [
     "DRIFT_RECONCILED", "DRIFT_RECONCILE_FAILED", "ON_DEMAND_ROLLBACK", "PULL_REQUEST_CHECKS_FAILED",
-    "PULL_REQUEST_CHECKS_PASSED", "PULL_REQUEST_MERGED", "ROLLBACK_FINISHED", "ROLLBACK_STARTED", "Ledger",
+    "PULL_REQUEST_CHECKS_PASSED", "PULL_REQUEST_MERGED", "REQUEST_REFUSED", "ROLLBACK_FINISHED", "ROLLBACK_STARTED",
+    "Ledger",
     "OnDemandRollback",
 ]

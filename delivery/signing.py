@@ -18,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from delivery.approvals import SignatureCheck
 from delivery.errors import InvalidInput
@@ -33,7 +35,8 @@ from delivery.identity import (
     registry_line,
     sign,
 )
-from delivery.ids import normalise_identity
+from delivery.ids import new_release_id, normalise_identity
+from delivery.intake import parse_request
 from delivery.models import Decision, ReleaseRequest
 from delivery.plan import ReleasePlan
 from delivery.settings import find_state_dir
@@ -89,6 +92,23 @@ def request_statement(request: ReleaseRequest, *, at: datetime) -> Statement:
     return Statement(kind="release-request", signer=request.requested_by,
                      release_id=request.release_id, revision=request.revision,
                      request_digest=request_digest(request), at=_whole_seconds(at))
+
+
+def request_to_sign(document: Any) -> ReleaseRequest:
+    """The release request a person signs, from its JSON document (what the UI's Custom run form takes).
+
+    The document must name its ``release_id``: without one, each validation draws a new id, and the
+    signed digest would not be the digest of the run started with the document.
+
+    Raises:
+        InvalidInput: not a JSON object, no ``release_id``, or a field that is not valid (named).
+    """
+    if not isinstance(document, Mapping):
+        raise InvalidInput(f"request: expected a JSON object (a ReleaseRequest), got {type(document).__name__}")
+    if not str(document.get("release_id") or "").strip():
+        raise InvalidInput(f"release_id: missing; set \"release_id\" in the request (e.g. \"{new_release_id()}\") "
+                           "and start the release with that same request, so that the signed digest is its digest")
+    return parse_request(document)
 
 
 def sign_request(request: ReleaseRequest, *, key: Path | None = None) -> ReleaseRequest:
@@ -244,6 +264,7 @@ __all__ = [
     "plan_digest",
     "request_digest",
     "request_statement",
+    "request_to_sign",
     "sign_command",
     "sign_request",
     "split_pasted",

@@ -26,10 +26,11 @@ or a resume writes nothing twice.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from prefect import task
 from prefect.context import FlowRunContext
@@ -56,7 +57,7 @@ from delivery.errors import DeliveryError, InvalidInput, is_retryable
 from delivery.events import EventName, emit
 from delivery.identity import Registry
 from delivery.ids import normalise_identity
-from delivery.ledger import Ledger
+from delivery.ledger import REQUEST_REFUSED, Ledger
 from delivery.models import Approval, ReleaseRequest, utcnow
 from delivery.plan import PlanState, ReleasePlan
 from delivery.policy import PolicyResult, evaluate_policies, policy_context
@@ -183,16 +184,37 @@ def verify_planner_signature(request: ReleaseRequest) -> str:
         The fingerprint of the planner's key.
 
     Raises:
-        InvalidInput: ``signature: ...`` unsigned, or refused by the registry, with the reason.
+        InvalidInput: ``signature: ...`` unsigned, or refused by the registry, with the reason; the
+            refusal is recorded first as the release's ``request-refused`` action (see :func:`refuse_request`).
     """
     if not request.signature.strip():
-        raise InvalidInput(f"signature: the release passes environments whose approvals are signed: "
-                           f"{request.requested_by} must sign the request (`delivery identity sign request`)")
+        refuse_request(request, f"signature: the release passes environments whose approvals are signed: "
+                                f"{request.requested_by} must sign the request (`delivery identity sign request`)")
     check = verify_request(request, request.signature, registry=load_registry())
     if check.refused:
         reason = check.refused.removeprefix("signature: ")
-        raise InvalidInput(f"signature: the planner's signature over the request was refused: {reason}")
+        refuse_request(request, f"signature: the planner's signature over the request was refused: {reason}")
     return check.fingerprint or ""
+
+
+def refuse_request(request: ReleaseRequest, reason: str) -> NoReturn:
+    """Audit a release request refused for its signature, then raise the refusal.
+
+    The only ledger row a refused request writes: an action ``request-refused`` by the planner the
+    request claims, with the reason and the signature's digest (never the signature itself). Keyed on
+    the revision and that digest, so the same request started again is recorded once.
+
+    Raises:
+        InvalidInput: ``reason``.
+    """
+    signature = request.signature.strip()
+    signature_digest = "sha256:" + hashlib.sha256(signature.encode()).hexdigest() if signature else None
+    Ledger().record_action(
+        request.release_id, action=REQUEST_REFUSED, actor=normalise_identity(request.requested_by), reason=reason,
+        detail={"revision": request.revision, "field": "signature", "signature_digest": signature_digest},
+        key=f"r{request.revision}:{signature_digest or 'unsigned'}",
+    )
+    raise InvalidInput(reason)
 
 
 def load_registry() -> Registry:
@@ -364,6 +386,7 @@ __all__ = [
     "decide",
     "evaluate_policy_gates",
     "pending_since",
+    "refuse_request",
     "request_approval",
     "supersede_reason",
     "superseded_by",

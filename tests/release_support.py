@@ -12,6 +12,7 @@ under names of this test with the ``DELIVERY_<ROLE>_BLOCK`` variables pointing a
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Mapping
@@ -27,6 +28,7 @@ from git import Repo
 from promotion_support import delivery_yaml
 from pydantic import SecretStr
 from runtime_support import ROOT
+from sqlalchemy import MetaData, func, select
 
 from blocks.git_host import CheckCommand, LocalGitHost
 from blocks.gitops_repo import GitOpsRepo
@@ -192,3 +194,41 @@ def wire_release_stack(services: Services, root: Path, monkeypatch: pytest.Monke
         block.save(name, overwrite=True)
         monkeypatch.setenv(block_setting(role), f"{block._block_type_slug}/{name}")
     return stack
+
+
+def bare_repositories(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*.git") if (p / "HEAD").is_file() and (p / "objects").is_dir())
+
+
+def git_state(repository: Path) -> dict[str, Any]:
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repository), *args], check=True, capture_output=True,
+                              text=True).stdout
+
+    objects = dict(line.split(": ", 1) for line in git("count-objects", "-v").splitlines())
+    return {"refs": git("for-each-ref", "--format=%(refname) %(objectname)"),
+            "objects": (objects["count"], objects["in-pack"])}
+
+
+def ledger_rows(stack: ReleaseStack) -> dict[str, int]:
+    metadata = MetaData()
+    metadata.reflect(stack.ledger.engine)
+    with stack.ledger.engine.connect() as conn:
+        return {name: conn.execute(select(func.count()).select_from(table)).scalar_one()
+                for name, table in metadata.tables.items()}
+
+
+def simulator_state(stack: ReleaseStack) -> tuple[int, list[str]]:
+    store = stack.services.sim.store
+    with store.lock:
+        return store.rv, sorted(f"{rt}/{namespace}/{name}" for rt, by_namespace in store._objects.items()
+                                for namespace, names in by_namespace.items() for name in names)
+
+
+def everything(stack: ReleaseStack) -> dict[str, Any]:
+    """Everything a release can write, to compare before and after a refusal: every ref and object count of
+    every bare repository, the row count of every ledger table, the simulator's objects, ``stack.snapshot()``."""
+    repositories = bare_repositories(stack.root)
+    assert len(repositories) >= 2, repositories  # the application's and the GitOps repository
+    return {"git": {str(p.relative_to(stack.root)): git_state(p) for p in repositories},
+            "ledger": ledger_rows(stack), "simulator": simulator_state(stack), "stack": stack.snapshot()}

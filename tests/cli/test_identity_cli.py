@@ -1,4 +1,8 @@
-"""``delivery identity``: keygen, register-line, sign and verify, through the real CLI in a tmp dir."""
+"""``delivery identity``: keygen, register-line, sign and verify, through the real CLI in a tmp dir.
+
+``sign request --request file.json`` signs the request a person starts from the UI: its digest is
+computed from the file, and the output verifies as the flow verifies it (:func:`verify_request`).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from delivery.identity import SignedStatement
+from delivery.identity import Registry, SignedStatement
+from delivery.intake import parse_request
+from delivery.signing import request_digest, verify_request
 
 runner = CliRunner()
 PLAN = "sha256:" + "a" * 64
@@ -119,3 +125,77 @@ def test_bad_input_is_one_clear_line(agent: Path, args: list[str], message: str)
     assert len(result.output.strip().splitlines()) == 1
     assert result.output.startswith(message), result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+# --------------------------------------------------------------------------- sign request --request file.json
+
+# What a person pastes into the UI's Custom run form: no sha256, no trace id (both filled in by the product).
+UI_REQUEST = {"release_id": "rel-from-ui", "app": "sample-app", "requested_by": "agent:release-manager",
+              "target_environment": "staging",
+              "artifacts": [{"artifact_id": "notes", "path": "CHANGES.md", "content": "- from the UI\n",
+                             "validation": {"passed": True, "validator": "ci-lint"}}]}
+
+
+def _sign_file(agent: Path, document: object, *args: str) -> object:
+    Path("request.json").write_text(document if isinstance(document, str) else json.dumps(document))
+    return runner.invoke(app, ["identity", "sign", "--key", str(agent), "--as", "agent:release-manager", *args,
+                               "request", "--request", "request.json"])
+
+
+def test_sign_request_from_its_file_verifies_against_the_same_request(agent: Path) -> None:
+    result = _sign_file(agent, UI_REQUEST)
+    assert result.exit_code == 0, result.output
+    registry = Registry.parse(Path("identities/allowed_signers").read_text())
+    request = parse_request(UI_REQUEST)  # what the flow makes of the same form
+    check = verify_request(request, result.stdout, registry=registry)
+    assert check.refused is None and check.principals == ("agent:release-manager",), check
+    # The UI's one-line input drops the line breaks: it still verifies.
+    assert verify_request(request, " ".join(result.stdout.split()), registry=registry).refused is None
+    statement = SignedStatement.parse(result.stdout).statement
+    assert (statement.release_id, statement.revision, statement.request_digest) == (
+        "rel-from-ui", 1, request_digest(request))
+    # The control: another request (other content, same id) does not verify with it.
+    other = parse_request({**UI_REQUEST, "target_environment": "prod"})
+    assert "request_digest" in (verify_request(other, result.stdout, registry=registry).refused or "")
+
+
+def test_sign_request_file_as_json_gives_the_text_to_paste(agent: Path) -> None:
+    result = _sign_file(agent, {**UI_REQUEST, "revision": 3}, "--json")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["statement"]["revision"] == 3
+    assert document["statement"]["request_digest"] == request_digest(parse_request({**UI_REQUEST, "revision": 3}))
+    assert SignedStatement.parse(document["signed"]).statement.release_id == "rel-from-ui"
+
+
+@pytest.mark.parametrize(("document", "message"), [
+    ({key: value for key, value in UI_REQUEST.items() if key != "release_id"},
+     'error: --request request.json: release_id: missing; set "release_id" in the request (e.g. "rel-'),
+    ({**UI_REQUEST, "release_id": "  "}, "error: --request request.json: release_id: missing"),
+    ('{"release_id": "rel-1", "app": ', "error: --request request.json: not JSON (Expecting value: line 1"),
+    ("[1, 2]", "error: --request request.json: request: expected a JSON object (a ReleaseRequest), got list"),
+    ({**UI_REQUEST, "artifacts": [{**UI_REQUEST["artifacts"][0], "path": "../escape"}]},
+     "error: --request request.json: artifacts.0.path: "),
+    ({**UI_REQUEST, "requested_by": "user:mallory"},
+     "error: --request request.json: requested_by is user:mallory, but you sign as agent:release-manager"),
+])
+def test_sign_request_file_refused_naming_the_problem(agent: Path, document: object, message: str) -> None:
+    result = _sign_file(agent, document)
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert result.output.startswith(message), result.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--request", "request.json", "--release", "rel-1"],
+     "error: --request: --release come from the request file; leave them out"),
+    (["--release", "rel-1", "--revision", "1"],
+     "error: give --request <request.json>, or all of --release, --revision and --request-digest"),
+    (["--request", "nowhere.json"], "error: --request nowhere.json: cannot read (No such file or directory)"),
+])
+def test_sign_request_needs_the_file_or_the_three_options(agent: Path, args: list[str], message: str) -> None:
+    Path("request.json").write_text(json.dumps(UI_REQUEST))
+    result = runner.invoke(app, ["identity", "sign", "--key", str(agent), "--as", "agent:release-manager",
+                                 "request", *args])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == message or result.output.startswith(message), result.output

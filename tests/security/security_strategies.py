@@ -3,7 +3,8 @@
 Each broken document comes with the field path the refusal must name (``artifacts.0.path``,
 ``environments.staging.approval.min_approvers``, ``deploy/x.yaml.j2``, ...). The bases are the
 product's own examples: the sample app's release request, examples/gitops/delivery.yaml,
-examples/sample-app/delivery-build.yaml and examples/sample-app/deploy/.
+examples/sample-app/delivery-build.yaml and examples/sample-app/deploy/; and for the approval inputs,
+an approval statement signed by a fixed key (the signed text, and what a person pastes).
 """
 
 from __future__ import annotations
@@ -14,12 +15,19 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
+from delivery import sshsig
+from delivery.identity import NAMESPACE, Registry, SignedStatement, Statement, registry_line
+from delivery.models import Decision
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_APP = ROOT / "examples" / "sample-app"
@@ -671,3 +679,104 @@ def bad_templates(draw: st.DrawFn) -> Broken:
         obj = replaced(obj, path, value)
     templates["zz-extra.yaml.j2"] = yaml.safe_dump(obj)
     return Broken(templates, field, f"object {kind_name}")
+
+
+# --------------------------------------------------------------------------- approval inputs
+
+# A fixed key (not a secret: a test vector), so the same examples are drawn on every run and machine.
+SIGNING_KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+SIGNER = "user:alice"
+APPROVAL_STATEMENT = Statement(kind="approval", signer=SIGNER, release_id="rel-fuzz-1", revision=2,
+                               environment="prod", plan_digest="sha256:" + "c" * 64, decision=Decision.APPROVE,
+                               at=datetime(2026, 12, 3, 2, 0, 0, tzinfo=UTC))
+SIGNED_APPROVAL = SignedStatement(statement=APPROVAL_STATEMENT, signature=sshsig.sign(
+    APPROVAL_STATEMENT.canonical(), key=SIGNING_KEY, namespace=NAMESPACE))
+STATEMENT_FIELDS = [line.split(": ", 1)[0] for line in APPROVAL_STATEMENT.canonical().decode().splitlines()[1:]]
+# One line of text: what a value of the signed text can be (a line break starts another line).
+ONE_LINE = st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=("Cs",)), max_size=80)
+BAD_STATEMENT_VALUES = {
+    "kind": ["approve", "", "APPROVAL", "release"], "signer": ["", "\x00alice", "user:\x7f"],
+    "release_id": ["rel x", "-rel", "rel/../x", "a" * 64], "revision": ["0", "-1", "two", "1.5", ""],
+    "environment": ["\x01prod", ""], "plan_digest": ["sha256:xyz", "c" * 64, "SHA256:" + "C" * 64, ""],
+    "decision": ["maybe", "APPROVED", ""], "at": ["yesterday", "2026-12-03", "2026-13-45T99:99:99Z", ""],
+}
+
+
+def signing_registry() -> Registry:
+    """The registry where SIGNING_KEY is SIGNER's key."""
+    public = SIGNING_KEY.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
+    return Registry.parse(registry_line(public, identity=SIGNER) + "\n")
+
+
+def statement_with(field: str, value: str) -> str:
+    """The signed approval statement's text with the value of ``field`` replaced."""
+    return "".join(f"{field}: {value}\n" if line.startswith(f"{field}: ") else line + "\n"
+                   for line in APPROVAL_STATEMENT.canonical().decode().splitlines())
+
+
+@st.composite
+def statement_values(draw: st.DrawFn) -> Broken:
+    """The statement with one field's value replaced by any one-line text: parsed, or refused naming the field."""
+    field = draw(st.sampled_from(STATEMENT_FIELDS))
+    return Broken(statement_with(field, draw(ONE_LINE)), field, "any value")
+
+
+@st.composite
+def bad_statements(draw: st.DrawFn) -> Broken:
+    """The statement with one field's value made invalid, left out, repeated or out of order."""
+    lines = APPROVAL_STATEMENT.canonical().decode().splitlines()
+    kind = draw(st.sampled_from(["value", "missing", "repeated", "swapped"]))
+    index = draw(st.integers(min_value=1, max_value=len(lines) - 1))
+    field = lines[index].split(": ", 1)[0]
+    if kind == "value":
+        return Broken(statement_with(field, draw(st.sampled_from(BAD_STATEMENT_VALUES[field]))), field, kind)
+    if kind == "missing":
+        return Broken("\n".join(lines[:index] + lines[index + 1:]) + "\n", field, kind)
+    if kind == "repeated":
+        return Broken("\n".join(lines[:index + 1] + lines[index:]) + "\n", field, kind)
+    index = max(index, 2)  # swap with the line before it (not the header)
+    swapped = lines[:index - 1] + [lines[index], lines[index - 1]] + lines[index + 1:]
+    return Broken("\n".join(swapped) + "\n", lines[index - 1].split(": ", 1)[0], kind)
+
+
+def _signature_body() -> str:
+    return "".join(SIGNED_APPROVAL.signature.strip().splitlines()[1:-1])
+
+
+@st.composite
+def pasted_signatures(draw: st.DrawFn) -> str:
+    """What a person may paste as a signature: the signed approval damaged one way, or any text."""
+    statement = APPROVAL_STATEMENT.canonical().decode()
+    body = _signature_body()
+    kind = draw(st.sampled_from(["any", "body", "cut", "armor", "one-line", "statement"]))
+    if kind == "any":
+        return draw(st.text(max_size=400))
+    if kind == "body":  # a few characters of the base64 replaced
+        chars = list(body)
+        for _ in range(draw(st.integers(min_value=1, max_value=4))):
+            chars[draw(st.integers(min_value=0, max_value=len(chars) - 1))] = draw(
+                st.sampled_from("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=!- "))
+        body = "".join(chars)
+    elif kind == "cut":
+        start = draw(st.integers(min_value=0, max_value=len(body)))
+        body = body[:start] + body[start + draw(st.integers(min_value=1, max_value=40)):]
+    elif kind == "armor":  # a marker damaged, moved or left out
+        begin, end = draw(st.sampled_from([(sshsig.BEGIN, ""), ("", sshsig.END), (sshsig.END, sshsig.BEGIN),
+                                           (sshsig.BEGIN.lower(), sshsig.END), (sshsig.BEGIN, sshsig.END[:-1])]))
+        return f"{statement}\n{begin}\n{body}\n{end}\n"
+    elif kind == "statement":  # the signature block with another text before it
+        statement = draw(st.text(max_size=200))
+    text = f"{statement}\n{sshsig.BEGIN}\n{body}\n{sshsig.END}\n"
+    return " ".join(text.split()) if kind == "one-line" else text
+
+
+APPROVAL_INPUT_BASE = {"decision": "approve", "approver": "user:bob", "comment": "", "signature": "pasted"}
+
+
+@st.composite
+def approval_inputs(draw: st.DrawFn) -> Broken:
+    """An approval's run input with one field given any JSON value or any text, or an unknown field added."""
+    field = draw(st.sampled_from([*APPROVAL_INPUT_BASE, "zz_extra"]))
+    value = draw(st.one_of(ARBITRARY_JSON, st.text(max_size=120), st.text(min_size=2000, max_size=2100),
+                           st.sampled_from(["", " ", "APPROVE", "user:bob\n", None])))
+    return Broken({**APPROVAL_INPUT_BASE, field: value}, field, "any value")

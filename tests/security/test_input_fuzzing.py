@@ -1,11 +1,14 @@
 """Property-based fuzzing of every input a release reads (issue 11, point 7).
 
 The release request (the ``request`` parameter dict of the release flow, and the same dict through
-the client ``delivery release start`` uses), ``delivery.yaml``, ``delivery-build.yaml`` and the
-manifest templates: documents that are valid but for one broken field, and arbitrary text. Every bad
-input is refused with the product's :class:`InvalidInput` naming the field (never a bare KeyError,
-TypeError, pydantic or YAML error); a good input is accepted. No Prefect server is needed: these
-are the validations the flow and the stages run before anything is written.
+the client ``delivery release start`` uses), ``delivery.yaml``, ``delivery-build.yaml``, the
+manifest templates and the approval inputs (the signed statement, the pasted signature, an
+approval's run input): documents that are valid but for one broken field, and arbitrary text. Every
+bad input is refused with the product's :class:`InvalidInput` naming the field (never a bare KeyError,
+TypeError, pydantic or YAML error; an approval's run input is refused by the wait's schema, with
+Prefect's ValidationError naming the field, as the resume call refuses it); a good input is
+accepted. No Prefect server is needed: these are the validations the flow and the stages run before
+anything is written.
 """
 
 from __future__ import annotations
@@ -18,30 +21,46 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prefect.utilities.schema_tools import ValidationError as RunInputRefused
+from prefect.utilities.schema_tools import validate as validate_run_input
+from pydantic import ValidationError
 from security_strategies import (
+    APPROVAL_STATEMENT,
     ARBITRARY_JSON,
     NOT_A_MAPPING,
     SECURITY,
+    SIGNED_APPROVAL,
     Broken,
+    approval_inputs,
     bad_build_settings,
     bad_configs,
     bad_requests,
+    bad_statements,
     bad_templates,
     deploy_templates,
     good_configs,
     good_requests,
     manifest_spec,
     names_field,
+    pasted_signatures,
+    request_base,
+    signing_registry,
+    statement_values,
 )
 
 from cli.client import DeliveryClient
 from cli.release import build_request
+from delivery.approvals import ApprovalInput
 from delivery.build_settings import parse_build_settings
-from delivery.config import load_config
+from delivery.config import ApprovalRules, load_config
 from delivery.errors import InvalidInput
+from delivery.identity import SignatureRefused, SignedStatement, Statement
 from delivery.intake import parse_request
-from delivery.models import ReleaseRequest
+from delivery.models import BuildResult, BuildStatus, ReleaseRequest, RollingStrategy
+from delivery.plan import ReleasePlan
+from delivery.signing import check_signature, split_pasted, verify_request
 from flows.release import release
+from tasks.approval_form import WaitContext, decision_form
 from tasks.manifest import ManifestSpec, coerce, render
 
 # Nothing listens here: a request that passed local validation would fail with TransientError,
@@ -224,8 +243,6 @@ TRAILING_NEWLINE = [
 
 @pytest.mark.parametrize(("field", "change"), TRAILING_NEWLINE, ids=[f for f, _ in TRAILING_NEWLINE])
 def test_an_id_with_a_trailing_newline_is_refused(field, change):
-    from security_strategies import request_base
-
     body = change(request_base())
     assert names_field(refusal(start, body), field)
     assert names_field(refusal(flow_parameters, body), field)
@@ -241,3 +258,129 @@ def test_an_image_or_object_name_with_a_trailing_newline_is_refused(where, value
         templates["zz-extra.yaml.j2"] = 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: "extra\\n"\n'
         message = refusal(render_spec, manifest_spec(templates))
     assert names_field(message, where), message
+
+
+# --------------------------------------------------------------------------- approval inputs
+
+
+@settings(SECURITY, max_examples=150)
+@given(statement_values())
+def test_any_value_in_a_statement_is_parsed_or_refused_naming_its_field(changed: Broken):
+    try:
+        parsed = Statement.parse(changed.document)
+    except InvalidInput as exc:
+        message = str(exc)
+        assert message.startswith("statement"), message
+        assert_names(message, changed)
+        return
+    assert parsed.canonical().decode().count("\n") == APPROVAL_STATEMENT.canonical().decode().count("\n")
+
+
+@settings(SECURITY, max_examples=100)
+@given(bad_statements())
+def test_a_broken_statement_is_refused_naming_its_field(broken: Broken):
+    message = refusal(Statement.parse, broken.document)
+    assert message.startswith("statement"), message
+    if broken.what == "value":  # a bad value names its field; a line out of place names its line and key
+        assert_names(message.replace(", ".join(STATEMENT_KEYS), ""), broken)
+    else:
+        assert_names(message, broken)
+
+
+STATEMENT_KEYS = ["kind", "signer", "release_id", "revision", "environment", "plan_digest", "decision",
+                  "request_digest", "at"]
+
+
+@settings(SECURITY, max_examples=80)
+@given(st.text(max_size=400))
+def test_any_text_as_a_statement_is_refused(text: str):
+    assert refusal(Statement.parse, text).startswith("statement")
+    refusal(SignedStatement.parse, text)
+
+
+@settings(SECURITY, max_examples=150)
+@given(pasted_signatures())
+def test_any_pasted_signature_is_split_or_refused_and_never_counts(pasted: str):
+    # What the flow does with the `signature` field of a decision and of a request: split it (or refuse
+    # it naming the field), then verify it; a damaged signature is refused with a reason, never raised.
+    try:
+        _, armored = split_pasted(pasted)
+    except InvalidInput as exc:
+        assert str(exc).startswith("signature: "), str(exc)
+    else:
+        assert armored.startswith("-----BEGIN SSH SIGNATURE-----\n")
+    check = check_signature(pasted, expected=APPROVAL_STATEMENT, registry=signing_registry())
+    intact = "".join(SIGNED_APPROVAL.signature.split()) in "".join(pasted.split())
+    assert check.refused or intact, check
+    if check.refused is None:
+        assert check.fingerprint and check.principals == ("user:alice",)
+
+
+@settings(SECURITY, max_examples=100)
+@given(pasted_signatures())
+def test_any_pasted_text_as_a_signed_statement_is_refused_or_verified(pasted: str):
+    # `delivery identity verify` reads SignedStatement.parse's input: a refusal names the signature or
+    # the statement; what parses is then verified or refused by the registry with its reason.
+    try:
+        signed = SignedStatement.parse(pasted)
+    except InvalidInput as exc:
+        assert str(exc).startswith(("signature", "statement")), str(exc)
+        return
+    try:
+        signing_registry().verify(signed)
+    except SignatureRefused as exc:
+        assert exc.reason
+        return
+    assert signed == SIGNED_APPROVAL
+
+
+@settings(SECURITY, max_examples=60)
+@given(pasted_signatures())
+def test_any_pasted_text_as_a_request_signature_is_refused(pasted: str):
+    # Even the intact signature is refused: it signs an approval, not this request. The flow prefixes
+    # the reason with the field (`signature: the planner's signature over the request was refused: ...`).
+    request = ReleaseRequest.model_validate(request_base("rel-fuzz-1"))
+    check = verify_request(request, pasted, registry=signing_registry())
+    assert check.refused and check.fingerprint is None, check
+
+
+def approval_wait(*, signed: bool) -> WaitContext:
+    """A wait of a signed (or not) environment where user:bob and user:carol may still decide."""
+    build = BuildResult(status=BuildStatus.SUCCEEDED, commit="c" * 40, run_id="run-1")
+    plan = ReleasePlan(release_id="rel-fuzz-1", trace_id="t" * 32, app="sample-app", revision=1, environment="prod",
+                       strategy=RollingStrategy(), planned_by="agent:release-manager", build=build)
+    rules = ApprovalRules(required=True, approvers=["user:bob", "user:carol"], signed=signed)
+    return WaitContext(plan=plan, rules=rules, key="approval-prod-r1-0", eligible=["user:bob", "user:carol"],
+                       opened_at=APPROVAL_STATEMENT.at)
+
+
+FORMS = {signed: decision_form(approval_wait(signed=signed)) for signed in (False, True)}
+
+
+@settings(SECURITY, max_examples=200)
+@given(approval_inputs(), st.booleans())
+def test_any_approval_input_is_refused_by_the_wait_naming_its_field_or_judged(changed: Broken, signed: bool):
+    # The resume call checks the run input against the wait's schema (Prefect's validate, as the server
+    # does): refused naming the field; what it accepts, the flow reads as an ApprovalInput without error.
+    form = FORMS[signed]
+    run_input = dict(changed.document)
+    if not signed and changed.field != "signature":  # an unsigned wait has no signature field
+        del run_input["signature"]
+    try:
+        validate_run_input(run_input, form.model_json_schema(by_alias=True), raise_on_error=True)
+    except RunInputRefused as exc:  # "Validation failed for field 'x'" or "('x' was unexpected)"
+        assert repr(changed.field) in str(exc), (changed, str(exc))
+        return
+    received = form.model_validate(run_input)
+    decision = ApprovalInput.model_validate(received.model_dump(include=set(ApprovalInput.model_fields)))
+    assert decision.approver in ("user:bob", "user:carol")
+
+
+@settings(SECURITY, max_examples=150)
+@given(approval_inputs())
+def test_any_approval_input_model_value_is_accepted_or_refused_naming_its_field(changed: Broken):
+    # The model the client and the flow build a decision with: pydantic's error, located at the field.
+    try:
+        ApprovalInput.model_validate(changed.document)
+    except ValidationError as exc:
+        assert [".".join(map(str, e["loc"])) for e in exc.errors()] == [changed.field], exc
