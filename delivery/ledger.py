@@ -5,7 +5,8 @@ plans, every transition with actor, time and reason, approvals (counted or refus
 evaluations, incidents with their replay envelopes, and the actions on a release: the operations
 done to it from outside its run (resubmissions after a crash, retries, cancellations, replays,
 acknowledgements), its rollbacks, its pull request's check results and merge, and the drift
-reconciles of the environments it runs in, each with its actor and reason. Rows are only
+reconciles of the environments it runs in, each with its actor and reason; signing keys revoked are
+kept as actions too, under the release id ``identities``. Rows are only
 appended, except the plan's current state, which moves with a compare-and-set on the previous state.
 """
 
@@ -57,6 +58,10 @@ PULL_REQUEST_MERGED = "pull-request-merged"
 # A drift check that re-applied or pruned objects (``flows/drift.py``), under the release the environment runs.
 DRIFT_RECONCILED = "drift-reconciled"
 DRIFT_RECONCILE_FAILED = "drift-reconcile-failed"
+# A signing key revoked (``delivery identity revoke``, delivery/revocation.py): no release owns a key, so
+# the action is kept under this release id, once per key fingerprint.
+IDENTITY_REVOKED = "identity-revoked"
+IDENTITIES_RECORD = "identities"
 
 
 class OnDemandRollback(Model):

@@ -16,9 +16,10 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,7 @@ from delivery.errors import (
     PermanentError,
     TransientError,
 )
-from delivery.events import release_events_link, ui_base_url
+from delivery.events import event_fields, release_events_link, ui_base_url
 from delivery.identity import Statement, sign
 from delivery.intake import describe
 from delivery.models import Decision, ReleaseRequest, release_run_name
@@ -695,6 +696,22 @@ class DeliveryClient:
         if idempotency_key:
             body["idempotency_key"] = idempotency_key
         return self._request("POST", f"/deployments/{deployment_id}/create_flow_run", json=body).json()
+
+    # ------------------------------------------------------------------ events
+
+    def send_event(self, name: str, **fields: Any) -> str:
+        """Send ``delivery.<name>`` now (``POST /api/events``), as :func:`delivery.events.emit` would.
+
+        For a command that ends right after: Prefect's own emitter sends from a background queue this
+        process may not wait for. ``fields`` are :func:`delivery.events.event_fields`' keyword arguments.
+
+        Returns:
+            The event's id.
+        """
+        event_id = str(uuid.uuid4())
+        document = {**event_fields(name, **fields), "id": event_id, "occurred": datetime.now(UTC).isoformat()}
+        self._request("POST", "/events", json=[document])
+        return event_id
 
 
 @contextmanager
