@@ -212,8 +212,9 @@ def _revoke_in_stack(target: str, *, actor: str, reason: str, gitops_repo: str |
     from delivery.revocation import revoke_key
 
     stack = find_stack(api_url)
-    ledger = Ledger(stack.require_ledger())
     with DeliveryClient(api_url) as client, prefect_client_settings(
             client.api_url, auth_string=stack.auth_string(client.api_url)):
+        # the ledger is opened for writing (created if missing) only once a stack's API was found
+        ledger = Ledger(stack.require_ledger())
         repo = GitOpsRepo(url=gitops_repo) if gitops_repo else load_configured_block("gitops_repo", GitOpsRepo)
         return revoke_key(repo, target, actor=actor, reason=reason, ledger=ledger, emitter=client.send_event)
