@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from cli.client_models import Operation, StartedRelease, TraceEvent
 from cli.stack_info import find_stack
 from delivery.api_auth import basic_auth_header
 from delivery.errors import AuthenticationError, DeliveryError, InvalidInput, NotFound, PermanentError, TransientError
-from delivery.events import release_events_link, ui_base_url
+from delivery.events import event_fields, release_events_link, ui_base_url
 from delivery.intake import describe
 from delivery.models import ReleaseRequest, release_run_name
 from delivery.signing import sign_request
@@ -297,6 +299,22 @@ class DeliveryClient(ApprovalCalls):
         if idempotency_key:
             body["idempotency_key"] = idempotency_key
         return self.request("POST", f"/deployments/{deployment_id}/create_flow_run", json=body).json()
+
+    # ------------------------------------------------------------------ events
+
+    def send_event(self, name: str, **fields: Any) -> str:
+        """Send ``delivery.<name>`` now (``POST /api/events``), as :func:`delivery.events.emit` would.
+
+        For a command that ends right after: Prefect's own emitter sends from a background queue this
+        process may not wait for. ``fields`` are :func:`delivery.events.event_fields`' keyword arguments.
+
+        Returns:
+            The event's id.
+        """
+        event_id = str(uuid.uuid4())
+        document = {**event_fields(name, **fields), "id": event_id, "occurred": datetime.now(UTC).isoformat()}
+        self.request("POST", "/events", json=[document])
+        return event_id
 
 
 __all__ = ["DEFAULT_DEPLOYMENT", "DeliveryClient", "default_api_url"]

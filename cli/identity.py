@@ -1,4 +1,4 @@
-"""``delivery identity keygen|register-line|sign|verify``: keys and signed statements (delivery/identity.py).
+"""``delivery identity keygen|register-line|sign|verify|revoke``: keys and signed statements (delivery/identity.py).
 
 A person registers an existing key with ``register-line`` and signs with ``ssh-keygen -Y sign -n delivery``
 or ``sign``; an agent gets a key with ``keygen`` and signs with ``sign``. Every line printed for
@@ -213,3 +213,50 @@ def _read(path: Path, option: str) -> str:
         return path.expanduser().read_text()
     except OSError as exc:
         raise InvalidInput(f"{option} {path}: cannot read ({exc.strerror or exc})") from exc
+
+
+@identity_app.command("revoke")
+def revoke(target: str = typer.Argument(..., help="The identity (e.g. user:alice) or key fingerprint (SHA256:...)."),
+           actor: str = typer.Option(None, "--as", envvar="DELIVERY_IDENTITY", help="Your identity (audited)."),
+           reason: str = typer.Option(None, "--reason", "-m", help="Why the key is revoked (audited)."),
+           gitops_repo: str = typer.Option(None, "--gitops-repo",
+                                           help="The GitOps repository (URL or path); default the one the stack's "
+                                                "flows load (the gitops-repo block, DELIVERY_GITOPS_REPO_BLOCK)."),
+           api_url: str = typer.Option(None, "--api-url", envvar="PREFECT_API_URL", help="The Prefect API (…/api)."),
+           as_json: bool = JsonOption) -> None:
+    """Revoke a signing key: one commit to identities/revoked_keys, a ledger record and an IdentityRevoked event."""
+    # Imported here: only this command needs the stack (its API, ledger and GitOps repository).
+    from delivery.errors import DeliveryError
+
+    try:
+        if not actor or not actor.strip():
+            raise InvalidInput("--as: give your identity (e.g. user:alice), or set DELIVERY_IDENTITY")
+        if not reason or not reason.strip():
+            raise InvalidInput("--reason: say why the key is revoked (kept in the commit and the ledger)")
+        done = _revoke_in_stack(target, actor=actor, reason=reason, gitops_repo=gitops_repo, api_url=api_url)
+    except (InvalidInput, ValidationError) as exc:
+        _fail(exc, as_json)
+        return
+    except DeliveryError as exc:  # no stack, no saved block, a push that kept losing races: not bad input
+        typer.echo(json.dumps({"error": str(exc), "type": type(exc).__name__}) if as_json else f"error: {exc}",
+                   err=not as_json)
+        raise typer.Exit(1) from None
+    typer.echo(done.model_dump_json() if as_json else done.message())
+
+
+def _revoke_in_stack(target: str, *, actor: str, reason: str, gitops_repo: str | None, api_url: str | None) -> Any:
+    from blocks.gitops_repo import GitOpsRepo
+    from blocks.loading import load_configured_block
+    from cli.client import DeliveryClient
+    from cli.stack_info import find_stack
+    from delivery.api_auth import prefect_client_settings
+    from delivery.ledger import Ledger
+    from delivery.revocation import revoke_key
+
+    stack = find_stack(api_url)
+    with DeliveryClient(api_url) as client, prefect_client_settings(
+            client.api_url, auth_string=stack.auth_string(client.api_url)):
+        # the ledger is opened for writing (created if missing) only once a stack's API was found
+        ledger = Ledger(stack.require_ledger())
+        repo = GitOpsRepo(url=gitops_repo) if gitops_repo else load_configured_block("gitops_repo", GitOpsRepo)
+        return revoke_key(repo, target, actor=actor, reason=reason, ledger=ledger, emitter=client.send_event)

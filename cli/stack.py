@@ -53,8 +53,8 @@ SAMPLE_APP = "sample-app"
 PERSONAS = ("agent:release-manager", "user:alice", "user:bob", "user:carol", "agent:qa-bot")
 ALLOWED_SIGNERS_HEADER = """\
 # Who may sign plans and decisions: OpenSSH allowed_signers format (ssh-keygen -Y verify, git's signed commits).
-# principal[,principal...] [namespaces="delivery"] ssh-ed25519 <key> [comment]. Revoke a key by adding its
-# public key line to identities/revoked_keys. Changed by reviewed pull requests, like delivery.yaml.
+# principal[,principal...] [namespaces="delivery"] ssh-ed25519 <key> [comment]. Revoke a key with
+# `delivery identity revoke` (audited). Changed by reviewed pull requests, like delivery.yaml.
 """
 SKIP_PARTS = {"__pycache__", "test-results", "build", "dist", ".pytest_cache"}
 

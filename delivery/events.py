@@ -43,6 +43,7 @@ class EventName(StrEnum):
     SYNC_DEGRADED = "SyncDegraded"
     SYNC_RECOVERED = "SyncRecovered"
     INCIDENT_RAISED = "IncidentRaised"
+    IDENTITY_REVOKED = "IdentityRevoked"
 
 
 EVENT_PREFIX = "delivery."
@@ -122,6 +123,45 @@ def _dump_dict(payload: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def event_fields(
+    name: EventName | str,
+    *,
+    release_id: str,
+    trace_id: str,
+    payload: BaseModel | dict[str, Any] | None = None,
+    resource: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The event :func:`emit` sends, as Prefect's ``emit_event`` arguments (and ``POST /api/events`` fields).
+
+    Args:
+        name: a catalogue entry.
+        release_id: the release, used as the event's resource.
+        trace_id: the trace, added as a related resource with role ``trace``.
+        payload: a domain model or a dict of them; must hold no secret.
+        resource: extra labels for the resource (for example the environment).
+    """
+    if isinstance(payload, BaseModel):
+        body = payload.model_dump(mode="json")
+    else:
+        body = _dump_dict(payload or {})
+    return {
+        "event": event_type(name),
+        "resource": {
+            "prefect.resource.id": release_resource(release_id),
+            "prefect.resource.name": release_id,
+            **(resource or {}),
+        },
+        "related": [
+            {
+                "prefect.resource.id": trace_resource(trace_id),
+                "prefect.resource.role": "trace",
+                "prefect.resource.name": trace_id,
+            }
+        ],
+        "payload": body,
+    }
+
+
 def emit(
     name: EventName | str,
     *,
@@ -130,37 +170,12 @@ def emit(
     payload: BaseModel | dict[str, Any] | None = None,
     resource: dict[str, str] | None = None,
 ) -> Any:
-    """Emit ``delivery.<name>`` for a release.
-
-    Args:
-        name: a catalogue entry.
-        release_id: the release, used as the event's resource.
-        trace_id: the trace, added as a related resource with role ``trace``.
-        payload: a domain model or a dict of them; must hold no secret.
-        resource: extra labels for the resource (for example the environment).
+    """Emit ``delivery.<name>`` for a release (arguments as :func:`event_fields`).
 
     Returns:
         The Prefect event, or None when no events client is configured.
     """
     from prefect.events import emit_event
 
-    if isinstance(payload, BaseModel):
-        body = payload.model_dump(mode="json")
-    else:
-        body = _dump_dict(payload or {})
-    return emit_event(
-        event=event_type(name),
-        resource={
-            "prefect.resource.id": release_resource(release_id),
-            "prefect.resource.name": release_id,
-            **(resource or {}),
-        },
-        related=[
-            {
-                "prefect.resource.id": trace_resource(trace_id),
-                "prefect.resource.role": "trace",
-                "prefect.resource.name": trace_id,
-            }
-        ],
-        payload=body,
-    )
+    return emit_event(**event_fields(name, release_id=release_id, trace_id=trace_id, payload=payload,
+                                     resource=resource))

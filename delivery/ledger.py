@@ -5,7 +5,8 @@ plans, every transition with actor, time and reason, approvals (counted or refus
 evaluations, incidents with their replay envelopes, and the actions on a release: the operations
 done to it from outside its run (resubmissions after a crash, retries, cancellations, replays,
 acknowledgements), its rollbacks, its pull request's check results and merge, and the drift
-reconciles of the environments it runs in, each with its actor and reason. Rows are only
+reconciles of the environments it runs in, each with its actor and reason; signing keys revoked are
+kept as actions too, under the release id ``identities``. Rows are only
 appended, except the plan's current state, which moves with a compare-and-set on the previous state.
 """
 
@@ -59,6 +60,10 @@ DRIFT_RECONCILED = "drift-reconciled"
 DRIFT_RECONCILE_FAILED = "drift-reconcile-failed"
 # A release request refused for its planner's signature (``tasks/approval.py``): the only row it writes.
 REQUEST_REFUSED = "request-refused"
+# A signing key revoked (``delivery identity revoke``, delivery/revocation.py): no release owns a key, so
+# the action is kept under this release id, once per key fingerprint.
+IDENTITY_REVOKED = "identity-revoked"
+IDENTITIES_RECORD = "identities"
 
 
 class OnDemandRollback(Model):

@@ -145,6 +145,14 @@ def test_cli_approve_refused_planner_then_allowed_approver_and_status(prefect_se
         status = json.loads(_cli("release", "status", rid, "--api-url", prefect_server, "--json").output)
         assert status["waiting_for_approval"] == ["prod"]
         assert status["plans"][0]["state"] == "PendingApproval"
+        # status lists the refused decision with its reason, in JSON and in the text a person reads
+        [shown] = status["plans"][0]["refused"]
+        assert (shown["approver"], shown["decision"]) == (PLANNER, "approve")
+        assert shown["reason"] == refused_planner.refused_reason
+        text = _cli("release", "status", rid, "--api-url", prefect_server)
+        assert text.exit_code == 0, text.output
+        said = " ".join(text.output.split())  # the console wraps long lines at spaces
+        assert f"prod: approve by {PLANNER} refused: {' '.join(refused_planner.refused_reason.split())}" in said, said
 
     approved = _cli("release", "approve", rid, "--as", "user:alice", "-e", "prod", "--api-url", prefect_server)
     assert approved.exit_code == 0, approved.output
@@ -156,6 +164,8 @@ def test_cli_approve_refused_planner_then_allowed_approver_and_status(prefect_se
     assert status["plans"] == [{**status["plans"][0], "environment": "prod", "state": "Approved",
                                 "approvers": ["user:alice"], "planned_by": PLANNER, "attempt": 1}]
     assert status["plans"][0]["actor"] == "user:alice" and status["plans"][0]["reason"]
+    assert [(r["approver"], r["reason"]) for r in status["plans"][0]["refused"]] == [
+        (PLANNER, refused_planner.refused_reason)]
     assert status["waiting_for_approval"] == []
     nothing = _cli("release", "reject", rid, "--as", "user:bob", "--api-url", prefect_server, "--json")
     assert nothing.exit_code == 1 and json.loads(nothing.output)["type"] == "NotFound"

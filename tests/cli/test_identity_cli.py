@@ -1,21 +1,30 @@
-"""``delivery identity``: keygen, register-line, sign and verify, through the real CLI in a tmp dir.
+"""``delivery identity``: keygen, register-line, sign, verify and revoke, through the real CLI in a tmp dir.
 
 ``sign request --request file.json`` signs the request a person starts from the UI: its digest is
 computed from the file, and the output verifies as the flow verifies it (:func:`verify_request`).
+``revoke`` runs against a real bare Git repository saved as the stack's GitOps repo block, a temporary
+ledger and the session's Prefect server (for the block and the event).
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from runtime_support import wait_for_events
 from typer.testing import CliRunner
 
+from blocks import git_local
+from blocks.gitops_repo import GitOpsRepo
 from cli.main import app
-from delivery.identity import Registry, SignedStatement
+from delivery.identity import ALLOWED_SIGNERS, Registry, SignedStatement, generate_key
 from delivery.intake import parse_request
+from delivery.ledger import IDENTITY_REVOKED, Ledger
+from delivery.settings import block_setting
 from delivery.signing import request_digest, verify_request
 
 runner = CliRunner()
@@ -199,3 +208,108 @@ def test_sign_request_needs_the_file_or_the_three_options(agent: Path, args: lis
                                  "request", *args])
     assert result.exit_code == 2, result.output
     assert result.output.strip() == message or result.output.startswith(message), result.output
+
+
+# --------------------------------------------------------------------------- revoke
+
+
+@dataclass
+class GitOps:
+    """The stack's GitOps repository (saved as its block), the keys it registers and the ledger."""
+
+    repo: GitOpsRepo
+    fingerprints: dict[str, str]
+    ledger: Ledger
+
+    def head(self) -> str:
+        return self.repo.head()
+
+    def revocations(self) -> list[dict]:
+        return self.ledger.actions(action=IDENTITY_REVOKED)
+
+
+@pytest.fixture
+def gitops(prefect_server, ledger: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> GitOps:
+    """alice (one key), bob (two keys), qa-bot; a bare repository saved as the block the flows load."""
+    monkeypatch.delenv("DELIVERY_IDENTITY", raising=False)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    lines = {name: generate_key(keys / name, identity=identity) for name, identity in
+             (("alice", "user:alice"), ("bob-laptop", "user:bob"), ("bob-phone", "user:bob"),
+              ("qa-bot", "agent:qa-bot"))}
+    repo = GitOpsRepo(url=str(tmp_path / "gitops.git"))
+    repo.ensure_exists(initial_files={ALLOWED_SIGNERS: ("\n".join(lines.values()) + "\n").encode()})
+    name = f"revoke-{uuid.uuid4().hex[:8]}"
+    repo.save(name, overwrite=True)
+    monkeypatch.setenv(block_setting("gitops_repo"), f"gitops-repo/{name}")
+    registry = Registry.parse(repo.read_identities()[0])
+    fingerprints = {name: next(key.fingerprint for key in registry.keys if line.split()[-2] in key.public_key)
+                    for name, line in lines.items()}
+    return GitOps(repo=repo, fingerprints=fingerprints, ledger=ledger)
+
+
+def test_revoke_commits_records_and_emits_then_a_second_run_is_a_no_op(prefect_server, gitops: GitOps) -> None:
+    before = gitops.head()
+    document = json.loads(_ok("revoke", "User:Alice", "--as", "user:carol", "--reason", "laptop stolen", "--json"))
+    alice = gitops.fingerprints["alice"]
+    assert document["revoked"] is True and document["fingerprint"] == alice
+    assert document["principals"] == ["user:alice"]
+
+    # one commit on the branch, naming the key, the actor and the reason
+    assert gitops.head() == document["commit"] and git_local.resolve(gitops.repo.url, "main~1") == before
+    message = subprocess.run(["git", "--git-dir", gitops.repo.url, "log", "-1", "--format=%B"], check=True,
+                             capture_output=True, text=True, timeout=30).stdout
+    assert git_local.parse_trailers(message) == {"Revoked-Key": [alice], "Revoked-By": ["user:carol"],
+                                                 "Reason": ["laptop stolen"], "Trace-Id": [document["trace_id"]]}
+    registry = Registry.parse(*gitops.repo.read_identities())
+    assert registry.revoked == {alice} and "user:alice" not in registry.identities()
+
+    # the ledger's action, and the event on the same trace
+    [row] = gitops.revocations()
+    assert (row["release_id"], row["actor"]) == ("identities", "user:carol")
+    assert row["reason"] == f"key {alice} of user:alice revoked: laptop stolen"
+    assert row["detail"]["commit"] == document["commit"]
+    [event] = [e for e in wait_for_events(prefect_server, document["trace_id"], ["IdentityRevoked"])
+               if e["event"] == "delivery.IdentityRevoked"]
+    assert event["payload"]["fingerprint"] == alice and event["payload"]["actor"] == "user:carol"
+    assert event["payload"]["reason"] == "laptop stolen"
+
+    # again, by principal or by fingerprint: nothing written, said so
+    again = _ok("revoke", "user:alice", "--as", "user:carol", "--reason", "laptop stolen")
+    assert again.strip() == f"key {alice} of user:alice is already revoked in identities/revoked_keys; nothing changed"
+    by_fingerprint = json.loads(_ok("revoke", alice, "--as", "user:dan", "--reason", "again", "--json"))
+    assert by_fingerprint["revoked"] is False and by_fingerprint["commit"] is None
+    assert gitops.head() == document["commit"] and len(gitops.revocations()) == 1
+
+
+def test_revoke_one_of_two_keys_by_fingerprint_in_a_named_repository(gitops: GitOps) -> None:
+    phone = gitops.fingerprints["bob-phone"]
+    text = _ok("revoke", phone, "--as", "user:carol", "-m", "phone lost", "--gitops-repo", gitops.repo.url)
+    assert text.startswith(f"revoked key {phone} of user:bob in identities/revoked_keys (commit ")
+    registry = Registry.parse(*gitops.repo.read_identities())
+    assert registry.revoked == {phone} and "user:bob" in registry.identities()  # the laptop key still signs
+    # bob has one key left: his identity now names it
+    laptop = json.loads(_ok("revoke", "user:bob", "--as", "user:carol", "-m", "left", "--json"))
+    assert laptop["fingerprint"] == gitops.fingerprints["bob-laptop"]
+    assert [row["detail"]["fingerprint"] for row in gitops.revocations()] == [phone, laptop["fingerprint"]]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["user:mallory", "--as", "user:carol", "--reason", "r"],
+     "error: target: 'user:mallory' is not a principal of identities/allowed_signers "
+     "(registered: agent:qa-bot, user:alice, user:bob)"),
+    (["SHA256:" + "A" * 43, "--as", "user:carol", "--reason", "r"],
+     f"error: target: key SHA256:{'A' * 43} is not registered in identities/allowed_signers"),
+    (["user:bob", "--as", "user:carol", "--reason", "r"], "error: target: user:bob has 2 keys not revoked (SHA256:"),
+    (["user:alice", "--reason", "r"], "error: --as: give your identity (e.g. user:alice), or set DELIVERY_IDENTITY"),
+    (["user:alice", "--as", " ", "--reason", "r"], "error: --as: give your identity"),
+    (["user:alice", "--as", "user:carol"], "error: --reason: say why the key is revoked"),
+    (["user:alice", "--as", "user:carol", "--reason", "  \n "], "error: --reason: say why the key is revoked"),
+])
+def test_revoke_refuses_clearly_and_writes_nothing(gitops: GitOps, args: list[str], message: str) -> None:
+    before = gitops.head()
+    result = runner.invoke(app, ["identity", "revoke", *args])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and result.output.startswith(message), result.output
+    assert gitops.head() == before and gitops.revocations() == []
+    assert Registry.parse(*gitops.repo.read_identities()).revoked == frozenset()
