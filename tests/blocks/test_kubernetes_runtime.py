@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from runtime_support import APP, FAIL, IMAGE_V1, IMAGE_V2, RuntimeEnv, runtime_env, wait_until
+from support.runtime import APP, FAIL, IMAGE_V1, IMAGE_V2, RuntimeEnv, runtime_env, wait_until
 
 from blocks.kubernetes_runtime import KubernetesRuntime, ObjectRef, rollout_of
 from delivery.errors import InvalidInput, NotFound, TransientError

@@ -10,8 +10,8 @@ from datetime import datetime
 
 import httpx
 import pytest
-from governance_support import PLANNER, new_request, succeeded_build
 from prefect import flow, tags
+from support.governance import PLANNER, new_request, succeeded_build
 from typer.testing import CliRunner
 
 from cli.client import DeliveryClient

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from runtime_support import wait_for_events
+from support.runtime import wait_for_events
 from typer.testing import CliRunner
 
 from blocks import git_local

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from overview_support import PATH, deploy, drift_check, fail
+from support.overview import PATH, deploy, drift_check, fail
 from typer.testing import CliRunner
 
 from cli.main import app

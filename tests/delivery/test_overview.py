@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from overview_support import PATH, deploy, drift_check, fail, move, new_plan
+from support.overview import PATH, deploy, drift_check, fail, move, new_plan
 
 from delivery.ledger import OnDemandRollback
 from delivery.overview import Health, environment_overview, render_overview

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from overview_support import fail, new_plan
+from support.overview import fail, new_plan
 
 from blocks.git_history import commits_with_trailer
 from blocks.git_local import commit_files, init_bare

@@ -66,7 +66,7 @@ SAMPLE_APP = ROOT / "examples" / APP
 APPROVERS: dict[str, tuple[str, ...]] = {"staging": ("user:alice",), "prod": ("user:alice", "user:bob")}
 # Where a release run stays. Crashed is not among them: the product resubmits a crashed run.
 SETTLED = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
-# A rollout that fails at once in the simulator (tests/runtime_support.py FAIL, a 1 s progress deadline).
+# A rollout that fails at once in the simulator (tests/support/runtime.py FAIL, a 1 s progress deadline).
 FAILING_VALUES = {"podAnnotations": {"simulator.delivery.gitops/fail": "true"}, "progressDeadlineSeconds": 1}
 _MANIFEST_PUT = re.compile(r'"PUT /v2/(?P<repository>\S+)/manifests/(?P<tag>[^\s?]+) HTTP/[\d.]+" 2\d\d ')
 _SKIP = {"__pycache__", "test-results", "build", "dist", ".pytest_cache"}

@@ -1,6 +1,6 @@
 """A transient fault at every provider call is retried, and the release completes with no duplicate.
 
-One whole release of the sample app to prod (tests/release_support.py: real Prefect server, git
+One whole release of the sample app to prod (tests/support/release.py: real Prefect server, git
 repositories, pipeline, registry, Kubernetes simulator, ledger; approvals by other identities
 through the REST resume) with one fault armed at each provider the release talks to, all at once,
 each injected in the provider itself (tests/provider_fault_support.py):
@@ -31,10 +31,10 @@ import httpx
 import pytest
 import yaml
 from git import Repo
-from governance_support import Approver, Step
 from provider_fault_support import RegistryFaultProxy, install_push_faults, manifest_revisions
 from pydantic import SecretStr
-from release_support import APP, ENVIRONMENTS, PLANNER, ReleaseStack, Services, release_services, wire_release_stack
+from support.governance import Approver, Step
+from support.release import APP, ENVIRONMENTS, PLANNER, ReleaseStack, Services, release_services, wire_release_stack
 
 from blocks.git_local import parse_trailers
 from blocks.image_registry import OciImageRegistry

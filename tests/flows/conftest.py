@@ -1,11 +1,11 @@
-"""Fixtures of the release flow tests: the whole product wired (see tests/release_support.py)."""
+"""Fixtures of the release flow tests: the whole product wired (see tests/support/release.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from release_support import ReleaseStack, Services, release_services, wire_release_stack
+from support.release import ReleaseStack, Services, release_services, wire_release_stack
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from prefect import flow
-from release_support import sample_app_files
+from support.release import sample_app_files
 
 from blocks.git_host import LocalGitHost
 from blocks.image_registry import OciImageRegistry

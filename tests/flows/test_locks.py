@@ -11,7 +11,7 @@ import uuid
 
 from prefect import flow
 from prefect.client.orchestration import get_client
-from runtime_support import wait_until
+from support.runtime import wait_until
 
 from flows.locks import LOCK_LEASE_SECONDS, ensure_limit, environment_lock, free_dead_leases, lock_name
 

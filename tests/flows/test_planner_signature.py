@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
-from promotion_support import delivery_yaml
-from release_support import PLANNER, ReleaseStack, Services, everything, wire_release_stack
+from support.promotion import delivery_yaml
+from support.release import PLANNER, ReleaseStack, Services, everything, wire_release_stack
 
 from delivery.errors import InvalidInput
 from delivery.identity import ALLOWED_SIGNERS, REVOKED_KEYS, generate_key, sign

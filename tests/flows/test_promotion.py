@@ -7,8 +7,8 @@ import threading
 import httpx
 import pytest
 import yaml
-from governance_support import PLANNER, Approver, Step, new_request
-from promotion_support import FAIL, delivery_yaml, promote, promotion_stack
+from support.governance import PLANNER, Approver, Step, new_request
+from support.promotion import FAIL, delivery_yaml, promote, promotion_stack
 
 from delivery.errors import HealthCheckFailed, InvalidInput
 from delivery.plan import PlanState

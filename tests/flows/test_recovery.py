@@ -16,7 +16,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.events import emit_event
 from prefect.states import Crashed, Failed, Pending, Running
-from runtime_support import wait_until
+from support.runtime import wait_until
 
 import flows.recovery as recovery
 

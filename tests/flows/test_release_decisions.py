@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from governance_support import PLANNER, new_request
 from prefect import flow, tags
 from prefect.client.orchestration import get_client
 from prefect.states import Cancelled
-from promotion_support import promotion_stack
+from support.governance import PLANNER, new_request
+from support.promotion import promotion_stack
 
 from cli.client import DeliveryClient
 from delivery import failpoints

@@ -13,9 +13,9 @@ import httpx
 import pytest
 import yaml
 from git import Repo
-from governance_support import Approver, Step
-from promotion_support import delivery_yaml
-from release_support import APP, ENVIRONMENTS, PLANNER, ReleaseStack, wire_release_stack
+from support.governance import Approver, Step
+from support.promotion import delivery_yaml
+from support.release import APP, ENVIRONMENTS, PLANNER, ReleaseStack, wire_release_stack
 
 from cli.client import DeliveryClient
 from cli.client_models import TraceEvent

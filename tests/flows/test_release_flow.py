@@ -1,4 +1,4 @@
-"""The release flow in a real Prefect server on the whole wired product (tests/release_support.py).
+"""The release flow in a real Prefect server on the whole wired product (tests/support/release.py).
 
 Stages 1-4 in detail (branch, trailers, pull request, checks, merge, run name and tags, events by
 trace), the re-run that writes nothing, and the refusals that happen before the first write. The
@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 from git import Repo
-from release_support import APP, ReleaseStack
-from runtime_support import wait_for_events
+from support.release import APP, ReleaseStack
+from support.runtime import wait_for_events
 
 from delivery.errors import CheckFailed, InvalidInput
 from delivery.ids import new_trace_id

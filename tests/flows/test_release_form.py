@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 from git import Repo
-from release_support import APP, PLANNER, ReleaseStack
+from support.release import APP, PLANNER, ReleaseStack
 
 from delivery.errors import InvalidInput
 from delivery.models import PullRequestStatus

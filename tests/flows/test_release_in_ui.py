@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from release_support import ReleaseStack
-from runtime_support import wait_for_events
+from support.release import ReleaseStack
+from support.runtime import wait_for_events
 
 from delivery.events import release_events_link, trace_events_link
 from delivery.stages import STAGES

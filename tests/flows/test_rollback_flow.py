@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from runtime_support import APP, IMAGE_V1, IMAGE_V2, in_flow, runtime_env
+from support.runtime import APP, IMAGE_V1, IMAGE_V2, in_flow, runtime_env
 
 from delivery.errors import InvalidInput
 from flows.rollback import RollbackRequest, roll_back_environment

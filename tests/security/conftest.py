@@ -1,11 +1,11 @@
-"""Fixtures of the security suite: the whole product wired for real releases (tests/release_support.py)."""
+"""Fixtures of the security suite: the whole product wired for real releases (tests/support/release.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
 import pytest
-from release_support import ReleaseStack, Services, release_services, wire_release_stack
+from support.release import ReleaseStack, Services, release_services, wire_release_stack
 
 
 @pytest.fixture(scope="module")

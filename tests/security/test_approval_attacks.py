@@ -26,9 +26,9 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from governance_support import PLANNER, new_request, succeeded_build
 from prefect import flow, tags
-from runtime_support import wait_until
+from support.governance import PLANNER, new_request, succeeded_build
+from support.runtime import wait_until
 
 from blocks.gitops_repo import GitOpsRepo
 from cli.client import DeliveryClient

@@ -3,18 +3,18 @@
 Bad requests drawn from the fuzzing strategies (one field broken: refused by the flow's parameter
 validation) and requests that are well formed but that the flow refuses before its first write
 (an unknown application, an environment not on the path) go through the real release flow on the
-whole wired product (tests/release_support.py): a real Prefect server, local bare repositories, the
+whole wired product (tests/support/release.py): a real Prefect server, local bare repositories, the
 ledger, the Kubernetes simulator, the registry. Before and after each: every ref and the object
 count of every bare repository, the row count of every ledger table, the simulator's objects and
 resource version, and what ``ReleaseStack.snapshot`` compares (pull requests, feed, runs, images):
-``release_support.everything``.
+``support.release.everything``.
 """
 
 from __future__ import annotations
 
 from hypothesis import given, settings
-from release_support import ReleaseStack, everything
 from security_strategies import SECURITY, Broken, bad_requests, names_request_field, request_base
+from support.release import ReleaseStack, everything
 
 # Well formed, refused by the flow before anything is written (validate_release / validate_promotion).
 REFUSED_BEFORE_WRITING = [

@@ -1,6 +1,6 @@
 """No secret leaks out of a release (issue 11, point 7).
 
-One real release of the sample app to dev on the whole wired product (tests/release_support.py),
+One real release of the sample app to dev on the whole wired product (tests/support/release.py),
 with a distinctive value on every secret it touches: the image registry block's password (sent on
 every registry call of the build's ingestion), the runtime block's kubeconfig token (every
 Kubernetes call of the sync and the rollback) and, in the environment of the process that runs
@@ -28,9 +28,9 @@ from typing import Any
 import httpx
 import yaml
 from pydantic import SecretStr
-from release_support import APP, ReleaseStack, wire_release_stack
-from runtime_support import wait_for_events
 from sqlalchemy import MetaData, select
+from support.release import APP, ReleaseStack, wire_release_stack
+from support.runtime import wait_for_events
 
 from blocks.image_registry import OciImageRegistry
 from blocks.kubernetes_runtime import KubernetesRuntime
@@ -105,7 +105,7 @@ def git(repository: Path, *args: str) -> str:
 
 def test_no_secret_of_a_release_leaks(services, tmp_path, monkeypatch, ledger, prefect_server):
     from prefect.settings import PREFECT_LOCAL_STORAGE_PATH
-    from promotion_support import delivery_yaml
+    from support.promotion import delivery_yaml
 
     from flows.release import release
 

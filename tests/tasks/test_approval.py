@@ -6,8 +6,8 @@ import threading
 
 import httpx
 import pytest
-from governance_support import PLANNER, Approver, Step, new_request, succeeded_build
 from prefect import flow, tags
+from support.governance import PLANNER, Approver, Step, new_request, succeeded_build
 
 from cli.client import DeliveryClient
 from delivery.config import EnvironmentConfig

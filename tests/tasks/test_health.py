@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_support import APP, FAIL, IMAGE_V2, RuntimeEnv, in_flow, runtime_env
+from support.runtime import APP, FAIL, IMAGE_V2, RuntimeEnv, in_flow, runtime_env
 
 from delivery.errors import HealthCheckFailed, InvalidInput
 from tasks.health import HealthSpec, HttpProbeSpec, check_health

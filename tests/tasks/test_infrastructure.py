@@ -11,7 +11,7 @@ import httpx
 import pytest
 from prefect import flow
 from pydantic import SecretStr
-from runtime_support import wait_until
+from support.runtime import wait_until
 
 from blocks.pulumi_stack import PulumiStack
 from delivery.errors import InvalidInput

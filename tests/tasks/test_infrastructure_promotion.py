@@ -8,9 +8,9 @@ import uuid
 import httpx
 import pytest
 import yaml
-from governance_support import new_request
-from promotion_support import FAST, promote, promotion_stack
 from pydantic import SecretStr
+from support.governance import new_request
+from support.promotion import FAST, promote, promotion_stack
 
 from blocks.pulumi_stack import PulumiStack
 from delivery.plan import PlanState

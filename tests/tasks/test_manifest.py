@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from runtime_support import APP, FAIL, IMAGE_V1, SAMPLE_DEPLOY
+from support.runtime import APP, FAIL, IMAGE_V1, SAMPLE_DEPLOY
 
 from delivery.errors import InvalidInput
 from delivery.labels import (
@@ -126,7 +126,7 @@ def test_the_stage_renders_in_a_flow_and_a_second_run_gives_the_same_bytes(prefe
 
 
 def test_every_environment_of_the_example_gitops_config_renders() -> None:
-    from runtime_support import ROOT
+    from support.runtime import ROOT
 
     from delivery.config import load_config
 

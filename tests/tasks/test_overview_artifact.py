@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import httpx
-from overview_support import PATH, deploy, drift_check
+from support.overview import PATH, deploy, drift_check
 
 from delivery.overview import environment_overview, render_overview
 from tasks.overview import OVERVIEW_ARTIFACT_KEY, publish_overview, refresh_overview

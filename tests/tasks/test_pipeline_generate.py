@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from release_support import sample_app_files
+from support.release import sample_app_files
 
 from blocks.git_host import LocalGitHost
 from delivery.build_settings import BUILD_SETTINGS_FILE, parse_build_settings

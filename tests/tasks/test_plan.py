@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from governance_support import PLANNER, new_request, succeeded_build
 from prefect import flow
+from support.governance import PLANNER, new_request, succeeded_build
 
 from delivery.errors import BuildFailed, InvalidInput
 from delivery.models import BuildResult, BuildStatus, ReleaseRequest, RollingStrategy

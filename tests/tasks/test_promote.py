@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 from git import Repo
-from runtime_support import APP, IMAGE_V1, SAMPLE_DEPLOY, in_flow, new_release_id
+from support.runtime import APP, IMAGE_V1, SAMPLE_DEPLOY, in_flow, new_release_id
 
 from blocks.gitops_repo import GitOpsRepo
 from delivery.errors import InvalidInput

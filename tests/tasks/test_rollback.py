@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from runtime_support import (
+from support.runtime import (
     APP,
     FAIL,
     IMAGE_V1,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from runtime_support import APP, FAIL, IMAGE_V1, IMAGE_V2, IMAGE_V3, RuntimeEnv, runtime_env, subset_equal
+from support.runtime import APP, FAIL, IMAGE_V1, IMAGE_V2, IMAGE_V3, RuntimeEnv, runtime_env, subset_equal
 
 from delivery.errors import InvalidInput
 from delivery.models import BlueGreenStrategy, CanaryStrategy, RollingStrategy
@@ -63,7 +63,7 @@ def image_of(obj: dict) -> str:
 
 
 def rendered(image: str = IMAGE_V1, **values: Any) -> dict[str, str]:
-    from runtime_support import SAMPLE_DEPLOY
+    from support.runtime import SAMPLE_DEPLOY
 
     from tasks.manifest import ManifestSpec, templates_from_dir
 

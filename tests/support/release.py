@@ -4,7 +4,7 @@ Module-scoped (:func:`release_services`): the Kubernetes simulator and the runti
 image registry is the session conftest's module-scoped ``registry`` fixture. Per test
 (:func:`wire_release_stack`): the ``sample-app`` repository seeded from examples/sample-app on a
 LocalGitHost whose pull-request check runs the service's tests, a GitOps repository with the
-promotion_support delivery.yaml (dev auto, staging 1 approver, prod 2, quick health gates) on
+support.promotiondelivery.yaml (dev auto, staging 1 approver, prod 2, quick health gates) on
 namespaces of this test only, a pipeline runner, a package feed and the registry block, all saved
 under names of this test with the ``DELIVERY_<ROLE>_BLOCK`` variables pointing at them.
 """
@@ -25,10 +25,10 @@ import httpx
 import pytest
 import yaml
 from git import Repo
-from promotion_support import delivery_yaml
 from pydantic import SecretStr
-from runtime_support import ROOT
 from sqlalchemy import MetaData, func, select
+from support.promotion import delivery_yaml
+from support.runtime import ROOT
 
 from blocks.git_host import CheckCommand, LocalGitHost
 from blocks.gitops_repo import GitOpsRepo
@@ -168,7 +168,7 @@ def wire_release_stack(services: Services, root: Path, monkeypatch: pytest.Monke
         root: this test's folder.
         monkeypatch: sets ``DELIVERY_<ROLE>_BLOCK`` for this test only.
         ledger: this test's ledger (already the default through ``DELIVERY_LEDGER_URL``).
-        config: delivery.yaml as a mapping; default promotion_support's, on this test's namespaces.
+        config: delivery.yaml as a mapping; default support.promotion's, on this test's namespaces.
         check: run the service tests as the pull request's check.
     """
     suffix = uuid.uuid4().hex[:8]

@@ -18,7 +18,7 @@ from delivery.labels import managed_selector
 from kube_simulator import KubernetesSimulator
 from tasks.manifest import ManifestSpec, dump_object, parse_objects, templates_from_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DEPLOY = ROOT / "examples" / "sample-app" / "deploy"
 APP = "sample-app"
 IMAGE_V1 = "127.0.0.1:5000/sample-app@sha256:" + "1" * 64

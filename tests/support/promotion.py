@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from prefect import flow, tags
 from pydantic import SecretStr
-from runtime_support import FAIL, ROOT, SAMPLE_DEPLOY
+from support.runtime import FAIL, ROOT, SAMPLE_DEPLOY
 
 from blocks.git_host import LocalGitHost
 from blocks.gitops_repo import GitOpsRepo
