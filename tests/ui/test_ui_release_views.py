@@ -29,6 +29,7 @@ from ui_support import api, snapshot, wait_settled, wait_until
 
 from delivery.cli.stack import StackInfo
 from delivery.events import release_events_link, release_resource
+from delivery.overview import OVERVIEW_COLUMNS
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,8 @@ def test_the_environments_overview_opens(page: Any, ui_stack: StackInfo, dev_rel
     page.locator("a[href*='/artifacts/artifact/']").first.click()
 
     page.locator("table").first.wait_for()
+    for header in OVERVIEW_COLUMNS:  # release, revision, since, approved by, health, drift, last check...
+        page.get_by_role("columnheader", name=header, exact=True).wait_for()
     for environment in ("dev", "staging", "prod"):
         page.get_by_role("cell", name=environment, exact=True).first.wait_for()
     snapshot(page, "environments-overview")
