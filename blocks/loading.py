@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from pathlib import Path
 from typing import TypeVar
 
 from prefect.blocks.core import Block
@@ -30,6 +31,11 @@ BLOCK_MODULES = (
     "blocks.pipeline_runner",
     "blocks.pulumi_stack",
 )
+# The product's block types' logo, served by the stack's own Prefect server (cli/prefect_server.py) so the
+# catalog shows it offline. The React UI draws an <img> for every type, a broken one when the type has no logo.
+LOGO_ROUTE = "/delivery/logos"
+LOGO_DIR = Path(__file__).parent / "logos"
+LOGO_FILE = "delivery.svg"
 
 
 def register_block_types() -> None:
@@ -52,17 +58,29 @@ def product_block_classes() -> list[type[Block]]:
     return sorted(classes, key=lambda cls: cls.get_block_type_slug())
 
 
-def register_block_types_on_server() -> list[str]:
+def stack_logo_url(ui_url: str | None) -> str | None:
+    """The product's logo as the stack's server serves it (``<ui>/delivery/logos/delivery.svg``), or None."""
+    return f"{ui_url.rstrip('/')}{LOGO_ROUTE}/{LOGO_FILE}" if ui_url else None
+
+
+def register_block_types_on_server(ui_url: str | None = None) -> list[str]:
     """Register every product block type and its schema with the Prefect API (what ``delivery up`` does).
 
     The UI's block catalog then offers each type, also those no block of the local stack is saved
     as (``azure-pipelines-runner``, ``pulumi-stack``). Idempotent. Uses the current Prefect settings.
 
+    Args:
+        ui_url: the stack's UI address, whose server serves the product's logo (``delivery up``); None
+            registers no logo. A later save of a product block in a process that registered none
+            clears the logo again (Prefect re-registers the type on each save): ``up`` registers last.
+
     Returns:
         The slugs registered.
     """
     slugs = []
+    logo = stack_logo_url(ui_url)
     for cls in product_block_classes():
+        cls._logo_url = logo  # the class attribute Prefect registers the type's logo from
         cls.register_type_and_schema()
         slugs.append(cls.get_block_type_slug())
     return slugs

@@ -211,7 +211,7 @@ class DeliveryClient(ApprovalCalls):
         return f"{ui}/runs/flow-run/{flow_run_id}" if ui else None
 
     def events_url(self, release_id: str) -> str | None:
-        """The Prefect UI's Event feed filtered to a release's events (``/events?resource=delivery.release.<id>``)."""
+        """The Prefect UI's Event feed filtered to a release's events (``delivery.release.<id>``, see events_link)."""
         return release_events_link(release_id, self.ui_url())
 
     def release_runs(self, release_id: str, *, state_types: list[str] | None = None) -> list[dict[str, Any]]:

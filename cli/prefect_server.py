@@ -16,6 +16,9 @@ transaction ``IMMEDIATE``. A writer then takes the lock first and queues on the 
 instead of failing. Reads outside transactions are unchanged. Where Prefect's state lives in PostgreSQL,
 none of this applies.
 
+It also serves the product's block type logo (``blocks/logos``, at ``/delivery/logos``), which the
+Blocks catalog shows offline (:func:`serve_logos`).
+
 Run as ``python -m cli.prefect_server server start ...``: the arguments of ``prefect``.
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from prefect.server.database.configurations import SQLITE_BEGIN_MODE, AioSqliteConfiguration
 from sqlalchemy.ext.asyncio import AsyncSession, AsyncSessionTransaction
@@ -59,12 +63,37 @@ def install() -> bool:
     return True
 
 
+def serve_logos() -> None:
+    """Make Prefect's server app (``create_app``) also serve ``blocks/logos`` at ``/delivery/logos``.
+
+    ``prefect server start`` builds its app in this process with ``prefect.server.api.server.create_app``,
+    read when it starts: the wrapper adds a static mount ahead of the UI's, which would answer any path
+    with its single-page app. Without a credential, as the UI's own files: an ``<img>`` sends none.
+    """
+    import prefect.server.api.server as server
+    from starlette.routing import Mount
+    from starlette.staticfiles import StaticFiles
+
+    from blocks.loading import LOGO_DIR, LOGO_ROUTE
+
+    create_app = server.create_app
+
+    def create_app_serving_logos(*args: Any, **kwargs: Any) -> Any:
+        app = create_app(*args, **kwargs)
+        if not any(getattr(route, "path", None) == LOGO_ROUTE for route in app.router.routes):  # apps are cached
+            app.router.routes.insert(0, Mount(LOGO_ROUTE, app=StaticFiles(directory=LOGO_DIR), name="delivery-logos"))
+        return app
+
+    server.create_app = create_app_serving_logos
+
+
 def main() -> None:
-    """Prefect's command line, with the SQLite configuration installed first."""
+    """Prefect's command line, with the SQLite configuration installed first and the product's logo served."""
     from prefect.cli import app
 
     if install():
         print("delivery: Prefect's SQLite transactions begin IMMEDIATE", flush=True)
+    serve_logos()
     app()
 
 

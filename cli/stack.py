@@ -99,7 +99,8 @@ def _save_blocks(info: StackInfo) -> None:
     OciImageRegistry(url=info.registry_url).save("default", overwrite=True)
     from blocks.loading import register_block_types_on_server
 
-    register_block_types_on_server()  # the UI's catalog offers every type, also those saved as no block here
+    # the UI's catalog offers every type, also those saved as no block here, with the logo this stack's server serves
+    register_block_types_on_server(info.ui_url)
 
 
 def _ensure_work_pool() -> None:
@@ -169,8 +170,9 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
         # Prefect's server, its SQLite transactions begun IMMEDIATE (cli/prefect_server.py: no 503 under load)
         server = spawn("prefect-server", [python, "-m", "cli.prefect_server", "server", "start",
                                           "--host", "127.0.0.1", "--port", str(api_port)],
-                       env={**env, SERVER_AUTH_ENV: info.auth_string() or ""}, logs=logs, marker="prefect",
-                       cwd=REPO_ROOT)
+                       env={**env, SERVER_AUTH_ENV: info.auth_string() or "",
+                            # a 503 (SQLite locked) is logged, not only answered: its log shows if the fix regresses
+                            "PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "true"}, logs=logs, marker="prefect", cwd=REPO_ROOT)
         record(server)
         say("starting the Kubernetes API simulator ...")
         Path(info.kubeconfig).unlink(missing_ok=True)

@@ -85,20 +85,24 @@ def ui_base_url(api_url: str | None = None) -> str | None:
 
 
 def events_link(resource_id: str, ui_url: str | None) -> str | None:
-    """The Prefect UI's Event feed filtered to one resource: ``<ui>/events?resource=<id>``.
+    """The Prefect UI's Event feed filtered to one resource: ``<ui>/v2/events?resource=["<id>"]`` (URL-encoded).
 
-    Measured in the Prefect 3.9 UI bundle: the Events page reads the ``resource`` query parameter
-    (repeatable) and asks the API for ``any_resource.id_prefix``, so the feed shows every event whose
-    resource or a related resource starts with that id: for ``delivery.release.<id>`` the release's
-    events (the Prefect events of its flow and task runs relate to tags, not to it). The page opens
-    on a recent time window: an older release needs its range widened there. An id that is a prefix
-    of another's (``rel-1``, ``rel-10``) shows both.
+    Measured in Prefect 3.9 (the React UI under ``/v2``, where ``/`` leads): its Event feed route
+    validates ``resource`` as a list of strings and reads query values as JSON, so the id goes in
+    as a JSON list; a bare string there fails the page ("expected array, received string"). It asks
+    the API for ``any_resource.id_prefix``, so the feed shows every event whose resource or a related
+    resource starts with that id: for ``delivery.release.<id>`` the release's events (the Prefect
+    events of its flow and task runs relate to tags, not to it). The page opens on the past day,
+    ending at the start of the current minute: an event shows once that minute has passed, and an
+    older release needs the range widened there. An id that is a prefix of another's (``rel-1``,
+    ``rel-10``) shows both.
     """
+    import json
     from urllib.parse import quote
 
     if not ui_url:
         return None
-    return f"{ui_url.rstrip('/')}/events?resource={quote(resource_id, safe='')}"
+    return f"{ui_url.rstrip('/')}/v2/events?resource={quote(json.dumps([resource_id]), safe='')}"
 
 
 def release_events_link(release_id: str, ui_url: str | None) -> str | None:

@@ -15,7 +15,9 @@ operations on releases, and the sync states the drift check keeps) and returns o
   rollouts were not healthy), ``Unknown`` (a rollback started and has not finished) or
   ``Missing`` (nothing deployed);
 - the environment's sync state from the latest drift check (``Synced``, ``OutOfSync`` when it
-  drifted, ``Degraded`` when drift persisted), since when, and when the last check ran.
+  drifted, ``Degraded`` when drift persisted), since when, and when the last check ran. The
+  overview shows it as the drift state the issue names (:func:`drift_text`: ``OutOfSync`` reads
+  ``Drifted``); the sync state keeps its name in the ledger, the events and the drift check.
 
 An environment where nothing was ever deployed has one row with ``deployed`` false.
 :func:`render_overview` turns the rows into the markdown of the ``environments`` artifact
@@ -216,26 +218,36 @@ def attempt_text(attempt: LastAttempt | None) -> str:
     return f"{attempt.release_id} r{attempt.revision} {attempt.state.value}{rolled}{reason}"
 
 
+# The overview's words for the sync states: a person reads "Drifted", the drift check and its events say OutOfSync.
+_DRIFT_WORDS = {SyncState.SYNCED: "Synced", SyncState.OUT_OF_SYNC: "Drifted", SyncState.DEGRADED: "Degraded"}
+OVERVIEW_COLUMNS = ("environment", "app", "release", "revision", "since", "approved by", "health", "drift",
+                    "drift since", "last check", "last attempt")
+
+
+def drift_text(state: SyncState | None) -> str:
+    """A sync state as the overview shows it: ``Synced``, ``Drifted``, ``Degraded``, or ``never checked`` for None."""
+    return _DRIFT_WORDS[state] if state else "never checked"
+
+
 def render_overview(rows: Sequence[OverviewRow]) -> str:
     """The markdown of the ``environments`` artifact: one table row per environment and application."""
     lines = ["# Environments", "",
-             "| environment | app | release | revision | since | approved by | health | sync | sync since "
-             "| last check | last attempt |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| " + " | ".join(OVERVIEW_COLUMNS) + " |",
+             "|" + "---|" * len(OVERVIEW_COLUMNS)]
     for row in rows:
         release = row.release_id if row.deployed else "not deployed"
         lines.append(
             f"| {row.environment} | {row.app or '-'} | {markdown_cell(release or '-')} | "
             f"{row.revision if row.revision is not None else '-'} | {format_time(row.since)} | "
             f"{markdown_cell(', '.join(row.approved_by)) or '-'} | {row.health.value} | "
-            f"{row.sync_state.value if row.sync_state else 'never checked'} | {format_time(row.sync_since)} | "
+            f"{drift_text(row.sync_state)} | {format_time(row.sync_since)} | "
             f"{format_time(row.last_check)} | {markdown_cell(attempt_text(row.last_attempt))} |")
     lines += ["", "health: `Healthy`, `Progressing` (a newer plan is being promoted), `Degraded`, `Unknown`, "
-              "`Missing` (nothing deployed). sync, from the latest drift check: `Synced` (live matches Git), "
-              "`OutOfSync` (drifted: the check found differences and reconciled them), `Degraded` (the drift "
-              "persisted; alerted)."]
+              "`Missing` (nothing deployed). drift, from the latest drift check: `Synced` (live matches Git), "
+              "`Drifted` (the check found differences and reconciled them; its events say `OutOfSync`), "
+              "`Degraded` (the drift persisted; alerted); drift since: when it last changed."]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["Health", "LastAttempt", "OverviewRow", "attempt_text", "environment_overview", "format_time",
-           "markdown_cell", "render_overview"]
+__all__ = ["OVERVIEW_COLUMNS", "Health", "LastAttempt", "OverviewRow", "attempt_text", "drift_text",
+           "environment_overview", "format_time", "markdown_cell", "render_overview"]

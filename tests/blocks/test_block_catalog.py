@@ -11,7 +11,15 @@ import httpx
 import pytest
 from prefect.blocks.core import Block
 
-from blocks.loading import BLOCK_MODULES, product_block_classes, register_block_types_on_server
+from blocks.loading import (
+    BLOCK_MODULES,
+    LOGO_DIR,
+    LOGO_FILE,
+    LOGO_ROUTE,
+    product_block_classes,
+    register_block_types_on_server,
+    stack_logo_url,
+)
 
 BLOCKS_DIR = Path(__file__).resolve().parents[2] / "blocks"
 
@@ -46,15 +54,23 @@ def test_each_block_type_is_documented_without_a_broken_image(cls: type[Block]) 
     undocumented = [name for name, field in cls.model_fields.items()
                     if not (field.description and field.description.strip())]
     assert undocumented == [], f"{cls.__name__}: fields without a description: {undocumented}"
-    # the machine is offline: an image from the internet would show broken; none, or one the stack serves
+    # the machine is offline: an image from the internet would show broken; the one the stack serves (set by
+    # register_block_types_on_server), and the UI draws a broken <img> for a type without one (tests/ui)
     logo = cls._logo_url
     assert logo is None or urlparse(str(logo)).hostname == "127.0.0.1", logo
     schema_fields = cls.model_json_schema()["properties"]
     assert all(schema_fields[name].get("description") for name in cls.model_fields)
 
 
+def test_the_logo_is_a_file_of_blocks_logos_at_the_stack_s_address() -> None:
+    assert (LOGO_DIR / LOGO_FILE).read_text().lstrip().startswith("<svg")
+    assert stack_logo_url("http://127.0.0.1:4200/") == f"http://127.0.0.1:4200{LOGO_ROUTE}/{LOGO_FILE}"
+    assert stack_logo_url(None) is None
+
+
 def test_up_s_registration_puts_every_block_type_in_the_catalog(prefect_server: str) -> None:
-    registered = register_block_types_on_server()
+    ui = prefect_server.removesuffix("/api")
+    registered = register_block_types_on_server(ui)
     expected = sorted(cls.get_block_type_slug() for cls in product_block_classes())
     assert sorted(registered) == expected
 
@@ -65,4 +81,4 @@ def test_up_s_registration_puts_every_block_type_in_the_catalog(prefect_server: 
     assert missing == [], f"not in the catalog: {missing}"
     for slug in expected:
         assert catalog[slug]["description"], slug
-        assert catalog[slug]["logo_url"] is None, slug
+        assert catalog[slug]["logo_url"] == stack_logo_url(ui), slug

@@ -22,7 +22,10 @@ def test_a_ledger_with_nothing_shows_every_environment_of_the_path_not_deployed(
         ("prod", None, False, Health.MISSING)]
     assert all(r.sync_state is None and r.last_check is None for r in rows)
     assert "| prod | - | not deployed |" in render_overview(rows)
-    assert "`OutOfSync` (drifted" in render_overview(rows)  # the legend names each state
+    markdown = render_overview(rows)
+    assert "`Synced` (live" in markdown and "`Drifted` (the check" in markdown  # the legend names each state
+    assert "| environment | app | release | revision | since | approved by | health | drift | drift since " \
+           "| last check | last attempt |" in markdown
     assert environment_overview(ledger) == []  # without a path: only what the ledger knows
 
 
@@ -90,7 +93,9 @@ def test_drift_states_and_the_last_check_per_environment(ledger):
     assert (prod.sync_state, prod.deployed) == (SyncState.DEGRADED, False)  # checked, never deployed
     assert prod.last_check is not None and prod.sync_since <= prod.last_check
     markdown = render_overview(list(rows.values()))
-    assert "| OutOfSync |" in markdown and "| Degraded |" in markdown and "never checked" not in markdown
+    # the overview says Drifted where the sync state (ledger, events) says OutOfSync
+    assert "| Drifted |" in markdown and "| Degraded |" in markdown and "| Synced |" in markdown
+    assert "OutOfSync |" not in markdown and "never checked" not in markdown
 
 
 def test_apps_are_rows_of_their_environment_and_environments_follow_the_path(ledger):

@@ -215,7 +215,7 @@ def test_each_check_refreshes_the_environments_artifact_with_the_sync_state(worl
     # Git was written directly (no plan in this ledger): the environment is not deployed as far as the
     # ledger knows, and its drift shows with the check's time
     row = next(line for line in markdown.splitlines() if line.startswith("| dev |"))
-    assert "not deployed" in row and "| OutOfSync |" in row
+    assert "not deployed" in row and "| Drifted |" in row  # the overview says Drifted for OutOfSync
     assert world.store.get("dev").checked_at.strftime("%Y-%m-%d %H:%M:%S") in row
 
 

@@ -91,8 +91,8 @@ def test_the_release_is_one_named_run_with_stage_named_tasks_and_its_summary(
     ui = prefect_server.removesuffix("/api")
     assert f"Trace: `{trace_id}`" in markdown and "Deployed to dev" in markdown
     assert f"({ui}/runs/flow-run/{run_id})" in markdown
-    assert f"({ui}/events?resource=delivery.release.{release_id})" in markdown
-    assert f"({ui}/events?resource=delivery.trace.{trace_id})" in markdown
+    assert f"[release events]({release_events_link(release_id, ui)})" in markdown
+    assert f"[trace events]({trace_events_link(trace_id, ui)})" in markdown
     [image] = summary.build.images
     assert f"`{image.repository}@{image.digest}`" in markdown
     assert re.search(r"\| dev \| Deployed \| 1 \| 1 \| - \|", markdown), markdown
@@ -118,7 +118,8 @@ def test_the_release_is_one_named_run_with_stage_named_tasks_and_its_summary(
 
 
 def test_the_event_feed_links() -> None:
+    # the React UI's feed takes the resource as a URL-encoded JSON list (tests/ui follows the link in a browser)
     assert release_events_link("rel-20261201-1a2b3c4d", "http://127.0.0.1:4200/") == (
-        "http://127.0.0.1:4200/events?resource=delivery.release.rel-20261201-1a2b3c4d")
-    assert trace_events_link("tr-1", "http://ui") == "http://ui/events?resource=delivery.trace.tr-1"
+        "http://127.0.0.1:4200/v2/events?resource=%5B%22delivery.release.rel-20261201-1a2b3c4d%22%5D")
+    assert trace_events_link("tr-1", "http://ui") == "http://ui/v2/events?resource=%5B%22delivery.trace.tr-1%22%5D"
     assert release_events_link("rel-1", None) is None

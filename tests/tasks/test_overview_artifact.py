@@ -40,7 +40,7 @@ def test_the_overview_is_published_under_its_key_and_a_second_publish_writes_not
     drift_check(ledger, "dev", found=2)
     assert refresh_overview(path=PATH, ledger=ledger) is True
     assert versions(prefect_server) == count + 1
-    assert "| OutOfSync |" in latest(prefect_server)["data"]
+    assert "| Drifted |" in latest(prefect_server)["data"]
 
 
 def test_refreshing_never_raises(prefect_server, caplog):
