@@ -20,9 +20,11 @@ build are the same as for artifacts, and the build runs on what is merged.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, tags
+from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
 from prefect.states import Failed, State
 
@@ -35,6 +37,7 @@ from blocks.package_feed import PackageFeed
 from blocks.pipeline_runner import PipelineRunner
 from delivery.config import DeliveryConfig
 from delivery.errors import InvalidInput, NotFound, PermanentError
+from delivery.ids import release_id_for_run, trace_id_for_run
 from delivery.intake import parse_request, refusal_message
 from delivery.models import (
     BuildResult,
@@ -79,6 +82,18 @@ def release_tags(request: ReleaseRequest) -> list[str]:
     return [f"release:{request.release_id}", f"trace:{request.trace_id}"]
 
 
+def run_ids(run: FlowRun | None) -> dict[str, str]:
+    """The release and trace ids of a request sent without them, derived from its flow run.
+
+    The run starts again from the top with the same raw parameters after an approval wait or a
+    crash: ids derived from the run (not generated) are the same on every start of it.
+    """
+    if run is None:
+        return {}
+    created = run.created or run.expected_start_time or datetime.now(UTC)
+    return {"release_id": release_id_for_run(run.id, created), "trace_id": trace_id_for_run(run.id)}
+
+
 def _run_name() -> str:
     # The flow validates its parameter itself: this is the request as sent (a model or its JSON).
     ctx = FlowRunContext.get()
@@ -87,6 +102,8 @@ def _run_name() -> str:
         release_id, revision = request.get("release_id"), request.get("revision")
     else:
         release_id, revision = getattr(request, "release_id", None), getattr(request, "revision", None)
+    if not release_id:  # left out (the form): the id the flow will derive from this run
+        release_id = run_ids(ctx.flow_run if ctx else None).get("release_id")
     if not isinstance(release_id, str) or not release_id:
         return "release"
     return release_run_name(release_id, revision if isinstance(revision, int) else 1)
@@ -95,8 +112,8 @@ def _run_name() -> str:
 def _tag_run(request: ReleaseRequest) -> None:
     """Put the release's tags on this flow run itself (``tags()`` only reaches runs created inside).
 
-    Also names the run after the release (:func:`release_run_name`) when the id was generated here
-    (the run was named before the request was validated, so ``release`` then).
+    Also names the run after the release (:func:`release_run_name`) when it is named otherwise (the
+    run was named before the request was validated: ``release`` for a request that is no mapping).
     """
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
@@ -184,8 +201,9 @@ def release(request: ReleaseRequest) -> ReleaseSummary | State:
         The release summary; or, for a request refused before anything is written, a Failed state whose
         message is the refusal in one sentence naming the field (its ``result()`` raises the error).
     """
+    context = FlowRunContext.get()
     try:
-        request = parse_request(request)
+        request = parse_request(request, ids=run_ids(context.flow_run if context else None))
     except InvalidInput as exc:
         return refuse(exc)
     _tag_run(request)
