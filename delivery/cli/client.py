@@ -616,7 +616,7 @@ class DeliveryClient:
 
         Args:
             path: the promotion path, in order; default: the environments the ledger knows.
-            ledger_url: the ledger's SQLAlchemy URL; default ``DELIVERY_LEDGER_URL``.
+            ledger_url: the ledger's SQLAlchemy URL; default ``DELIVERY_LEDGER_URL``, else the found stack's.
         """
         from delivery.cli.status import read_overview
 
