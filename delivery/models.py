@@ -284,6 +284,14 @@ class ReleaseRequest(Model):
         """The feature branch the artifacts are committed to."""
         return f"release/{self.release_id}"
 
+    def artifact_digests(self) -> dict[str, str]:
+        """Each artifact's sha256 (hex; computed when the request left it out) by artifact id.
+
+        What the release records: the commit's ``Artifact-Sha256`` trailers, the ``CommitCreated``
+        event and the release summary.
+        """
+        return {artifact.artifact_id: artifact.sha256 for artifact in self.artifacts}
+
 
 # --------------------------------------------------------------------------- stage results
 

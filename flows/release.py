@@ -231,11 +231,11 @@ def release(request: ReleaseRequest) -> ReleaseSummary | State:
         deployed_before = deployed_environments(request)
         if not deployed_before:
             publish_status(request.release_id, progress=f"Merged #{merge.pull_request} as {merge.merge_sha[:12]}; "
-                           "building", trace_id=request.trace_id)
+                           "building", trace_id=request.trace_id, artifacts=request.artifact_digests())
         build = run_build(request, merge)
         if not deployed_before:
             publish_status(request.release_id, progress=f"Built; promoting along {' -> '.join(path)}", build=build,
-                           trace_id=request.trace_id)
+                           trace_id=request.trace_id, artifacts=request.artifact_digests())
         promotion = promote_path(request, build, config, deployed_before=deployed_before)
     return ReleaseSummary(release_id=request.release_id, trace_id=request.trace_id, app=request.app,
                           branch=request.branch, commit=commit, pull_request=pull_request, merge=merge,
