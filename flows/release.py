@@ -10,6 +10,7 @@ run Failed with one sentence naming the field as its state message (``InvalidInp
 that the flow validates its parameter itself (``validate_parameters=False``; the schema the UI's form
 renders is still the :class:`ReleaseRequest` model's): Prefect's own validation would end the run
 with a multi-line "Validation of flow parameters failed" message instead.
+
 A request without ``release_id`` or ``trace_id`` (the form leaves them out) gets both from its flow
 run (:func:`run_ids`), not generated: the run starts again from the top after an approval wait or a
 crash, and each start must be the same release (branch, plan, name and tags).
