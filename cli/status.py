@@ -9,7 +9,6 @@ a newer attempt that did not replace it. The rows are the ones the ``environment
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable
 
 import typer
@@ -24,15 +23,21 @@ console = Console()
 
 
 def read_overview(*, path: Iterable[str] | None = None, ledger_url: str | None = None) -> list[OverviewRow]:
-    """The overview rows from the ledger (``DELIVERY_LEDGER_URL`` or the local stack's by default).
+    """The overview rows from the ledger of the stack found from here (creating nothing).
 
     Args:
         path: the promotion path, in order; default: the environments the ledger knows.
-        ledger_url: the ledger's SQLAlchemy URL.
+        ledger_url: the ledger's SQLAlchemy URL; default ``DELIVERY_LEDGER_URL``, else the stack's
+            (:func:`cli.stack.find_stack`, from any directory).
+
+    Raises:
+        StackNotFound: no ledger was given and no stack is found from the working directory.
     """
+    from cli.stack_info import find_stack
     from delivery.ledger import Ledger
 
-    return environment_overview(Ledger(ledger_url or os.environ.get("DELIVERY_LEDGER_URL")), path=path)
+    ledger = Ledger(ledger_url or find_stack().require_ledger(), create=False)
+    return environment_overview(ledger, path=path)
 
 
 def _parse_path(text: str | None) -> list[str] | None:

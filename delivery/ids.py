@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from datetime import UTC, datetime
+from uuid import UUID
 
 # A release id becomes a git branch (release/<id>), a Prefect tag and a Kubernetes annotation
 # value, so it keeps to the characters all three accept.
@@ -20,6 +22,27 @@ def new_release_id() -> str:
 def new_trace_id() -> str:
     """Return a fresh trace id (32 hex digits, the W3C trace-id size)."""
     return secrets.token_hex(16)
+
+
+def release_id_for_run(run_id: UUID, created: datetime) -> str:
+    """The release id of a request sent without one, derived from its flow run: ``rel-<date>-<8 hex>``.
+
+    A run restarts from the top after an approval wait or a crash, with the same raw parameters: a
+    random id would give each start a new release (branch, plan, name, tag). Derived from the run,
+    every start of it gets the same id. The hex part hashes the whole run id: Prefect's ids are
+    UUIDv7, whose leading digits are a timestamp shared by runs created together.
+
+    Args:
+        run_id: the flow run's id.
+        created: when the run was created (its date is the id's date, as for :func:`new_release_id`).
+    """
+    created = created if created.tzinfo else created.replace(tzinfo=UTC)
+    return f"rel-{created.astimezone(UTC):%Y%m%d}-{hashlib.sha256(run_id.bytes).hexdigest()[:8]}"
+
+
+def trace_id_for_run(run_id: UUID) -> str:
+    """The trace id of a request sent without one: its flow run's id, 32 hex digits (the W3C trace-id size)."""
+    return run_id.hex
 
 
 def check_release_id(value: str) -> str:

@@ -42,11 +42,30 @@ def describe(error: ValidationError, *, every: bool = False) -> str:
     return f"{sentences[0]} (and {more} more problem{'s' if more > 1 else ''})"
 
 
-def parse_request(value: ReleaseRequest | Mapping[str, Any]) -> ReleaseRequest:
+# The fields a caller may leave out that a release run derives from itself (see :func:`with_ids`).
+ID_FIELDS = ("release_id", "trace_id")
+
+
+def with_ids(value: Mapping[str, Any], ids: Mapping[str, str]) -> dict[str, Any]:
+    """The request's JSON with each id it leaves out (absent, null or empty, as a form sends it) taken from ``ids``.
+
+    An id given is kept as given.
+    """
+    body = dict(value)
+    for field in ID_FIELDS:
+        if body.get(field) in (None, "") and ids.get(field):
+            body[field] = ids[field]
+    return body
+
+
+def parse_request(value: ReleaseRequest | Mapping[str, Any], *, ids: Mapping[str, str] | None = None) -> ReleaseRequest:
     """Validate what a caller sent (a mapping from JSON, or a request already built) as a release request.
 
     Args:
         value: the flow's ``request`` parameter as it arrived.
+        ids: ``release_id`` and ``trace_id`` for a request that leaves them out (the release run
+            derives them from itself, so that every start of the run gets the same); without them
+            a left-out id is generated afresh.
 
     Returns:
         The request, digests computed where they were left out.
@@ -59,7 +78,7 @@ def parse_request(value: ReleaseRequest | Mapping[str, Any]) -> ReleaseRequest:
     if not isinstance(value, Mapping):
         raise InvalidInput(f"request: expected a ReleaseRequest object, got {type(value).__name__}")
     try:
-        return ReleaseRequest.model_validate(dict(value))
+        return ReleaseRequest.model_validate(with_ids(value, ids or {}))
     except ValidationError as exc:
         raise InvalidInput(describe(exc)) from None
 

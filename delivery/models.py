@@ -212,8 +212,16 @@ def release_run_name(release_id: str, revision: int = 1) -> str:
 class ReleaseRequest(Model):
     """The release flow's one parameter: what to deliver, where, how, and who asks."""
 
-    release_id: str = Field(default_factory=new_release_id)
-    trace_id: str = Field(default_factory=new_trace_id, pattern=r"^[A-Za-z0-9-]{8,64}$")
+    # Left out (the UI's form): a release run derives both from itself, the same on every start of it
+    # (flows/release.py run_ids); elsewhere they are generated.
+    release_id: str = Field(
+        default_factory=new_release_id,
+        description="Leave empty: the run takes rel-<date>-<8 hex> from its own id",
+    )
+    trace_id: str = Field(
+        default_factory=new_trace_id, pattern=r"^[A-Za-z0-9-]{8,64}$",
+        description="Leave empty: the run's id is the trace id",
+    )
     app: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$", description="Application name")
     artifacts: list[Artifact] = Field(
         default_factory=list, description="Files to commit and release; or leave empty and give source.ref"
@@ -275,6 +283,14 @@ class ReleaseRequest(Model):
     def branch(self) -> str:
         """The feature branch the artifacts are committed to."""
         return f"release/{self.release_id}"
+
+    def artifact_digests(self) -> dict[str, str]:
+        """Each artifact's sha256 (hex; computed when the request left it out) by artifact id.
+
+        What the release records: the commit's ``Artifact-Sha256`` trailers, the ``CommitCreated``
+        event and the release summary.
+        """
+        return {artifact.artifact_id: artifact.sha256 for artifact in self.artifacts}
 
 
 # --------------------------------------------------------------------------- stage results

@@ -20,7 +20,7 @@ the path moves; the ``environments`` artifact (``tasks/overview.py``) is refresh
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -306,7 +306,7 @@ def promote_environment(
     if (ledger.find_plan(plan.plan_id) or plan).state is PlanState.PENDING_APPROVAL:  # not yet decided
         waits = "waiting for approval" if settings.approval.required else "policy gates next"
         publish_status(request.release_id, ledger, progress=f"{environment}: planned, {waits}", build=build,
-                       trace_id=request.trace_id)
+                       trace_id=request.trace_id, artifacts=request.artifact_digests())
     plan = request_approval(plan, settings)
     if plan.state is PlanState.FAILED and (started := unfinished_rollback(ledger, plan)) is not None:
         with environment_lock(environment, release_id=plan.release_id, ledger=ledger):
@@ -389,11 +389,13 @@ def _ui_links(release_id: str, trace_id: str | None, flow_run_id: UUID | None) -
 
 
 def render_status(release_id: str, ledger: Ledger, *, progress: str = "", build: BuildResult | None = None,
-                  trace_id: str | None = None, flow_run_id: UUID | None = None) -> str:
+                  trace_id: str | None = None, flow_run_id: UUID | None = None,
+                  artifacts: Mapping[str, str] | None = None) -> str:
     """The markdown of a release's summary artifact, from the ledger and what the run knows.
 
     Where the release is (``progress``), its trace id and links (the release run, the Event feed
-    filtered to the release and to its trace), the images by digest; then per environment the
+    filtered to the release and to its trace), the artifacts' sha256 (``artifacts``: id -> hex, given
+    by the release run, which holds the request), the images by digest; then per environment the
     latest revision's plan: state, attempt, approvers, when it started and last moved, the last
     reason; then the operations done to the release from outside its run.
     """
@@ -407,6 +409,8 @@ def render_status(release_id: str, ledger: Ledger, *, progress: str = "", build:
     links = _ui_links(release_id, trace, flow_run_id)
     if links:
         lines += [" · ".join(links), ""]
+    if artifacts:
+        lines += ["Artifacts (sha256): " + ", ".join(f"`{name}` `{sha256}`" for name, sha256 in artifacts.items()), ""]
     if build is not None and build.images:
         lines += ["Images: " + ", ".join(f"`{image.reference}`" for image in build.images), ""]
     lines += ["| environment | state | revision | attempt | approvers | started | last change | reason |",
@@ -455,7 +459,8 @@ def deployed_environments(request: ReleaseRequest) -> set[str]:
 
 
 def publish_status(release_id: str, ledger: Ledger | None = None, *, progress: str = "",
-                   build: BuildResult | None = None, trace_id: str | None = None) -> None:
+                   build: BuildResult | None = None, trace_id: str | None = None,
+                   artifacts: Mapping[str, str] | None = None) -> None:
     """Refresh the release's summary artifact (``release-<id>``, one key per release) on the release run,
     and its timeline (``timeline-<id>``, :mod:`flows.timeline`).
 
@@ -467,7 +472,7 @@ def publish_status(release_id: str, ledger: Ledger | None = None, *, progress: s
 
     run_id = release_run_id(release_id)
     markdown = render_status(release_id, ledger or Ledger(), progress=progress, build=build, trace_id=trace_id,
-                             flow_run_id=run_id)
+                             flow_run_id=run_id, artifacts=artifacts)
     with get_client(sync_client=True) as client:
         client.create_artifact(ArtifactCreate(key=artifact_key(release_id), type="markdown", data=markdown,
                                               description=f"Summary of release {release_id}", flow_run_id=run_id))
@@ -527,7 +532,8 @@ def promote_path(
         progress = (f"Stopped: {stop}" if stop is not None else
                     f"{environment} deployed; promoting {following}" if following else
                     f"Deployed to {', '.join(environments)}")
-        publish_status(request.release_id, progress=progress, build=build, trace_id=request.trace_id)
+        publish_status(request.release_id, progress=progress, build=build, trace_id=request.trace_id,
+                       artifacts=request.artifact_digests())
         refresh_overview(path=config.path)
         if stop is not None:
             raise stop

@@ -11,6 +11,10 @@ that the flow validates its parameter itself (``validate_parameters=False``; the
 renders is still the :class:`ReleaseRequest` model's): Prefect's own validation would end the run
 with a multi-line "Validation of flow parameters failed" message instead.
 
+A request without ``release_id`` or ``trace_id`` (the form leaves them out) gets both from its flow
+run (:func:`run_ids`), not generated: the run starts again from the top after an approval wait or a
+crash, and each start must be the same release (branch, plan, name and tags).
+
 A release carries either inline artifacts or ``source.ref``, an existing branch, tag or commit of
 the application repository: the ref is resolved once, before the first write, and the release
 branch starts at that commit with one commit of no file changes carrying the release's trailers
@@ -20,9 +24,11 @@ build are the same as for artifacts, and the build runs on what is merged.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger, tags
+from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
 from prefect.states import Failed, State
 
@@ -35,6 +41,7 @@ from blocks.package_feed import PackageFeed
 from blocks.pipeline_runner import PipelineRunner
 from delivery.config import DeliveryConfig
 from delivery.errors import InvalidInput, NotFound, PermanentError
+from delivery.ids import release_id_for_run, trace_id_for_run
 from delivery.intake import parse_request, refusal_message
 from delivery.models import (
     BuildResult,
@@ -79,6 +86,18 @@ def release_tags(request: ReleaseRequest) -> list[str]:
     return [f"release:{request.release_id}", f"trace:{request.trace_id}"]
 
 
+def run_ids(run: FlowRun | None) -> dict[str, str]:
+    """The release and trace ids of a request sent without them, derived from its flow run.
+
+    The run starts again from the top with the same raw parameters after an approval wait or a
+    crash: ids derived from the run (not generated) are the same on every start of it.
+    """
+    if run is None:
+        return {}
+    created = run.created or run.expected_start_time or datetime.now(UTC)
+    return {"release_id": release_id_for_run(run.id, created), "trace_id": trace_id_for_run(run.id)}
+
+
 def _run_name() -> str:
     # The flow validates its parameter itself: this is the request as sent (a model or its JSON).
     ctx = FlowRunContext.get()
@@ -87,6 +106,8 @@ def _run_name() -> str:
         release_id, revision = request.get("release_id"), request.get("revision")
     else:
         release_id, revision = getattr(request, "release_id", None), getattr(request, "revision", None)
+    if not release_id:  # left out (the form): the id the flow will derive from this run
+        release_id = run_ids(ctx.flow_run if ctx else None).get("release_id")
     if not isinstance(release_id, str) or not release_id:
         return "release"
     return release_run_name(release_id, revision if isinstance(revision, int) else 1)
@@ -95,8 +116,8 @@ def _run_name() -> str:
 def _tag_run(request: ReleaseRequest) -> None:
     """Put the release's tags on this flow run itself (``tags()`` only reaches runs created inside).
 
-    Also names the run after the release (:func:`release_run_name`) when the id was generated here
-    (the run was named before the request was validated, so ``release`` then).
+    Also names the run after the release (:func:`release_run_name`) when it is named otherwise (the
+    run was named before the request was validated: ``release`` for a request that is no mapping).
     """
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
@@ -184,8 +205,9 @@ def release(request: ReleaseRequest) -> ReleaseSummary | State:
         The release summary; or, for a request refused before anything is written, a Failed state whose
         message is the refusal in one sentence naming the field (its ``result()`` raises the error).
     """
+    context = FlowRunContext.get()
     try:
-        request = parse_request(request)
+        request = parse_request(request, ids=run_ids(context.flow_run if context else None))
     except InvalidInput as exc:
         return refuse(exc)
     _tag_run(request)
@@ -213,11 +235,11 @@ def release(request: ReleaseRequest) -> ReleaseSummary | State:
         deployed_before = deployed_environments(request)
         if not deployed_before:
             publish_status(request.release_id, progress=f"Merged #{merge.pull_request} as {merge.merge_sha[:12]}; "
-                           "building", trace_id=request.trace_id)
+                           "building", trace_id=request.trace_id, artifacts=request.artifact_digests())
         build = run_build(request, merge)
         if not deployed_before:
             publish_status(request.release_id, progress=f"Built; promoting along {' -> '.join(path)}", build=build,
-                           trace_id=request.trace_id)
+                           trace_id=request.trace_id, artifacts=request.artifact_digests())
         promotion = promote_path(request, build, config, deployed_before=deployed_before)
     return ReleaseSummary(release_id=request.release_id, trace_id=request.trace_id, app=request.app,
                           branch=request.branch, commit=commit, pull_request=pull_request, merge=merge,

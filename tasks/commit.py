@@ -15,9 +15,11 @@ from tasks.stage import stage
 
 
 def release_trailers(request: ReleaseRequest) -> list[tuple[str, str]]:
-    """The trailers every commit of a release carries: Release-Id, Trace-Id, one Artifact-Id each, Source-Ref."""
+    """The trailers every commit of a release carries: Release-Id, Trace-Id, per artifact Artifact-Id and
+    ``Artifact-Sha256: <id> <hex>`` (the digest given, or computed when the request left it out), Source-Ref."""
     trailers = [("Release-Id", request.release_id), ("Trace-Id", request.trace_id)]
-    trailers += [("Artifact-Id", artifact.artifact_id) for artifact in request.artifacts]
+    for artifact_id, sha256 in request.artifact_digests().items():
+        trailers += [("Artifact-Id", artifact_id), ("Artifact-Sha256", f"{artifact_id} {sha256}")]
     if request.source.ref:
         trailers.append(("Source-Ref", request.source.ref))
     return trailers
@@ -71,6 +73,7 @@ def create_commit(git_host: GitHost, request: ReleaseRequest, *, base: str = "ma
                                    trailers=trailers, base=base)
     emit(EventName.COMMIT_CREATED, release_id=request.release_id, trace_id=request.trace_id,
          payload={"commit": commit, "artifacts": [a.artifact_id for a in request.artifacts],
+                  "artifact_sha256": request.artifact_digests(),
                   "source": {"ref": request.source.ref, "commit": commit.trailers.get("Source-Commit", [""])[0]}
                   if request.source.ref else None})
     return commit

@@ -18,7 +18,8 @@ from cli.client import DeliveryClient
 from cli.main import app
 from delivery.config import EnvironmentConfig
 from delivery.errors import InvalidInput
-from delivery.models import BuildResult, ReleaseRequest
+from delivery.events import release_events_link
+from delivery.models import BuildResult, ReleaseRequest, release_run_name
 from delivery.plan import PlanState, ReleasePlan
 from tasks.approval import request_approval
 from tasks.plan import plan_release
@@ -57,11 +58,39 @@ def test_start_is_idempotent_on_release_id_and_revision(prefect_server, release_
         again = client.start_release(request.model_dump(mode="json"), deployment=release_deployment)
         revised = client.start_release(request.model_copy(update={"revision": 2}), deployment=release_deployment)
         run = client.flow_run(first.flow_run_id)
+        revised_run = client.flow_run(revised.flow_run_id)
+        ui = client.ui_url()
     assert first.created and not again.created
     assert again.flow_run_id == first.flow_run_id and revised.flow_run_id != first.flow_run_id
     assert (first.release_id, first.trace_id) == (request.release_id, request.trace_id)
     assert {f"release:{request.release_id}", f"trace:{request.trace_id}"} <= set(run["tags"])
     assert run["parameters"]["request"]["requested_by"] == PLANNER
+    # Named at creation (the run is Scheduled: no flow code ran to rename it), the revision in the name.
+    assert run["state"]["type"] == "SCHEDULED" and run["name"] == release_run_name(request.release_id)
+    assert revised_run["name"] == release_run_name(request.release_id, 2) == f"{request.release_id}-r2"
+    assert first.flow_run_name == run["name"]
+    # The Event feed filtered to the release, and the run's page, both in the Prefect UI the client talks to.
+    assert ui and first.events_url == release_events_link(request.release_id, ui)
+    assert first.events_url.startswith(ui) and request.release_id in first.events_url
+    assert first.run_url == f"{ui}/runs/flow-run/{first.flow_run_id}"
+
+
+def test_cli_start_prints_the_trace_id_and_the_events_link(prefect_server, release_deployment, tmp_path) -> None:
+    source = tmp_path / "config.txt"
+    source.write_text("greeting=hello\n")
+    release_id = f"rel-cli-{uuid.uuid4().hex[:8]}"
+    result = _cli("release", "start", "--app", "sample-app", "--artifact", f"{source}:app/config.txt",
+                  "--as", PLANNER, "--release-id", release_id, "--deployment", release_deployment,
+                  "--api-url", prefect_server)
+    assert result.exit_code == 0, result.output
+    with DeliveryClient(prefect_server) as client:
+        [run] = client.release_runs(release_id)
+        events_url = client.events_url(release_id)
+    [trace_tag] = [tag for tag in run["tags"] if tag.startswith("trace:")]
+    lines = [" ".join(line.split()) for line in result.output.splitlines()]
+    assert f"release {release_id} (revision 1) started" in lines
+    assert f"trace id: {trace_tag.removeprefix('trace:')}" in lines
+    assert f"events: {events_url}" in lines and events_url
 
 
 def test_cli_start_prints_the_ids_as_json(prefect_server, release_deployment, tmp_path) -> None:

@@ -139,7 +139,8 @@ def test_release_status_without_a_stack_fails_clearly_and_creates_nothing(tmp_pa
     assert not (tmp_path / "config").exists()
 
 
-@pytest.mark.parametrize("command", [["incidents", "list"], ["incidents", "show", "1"], ["drift", "status"]])
+@pytest.mark.parametrize("command", [["incidents", "list"], ["incidents", "show", "1"], ["drift", "status"],
+                                     ["status"], ["release", "trace", "x"]])
 def test_ledger_readers_without_a_stack_fail_clearly_and_create_nothing(tmp_path: Path, no_stack_env: Path,
                                                                         monkeypatch: pytest.MonkeyPatch,
                                                                         command: list[str]) -> None:
@@ -148,8 +149,10 @@ def test_ledger_readers_without_a_stack_fail_clearly_and_create_nothing(tmp_path
     monkeypatch.chdir(where)
     result = runner.invoke(app, [*command, "--json"])
     assert result.exit_code != 0
-    assert "no delivery stack found from" in result.output and "DELIVERY_LEDGER_URL" in result.output
+    output = " ".join(result.output.split())  # rich wraps long lines
+    assert f"no delivery stack found from {where.resolve()}" in output and "DELIVERY_LEDGER_URL" in output, output
     assert _files(where) == []
+    assert not (where / ".delivery").exists() and not Path(os.environ["DELIVERY_CONFIG_DIR"]).exists()
 
 
 def test_require_api_names_a_stopped_stack(tmp_path: Path, no_stack_env: Path,
@@ -165,6 +168,35 @@ def test_require_api_names_a_stopped_stack(tmp_path: Path, no_stack_env: Path,
 
 
 # --------------------------------------------------------------------------- found from a subdirectory
+
+
+def _planned(ledger_url: str, release_id: str) -> None:
+    build = BuildResult(status=BuildStatus.SUCCEEDED, commit="a" * 40, run_id="run-1")
+    plan = ReleasePlan(release_id=release_id, trace_id="f" * 32, app="shop", revision=1, environment="dev",
+                       strategy=RollingStrategy(), planned_by="agent:rm", build=build)
+    Ledger(ledger_url).save_plan(plan)  # a writer (a flow) made the ledger
+
+
+def test_status_from_a_subdirectory_reads_the_stack_s_ledger_and_creates_nothing(
+        tmp_path: Path, no_stack_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy import create_engine, inspect
+
+    home = tmp_path / "checkout" / ".delivery"
+    info = _write_stack(home, "http://127.0.0.1:9/api")  # the overview reads the ledger only: no API call
+    _planned(info.ledger_url, "rel-overview")  # no drift check ran: the ledger has no sync-state tables
+    sub = tmp_path / "checkout" / "docs" / "notes"
+    sub.mkdir(parents=True)
+    monkeypatch.chdir(sub)
+    before = _files(tmp_path)
+
+    result = runner.invoke(app, ["status", "--json"])
+
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [(r["environment"], r["release_id"], r["sync_state"]) for r in rows] == [("dev", None, None)]
+    assert _files(tmp_path) == before
+    tables = inspect(create_engine(info.ledger_url)).get_table_names()
+    assert "drift_checks" not in tables and "environment_sync_states" not in tables  # read, not created
 
 
 def test_release_status_from_a_subdirectory_finds_the_stack(prefect_server: str, tmp_path: Path, no_stack_env: Path,

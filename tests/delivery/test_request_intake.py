@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from typing import Any
 
 import pytest
@@ -131,3 +132,34 @@ def test_a_source_release_has_no_artifacts_and_names_its_ref():
     req = parse_request(request(artifacts=[], source={"ref": "0123456789abcdef0123456789abcdef01234567"}))
     assert req.artifacts == [] and req.source.ref.startswith("0123")
     assert parse_request(req) is req  # an already built request passes through
+
+
+IDS = {"release_id": "rel-20261203-0a1b2c3d", "trace_id": "0" * 32}
+
+
+@pytest.mark.parametrize("left_out", [..., None, ""], ids=["absent", "null", "empty"])
+def test_ids_left_out_are_taken_from_the_run_and_ids_given_are_kept(left_out):
+    body = {key: value for key, value in request(release_id=left_out, trace_id=left_out).items() if value is not ...}
+    req = parse_request(body, ids=IDS)
+    assert (req.release_id, req.trace_id) == (IDS["release_id"], IDS["trace_id"])
+    given = parse_request(request(trace_id="given-trace-1"), ids=IDS)
+    assert (given.release_id, given.trace_id) == ("rel-1", "given-trace-1")
+
+
+def test_ids_derived_from_a_run_are_stable_valid_and_differ_between_runs():
+    from datetime import UTC, datetime
+    from uuid import UUID
+
+    from delivery.ids import check_release_id, release_id_for_run, trace_id_for_run
+
+    created = datetime(2026, 12, 3, 23, 30, tzinfo=UTC)
+    # UUIDv7 as Prefect makes them: runs created in the same millisecond share the leading digits
+    one, other = UUID("019ae5f2-4c00-7000-8000-00000000000a"), UUID("019ae5f2-4c00-7000-8000-00000000000b")
+    assert release_id_for_run(one, created) == release_id_for_run(one, created)
+    assert release_id_for_run(one, created) != release_id_for_run(other, created)
+    assert re.fullmatch(r"rel-20261203-[0-9a-f]{8}", check_release_id(release_id_for_run(one, created)))
+    assert release_id_for_run(one, created.replace(tzinfo=None)) == release_id_for_run(one, created)
+    assert trace_id_for_run(one) == one.hex
+    derived = parse_request(request(release_id=None, trace_id=None),  # both pass the request's own rules
+                            ids={"release_id": release_id_for_run(one, created), "trace_id": trace_id_for_run(one)})
+    assert derived.trace_id == one.hex and derived.release_id.startswith("rel-20261203-")

@@ -46,7 +46,8 @@ def test_release_runs_commit_pr_checks_merge_and_is_traceable(release_stack: Rel
     notes = request.artifacts[1]
     assert host.read_file(APP, "CHANGES.md", ref="release/rel-flow-1") == notes.data()
     assert summary.commit.trailers == {"Release-Id": ["rel-flow-1"], "Trace-Id": [request.trace_id],
-                                       "Artifact-Id": ["app-version", "release-notes"]}
+                                       "Artifact-Id": ["app-version", "release-notes"],
+                                       "Artifact-Sha256": [f"{a.artifact_id} {a.sha256}" for a in request.artifacts]}
     # The pull request record, merged after its checks (the service's tests among them) passed.
     pr = host.get_pull_request(APP, summary.pull_request.number)
     assert (pr.source_branch, pr.target_branch, pr.status) == ("release/rel-flow-1", "main", PullRequestStatus.MERGED)

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from git import Repo
 from support.release import APP, PLANNER, ReleaseStack
+from support.runtime import wait_for_events
 
 from delivery.errors import InvalidInput
 from delivery.models import PullRequestStatus
@@ -67,17 +68,33 @@ def test_a_refused_request_ends_failed_with_one_sentence_naming_the_field(
     assert release_stack.snapshot() == before
 
 
-def test_a_request_without_digests_is_released_with_the_digests_computed(release_stack: ReleaseStack):
+def test_a_request_without_digests_is_released_with_the_digests_computed(release_stack: ReleaseStack,
+                                                                        prefect_server):
+    from flows.promotion import artifact_key
     from flows.release import release
 
     text = '"""The sample service."""\n\n__version__ = "0.4.0"\n'
     body = {"release_id": "rel-form-ok", "app": APP, "requested_by": PLANNER, "target_environment": "dev",
-            "artifacts": [form_artifact(artifact_id="app-version", path="src/sample_app/__init__.py", content=text)]}
+            "artifacts": [form_artifact(artifact_id="app-version", path="src/sample_app/__init__.py", content=text),
+                          form_artifact()]}
     state = release(request=body, return_state=True)
     assert state.is_completed(), state
     summary = state.result()
     assert release_stack.host.read_file(APP, "src/sample_app/__init__.py", ref="main") == text.encode()
-    assert summary.commit.trailers["Artifact-Id"] == ["app-version"]
+    assert summary.commit.trailers["Artifact-Id"] == ["app-version", "notes"]
+    computed = {"app-version": hashlib.sha256(text.encode()).hexdigest(),
+                "notes": hashlib.sha256(b"- from the form\n").hexdigest()}
+    # Recorded: a trailer per artifact in the release commit itself, as git has it ...
+    with Repo(release_stack.host.clone_url(APP)) as repo:
+        message = repo.commit(summary.commit.sha).message
+    assert all(f"\nArtifact-Sha256: {name} {sha256}\n" in message + "\n" for name, sha256 in computed.items()), message
+    # ... the CommitCreated event ...
+    events = wait_for_events(prefect_server, summary.trace_id, ["CommitCreated"])
+    [created] = [event for event in events if event["event"] == "delivery.CommitCreated"]
+    assert created["payload"]["artifact_sha256"] == computed
+    # ... and the release summary a person opens on the run.
+    latest = httpx.get(f"{prefect_server}/artifacts/{artifact_key('rel-form-ok')}/latest", timeout=30).json()
+    assert "Artifacts (sha256): `app-version` `{app-version}`, `notes` `{notes}`".format(**computed) in latest["data"]
     # The digest the flow computed is the one the ledger's plan was made from.
     plan = release_stack.ledger.plans()[0]
     assert plan.release_id == "rel-form-ok" and plan.state is PlanState.DEPLOYED

@@ -11,14 +11,21 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from datetime import datetime
 from typing import Any
 
 import httpx
-from support.release import ReleaseStack
+import pytest
+from git import Repo
+from prefect.exceptions import Pause
+from prefect.flow_engine import run_flow
+from support.release import APP, ReleaseStack
 from support.runtime import wait_for_events
 
+from cli.client import DeliveryClient
 from delivery.events import release_events_link, trace_events_link
+from delivery.plan import PlanState
 from delivery.stages import STAGES
 from flows.promotion import artifact_key
 from flows.timeline import timeline_key
@@ -115,6 +122,64 @@ def test_the_release_is_one_named_run_with_stage_named_tasks_and_its_summary(
     found = _post(prefect_server, "/events/filter", prefix)["events"]
     assert {"delivery.CommitCreated", "delivery.PullRequestMerged"} <= {e["event"] for e in found}
     assert all(e["resource"]["prefect.resource.id"] == f"delivery.release.{release_id}" for e in found)
+
+
+def _start(flow_run_id: str) -> Any:
+    """Start the run as a worker does, in this process: the flow from the top, parameters as stored."""
+    from prefect.client.orchestration import get_client
+
+    from flows.release import release
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(uuid.UUID(flow_run_id))
+    return run_flow(release, flow_run=flow_run, return_type="state")
+
+
+def _run(api: str, flow_run_id: str) -> dict[str, Any]:
+    response = httpx.get(f"{api}/flow_runs/{flow_run_id}", timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def test_a_form_release_without_ids_keeps_its_ids_across_an_approval_wait(
+        release_stack: ReleaseStack, prefect_server: str) -> None:
+    from flows.release import release
+
+    deployment = release.to_deployment(name=f"release-ui-{uuid.uuid4().hex[:6]}", enforce_parameter_schema=True)
+    deployment_id = str(deployment.apply())
+    body = release_stack.request("rel-ui-unused", target_environment="staging").model_dump(mode="json")
+    del body["release_id"], body["trace_id"]  # the form leaves both out
+    # Created as the form creates it: the deployment's parameters, no name, no tags (a random name then).
+    run_id = str(_post(prefect_server, f"/deployments/{deployment_id}/create_flow_run",
+                       {"parameters": {"request": body}})["id"])
+    random_name = _run(prefect_server, run_id)["name"]
+
+    # First start: dev is deployed, staging's approval suspends the run (the process would exit).
+    with pytest.raises(Pause):
+        _start(run_id)
+    run = _run(prefect_server, run_id)
+    assert run["state"]["type"] == "PAUSED", run["state"]
+    [release_id] = [tag.removeprefix("release:") for tag in run["tags"] if tag.startswith("release:")]
+    assert run["name"] == release_id != random_name  # renamed to the release's name as soon as it started
+    with DeliveryClient(prefect_server) as client:
+        [approved] = client.approve(release_id, approver="user:alice", environment="staging", verdict_timeout=0.1)
+    assert approved.accepted, approved
+
+    # Second start of the same run, from the top with the same raw parameters: the same ids throughout.
+    state = _start(run_id)
+    assert state.is_completed(), state
+    summary = state.result()
+    assert summary.release_id == release_id
+    run = _run(prefect_server, run_id)
+    assert run["name"] == release_id
+    assert [tag for tag in run["tags"] if tag.startswith("release:")] == [f"release:{release_id}"]
+    assert [tag for tag in run["tags"] if tag.startswith("trace:")] == [f"trace:{summary.trace_id}"]
+    plans = release_stack.ledger.plans()
+    assert [(p.release_id, p.environment, p.state) for p in plans] == [
+        (release_id, "dev", PlanState.DEPLOYED), (release_id, "staging", PlanState.DEPLOYED)]
+    with Repo(release_stack.host.clone_url(APP)) as repo:
+        branches = [ref.path for ref in repo.references if ref.path.startswith("refs/heads/release/")]
+    assert branches == [f"refs/heads/release/{release_id}"]
 
 
 def test_the_event_feed_links() -> None:

@@ -37,9 +37,11 @@ def branch_history(host: LocalGitHost, branch: str) -> list[str]:
 def test_create_commit_writes_the_release_branch_with_trailers(host, prefect_server):
     commit = create_commit.fn(host, request())
     assert commit.created and commit.branch == "release/rel-c1"
-    assert commit.trailers == {"Release-Id": ["rel-c1"], "Trace-Id": ["trace-c1-0001"], "Artifact-Id": ["main"]}
+    digest = request().artifacts[0].sha256
+    assert commit.trailers == {"Release-Id": ["rel-c1"], "Trace-Id": ["trace-c1-0001"], "Artifact-Id": ["main"],
+                               "Artifact-Sha256": [f"main {digest}"]}
     assert release_trailers(request()) == [("Release-Id", "rel-c1"), ("Trace-Id", "trace-c1-0001"),
-                                           ("Artifact-Id", "main")]
+                                           ("Artifact-Id", "main"), ("Artifact-Sha256", f"main {digest}")]
 
 
 def test_second_run_finds_the_commit_instead_of_making_it_again(host, prefect_server):
