@@ -30,7 +30,7 @@ from cli.client_models import Operation, StartedRelease, TraceEvent
 from cli.stack_info import find_stack
 from delivery.api_auth import basic_auth_header
 from delivery.errors import AuthenticationError, DeliveryError, InvalidInput, NotFound, PermanentError, TransientError
-from delivery.events import event_fields, release_events_link, ui_base_url
+from delivery.events import event_fields, release_events_link, run_link, ui_base_url
 from delivery.intake import describe
 from delivery.models import ReleaseRequest, release_run_name
 from delivery.signing import sign_request
@@ -207,8 +207,7 @@ class DeliveryClient(ApprovalCalls):
 
     def run_url(self, flow_run_id: str) -> str | None:
         """A flow run's page in the Prefect UI."""
-        ui = self.ui_url()
-        return f"{ui}/runs/flow-run/{flow_run_id}" if ui else None
+        return run_link(flow_run_id, self.ui_url())
 
     def events_url(self, release_id: str) -> str | None:
         """The Prefect UI's Event feed filtered to a release's events (``delivery.release.<id>``, see events_link)."""

@@ -30,6 +30,7 @@ from cli.stack import down, up
 from cli.stack_info import StackInfo
 from delivery.config import DeliveryConfig, load_config
 from delivery.errors import ApprovalRefused, DeliveryError, NotFound
+from delivery.events import run_link
 from delivery.models import Artifact, ReleaseRequest
 from delivery.signing import key_file_name
 
@@ -161,7 +162,7 @@ def run_full_demo(*, keep_running: bool = False, timeout: float = 1800.0) -> boo
         console.print(f"release run:   {run.get('state_name')}")
         console.print(f"trace id:      {started.trace_id}")
         stopped = "" if keep_running else "  (stopped with the stack; `delivery up` brings it back, same history)"
-        console.print(f"Prefect UI:    {info.ui_url}/runs/flow-run/{started.flow_run_id}{stopped}")
+        console.print(f"Prefect UI:    {run_link(started.flow_run_id, info.ui_url)}{stopped}")
         console.print(f"GitOps repo:   {info.gitops_repo}  (git --git-dir {info.gitops_repo} log --oneline)")
         console.print(f"ledger:        {info.ledger_url}")
         console.print(f"status:        delivery release status {started.release_id}")

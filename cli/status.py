@@ -1,7 +1,7 @@
 """``delivery status``: every environment at a glance, from the ledger (no flow is run, nothing is changed).
 
 Per environment and application: the release and revision running, since when, who approved it,
-its health, the environment's sync state from the latest drift check and when that check ran, and
+its health, its drift (Synced, Drifted, Degraded) from the latest drift check and when that check ran, and
 a newer attempt that did not replace it. The rows are the ones the ``environments`` artifact shows
 (:mod:`delivery.overview`); ``--json`` prints them as one JSON list for agents.
 """
@@ -17,7 +17,7 @@ from rich.table import Table
 
 from cli.errors_out import fail
 from delivery.errors import DeliveryError, InvalidInput
-from delivery.overview import OverviewRow, attempt_text, environment_overview, format_time
+from delivery.overview import OverviewRow, attempt_text, drift_text, environment_overview, format_time
 
 console = Console()
 
@@ -50,14 +50,14 @@ def _parse_path(text: str | None) -> list[str] | None:
 
 
 def _table(rows: list[OverviewRow]) -> Table:
-    table = Table("environment", "app", "release", "rev", "since", "approved by", "health", "sync", "last check",
+    table = Table("environment", "app", "release", "rev", "since", "approved by", "health", "drift", "last check",
                   "last attempt")
     for row in rows:
         table.add_row(
             row.environment, row.app or "-", row.release_id if row.deployed else "[dim]not deployed[/dim]",
             str(row.revision) if row.revision is not None else "-", format_time(row.since),
             ", ".join(row.approved_by) or "-", row.health.value,
-            row.sync_state.value if row.sync_state else "never checked", format_time(row.last_check),
+            drift_text(row.sync_state), format_time(row.last_check),
             attempt_text(row.last_attempt),
         )
     return table

@@ -105,6 +105,11 @@ def events_link(resource_id: str, ui_url: str | None) -> str | None:
     return f"{ui_url.rstrip('/')}/v2/events?resource={quote(json.dumps([resource_id]), safe='')}"
 
 
+def run_link(flow_run_id: object, ui_url: str | None) -> str | None:
+    """A flow run's page in the Prefect UI: ``<ui>/v2/runs/flow-run/<id>`` (the React UI ``/`` leads to)."""
+    return f"{ui_url.rstrip('/')}/v2/runs/flow-run/{flow_run_id}" if ui_url and flow_run_id else None
+
+
 def release_events_link(release_id: str, ui_url: str | None) -> str | None:
     """The Event feed filtered to a release's events (``delivery.release.<id>``)."""
     return events_link(release_resource(release_id), ui_url)

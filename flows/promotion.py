@@ -375,12 +375,12 @@ def artifact_key(release_id: str) -> str:
 
 
 def _ui_links(release_id: str, trace_id: str | None, flow_run_id: UUID | None) -> list[str]:
-    from delivery.events import release_events_link, trace_events_link, ui_base_url
+    from delivery.events import release_events_link, run_link, trace_events_link, ui_base_url
 
     ui = ui_base_url()
     links = []
-    if ui and flow_run_id:
-        links.append(f"[release run]({ui}/runs/flow-run/{flow_run_id})")
+    if run := run_link(flow_run_id, ui):
+        links.append(f"[release run]({run})")
     if events := release_events_link(release_id, ui):
         links.append(f"[release events]({events})")
     if trace_id and (traced := trace_events_link(trace_id, ui)):

@@ -37,11 +37,9 @@ def _run_id() -> Any:
 
 def flow_run_link() -> str | None:
     """The Prefect UI page of the current flow run, when the UI address is known."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+    from delivery.events import run_link, ui_base_url
 
-    run_id = _run_id()
-    base = PREFECT_UI_URL.value() or (PREFECT_API_URL.value() or "").removesuffix("/api")
-    return f"{base.rstrip('/')}/runs/flow-run/{run_id}" if run_id and base else None
+    return run_link(_run_id(), ui_base_url())
 
 
 def _put_once(key: str, value: dict[str, Any]) -> bool:

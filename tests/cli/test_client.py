@@ -72,7 +72,7 @@ def test_start_is_idempotent_on_release_id_and_revision(prefect_server, release_
     # The Event feed filtered to the release, and the run's page, both in the Prefect UI the client talks to.
     assert ui and first.events_url == release_events_link(request.release_id, ui)
     assert first.events_url.startswith(ui) and request.release_id in first.events_url
-    assert first.run_url == f"{ui}/runs/flow-run/{first.flow_run_id}"
+    assert first.run_url == f"{ui}/v2/runs/flow-run/{first.flow_run_id}"
 
 
 def test_cli_start_prints_the_trace_id_and_the_events_link(prefect_server, release_deployment, tmp_path) -> None:

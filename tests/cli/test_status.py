@@ -47,7 +47,7 @@ def test_status_table_shows_the_same_rows_for_people(ledger):
     assert result.exit_code == 0, result.output
     lines = {line.split("│")[1].strip(): line for line in result.output.splitlines() if line.count("│") > 5}
     assert "rel-1" in lines["dev"] and "Synced" in lines["dev"] and "user:alice" in lines["dev"]
-    assert "OutOfSync" in lines["staging"] and "rel-2 r1 Failed (rolled back)" in lines["staging"]
+    assert "Drifted" in lines["staging"] and "rel-2 r1 Failed (rolled back)" in lines["staging"]
     assert "not deployed" in lines["prod"] and "never checked" in lines["prod"]
 
 

@@ -97,7 +97,7 @@ def test_the_release_is_one_named_run_with_stage_named_tasks_and_its_summary(
     markdown = latest["data"]
     ui = prefect_server.removesuffix("/api")
     assert f"Trace: `{trace_id}`" in markdown and "Deployed to dev" in markdown
-    assert f"({ui}/runs/flow-run/{run_id})" in markdown
+    assert f"({ui}/v2/runs/flow-run/{run_id})" in markdown
     assert f"[release events]({release_events_link(release_id, ui)})" in markdown
     assert f"[trace events]({trace_events_link(trace_id, ui)})" in markdown
     [image] = summary.build.images
