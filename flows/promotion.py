@@ -53,8 +53,8 @@ from tasks.overview import refresh_overview
 from tasks.plan import plan_release
 
 if TYPE_CHECKING:  # imported where used: the stage modules are heavy
+    from flows.strategies import DeploymentOutcome, HealthSettings
     from tasks.manifest import ManifestSpec
-    from tasks.strategies import DeploymentOutcome, HealthSettings
 
 PROMOTION_ACTOR = "system:promotion"
 RELEASE_FLOW = "release"
@@ -167,8 +167,8 @@ def _deploy_inputs(
     plan: ReleasePlan, settings: EnvironmentConfig
 ) -> tuple[KubernetesRuntime, GitOpsRepo, ManifestSpec, HealthSettings]:
     """The runtime, GitOps repository, manifest spec and health settings of a plan's deployment."""
+    from flows.strategies import HealthSettings
     from tasks.manifest import ManifestSpec
-    from tasks.strategies import HealthSettings
 
     runtime = load_block(settings.runtime, KubernetesRuntime,
                          source=f"delivery.yaml environments.{plan.environment}.runtime")
@@ -196,7 +196,7 @@ def deploy_environment(plan: ReleasePlan, settings: EnvironmentConfig, *, artifa
     Raises:
         DeliveryError: a failure before anything was committed.
     """
-    from tasks.strategies import deploy_with_strategy
+    from flows.strategies import deploy_with_strategy
 
     runtime, repo, spec, health = _deploy_inputs(plan, settings)
     return deploy_with_strategy(
@@ -245,7 +245,7 @@ def _rollback_finished(ledger: Ledger, plan: ReleasePlan, *, revision: str, mess
 
 def finish_rollback(ledger: Ledger, plan: ReleasePlan, settings: EnvironmentConfig, started: dict[str, Any]) -> None:
     """Run a rollback a crash cut short to its end (its completed stage comes back from its stored result)."""
-    from tasks.strategies import roll_back_attempt
+    from flows.strategies import roll_back_attempt
 
     runtime, repo, spec, health = _deploy_inputs(plan, settings)
     result = roll_back_attempt(runtime, repo, spec, strategy=plan.strategy.name, health=health,
