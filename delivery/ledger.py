@@ -44,7 +44,7 @@ from delivery.plan import PlanState, ReleasePlan, Transition
 from delivery.schema import create_tables
 from delivery.settings import ledger_url
 
-# The operations a release's own rollback writes (``flows/promotion.py``): before its first outside
+# The operations a release's own rollback writes (``flows/deploy.py``): before its first outside
 # write, and after its last, so a run resumed in between finishes it.
 ROLLBACK_STARTED = "rollback-started"
 ROLLBACK_FINISHED = "rolled-back"
@@ -100,6 +100,7 @@ transitions_table = Table(
     Column("actor", String(200), nullable=False),
     Column("reason", Text, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
+    Column("cause", String(32)),  # a PromotionCause on a move that settles a promotion
 )
 
 approvals_table = Table(
@@ -514,7 +515,8 @@ class Ledger:
 
 def _transition(row: Any) -> Transition:
     return Transition(plan_id=row["plan_id"], from_state=PlanState(row["from_state"]),
-                      to_state=PlanState(row["to_state"]), actor=row["actor"], reason=row["reason"], at=row["at"])
+                      to_state=PlanState(row["to_state"]), actor=row["actor"], reason=row["reason"], at=row["at"],
+                      cause=row["cause"])
 
 
 def _loads(body: Any) -> Any:

@@ -49,7 +49,7 @@ from delivery.approvals import TIMEOUT_ACTOR, timeout_reason
 from delivery.errors import ConflictError, InvalidInput, NotFound
 from delivery.events import EventName, emit
 from delivery.ledger import Ledger
-from delivery.plan import PlanState, ReleasePlan
+from delivery.plan import PlanState, PromotionCause, ReleasePlan
 from delivery.settings import HEARTBEAT_SECONDS
 from flows.locks import ensure_limit, free_dead_leases
 from flows.promotion import load_delivery_config, publish_status
@@ -148,7 +148,8 @@ def expire_approvals(release_id: str, ledger: Ledger) -> list[str]:
     for plan in ledger.latest_plans(release_id):
         if plan.state is PlanState.PENDING_APPROVAL:
             rules = config.environment(plan.environment).approval
-            decide(plan, PlanState.REJECTED, actor=TIMEOUT_ACTOR, reason=timeout_reason(plan.approvals, rules))
+            decide(plan, PlanState.REJECTED, actor=TIMEOUT_ACTOR, reason=timeout_reason(plan.approvals, rules),
+                   cause=PromotionCause.TIMEOUT)
             expired.append(plan.environment)
     return expired
 
@@ -427,7 +428,7 @@ def cancel_release(release_id: str, requested_by: str, reason: str = "") -> str:
             stopping.append(run)
     for plan in open_plans:
         target = PlanState.FAILED if plan.state is PlanState.PROMOTING else PlanState.REJECTED
-        moved, record = plan.transition(target, actor=requested_by, reason=why)
+        moved, record = plan.transition(target, actor=requested_by, reason=why, cause=PromotionCause.CANCELLED)
         ledger.save_plan(moved, record)
     ledger.record_action(release_id, action="cancelled", actor=requested_by, reason=why,
                          detail={"flow_run_ids": [str(run.id) for run in live],

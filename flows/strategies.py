@@ -19,6 +19,7 @@ from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
 from delivery.errors import DeliveryError
 from delivery.models import Model, RollingStrategy, Strategy
+from delivery.plan import PromotionCause
 from delivery.stages import stage_named
 from tasks.health import HealthSpec, HttpProbeSpec, check_health
 from tasks.manifest import ManifestSpec, render_manifest
@@ -59,6 +60,7 @@ class DeploymentOutcome(Model):
     failed_revision: str | None = Field(default=None, description="The revision abandoned by the rollback")
     healthy: bool
     rolled_back: bool
+    cause: PromotionCause = Field(default=PromotionCause.DEPLOYED, description="Why it ended so")
     phases: list[PhaseOutcome] = Field(default_factory=list)
     rollback: RollbackResult | None = None
     message: str = ""
@@ -124,12 +126,12 @@ def deploy_with_strategy(
     planned_by: str | None = None,
     approved_by: Sequence[str] = (),
     attempt: int = 1,
-    before_rollback: Callable[[str, DeliveryError], None] | None = None,
+    before_rollback: Callable[[str, PromotionCause, DeliveryError], None] | None = None,
 ) -> DeploymentOutcome:
     """Deploy a release into one environment: render, then per phase promote -> sync -> health.
 
     A failure after the first commit rolls the environment back to its last healthy revision and
-    is reported in the outcome (``healthy=False, rolled_back=True``) rather than raised.
+    is reported in the outcome (``healthy=False, rolled_back=True`` and its cause) rather than raised.
 
     Args:
         runtime: the environment's runtime.
@@ -142,12 +144,13 @@ def deploy_with_strategy(
         approved_by: ``Approved-By`` trailers.
         attempt: the plan's promotion attempt: a retry after a failure deploys afresh instead of
             reusing the failed attempt's stored results.
-        before_rollback: called with the abandoned revision and the failure before the rollback
-            starts, so that the caller can record the verdict first: a run resumed after a crash
-            inside the rollback must finish it, not re-judge the rolled-back environment healthy.
+        before_rollback: called with the abandoned revision, the failure's cause and the failure
+            before the rollback starts, so that the caller can record the verdict first: a run resumed
+            after a crash inside the rollback must finish it, not re-judge the rolled-back environment
+            healthy.
 
     Returns:
-        The outcome: revision, healthy, rolled_back, the phases and the rollback.
+        The outcome: revision, healthy, rolled_back, its cause, the phases and the rollback.
 
     Raises:
         InvalidInput: malformed templates or values (nothing was committed).
@@ -183,13 +186,14 @@ def deploy_with_strategy(
     except DeliveryError as exc:
         if revision is None:
             raise
+        cause = PromotionCause.of_failure(exc)
         if before_rollback is not None:
-            before_rollback(revision, exc)
+            before_rollback(revision, cause, exc)
         rollback = roll_back_attempt(runtime, repo, spec, strategy=strategy.name, health=health, attempt=attempt,
                                      failed_revision=revision, reason=str(exc), requested_by=planned_by)
         return DeploymentOutcome(
             environment=spec.environment, app=spec.app, strategy=strategy.name, git_revision=rollback.git_revision,
-            failed_revision=revision, healthy=False, rolled_back=True, phases=outcomes, rollback=rollback,
+            failed_revision=revision, healthy=False, rolled_back=True, cause=cause, phases=outcomes, rollback=rollback,
             message=f"{exc}; rolled back: {rollback.message}",
         )
     return DeploymentOutcome(
