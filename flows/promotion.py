@@ -52,11 +52,10 @@ from delivery.overview import markdown_cell as _cell
 from delivery.plan import PlanState, PromotionCause, ReleasePlan
 from flows.deploy import deploy_environment, finish_rollback, move_plan, rollback_finished, unfinished_rollback
 from flows.locks import environment_lock
+from flows.release_runs import RELEASE_FLOW
 from tasks.approval import POLICY_ACTOR, decide, request_approval, supersede_reason, superseded_by
 from tasks.overview import refresh_overview
 from tasks.plan import plan_release
-
-RELEASE_FLOW = "release"
 
 
 class EnvironmentOutcome(Model):

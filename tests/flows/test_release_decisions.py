@@ -38,9 +38,10 @@ from delivery.plan import PlanState, PromotionCause
 from delivery.timeline import ledger_entries
 from flows.deploy import PROMOTION_ACTOR
 from flows.drift import DRIFT_ACTOR, drift_check
+from flows.operations import replay_incident
 from flows.promotion import PromotionSummary, promote_path
-from flows.recovery import RELEASE_FLOW, release_runs, replay_incident
 from flows.release import release_tags
+from flows.release_runs import RELEASE_FLOW, release_runs
 from tasks.approval import POLICY_ACTOR
 from tasks.commit import create_commit
 from tasks.pull_request import CHECKS_ACTOR, check_pull_request, merge_pull_request, open_pull_request
