@@ -54,7 +54,7 @@ ON_DEMAND_ROLLBACK = "rolled-back-on-demand"
 PULL_REQUEST_CHECKS_PASSED = "pull-request-checks-passed"
 PULL_REQUEST_CHECKS_FAILED = "pull-request-checks-failed"
 PULL_REQUEST_MERGED = "pull-request-merged"
-# A drift check that re-applied or pruned objects (``flows/drift.py``), under the release the environment runs.
+# A drift check that re-applied or pruned objects (``tasks/drift.py``), under the release the environment runs.
 DRIFT_RECONCILED = "drift-reconciled"
 DRIFT_RECONCILE_FAILED = "drift-reconcile-failed"
 

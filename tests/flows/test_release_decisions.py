@@ -37,13 +37,14 @@ from delivery.models import BuildResult, ReleaseRequest, TestCounts
 from delivery.plan import PlanState, PromotionCause
 from delivery.timeline import ledger_entries
 from flows.deploy import PROMOTION_ACTOR
-from flows.drift import DRIFT_ACTOR, drift_check
+from flows.drift import drift_check
 from flows.operations import replay_incident
 from flows.promotion import PromotionSummary, promote_path
 from flows.release import release_tags
 from flows.release_runs import RELEASE_FLOW, release_runs
 from tasks.approval import POLICY_ACTOR
 from tasks.commit import create_commit
+from tasks.drift import DRIFT_ACTOR
 from tasks.pull_request import CHECKS_ACTOR, check_pull_request, merge_pull_request, open_pull_request
 from tasks.stage import DEFAULT_RETRIES
 
