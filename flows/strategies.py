@@ -1,9 +1,10 @@
 """Running a deployment strategy: its phases through the stages, and its rollback.
 
-Per phase planned by :mod:`tasks.phases`: promote (stage 12) -> sync (stage 13) -> health gate
-(stage 13); a failure after the first commit rolls the environment back to its last healthy
-revision (stage 14, :mod:`tasks.rollback`). This is orchestration: each stage runs several times
-per release and environment, so each call gets a resume key and a run name of its own.
+Render the manifest and plan the phases once per attempt (``render_manifest``, :mod:`tasks.phases`),
+then per phase: ``promote`` -> ``sync_environment`` -> ``check_health``; a failure after the first
+commit rolls the environment back to its last healthy revision (``roll_back``). This is
+orchestration: each stage runs several times per release and environment, so each call gets a
+resume key and a run name of its own, numbered from the stage registry (:mod:`delivery.stages`).
 """
 
 from __future__ import annotations
