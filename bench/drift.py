@@ -5,7 +5,7 @@ Usage: .venv/bin/python bench/drift.py [N ...]    (default: 100 1000 10000)
 Per size: a fresh Kubernetes simulator in a child process (so its work and memory are not
 counted here), a GitOps repo whose ``environments/bench/web/`` holds N objects (a Deployment,
 a Service and N-2 ConfigMaps), the same objects applied to the simulator. Then one drift check of
-the environment (``flows.drift.check_environment``, the function the flow's task runs, without
+the environment (``tasks.drift.check_environment``, the function the flow's task runs, without
 Prefect around it) is measured three times:
 
 - ``clean``: nothing drifted (detect mode): requests, wall time;
@@ -43,7 +43,7 @@ from delivery.config import EnvironmentConfig
 from delivery.labels import APP_LABEL, ENVIRONMENT_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from delivery.ledger import Ledger
 from delivery.sync_state_store import SyncStateStore
-from flows.drift import check_environment
+from tasks.drift import check_environment
 from tasks.manifest import files_for
 
 ENVIRONMENT, NAMESPACE, APP = "bench", "bench", "web"

@@ -266,7 +266,7 @@ class DeliveryClient(ApprovalCalls):
                 raise TransientError(f"flow run {flow_run_id} still {run.get('state_name')} after {timeout} s")
             time.sleep(interval)
 
-    # ------------------------------------------------------------------ operations (deployments of flows/recovery.py)
+    # ------------------------------------------------------------------ operations (deployments of flows/operations.py)
 
     def run_operation(self, deployment: str, parameters: Mapping[str, Any], *, timeout: float = 300.0,
                       idempotency_key: str | None = None) -> Operation:

@@ -2,7 +2,7 @@
 
 An incident is recorded by the stage failure hook (tasks/stage.py) with the whole envelope:
 flow, task, parameters, trace, attempts, error and traceback. ``replay`` and ``ack`` run the
-operations ``replay-incident`` and ``acknowledge-incident`` (flows/recovery.py) through the Prefect
+operations ``replay-incident`` and ``acknowledge-incident`` (flows/operations.py) through the Prefect
 API, as an agent would, and wait for their verdict: a replay resubmits the release run the
 incident belongs to (a Failed environment goes back to Promoting first) and it continues from its
 stored stages; an acknowledgement marks the incident as owned. Both are written to the ledger with

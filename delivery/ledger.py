@@ -45,7 +45,7 @@ from delivery.plan import PlanState, ReleasePlan, Transition
 from delivery.schema import create_tables
 from delivery.settings import ledger_url
 
-# The operations a release's own rollback writes (``flows/promotion.py``): before its first outside
+# The operations a release's own rollback writes (``flows/deploy.py``): before its first outside
 # write, and after its last, so a run resumed in between finishes it.
 ROLLBACK_STARTED = "rollback-started"
 ROLLBACK_FINISHED = "rolled-back"
@@ -55,7 +55,7 @@ ON_DEMAND_ROLLBACK = "rolled-back-on-demand"
 PULL_REQUEST_CHECKS_PASSED = "pull-request-checks-passed"
 PULL_REQUEST_CHECKS_FAILED = "pull-request-checks-failed"
 PULL_REQUEST_MERGED = "pull-request-merged"
-# A drift check that re-applied or pruned objects (``flows/drift.py``), under the release the environment runs.
+# A drift check that re-applied or pruned objects (``tasks/drift.py``), under the release the environment runs.
 DRIFT_RECONCILED = "drift-reconciled"
 DRIFT_RECONCILE_FAILED = "drift-reconcile-failed"
 # A release request refused for its planner's signature (``tasks/approval.py``): the only row it writes.
@@ -107,6 +107,7 @@ transitions_table = Table(
     Column("actor", String(200), nullable=False),
     Column("reason", Text, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
+    Column("cause", String(32)),  # a PromotionCause on a move that settles a promotion
 )
 
 approvals_table = Table(
@@ -521,7 +522,8 @@ class Ledger:
 
 def _transition(row: Any) -> Transition:
     return Transition(plan_id=row["plan_id"], from_state=PlanState(row["from_state"]),
-                      to_state=PlanState(row["to_state"]), actor=row["actor"], reason=row["reason"], at=row["at"])
+                      to_state=PlanState(row["to_state"]), actor=row["actor"], reason=row["reason"], at=row["at"],
+                      cause=row["cause"])
 
 
 def _loads(body: Any) -> Any:

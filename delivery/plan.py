@@ -2,7 +2,8 @@
 
 The transition table is data: :data:`TRANSITIONS` maps each (from, to) pair the machine allows
 to the reason it exists. ``ReleasePlan.transition`` returns a new plan or raises
-:class:`~delivery.errors.InvalidTransition`.
+:class:`~delivery.errors.InvalidTransition`. A move that settles a promotion (Deployed, Rejected,
+Failed) records its :class:`PromotionCause`, a fixed vocabulary, beside the reason a person reads.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from delivery.errors import InvalidTransition
+from delivery.errors import HealthCheckFailed, InvalidTransition
 from delivery.models import Approval, BuildResult, Model, Strategy, utcnow
 
 
@@ -24,6 +25,29 @@ class PlanState(StrEnum):
     PROMOTING = "Promoting"
     DEPLOYED = "Deployed"
     FAILED = "Failed"
+
+
+class PromotionCause(StrEnum):
+    """Why a promotion settled where it did: decided once, recorded on the transition that settles the plan.
+
+    The promotion loop carries it from where it is decided to where it is recorded and raised
+    (``flows/promotion.py``), and a later run reads it back from the transition, never from the words
+    of a reason or from who moved the plan.
+    """
+
+    DEPLOYED = "deployed"  # the health gates passed
+    POLICY = "policy"  # a policy gate said no
+    SUPERSEDED = "superseded"  # a newer build already runs in the environment
+    APPROVAL = "approval"  # someone allowed rejected the plan
+    TIMEOUT = "timeout"  # the approval window closed
+    CANCELLED = "cancelled"  # someone cancelled the release
+    HEALTH_FAILED = "health-failed"  # a health gate did not pass
+    DEPLOY_FAILED = "deploy-failed"  # any other failure of the deploy stages
+
+    @classmethod
+    def of_failure(cls, error: BaseException) -> PromotionCause:
+        """The cause a failed deployment records for ``error``."""
+        return cls.HEALTH_FAILED if isinstance(error, HealthCheckFailed) else cls.DEPLOY_FAILED
 
 
 TRANSITIONS: dict[tuple[PlanState, PlanState], str] = {
@@ -47,6 +71,7 @@ class Transition(Model):
     to_state: PlanState
     actor: str
     reason: str
+    cause: PromotionCause | None = Field(default=None, description="Why a promotion settled (None: any other move)")
     at: datetime = Field(default_factory=utcnow)
 
 
@@ -72,13 +97,15 @@ class ReleasePlan(Model):
         """The plan's key: release, revision and environment."""
         return f"{self.release_id}/r{self.revision}/{self.environment}"
 
-    def transition(self, to: PlanState, *, actor: str, reason: str) -> tuple[ReleasePlan, Transition]:
+    def transition(self, to: PlanState, *, actor: str, reason: str,
+                   cause: PromotionCause | None = None) -> tuple[ReleasePlan, Transition]:
         """Move the plan to ``to``.
 
         Args:
             to: the target state.
             actor: who or what moves it (an identity such as ``user:alice``).
             reason: why, in words a person reads in the audit trail.
+            cause: why a promotion settled, for a move to Deployed, Rejected or Failed.
 
         Returns:
             The new plan and the transition record for the ledger.
@@ -97,7 +124,7 @@ class ReleasePlan(Model):
             raise InvalidTransition(f"plan {self.plan_id}: a transition needs an actor and a reason")
         now = utcnow()
         record = Transition(
-            plan_id=self.plan_id, from_state=self.state, to_state=to, actor=actor, reason=reason, at=now
+            plan_id=self.plan_id, from_state=self.state, to_state=to, actor=actor, reason=reason, cause=cause, at=now
         )
         update: dict[str, object] = {"state": to, "updated_at": now}
         if (self.state, to) == (PlanState.FAILED, PlanState.PROMOTING):

@@ -2,9 +2,15 @@
 
 For each environment up to the request's target: plan (stage 8) -> policy gate and approval
 (stage 9, suspending the release run while it waits) -> under the environment's lock: a last
-check that no newer build was deployed meanwhile -> infrastructure when configured (stage 11) ->
-deploy with the strategy (render, promote, sync, health; rollback on failure) -> Deployed, or
-Failed. A rejected or failed environment stops the path; later ones are not touched.
+check that no newer build was deployed meanwhile -> infrastructure when configured (stage 11) and
+the strategy (render, promote, sync, health; rollback on failure: :mod:`flows.deploy`) -> Deployed,
+or Failed. A rejected or failed environment stops the path; later ones are not touched.
+
+Each environment's verdict is a :class:`~delivery.plan.PromotionCause`, decided once where it
+happens (a gate, an approver, the health stage, ...), recorded on the transition that settles the
+plan and carried in the :class:`EnvironmentOutcome` to the error that stops the path
+(:meth:`EnvironmentOutcome.stop_error`); a run that finds a plan already settled reads the cause
+back from that transition.
 
 These are plain functions, not subflows: only a top-level run created from a deployment can
 suspend, and only it is resubmitted after a crash. Re-entering an environment after a crash, a
@@ -20,18 +26,15 @@ the path moves; the ``environments`` artifact (``tasks/overview.py``) is refresh
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from prefect import get_run_logger, tags
 from pydantic import Field
 
-from blocks.git_host import GitHost
 from blocks.gitops_repo import GitOpsRepo
-from blocks.kubernetes_runtime import KubernetesRuntime
-from blocks.loading import load_block, load_configured_block
+from blocks.loading import load_configured_block
 from delivery.approvals import counted_approvers
 from delivery.config import DeliveryConfig, EnvironmentConfig, load_config
 from delivery.errors import (
@@ -42,22 +45,17 @@ from delivery.errors import (
     PermanentError,
     PolicyViolation,
 )
-from delivery.ledger import ROLLBACK_FINISHED, ROLLBACK_STARTED, Ledger
+from delivery.ledger import Ledger
 from delivery.models import BuildResult, Model, ReleaseRequest, utcnow
 from delivery.overview import format_time as _when
 from delivery.overview import markdown_cell as _cell
-from delivery.plan import PlanState, ReleasePlan
+from delivery.plan import PlanState, PromotionCause, ReleasePlan
+from flows.deploy import deploy_environment, finish_rollback, move_plan, rollback_finished, unfinished_rollback
 from flows.locks import environment_lock
+from flows.release_runs import RELEASE_FLOW
 from tasks.approval import POLICY_ACTOR, decide, request_approval, supersede_reason, superseded_by
 from tasks.overview import refresh_overview
 from tasks.plan import plan_release
-
-if TYPE_CHECKING:  # imported where used: the stage modules are heavy
-    from tasks.manifest import ManifestSpec
-    from tasks.strategies import DeploymentOutcome, HealthSettings
-
-PROMOTION_ACTOR = "system:promotion"
-RELEASE_FLOW = "release"
 
 
 class EnvironmentOutcome(Model):
@@ -69,9 +67,31 @@ class EnvironmentOutcome(Model):
     plan_id: str | None = None
     approvers: list[str] = Field(default_factory=list)
     reason: str = ""
-    error_type: str | None = None
+    cause: PromotionCause | None = Field(default=None, description="Why it ended so; None: not reached")
     started_at: datetime | None = None
     finished_at: datetime | None = None
+
+    def stop_error(self, remaining: Sequence[str] = ()) -> PermanentError | None:
+        """The error that stops the path here (None when the environment was deployed).
+
+        A rejection by a policy (a gate, or a newer build already deployed) raises
+        :class:`PolicyViolation`, any other rejection :class:`ApprovalRefused`; a failed health gate
+        :class:`HealthCheckFailed`, any other failure :class:`PermanentError`.
+
+        Args:
+            remaining: the environments after this one, named as not touched.
+        """
+        if self.state is PlanState.DEPLOYED:
+            return None
+        untouched = f"; not touched: {', '.join(remaining)}" if remaining else ""
+        message = f"{self.environment}: {self.state.value if self.state else '?'}: {self.reason}{untouched}"
+        reason = self.cause.value if self.cause else None
+        if self.state is PlanState.REJECTED:
+            by_policy = self.cause in (PromotionCause.POLICY, PromotionCause.SUPERSEDED)
+            return (PolicyViolation if by_policy else ApprovalRefused)(message, reason=reason)
+        if self.cause is PromotionCause.HEALTH_FAILED:
+            return HealthCheckFailed(message, reason=reason)
+        return PermanentError(message, reason=reason)
 
 
 class PromotionSummary(Model):
@@ -131,136 +151,11 @@ def validate_promotion(request: ReleaseRequest) -> DeliveryConfig:
     return config
 
 
-# --------------------------------------------------------------------------- the deploy steps
+# --------------------------------------------------------------------------- one environment
 
 
-def provision_infrastructure(plan: ReleasePlan, settings: EnvironmentConfig) -> None:
-    """Stage 11, when the environment names an infrastructure stack."""
-    if settings.infrastructure is None:
-        return
-    from tasks.infrastructure import provision_if_configured
-
-    provision_if_configured(plan, settings)
-
-
-def _image_of(plan: ReleasePlan) -> str:
-    images = plan.build.images
-    named = [image for image in images if image.repository.rsplit("/", 1)[-1] == plan.app]
-    return (named or images)[0].reference
-
-
-def load_templates(plan: ReleasePlan) -> dict[str, str]:
-    """The application's ``deploy/`` templates and values at the built commit, from the git host.
-
-    Raises:
-        InvalidInput: the application has no ``deploy/`` folder at that commit.
-    """
-    host = load_configured_block("git_host", GitHost)
-    files = host.read_tree(plan.app, "deploy", ref=plan.build.commit)
-    templates = {path.rsplit("/", 1)[-1]: data.decode() for path, data in files.items() if path.count("/") == 1}
-    if not templates:
-        raise InvalidInput(f"app {plan.app!r}: no deploy/ templates at commit {plan.build.commit[:12]}")
-    return templates
-
-
-def _deploy_inputs(
-    plan: ReleasePlan, settings: EnvironmentConfig
-) -> tuple[KubernetesRuntime, GitOpsRepo, ManifestSpec, HealthSettings]:
-    """The runtime, GitOps repository, manifest spec and health settings of a plan's deployment."""
-    from tasks.manifest import ManifestSpec
-    from tasks.strategies import HealthSettings
-
-    runtime = load_block(settings.runtime, KubernetesRuntime,
-                         source=f"delivery.yaml environments.{plan.environment}.runtime")
-    repo = load_configured_block("gitops_repo", GitOpsRepo)
-    spec = ManifestSpec(
-        release_id=plan.release_id, trace_id=plan.trace_id, revision=plan.revision, app=plan.app,
-        environment=plan.environment, namespace=settings.namespace, image=_image_of(plan),
-        templates=load_templates(plan), values=settings.values,
-    )
-    probe = settings.health.http_probe
-    health = HealthSettings(
-        timeout_seconds=settings.health.timeout_seconds,
-        http_probe=probe.model_dump() if probe else None,
-    )
-    return runtime, repo, spec, health
-
-
-def deploy_environment(plan: ReleasePlan, settings: EnvironmentConfig, *, artifact_ids: list[str],
-                       before_rollback: Callable[[str, DeliveryError], None]) -> DeploymentOutcome:
-    """Stages 10, 12-14: render, promote, sync, health, with the strategy's rollback on failure.
-
-    Returns:
-        The strategy's outcome (``rolled_back`` when a phase failed after the first commit).
-
-    Raises:
-        DeliveryError: a failure before anything was committed.
-    """
-    from tasks.strategies import deploy_with_strategy
-
-    runtime, repo, spec, health = _deploy_inputs(plan, settings)
-    return deploy_with_strategy(
-        runtime, repo, spec, strategy=plan.strategy, health=health, artifact_ids=artifact_ids,
-        planned_by=plan.planned_by, approved_by=counted_approvers(plan.approvals), attempt=plan.attempt,
-        before_rollback=before_rollback,
-    )
-
-
-# --------------------------------------------------------------------------- rollbacks that must finish
-
-# ROLLBACK_STARTED is written before a rollback's first outside write, ROLLBACK_FINISHED after its
-# last (delivery/ledger.py): a run resumed in between finishes the rollback instead of judging the
-# half-restored environment anew.
-
-
-def _rollback_actions(ledger: Ledger, plan: ReleasePlan, action: str) -> list[dict[str, Any]]:
-    return [a for a in ledger.actions(release_id=plan.release_id, action=action)
-            if a["detail"].get("plan_id") == plan.plan_id and a["detail"].get("attempt") == plan.attempt]
-
-
-def unfinished_rollback(ledger: Ledger, plan: ReleasePlan) -> dict[str, Any] | None:
-    """The started, never finished rollback of the plan's current attempt (its ledger detail), if any."""
-    started = _rollback_actions(ledger, plan, ROLLBACK_STARTED)
-    if not started or _rollback_actions(ledger, plan, ROLLBACK_FINISHED):
-        return None
-    return started[-1]["detail"]
-
-
-def _fail_for_rollback(ledger: Ledger, plan: ReleasePlan, revision: str, exc: DeliveryError) -> None:
-    """The verdict, kept before the rollback starts: the plan Failed, the rollback started."""
-    _move(ledger, ledger.get_plan(plan.plan_id), PlanState.FAILED,
-          f"{type(exc).__name__}: {exc}; rolling back to the last healthy revision")
-    ledger.record_action(plan.release_id, action=ROLLBACK_STARTED, actor=PROMOTION_ACTOR,
-                         reason=f"{plan.environment}: rolling back from {revision[:12]}: {exc}",
-                         detail={"plan_id": plan.plan_id, "environment": plan.environment, "attempt": plan.attempt,
-                                 "failed_revision": revision, "error": str(exc)})
-
-
-def _rollback_finished(ledger: Ledger, plan: ReleasePlan, *, revision: str, message: str) -> None:
-    ledger.record_action(plan.release_id, action=ROLLBACK_FINISHED, actor=PROMOTION_ACTOR,
-                         reason=f"{plan.environment}: {message}",
-                         detail={"plan_id": plan.plan_id, "environment": plan.environment, "attempt": plan.attempt,
-                                 "git_revision": revision})
-
-
-def finish_rollback(ledger: Ledger, plan: ReleasePlan, settings: EnvironmentConfig, started: dict[str, Any]) -> None:
-    """Run a rollback a crash cut short to its end (its completed stage comes back from its stored result)."""
-    from tasks.strategies import roll_back_attempt
-
-    runtime, repo, spec, health = _deploy_inputs(plan, settings)
-    result = roll_back_attempt(runtime, repo, spec, strategy=plan.strategy.name, health=health,
-                               attempt=plan.attempt, failed_revision=started["failed_revision"],
-                               reason=started["error"], requested_by=plan.planned_by)
-    _rollback_finished(ledger, plan, revision=result.git_revision, message=f"rolled back: {result.message}")
-    get_run_logger().warning("%s: finished the rollback a crash interrupted: %s", plan.environment, result.message)
-
-
-def _move(ledger: Ledger, plan: ReleasePlan, to: PlanState, reason: str) -> ReleasePlan:
-    moved, record = plan.transition(to, actor=PROMOTION_ACTOR, reason=reason)
-    return ledger.save_plan(moved, record)
-
-
-def _outcome(plan: ReleasePlan, *, started_at: datetime, reason: str = "", error_type: str | None = None):
+def _outcome(plan: ReleasePlan, *, started_at: datetime, reason: str = "",
+             cause: PromotionCause | None = None) -> EnvironmentOutcome:
     return EnvironmentOutcome(
         environment=plan.environment,
         state=plan.state,
@@ -268,21 +163,10 @@ def _outcome(plan: ReleasePlan, *, started_at: datetime, reason: str = "", error
         plan_id=plan.plan_id,
         approvers=counted_approvers(plan.approvals),
         reason=reason,
-        error_type=error_type,
+        cause=cause,
         started_at=started_at,
         finished_at=utcnow(),
     )
-
-
-def _last_reason(ledger: Ledger, plan: ReleasePlan) -> tuple[str, str | None]:
-    last = ledger.last_transition(plan.plan_id)
-    if last is None:
-        return "", None
-    if last.to_state is PlanState.REJECTED:
-        return last.reason, PolicyViolation.__name__ if last.actor == POLICY_ACTOR else ApprovalRefused.__name__
-    if last.to_state is PlanState.FAILED:
-        return last.reason, last.reason.split(":", 1)[0] if ":" in last.reason else None
-    return last.reason, None
 
 
 def promote_environment(
@@ -318,52 +202,55 @@ def promote_environment(
         plan = ledger.get_plan(plan.plan_id)  # a cancel or a newer release may have moved on meanwhile
         newer = superseded_by(plan, ledger) if plan.state in (PlanState.APPROVED, PlanState.PROMOTING) else None
         if newer is not None and plan.state is PlanState.APPROVED:
-            plan = decide(plan, PlanState.REJECTED, actor=POLICY_ACTOR, reason=supersede_reason(newer))
+            plan = decide(plan, PlanState.REJECTED, actor=POLICY_ACTOR, reason=supersede_reason(newer),
+                          cause=PromotionCause.SUPERSEDED)
         elif newer is not None:  # re-entered after a crash or a retry while a newer build was deployed
-            plan = _move(ledger, plan, PlanState.FAILED, supersede_reason(newer))
+            plan = move_plan(ledger, plan, PlanState.FAILED, supersede_reason(newer), PromotionCause.SUPERSEDED)
         if plan.state is not PlanState.APPROVED and plan.state is not PlanState.PROMOTING:
             return _settled(ledger, plan, started_at)
         if plan.state is PlanState.APPROVED:
-            plan = _move(ledger, plan, PlanState.PROMOTING, "begin promotion")
+            plan = move_plan(ledger, plan, PlanState.PROMOTING, "begin promotion")
         else:
             logger.info("%s: plan %s is Promoting (attempt %s): deploying again", environment, plan.plan_id,
                         plan.attempt)
         try:
-            provision_infrastructure(plan, settings)
             outcome = deploy_environment(
-                plan, settings, artifact_ids=[artifact.artifact_id for artifact in request.artifacts],
-                before_rollback=lambda revision, exc: _fail_for_rollback(ledger, plan, revision, exc))
+                plan, settings, artifact_ids=[artifact.artifact_id for artifact in request.artifacts], ledger=ledger)
         except DeliveryError as exc:  # before the first commit, or in the rollback itself
-            failed = _fail(ledger, plan, f"{type(exc).__name__}: {exc}")
+            cause = PromotionCause.of_failure(exc)
+            failed = _fail(ledger, plan, f"{type(exc).__name__}: {exc}", cause)
             logger.error("%s: promotion failed: %s", environment, exc)
-            return _outcome(failed, started_at=started_at, reason=str(exc), error_type=type(exc).__name__)
+            return _outcome(failed, started_at=started_at, reason=str(exc), cause=cause)
         except Exception as exc:  # an unexpected bug still leaves the plan in a true state
-            _fail(ledger, plan, f"unexpected {type(exc).__name__}: {exc}")
+            _fail(ledger, plan, f"unexpected {type(exc).__name__}: {exc}", PromotionCause.DEPLOY_FAILED)
             raise
         if outcome.rolled_back:
-            _rollback_finished(ledger, plan, revision=outcome.git_revision, message=outcome.message)
+            rollback_finished(ledger, plan, revision=outcome.git_revision, message=outcome.message)
             failed = ledger.get_plan(plan.plan_id)
             logger.error("%s: promotion failed and was rolled back: %s", environment, outcome.message)
-            _, error_type = _last_reason(ledger, failed)
-            return _outcome(failed, started_at=started_at, reason=outcome.message, error_type=error_type)
-        deployed = _move(ledger, ledger.get_plan(plan.plan_id), PlanState.DEPLOYED, "health gates passed")
+            return _outcome(failed, started_at=started_at, reason=outcome.message, cause=outcome.cause)
+        deployed = move_plan(ledger, ledger.get_plan(plan.plan_id), PlanState.DEPLOYED, "health gates passed",
+                             PromotionCause.DEPLOYED)
     logger.info("%s: deployed revision %s of %s", environment, plan.revision, plan.release_id)
-    return _outcome(deployed, started_at=started_at, reason="health gates passed")
+    return _outcome(deployed, started_at=started_at, reason="health gates passed", cause=PromotionCause.DEPLOYED)
 
 
-def _fail(ledger: Ledger, plan: ReleasePlan, reason: str) -> ReleasePlan:
+def _fail(ledger: Ledger, plan: ReleasePlan, reason: str, cause: PromotionCause) -> ReleasePlan:
     """Fail the plan unless a rollback already did."""
     current = ledger.get_plan(plan.plan_id)
-    return _move(ledger, current, PlanState.FAILED, reason) if current.state is PlanState.PROMOTING else current
+    if current.state is not PlanState.PROMOTING:
+        return current
+    return move_plan(ledger, current, PlanState.FAILED, reason, cause)
 
 
 def _settled(ledger: Ledger, plan: ReleasePlan, started_at: datetime) -> EnvironmentOutcome:
-    """The outcome of a plan that an earlier run, a person or a policy already settled."""
+    """The outcome of a plan that an earlier run, a person or a policy already settled, as its last move says."""
     if plan.state is PlanState.DEPLOYED:
-        return _outcome(plan, started_at=started_at, reason="deployed")
-    reason, error_type = _last_reason(ledger, plan)
+        return _outcome(plan, started_at=started_at, reason="deployed", cause=PromotionCause.DEPLOYED)
+    last = ledger.last_transition(plan.plan_id)
+    reason, cause = (last.reason, last.cause) if last else ("", None)
     get_run_logger().warning("%s: plan %s %s: %s", plan.environment, plan.plan_id, plan.state.value, reason)
-    return _outcome(plan, started_at=started_at, reason=reason, error_type=error_type)
+    return _outcome(plan, started_at=started_at, reason=reason, cause=cause)
 
 
 # --------------------------------------------------------------------------- the path
@@ -481,16 +368,6 @@ def publish_status(release_id: str, ledger: Ledger | None = None, *, progress: s
     publish_timeline(release_id, ledger)
 
 
-def _stop_error(outcome: EnvironmentOutcome, remaining: list[str]) -> PermanentError:
-    untouched = f"; not touched: {', '.join(remaining)}" if remaining else ""
-    message = f"{outcome.environment}: {outcome.state.value if outcome.state else '?'}: {outcome.reason}{untouched}"
-    if outcome.state is PlanState.REJECTED:
-        return PolicyViolation(message) if outcome.error_type == "PolicyViolation" else ApprovalRefused(message)
-    if outcome.error_type == HealthCheckFailed.__name__:
-        return HealthCheckFailed(message)
-    return PermanentError(message, reason=outcome.error_type)
-
-
 def promote_path(
     request: ReleaseRequest, build: BuildResult, config: DeliveryConfig | None = None, *,
     deployed_before: set[str] | None = None,
@@ -527,7 +404,7 @@ def promote_path(
         summary = summary.model_copy(update={"environments": list(outcomes)})
         if environment in deployed_before and outcome.state is PlanState.DEPLOYED:
             continue  # deployed by an earlier run of this flow run (before an approval wait): published then
-        stop = _stop_error(outcome, environments[index + 1:]) if outcome.state is not PlanState.DEPLOYED else None
+        stop = outcome.stop_error(environments[index + 1:])
         following = environments[index + 1] if index + 1 < len(environments) else None
         progress = (f"Stopped: {stop}" if stop is not None else
                     f"{environment} deployed; promoting {following}" if following else

@@ -59,7 +59,7 @@ from delivery.identity import Registry
 from delivery.ids import normalise_identity
 from delivery.ledger import REQUEST_REFUSED, Ledger
 from delivery.models import Approval, ReleaseRequest, utcnow
-from delivery.plan import PlanState, ReleasePlan
+from delivery.plan import PlanState, PromotionCause, ReleasePlan
 from delivery.policy import PolicyResult, evaluate_policies, policy_context
 from delivery.signing import approval_statement, check_signature, verify_request
 from tasks.approval_form import WaitContext, decision_form, wait_key
@@ -107,13 +107,21 @@ def evaluate_policy_gates(
     return results
 
 
-def decide(plan: ReleasePlan, to: PlanState, *, actor: str, reason: str) -> ReleasePlan:
+def decide(plan: ReleasePlan, to: PlanState, *, actor: str, reason: str,
+           cause: PromotionCause | None = None) -> ReleasePlan:
     """Approve or reject a plan: the transition in the ledger, then the event.
+
+    Args:
+        plan: the plan, PendingApproval (or Approved, when a newer build supersedes it).
+        to: Approved or Rejected.
+        actor: who decides.
+        reason: why, in words.
+        cause: why a rejection settled the promotion.
 
     Returns:
         The plan as the ledger now holds it.
     """
-    moved, record = plan.transition(to, actor=actor, reason=reason)
+    moved, record = plan.transition(to, actor=actor, reason=reason, cause=cause)
     decided = Ledger().save_plan(moved, record)
     name = EventName.RELEASE_APPROVED if to is PlanState.APPROVED else EventName.RELEASE_REJECTED
     emit(
@@ -164,7 +172,8 @@ def _gate(plan: ReleasePlan, policies: dict[str, str], *, phase: str) -> Release
     if not failed:
         return None
     detail = "; ".join(f"policy {r.name!r} ({r.expression}) {r.detail}" for r in failed)
-    return decide(plan, PlanState.REJECTED, actor=POLICY_ACTOR, reason=f"{phase}: {detail}")
+    return decide(plan, PlanState.REJECTED, actor=POLICY_ACTOR, reason=f"{phase}: {detail}",
+                  cause=PromotionCause.POLICY)
 
 
 def _request_key(_context: Any, parameters: dict[str, Any]) -> str:
@@ -299,7 +308,8 @@ def _approve(plan: ReleasePlan, settings: EnvironmentConfig) -> ReleasePlan:
         return plan  # decided by an earlier run of this release
     newer = superseded_by(plan, ledger)
     if newer is not None:
-        return decide(plan, PlanState.REJECTED, actor=POLICY_ACTOR, reason=supersede_reason(newer))
+        return decide(plan, PlanState.REJECTED, actor=POLICY_ACTOR, reason=supersede_reason(newer),
+                      cause=PromotionCause.SUPERSEDED)
     rejected = _gate(plan, settings.policies, phase="before approval")
     if rejected is not None:
         return rejected
@@ -324,7 +334,7 @@ def _approve(plan: ReleasePlan, settings: EnvironmentConfig) -> ReleasePlan:
             if not _suspendable():
                 _resume_running()
             return decide(plan, PlanState.REJECTED, actor=TIMEOUT_ACTOR,
-                          reason=timeout_reason(plan.approvals, rules))
+                          reason=timeout_reason(plan.approvals, rules), cause=PromotionCause.TIMEOUT)
         # the registry as it is when the decision arrives: a key revoked during the wait signs nothing more
         approval = _judge(decision, plan, rules, registry=load_registry() if rules.signed else None,
                           opened_at=opened_at)
@@ -337,6 +347,7 @@ def _approve(plan: ReleasePlan, settings: EnvironmentConfig) -> ReleasePlan:
             return decide(
                 plan, PlanState.REJECTED, actor=approval.approver,
                 reason=f"rejected by {approval.approver}: {approval.comment or 'no comment'}",
+                cause=PromotionCause.APPROVAL,
             )
         rejected = _gate(plan, settings.policies, phase="after approval")
         if rejected is not None:

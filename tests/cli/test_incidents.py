@@ -96,7 +96,7 @@ def test_exhausted_retries_record_an_incident_an_agent_reads_over_rest(prefect_s
 
 
 def test_acknowledge_is_audited_and_refused_twice(prefect_server, ledger) -> None:
-    from flows.recovery import acknowledge_incident, replay_incident
+    from flows.operations import acknowledge_incident, replay_incident
 
     request = _request("rel-incident-3")
     with pytest.raises(TransientError):

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from delivery.errors import ConflictError, InvalidTransition
+from delivery.errors import ConflictError, HealthCheckFailed, InvalidTransition, TransientError
 from delivery.models import Approval, BuildResult, BuildStatus, Decision, RollingStrategy
-from delivery.plan import TRANSITIONS, PlanState, ReleasePlan
+from delivery.plan import TRANSITIONS, PlanState, PromotionCause, ReleasePlan
 
 ALLOWED = {
     (PlanState.PLANNED, PlanState.PENDING_APPROVAL),
@@ -53,6 +53,24 @@ def test_allowed_transition_succeeds_and_is_in_the_ledger_with_actor_and_reason(
     assert stored.actor == "user:alice"
     assert stored.reason == f"because {target.value}"
     assert stored.at is not None
+
+
+def test_a_settling_move_keeps_its_cause_in_the_ledger_and_other_moves_none(ledger):
+    start = plan(PlanState.PROMOTING)
+    ledger.save_plan(start)
+    failed, record = start.transition(PlanState.FAILED, actor="system:promotion", reason="HealthCheckFailed: not ready",
+                                      cause=PromotionCause.HEALTH_FAILED)
+    ledger.save_plan(failed, record)
+    retried, record = failed.transition(PlanState.PROMOTING, actor="user:ops", reason="retry after fix")
+    ledger.save_plan(retried, record)
+
+    assert [t.cause for t in ledger.transitions(start.plan_id)] == [PromotionCause.HEALTH_FAILED, None]
+    assert ledger.last_transition(start.plan_id).cause is None
+
+
+def test_a_failure_s_cause_is_health_only_for_a_failed_health_gate():
+    assert PromotionCause.of_failure(HealthCheckFailed("not ready")) is PromotionCause.HEALTH_FAILED
+    assert PromotionCause.of_failure(TransientError("503")) is PromotionCause.DEPLOY_FAILED
 
 
 @pytest.mark.parametrize(("source", "target"), [p for p in ALL_PAIRS if p not in ALLOWED],

@@ -17,8 +17,8 @@ from delivery.drift_compare import ObjectDrift, ObjectKey
 from delivery.ledger import Ledger
 from delivery.models import Artifact, CheckResult, CheckStatus, MergeInfo, PullRequest, ReleaseRequest
 from delivery.timeline import ledger_entries
-from flows.drift import record_reconcile
 from flows.timeline import release_timeline
+from tasks.drift import record_reconcile
 from tasks.pull_request import record_checks, record_merge
 
 

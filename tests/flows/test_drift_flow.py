@@ -37,8 +37,9 @@ from delivery.labels import (
 from delivery.ledger import DRIFT_RECONCILED
 from delivery.sync_state import SyncState
 from delivery.sync_state_store import SyncStateStore
-from flows.drift import DRIFT_ACTOR, check_environment, drift_check
+from flows.drift import drift_check
 from kube_simulator import KubernetesSimulator
+from tasks.drift import DRIFT_ACTOR, check_environment
 from tasks.manifest import files_for, parse_objects
 
 NAMESPACE = "drift-dev"
@@ -282,11 +283,11 @@ def _dev_config(world: DriftWorld):
 def test_an_environment_under_promotion_is_skipped_not_taken_for_drift(world, monkeypatch):
     from prefect.concurrency.sync import concurrency
 
-    import flows.drift
+    import tasks.drift
     from flows.locks import ensure_environment_lock
 
-    default_wait = flows.drift.LOCK_WAIT_SECONDS
-    monkeypatch.setattr(flows.drift, "LOCK_WAIT_SECONDS", 1.0)
+    default_wait = tasks.drift.LOCK_WAIT_SECONDS
+    monkeypatch.setattr(tasks.drift, "LOCK_WAIT_SECONDS", 1.0)
     world.set_image("registry.local/web:2")  # as if a promotion were between its commit and its sync
     with concurrency(ensure_environment_lock("dev"), occupy=1, strict=True):
         (report,) = drift_check(environment="dev")
@@ -294,17 +295,17 @@ def test_an_environment_under_promotion_is_skipped_not_taken_for_drift(world, mo
     assert world.live_deployment().spec.template.spec.containers[0].image == "registry.local/web:2"
     assert world.store.get("dev") is None  # nothing counted
     # The slot is released by a background service: the next check waits for it as a drift run would.
-    monkeypatch.setattr(flows.drift, "LOCK_WAIT_SECONDS", default_wait)
+    monkeypatch.setattr(tasks.drift, "LOCK_WAIT_SECONDS", default_wait)
     assert world.check()["reconciled"] is True  # the lock is free again
 
 
 def test_a_check_that_waited_for_a_promotion_compares_with_what_it_committed(world, monkeypatch):
     from prefect.concurrency.sync import concurrency
 
-    import flows.drift
+    import tasks.drift
     from flows.locks import ensure_environment_lock
 
-    monkeypatch.setattr(flows.drift, "LOCK_WAIT_SECONDS", 120.0)
+    monkeypatch.setattr(tasks.drift, "LOCK_WAIT_SECONDS", 120.0)
     reports: list[dict] = []
     with concurrency(ensure_environment_lock("dev"), occupy=1, strict=True):  # a promotion holds dev
         checking = threading.Thread(target=lambda: reports.append(world.check()))

@@ -11,8 +11,9 @@ from support.governance import PLANNER, Approver, Step, new_request
 from support.promotion import FAIL, delivery_yaml, promote, promotion_stack
 
 from delivery.errors import HealthCheckFailed, InvalidInput
-from delivery.plan import PlanState
-from flows.promotion import PROMOTION_ACTOR, artifact_key
+from delivery.plan import PlanState, PromotionCause
+from flows.deploy import PROMOTION_ACTOR
+from flows.promotion import artifact_key
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -76,6 +77,7 @@ def test_prod_health_failure_rolls_prod_back_and_keeps_dev_and_staging(prefect_s
         failed = ledger.transitions(f"{request.release_id}/r1/prod")[-1]
         assert (failed.from_state, failed.to_state) == (PlanState.PROMOTING, PlanState.FAILED)
         assert "HealthCheckFailed" in failed.reason and "rolling back" in failed.reason
+        assert failed.cause is PromotionCause.HEALTH_FAILED
         finished = [a for a in ledger.actions(release_id=request.release_id, action="rolled-back")
                     if a["detail"]["environment"] == "prod"]
         assert len(finished) == 1 and "rolled back" in finished[0]["reason"]

@@ -19,6 +19,7 @@ from prefect.states import Crashed, Failed, Pending, Running
 from support.runtime import wait_until
 
 import flows.recovery as recovery
+from flows.release_runs import last_sign_of_life, latest_beat
 
 
 @flow(name="release")
@@ -91,9 +92,9 @@ def test_the_sweep_crashes_a_silent_running_run_and_leaves_alone_one_that_never_
     emit_event("prefect.flow-run.heartbeat", resource={"prefect.resource.id": f"prefect.flow-run.{silent_run}"},
                occurred=datetime.now(UTC) - timedelta(minutes=4))
     with get_client(sync_client=True) as client:
-        wait_until(lambda: recovery._latest_beat(client, client.read_flow_run(silent_run)) is not None,
+        wait_until(lambda: latest_beat(client, client.read_flow_run(silent_run)) is not None,
                    timeout=60, what="the heartbeat stored")
-        wait_until(lambda: datetime.now(UTC) - recovery._last_sign_of_life(client, client.read_flow_run(silent_run))
+        wait_until(lambda: datetime.now(UTC) - last_sign_of_life(client, client.read_flow_run(silent_run))
                    > timedelta(seconds=4), timeout=60, what="the run silent for longer than it may be")
 
     lines = recovery.sweep_releases()

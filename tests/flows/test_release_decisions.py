@@ -34,14 +34,17 @@ from delivery.ledger import (
     Ledger,
 )
 from delivery.models import BuildResult, ReleaseRequest, TestCounts
-from delivery.plan import PlanState
+from delivery.plan import PlanState, PromotionCause
 from delivery.timeline import ledger_entries
-from flows.drift import DRIFT_ACTOR, drift_check
-from flows.promotion import PROMOTION_ACTOR, PromotionSummary, promote_path
-from flows.recovery import RELEASE_FLOW, release_runs, replay_incident
+from flows.deploy import PROMOTION_ACTOR
+from flows.drift import drift_check
+from flows.operations import replay_incident
+from flows.promotion import PromotionSummary, promote_path
 from flows.release import release_tags
+from flows.release_runs import RELEASE_FLOW, release_runs
 from tasks.approval import POLICY_ACTOR
 from tasks.commit import create_commit
+from tasks.drift import DRIFT_ACTOR
 from tasks.pull_request import CHECKS_ACTOR, check_pull_request, merge_pull_request, open_pull_request
 from tasks.stage import DEFAULT_RETRIES
 
@@ -144,6 +147,7 @@ def test_a_release_walked_through_every_kind_of_decision_has_each_in_the_ledger(
     # the rejection: by the policy gate, naming the policy
     [rejected] = [t for t in ledger.transitions(f"{rid}/r1/dev") if t.to_state is PlanState.REJECTED]
     assert rejected.actor == POLICY_ACTOR and "tests-passed" in rejected.reason
+    assert rejected.cause is PromotionCause.POLICY
     assert ledger.last_transition(f"{rid}/r1/dev").reason == "revise and replan: superseded by revision 2"
     # the refused approval: the planner's, refused by the resume call, with the reason
     [refused, counted] = ledger.approvals(f"{rid}/r2/staging")
@@ -153,7 +157,8 @@ def test_a_release_walked_through_every_kind_of_decision_has_each_in_the_ledger(
     # the rollback: prod failed and rolled back by the promotion, with the failure
     started, finished = one(ROLLBACK_STARTED), one(ROLLBACK_FINISHED)
     assert started["actor"] == finished["actor"] == PROMOTION_ACTOR and started["detail"]["environment"] == "prod"
-    assert "TransientError" in ledger.transitions(f"{rid}/r2/prod")[-2].reason  # Promoting -> Failed
+    failed = ledger.transitions(f"{rid}/r2/prod")[-2]  # Promoting -> Failed
+    assert "TransientError" in failed.reason and failed.cause is PromotionCause.DEPLOY_FAILED
     # the replay: by whom, of which incident
     replayed = one("replayed")
     assert replayed["actor"] == ONCALL and f"replay of incident {incident['id']} (check_health" in replayed["reason"]

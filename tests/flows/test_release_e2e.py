@@ -22,7 +22,7 @@ from cli.client_models import TraceEvent
 from delivery.errors import BuildFailed, InvalidInput, NotFound
 from delivery.models import Artifact
 from delivery.plan import PlanState
-from flows.promotion import PROMOTION_ACTOR
+from flows.deploy import PROMOTION_ACTOR
 
 RELEASE_EVENTS = ["CommitCreated", "PullRequestOpened", "PullRequestChecked", "PullRequestMerged",
                   "PipelineGenerated", "PipelineRunStarted", "BuildCompleted"]
