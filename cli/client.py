@@ -26,7 +26,7 @@ import httpx
 from pydantic import ValidationError
 
 from cli.approval_calls import ApprovalCalls
-from cli.client_models import Operation, StartedRelease, TraceEvent
+from cli.client_models import Operation, StartedRelease
 from cli.stack_info import find_stack
 from delivery.api_auth import basic_auth_header
 from delivery.errors import AuthenticationError, DeliveryError, InvalidInput, NotFound, PermanentError, TransientError
@@ -34,6 +34,7 @@ from delivery.events import event_fields, release_events_link, run_link, ui_base
 from delivery.intake import describe
 from delivery.models import ReleaseRequest, release_run_name
 from delivery.signing import sign_request
+from delivery.timeline import TraceEvent
 
 DEFAULT_DEPLOYMENT = "release/release"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})

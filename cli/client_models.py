@@ -81,15 +81,6 @@ class PlanStatus(ClientModel):
     refused: list[RefusedDecision] = Field(default_factory=list, description="Decisions refused, with the reason")
 
 
-class TraceEvent(ClientModel):
-    """One event of a trace, as ``delivery release trace`` lists it."""
-
-    event: str
-    occurred: datetime
-    release_id: str | None = None
-    environment: str | None = None
-
-
 class ReleaseStatus(ClientModel):
     """A release as the ledger and Prefect see it."""
 
@@ -119,4 +110,4 @@ def tag_value(tags: list[str], prefix: str) -> str | None:
 
 
 __all__ = ["ClientModel", "Operation", "PausedRun", "PlanStatus", "RefusedDecision", "ReleaseStatus", "ResumeResult",
-           "RunStatus", "StartedRelease", "TraceEvent", "tag_value"]
+           "RunStatus", "StartedRelease", "tag_value"]

@@ -23,13 +23,26 @@ from cli.stack_info import find_stack
 from delivery.errors import DeliveryError, InvalidInput, NotFound
 from delivery.ledger import Ledger
 from delivery.models import Artifact, Decision
-from flows.timeline import release_timeline
+from delivery.timeline import TraceEvent
+from tasks.timeline import release_timeline
 
 release_app = typer.Typer(help="Start, approve, reject and follow releases.", no_args_is_help=True)
 console = Console()
 
 JsonOption = typer.Option(False, "--json", help="Print one JSON document (for agents).")
 ApiOption = typer.Option(None, "--api-url", envvar="PREFECT_API_URL", help="The Prefect API (…/api).")
+
+
+def _trace_events(api_url: str | None) -> Callable[[str], list[TraceEvent]] | None:
+    """A reader of a trace's events through the API, or None without one."""
+    if api_url is None:
+        return None
+
+    def read(trace_id: str) -> list[TraceEvent]:
+        with DeliveryClient(api_url) as client:
+            return client.trace_events(trace_id)
+
+    return read
 
 
 def _run(as_json: bool, action: Callable[[], Any], show: Callable[[Any], None]) -> None:
@@ -287,7 +300,8 @@ def trace(
     def action() -> Any:
         target = find_stack(api_url)
         entries, missing = release_timeline(release_id, ledger=Ledger(target.require_ledger(), create=False),
-                                            repositories=_repositories(target), api_url=target.api_url)
+                                            repositories=_repositories(target),
+                                            trace_events=_trace_events(target.api_url))
         if not entries:
             raise NotFound(f"release {release_id}: nothing in the ledger, Git or Prefect's events")
         return {"release_id": release_id, "entries": entries, "missing": missing}

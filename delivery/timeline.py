@@ -49,12 +49,13 @@ class Commit(Protocol):
     trailers: dict[str, list[str]]
 
 
-class Event(Protocol):
-    """A Prefect event of the release's trace (``cli.client_models.TraceEvent``)."""
+class TraceEvent(Model):
+    """One ``delivery.*`` event of a release's trace, as Prefect's events API gives it."""
 
     event: str
     occurred: datetime
-    environment: str | None
+    release_id: str | None = None
+    environment: str | None = None
 
 
 def _utc(at: datetime) -> datetime:
@@ -114,7 +115,7 @@ def commit_entries(commits: Iterable[Commit], *, repository: str) -> list[Timeli
     return entries
 
 
-def event_entries(events: Iterable[Event]) -> list[TimelineEntry]:
+def event_entries(events: Iterable[TraceEvent]) -> list[TimelineEntry]:
     """Prefect's ``delivery.*`` events of the release's trace."""
     return [TimelineEntry(at=_utc(event.occurred), source="events", kind="event", environment=event.environment,
                           summary=event.event) for event in events]
@@ -126,4 +127,4 @@ def merge(*sources: Sequence[TimelineEntry]) -> list[TimelineEntry]:
     return sorted((entry for source in sources for entry in source), key=lambda e: (e.at, order[e.source]))
 
 
-__all__ = ["TimelineEntry", "commit_entries", "event_entries", "ledger_entries", "merge"]
+__all__ = ["TimelineEntry", "TraceEvent", "commit_entries", "event_entries", "ledger_entries", "merge"]

@@ -349,7 +349,7 @@ def publish_status(release_id: str, ledger: Ledger | None = None, *, progress: s
                    build: BuildResult | None = None, trace_id: str | None = None,
                    artifacts: Mapping[str, str] | None = None) -> None:
     """Refresh the release's summary artifact (``release-<id>``, one key per release) on the release run,
-    and its timeline (``timeline-<id>``, :mod:`flows.timeline`).
+    and its timeline (``timeline-<id>``, :mod:`tasks.timeline`).
 
     The artifact is attached to the release's run even when another flow (recovery, retry, cancel)
     refreshes it, so the release run's Artifacts tab holds the release's summary.
@@ -363,7 +363,7 @@ def publish_status(release_id: str, ledger: Ledger | None = None, *, progress: s
     with get_client(sync_client=True) as client:
         client.create_artifact(ArtifactCreate(key=artifact_key(release_id), type="markdown", data=markdown,
                                               description=f"Summary of release {release_id}", flow_run_id=run_id))
-    from flows.timeline import publish_timeline
+    from tasks.timeline import publish_timeline
 
     publish_timeline(release_id, ledger)
 

@@ -40,9 +40,9 @@ from delivery.ledger import DRIFT_RECONCILE_FAILED, DRIFT_RECONCILED, Ledger
 from delivery.settings import block_ref, block_setting
 from delivery.sync_state import next_status
 from delivery.sync_state_store import SyncStateStore
-from flows.timeline import publish_timeline
 from tasks.manifest import parse_objects
 from tasks.stage import retry_transient
+from tasks.timeline import publish_timeline
 
 ENVIRONMENTS_DIR = "environments"
 # How long a check waits for an environment's lock before skipping it (a promotion holds it).

@@ -14,12 +14,13 @@ from blocks.git_history import commits_with_trailer
 from blocks.git_local import commit_files, init_bare
 from delivery.drift import DriftMode, DriftReport
 from delivery.drift_compare import ObjectDrift, ObjectKey
+from delivery.errors import TransientError
 from delivery.ledger import Ledger
 from delivery.models import Artifact, CheckResult, CheckStatus, MergeInfo, PullRequest, ReleaseRequest
-from delivery.timeline import ledger_entries
-from flows.timeline import release_timeline
+from delivery.timeline import TraceEvent, ledger_entries
 from tasks.drift import record_reconcile
 from tasks.pull_request import record_checks, record_merge
+from tasks.timeline import release_timeline
 
 
 def _repository(path: Path, commits: list[tuple[str, str]]) -> Path:
@@ -50,7 +51,7 @@ def test_the_timeline_merges_decisions_and_commits_without_prefect(ledger: Ledge
                            release_id="rel-other")
     gitops = _repository(tmp_path / "gitops.git", [("rel-1", "dev"), ("rel-other", "dev")])
 
-    entries, missing = release_timeline("rel-1", ledger=ledger, repositories={"gitops": gitops}, api_url=None)
+    entries, missing = release_timeline("rel-1", ledger=ledger, repositories={"gitops": gitops}, trace_events=None)
 
     assert missing == ["no Prefect API found: its events left out"]
     assert [e.at for e in entries] == sorted(e.at for e in entries)
@@ -71,9 +72,16 @@ def test_before_any_plan_the_trace_comes_from_the_commits(ledger: Ledger, tmp_pa
     """A release whose build failed has no plan: its commits still carry the trace id, so the events are asked for."""
     app = _repository(tmp_path / "shop.git", [("rel-early", "dev")])
 
-    entries, missing = release_timeline("rel-early", ledger=ledger, repositories={"shop": app},
-                                        api_url="http://127.0.0.1:9/api")  # nothing answers there
+    asked: list[str] = []
 
+    def unreachable(trace_id: str) -> list[TraceEvent]:
+        asked.append(trace_id)
+        raise TransientError("Prefect API at http://127.0.0.1:9/api unreachable")
+
+    entries, missing = release_timeline("rel-early", ledger=ledger, repositories={"shop": app},
+                                        trace_events=unreachable)
+
+    assert asked == ["t" * 32]  # the trace id, from the commit's Trace-Id trailer
     assert [e.kind for e in entries] == ["commit"]
     assert len(missing) == 1 and missing[0].startswith("Prefect's events left out: "), missing
 

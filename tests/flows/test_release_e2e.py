@@ -18,10 +18,10 @@ from support.promotion import delivery_yaml
 from support.release import APP, ENVIRONMENTS, PLANNER, ReleaseStack, wire_release_stack
 
 from cli.client import DeliveryClient
-from cli.client_models import TraceEvent
 from delivery.errors import BuildFailed, InvalidInput, NotFound
 from delivery.models import Artifact
 from delivery.plan import PlanState
+from delivery.timeline import TraceEvent
 from flows.deploy import PROMOTION_ACTOR
 
 RELEASE_EVENTS = ["CommitCreated", "PullRequestOpened", "PullRequestChecked", "PullRequestMerged",

@@ -28,7 +28,7 @@ from delivery.events import release_events_link, trace_events_link
 from delivery.plan import PlanState
 from delivery.stages import STAGES
 from flows.promotion import artifact_key
-from flows.timeline import timeline_key
+from tasks.timeline import timeline_key
 
 NAME = re.compile(r"^(?P<number>\d\d)-(?P<stage>[a-z_-]+?)(?:-(?P<env>dev|staging|prod))?(?:\[(?P<phase>[^\]]+)\])?$")
 

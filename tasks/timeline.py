@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from blocks.git_history import commits_with_trailer
-from delivery.errors import DeliveryError
+from delivery.errors import DeliveryError, TransientError
+from delivery.events import trace_resource
 from delivery.ledger import Ledger
-from delivery.timeline import TimelineEntry, commit_entries, event_entries, ledger_entries, merge
+from delivery.timeline import TimelineEntry, TraceEvent, commit_entries, event_entries, ledger_entries, merge
 
 logger = logging.getLogger(__name__)
 
@@ -29,14 +32,15 @@ def timeline_key(release_id: str) -> str:
 
 
 def release_timeline(release_id: str, *, ledger: Ledger, repositories: dict[str, Path],
-                     api_url: str | None) -> tuple[list[TimelineEntry], list[str]]:
+                     trace_events: Callable[[str], Iterable[TraceEvent]] | None,
+                     ) -> tuple[list[TimelineEntry], list[str]]:
     """The release's timeline, oldest first, and notes on the sources that could not be read.
 
     Args:
         release_id: the release.
         ledger: where its decisions are.
         repositories: local bare repositories by name (application repositories and the GitOps one).
-        api_url: the Prefect API for its trace's events; None leaves them out.
+        trace_events: reads a trace's ``delivery.*`` events from Prefect, oldest first; None leaves them out.
     """
     recorded = ledger_entries(ledger, release_id)
     found = {name: commits_with_trailer(path, "Release-Id", release_id) for name, path in repositories.items()}
@@ -49,14 +53,11 @@ def release_timeline(release_id: str, *, ledger: Ledger, repositories: dict[str,
          if commit.trailers.get("Trace-Id")), None)
     if trace_id is None:
         missing.append("no trace id in the ledger or Git: Prefect's events left out")
-    elif api_url is None:
+    elif trace_events is None:
         missing.append("no Prefect API found: its events left out")
     else:
-        from cli.client import DeliveryClient
-
         try:
-            with DeliveryClient(api_url) as client:
-                events = event_entries(client.trace_events(trace_id))
+            events = event_entries(trace_events(trace_id))
         except DeliveryError as exc:
             missing.append(f"Prefect's events left out: {exc}")
     if not repositories:
@@ -80,14 +81,40 @@ def configured_repositories() -> dict[str, Path]:
     return found
 
 
+def prefect_trace_events(trace_id: str, *, limit: int = 500) -> list[TraceEvent]:
+    """A trace's ``delivery.*`` events, oldest first, through the Prefect client of this process.
+
+    Raises:
+        TransientError: the API could not be read.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventRelatedFilter
+
+    event_filter = EventFilter(related=EventRelatedFilter(id=[trace_resource(trace_id)]),
+                               event=EventNameFilter(prefix=["delivery."]),
+                               occurred=EventOccurredFilter(since=datetime(2000, 1, 1, tzinfo=UTC)), order="ASC")
+    found: list[TraceEvent] = []
+    try:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(filter=event_filter, limit=50)
+            while True:
+                found += [TraceEvent(event=e.event, occurred=e.occurred,
+                                     environment=e.resource.get("delivery.environment"),
+                                     release_id=e.resource.get("prefect.resource.name")) for e in page.events]
+                if not page.next_page or len(found) >= limit:
+                    return found[:limit]
+                page = client.read_events_page(page.next_page)
+    except Exception as exc:  # noqa: BLE001 - any failure to read is a missing source, said as such
+        raise TransientError(f"Prefect's events could not be read: {type(exc).__name__}: {exc}") from exc
+
+
 def publish_timeline(release_id: str, ledger: Ledger | None = None) -> None:
     """Republish the release's ``timeline-<release>`` table artifact. Never raises (logged): it is a view."""
     from prefect.artifacts import create_table_artifact
-    from prefect.settings import PREFECT_API_URL
 
     try:
         entries, missing = release_timeline(release_id, ledger=ledger or Ledger(),
-                                            repositories=configured_repositories(), api_url=PREFECT_API_URL.value())
+                                            repositories=configured_repositories(), trace_events=prefect_trace_events)
         rows = [entry.model_dump(mode="json") for entry in entries]
         create_table_artifact(key=timeline_key(release_id), table=rows,
                               description=f"Timeline of release {release_id}: {len(rows)} entries, oldest first"
@@ -96,4 +123,4 @@ def publish_timeline(release_id: str, ledger: Ledger | None = None) -> None:
         logger.warning("could not publish the timeline of %s: %s: %s", release_id, type(exc).__name__, exc)
 
 
-__all__ = ["configured_repositories", "publish_timeline", "release_timeline", "timeline_key"]
+__all__ = ["configured_repositories", "prefect_trace_events", "publish_timeline", "release_timeline", "timeline_key"]
