@@ -17,7 +17,7 @@ from typing import Any
 from prefect.blocks.core import Block
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError
 
-from delivery.errors import InvalidInput
+from delivery.errors import invalid_input
 from delivery.provider_timing import timed_provider
 from infra.stacks import (
     ApplyResult,
@@ -40,13 +40,6 @@ _AZURE_ENV = {
 
 def _no_program() -> None:
     """Refresh, outputs and drift checks read state only; the inline workspace still wants a program."""
-
-
-def _field_error(exc: ValidationError, prefix: str = "") -> InvalidInput:
-    first = exc.errors()[0]
-    field = ".".join(str(part) for part in first.get("loc", ()))
-    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-    return InvalidInput(f"{prefix}{field}: {message}" if field else f"{prefix.rstrip('.')}: {message}")
 
 
 @timed_provider
@@ -114,7 +107,7 @@ class PulumiStack(Block):
                 env=env,
             )
         except ValidationError as exc:
-            raise _field_error(exc, "PulumiStack.") from exc
+            raise invalid_input(exc, under="PulumiStack") from exc
 
     def stack_config(self) -> dict[str, ConfigItem]:
         """Non-secret stack config: the Azure region plus the block's extra entries."""

@@ -36,10 +36,10 @@ from delivery.errors import (
     NotFound,
     PermanentError,
     TransientError,
+    invalid_input,
 )
 from delivery.events import release_events_link, ui_base_url
 from delivery.identity import Statement, sign
-from delivery.intake import describe
 from delivery.models import Decision, ReleaseRequest, release_run_name
 from delivery.plan import PlanState
 from delivery.signing import find_signing_key, sign_request
@@ -302,7 +302,7 @@ class DeliveryClient:
             try:
                 request = ReleaseRequest.model_validate(dict(request))
             except ValidationError as exc:
-                raise InvalidInput(f"invalid release request: {describe(exc, every=True)}") from None
+                raise invalid_input(exc, context="invalid release request") from None
         request = sign_request(request, key=key)
         deployment_id = self.deployment_id(deployment)
         body = {

@@ -13,7 +13,7 @@ from typing import Annotated
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from delivery.errors import InvalidInput
+from delivery.errors import InvalidInput, invalid_input
 
 BUILD_SETTINGS_FILE = "delivery-build.yaml"
 
@@ -112,24 +112,6 @@ class BuildSettings(_Settings):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
 
 
-def _field_name(location: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in location) or "(root)"
-
-
-def describe_validation_error(error: ValidationError, *, source: str) -> str:
-    """Turn a pydantic error into one line per problem, each naming the field."""
-    problems = []
-    for item in error.errors():
-        field = _field_name(item["loc"])
-        if item["type"] == "extra_forbidden":
-            problems.append(f"{field}: unknown key")
-        elif item["type"] == "missing":
-            problems.append(f"{field}: required but missing")
-        else:
-            problems.append(f"{field}: {item['msg'].removeprefix('Value error, ')}")
-    return f"{source}: " + "; ".join(problems)
-
-
 def parse_build_settings(text: str | bytes, *, source: str = BUILD_SETTINGS_FILE) -> BuildSettings:
     """Parse and validate build settings.
 
@@ -152,4 +134,4 @@ def parse_build_settings(text: str | bytes, *, source: str = BUILD_SETTINGS_FILE
     try:
         return BuildSettings.model_validate(data)
     except ValidationError as exc:
-        raise InvalidInput(describe_validation_error(exc, source=source)) from exc
+        raise invalid_input(exc, context=source) from exc

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from delivery.drift_compare import ObjectDrift
-from delivery.errors import InvalidInput
+from delivery.errors import InvalidInput, invalid_input
 from delivery.field_paths import parse_path
 from delivery.sync_state import SyncStatus
 
@@ -61,12 +61,8 @@ class DriftSettings(BaseModel):
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"environments.{environment}.drift.{'.'.join(str(p) for p in err['loc']) or '(section)'}: "
-                f"{err['msg']}"
-                for err in exc.errors()
-            )
-            raise InvalidInput(f"invalid drift settings: {problems}") from None
+            where = f"environments.{environment}.drift"
+            raise invalid_input(exc, context="invalid drift settings", under=where) from None
 
 
 # --------------------------------------------------------------------------- reports

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import to_jsonable_python
 
 from delivery import sshsig
-from delivery.errors import InvalidInput
+from delivery.errors import InvalidInput, invalid_input
 from delivery.ids import check_release_id, normalise_identity
 from delivery.models import Decision, utcnow
 
@@ -154,7 +154,7 @@ class Statement(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise InvalidInput(f"statement: {_first_error(exc)}") from exc
+            raise invalid_input(exc, context="statement") from exc
 
 
 class SignedStatement(BaseModel):
@@ -451,9 +451,3 @@ def _jsonable(value: Any) -> Any:
         return value.model_dump(mode="json")
     return to_jsonable_python(value)
 
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    field = ".".join(str(part) for part in error["loc"])
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{field}: {message}" if field else message

@@ -36,11 +36,11 @@ from delivery.field_paths import IgnoreRules
 from delivery.ids import new_trace_id
 from delivery.labels import RELEASE_ID_ANNOTATION, TRACE_ID_ANNOTATION, managed_selector
 from delivery.ledger import DRIFT_RECONCILE_FAILED, DRIFT_RECONCILED, Ledger
+from delivery.manifest_files import parse_objects
 from delivery.settings import block_ref, block_setting
 from delivery.sync_state import next_status
 from delivery.sync_state_store import SyncStateStore
 from flows.timeline import publish_timeline
-from tasks.manifest import parse_objects
 from tasks.overview import refresh_overview
 from tasks.stage import retry_transient
 

@@ -53,7 +53,7 @@ from tasks.overview import refresh_overview
 from tasks.plan import plan_release
 
 if TYPE_CHECKING:  # imported where used: the stage modules are heavy
-    from tasks.manifest import ManifestSpec
+    from delivery.manifests import ManifestSpec
     from tasks.strategies import DeploymentOutcome, HealthSettings
 
 PROMOTION_ACTOR = "system:promotion"
@@ -167,7 +167,7 @@ def _deploy_inputs(
     plan: ReleasePlan, settings: EnvironmentConfig
 ) -> tuple[KubernetesRuntime, GitOpsRepo, ManifestSpec, HealthSettings]:
     """The runtime, GitOps repository, manifest spec and health settings of a plan's deployment."""
-    from tasks.manifest import ManifestSpec
+    from delivery.manifests import ManifestSpec
     from tasks.strategies import HealthSettings
 
     runtime = load_block(settings.runtime, KubernetesRuntime,

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError
 
 from blocks.pulumi_stack import PulumiStack
-from delivery.errors import InvalidInput, NotFound
+from delivery.errors import InvalidInput, NotFound, invalid_input
 from delivery.events import EventName, emit
 from delivery.models import Model
 from infra.stacks import ApplyResult, Program, StackOutput
@@ -42,7 +42,7 @@ class InfrastructureRequest(Model):
         try:
             return cls.model_validate({f: data[f] for f in fields if data.get(f) is not None})
         except ValidationError as exc:
-            raise _invalid(exc, "request") from None
+            raise invalid_input(exc, context=f"{STAGE}: invalid input", under="request") from None
 
 
 class ClusterInfo(Model):
@@ -70,11 +70,6 @@ class InfrastructureResult(Model):
     cluster: ClusterInfo | None = None
 
 
-def _invalid(exc: ValidationError, prefix: str) -> InvalidInput:
-    problems = "; ".join(f"{prefix}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-    return InvalidInput(f"{STAGE}: invalid input: {problems}")
-
-
 def platform_spec(stack: PulumiStack, request: InfrastructureRequest) -> Any:
     """The platform to declare: the block's ``platform`` settings for this environment and release.
 
@@ -97,7 +92,7 @@ def platform_spec(stack: PulumiStack, request: InfrastructureRequest) -> Any:
             }
         )
     except ValidationError as exc:
-        raise _invalid(exc, "platform") from None
+        raise invalid_input(exc, context=f"{STAGE}: invalid input", under="platform") from None
 
 
 def _unstamped(spec: Any) -> Callable[[Mapping[str, StackOutput]], Program | None]:

@@ -31,10 +31,12 @@ from pydantic import Field
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
 from delivery.errors import DeliveryError
+from delivery.manifest_files import files_for, parse_objects
+from delivery.manifests import ManifestSpec
 from delivery.models import BlueGreenStrategy, CanaryStrategy, Model, RollingStrategy, Strategy
 from delivery.stages import stage_named
 from tasks.health import HealthSpec, HttpProbeSpec, check_health
-from tasks.manifest import ManifestSpec, files_for, parse_objects, render_manifest
+from tasks.manifest import render_manifest
 from tasks.promote import Promotion, promote
 from tasks.rollback import SLOT_LABEL, TRACK_LABEL, RollbackResult, RollbackSpec, roll_back
 from tasks.stage import stage_cache_key, stage_environment

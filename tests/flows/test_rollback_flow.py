@@ -9,8 +9,8 @@ import pytest
 from runtime_support import APP, IMAGE_V1, IMAGE_V2, in_flow, runtime_env
 
 from delivery.errors import InvalidInput
+from delivery.manifests import render
 from flows.rollback import RollbackRequest, roll_back_environment
-from tasks.manifest import render
 from tasks.promote import Promotion, write_promotion
 from tasks.strategies import HealthSettings, deploy_with_strategy
 from tasks.sync import SyncSpec, reconcile

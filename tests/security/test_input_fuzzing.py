@@ -40,9 +40,10 @@ from delivery.build_settings import parse_build_settings
 from delivery.config import load_config
 from delivery.errors import InvalidInput
 from delivery.intake import parse_request
+from delivery.manifests import ManifestSpec, render
 from delivery.models import ReleaseRequest
 from flows.release import release
-from tasks.manifest import ManifestSpec, coerce, render
+from tasks.stage import coerce
 
 # Nothing listens here: a request that passed local validation would fail with TransientError,
 # which is not InvalidInput, so the property also proves nothing reaches the server first.

@@ -20,8 +20,8 @@ from runtime_support import (
 )
 
 from delivery.errors import InvalidInput
+from delivery.manifests import render
 from tasks.health import HealthSpec, evaluate_health
-from tasks.manifest import render
 from tasks.promote import Promotion, write_promotion
 from tasks.rollback import RollbackSpec, restore_healthy, roll_back
 from tasks.strategies import HealthSettings, deploy_with_strategy

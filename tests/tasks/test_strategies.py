@@ -11,8 +11,9 @@ import yaml
 from runtime_support import APP, FAIL, IMAGE_V1, IMAGE_V2, IMAGE_V3, RuntimeEnv, runtime_env, subset_equal
 
 from delivery.errors import InvalidInput
+from delivery.manifest_files import parse_objects
+from delivery.manifests import render
 from delivery.models import BlueGreenStrategy, CanaryStrategy, RollingStrategy
-from tasks.manifest import parse_objects, render
 from tasks.rollback import SLOT_LABEL, TRACK_LABEL
 from tasks.strategies import DeploymentOutcome, HealthSettings, deploy_with_strategy, plan_phases
 
@@ -65,7 +66,7 @@ def image_of(obj: dict) -> str:
 def rendered(image: str = IMAGE_V1, **values: Any) -> dict[str, str]:
     from runtime_support import SAMPLE_DEPLOY
 
-    from tasks.manifest import ManifestSpec, templates_from_dir
+    from delivery.manifests import ManifestSpec, templates_from_dir
 
     return render(ManifestSpec(release_id="rel-p", trace_id="t" * 32, app=APP, environment="dev", namespace="dev",
                                image=image, templates=templates_from_dir(SAMPLE_DEPLOY),
