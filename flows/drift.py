@@ -68,12 +68,12 @@ def read_desired_objects(gitops: Any, environment: str, *, ref: str) -> list[dic
     Returns:
         The desired objects of all the environment's apps.
     """
-    from blocks import git_local
+    from blocks import git_repository
 
     prefix = f"{ENVIRONMENTS_DIR}/{environment}/"
     # GitOpsRepo reads one app at a time; the drift check wants every app of the environment,
     # so it reads the environment's tree once from the block's local copy.
-    tree = git_local.read_tree(gitops._local(), prefix, ref=ref)
+    tree = git_repository.read_tree(gitops.local_copy(), prefix, ref=ref)
     by_app: dict[str, dict[str, bytes]] = {}
     for path, data in tree.items():
         app, _, name = path[len(prefix):].partition("/")

@@ -15,7 +15,7 @@ import logging
 import re
 from pathlib import Path
 
-from blocks.git_history import commits_with_trailer
+from blocks.git_repository import commits_with_trailer
 from delivery.errors import DeliveryError
 from delivery.ledger import Ledger
 from delivery.timeline import TimelineEntry, commit_entries, event_entries, ledger_entries, merge
