@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from prefect.blocks.core import Block
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError
+from pydantic import Field, PrivateAttr, SecretStr
 
-from delivery.errors import invalid_input
+from delivery.errors import validated
 from delivery.provider_timing import timed_provider
 from infra.stacks import (
     ApplyResult,
@@ -97,17 +97,9 @@ class PulumiStack(Block):
             InvalidInput: a setting is malformed; the message names the field.
         """
         env = {name: value for field, name in _AZURE_ENV.items() if (value := getattr(self, field)) is not None}
-        try:
-            return StackTarget(
-                project=self.project,
-                stack=self.stack,
-                backend_url=self.backend_url,
-                passphrase=self.passphrase,
-                cli_root=self.cli_root,
-                env=env,
-            )
-        except ValidationError as exc:
-            raise invalid_input(exc, under="PulumiStack") from exc
+        fields = {"project": self.project, "stack": self.stack, "backend_url": self.backend_url,
+                  "passphrase": self.passphrase, "cli_root": self.cli_root, "env": env}
+        return validated(StackTarget, fields, under="PulumiStack")
 
     def stack_config(self) -> dict[str, ConfigItem]:
         """Non-secret stack config: the Azure region plus the block's extra entries."""

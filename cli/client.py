@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from cli.stack import find_stack
 from delivery.api_auth import basic_auth_header
@@ -36,7 +36,7 @@ from delivery.errors import (
     NotFound,
     PermanentError,
     TransientError,
-    invalid_input,
+    validated,
 )
 from delivery.events import release_events_link, ui_base_url
 from delivery.identity import Statement, sign
@@ -299,10 +299,7 @@ class DeliveryClient:
         if not isinstance(request, ReleaseRequest | Mapping):
             raise InvalidInput(f"invalid release request: expected a JSON object, got {type(request).__name__}")
         if not isinstance(request, ReleaseRequest):
-            try:
-                request = ReleaseRequest.model_validate(dict(request))
-            except ValidationError as exc:
-                raise invalid_input(exc, context="invalid release request") from None
+            request = validated(ReleaseRequest, dict(request), context="invalid release request")
         request = sign_request(request, key=key)
         deployment_id = self.deployment_id(deployment)
         body = {

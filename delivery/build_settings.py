@@ -11,9 +11,9 @@ from pathlib import PurePosixPath
 from typing import Annotated
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from delivery.errors import InvalidInput, invalid_input
+from delivery.errors import InvalidInput, validated
 
 BUILD_SETTINGS_FILE = "delivery-build.yaml"
 
@@ -131,7 +131,4 @@ def parse_build_settings(text: str | bytes, *, source: str = BUILD_SETTINGS_FILE
         raise InvalidInput(f"{source}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
         raise InvalidInput(f"{source}: expected a mapping at the top level, found {type(data).__name__}")
-    try:
-        return BuildSettings.model_validate(data)
-    except ValidationError as exc:
-        raise invalid_input(exc, context=source) from exc
+    return validated(BuildSettings, data, context=source)

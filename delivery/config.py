@@ -19,13 +19,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from delivery.errors import InvalidInput, invalid_input
+from delivery.errors import InvalidInput, validated
 from delivery.ids import normalise_identity
 from delivery.models import STRATEGY_NAMES, RollingStrategy, Strategy
 from delivery.policy import compile_expression
@@ -209,10 +208,7 @@ def parse_config(data: Any, *, source: str = CONFIG_FILE) -> DeliveryConfig:
     """
     if not isinstance(data, dict):
         raise InvalidInput(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-    try:
-        return DeliveryConfig.model_validate(data)
-    except ValidationError as exc:
-        raise invalid_input(exc, context=source) from None
+    return validated(DeliveryConfig, data, context=source)
 
 
 def load_config(raw: bytes | str | None, *, source: str = CONFIG_FILE) -> DeliveryConfig:

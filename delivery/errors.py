@@ -22,15 +22,18 @@ boundary; tasks retry only :class:`TransientError`.
         ├── NotFound                  a thing the caller named does not exist
         └── AuthenticationError       credentials refused (401/403)
 
-A pydantic ``ValidationError`` becomes :class:`InvalidInput` through :func:`invalid_input` only, so
-that every refusal of bad input reads the same: ``<context>: <field.path>: <problem>; ...``.
+A pydantic ``ValidationError`` becomes :class:`InvalidInput` through :func:`invalid_input` only
+(:func:`validated` validates and refuses in one call), so that every refusal of bad input reads the
+same: ``<context>: <field.path>: <problem>; ...``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class DeliveryError(Exception):
@@ -152,3 +155,24 @@ def invalid_input(error: ValidationError, *, context: str = "", under: str = "",
     else:
         text = "; ".join(problems)
     return InvalidInput(f"{context}: {text}" if context else text)
+
+
+def validated(model: type[M], data: Any, *, context: str = "", under: str = "") -> M:
+    """Validate ``data`` as ``model``, refusing it with :func:`invalid_input`'s message.
+
+    Args:
+        model: the pydantic model.
+        data: what to validate (a mapping, usually).
+        context: what is being validated, as for :func:`invalid_input`.
+        under: where it sits in what the caller wrote, as for :func:`invalid_input`.
+
+    Returns:
+        The validated model.
+
+    Raises:
+        InvalidInput: naming each bad field and what is wrong with it.
+    """
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise invalid_input(exc, context=context, under=under) from None

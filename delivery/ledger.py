@@ -52,6 +52,10 @@ DRIFT_RECONCILED = "drift-reconciled"
 DRIFT_RECONCILE_FAILED = "drift-reconcile-failed"
 
 
+# The columns of a plan's row written once, when it is created; state, body and updated_at move with it.
+_PLAN_COLUMNS = ("plan_id", "release_id", "revision", "environment", "trace_id", "planned_by", "created_at")
+
+
 class OnDemandRollback(Model):
     """An environment returned to its last healthy revision on demand, as the ledger keeps it."""
 
@@ -135,19 +139,9 @@ class Ledger:
                 "updated_at": plan.updated_at,
             }
             if existing is None:
+                fixed = {name: getattr(plan, name) for name in _PLAN_COLUMNS}
                 try:
-                    conn.execute(
-                        insert(plans_table).values(
-                            plan_id=plan.plan_id,
-                            release_id=plan.release_id,
-                            revision=plan.revision,
-                            environment=plan.environment,
-                            trace_id=plan.trace_id,
-                            planned_by=plan.planned_by,
-                            created_at=plan.created_at,
-                            **values,
-                        )
-                    )
+                    conn.execute(insert(plans_table).values(**fixed, **values))
                 except IntegrityError as exc:
                     raise ConflictError(f"plan {plan.plan_id} was created by another writer") from exc
             else:

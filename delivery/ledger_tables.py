@@ -7,48 +7,62 @@ created when missing by :func:`delivery.schema.create_tables`.
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Boolean, Column, DateTime, Integer, MetaData, String, Table, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Column, Integer, MetaData, String, Table, Text, UniqueConstraint
+
+from delivery.schema import required, row_id, timestamp
 
 metadata = MetaData()
+
+
+def _plan_id() -> Column:
+    return required("plan_id", String(200), index=True)
+
+
+def _release_id(**options: bool) -> Column:
+    return Column("release_id", String(64), index=True, **options)
+
+
+def _who_and_why() -> tuple[Column, Column]:
+    return required("actor", String(200)), required("reason", Text)
+
 
 plans_table = Table(
     "release_plans",
     metadata,
     Column("plan_id", String(200), primary_key=True),
-    Column("release_id", String(64), nullable=False, index=True),
-    Column("revision", Integer, nullable=False),
-    Column("environment", String(64), nullable=False, index=True),
-    Column("trace_id", String(64), nullable=False, index=True),
-    Column("state", String(32), nullable=False),
-    Column("planned_by", String(200), nullable=False),
-    Column("body", JSON, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    _release_id(nullable=False),
+    required("revision", Integer),
+    required("environment", String(64), index=True),
+    required("trace_id", String(64), index=True),
+    required("state", String(32)),
+    required("planned_by", String(200)),
+    required("body", JSON),
+    timestamp("created_at"),
+    timestamp("updated_at"),
 )
 
 transitions_table = Table(
     "plan_transitions",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("plan_id", String(200), nullable=False, index=True),
-    Column("from_state", String(32), nullable=False),
-    Column("to_state", String(32), nullable=False),
-    Column("actor", String(200), nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
+    row_id(),
+    _plan_id(),
+    required("from_state", String(32)),
+    required("to_state", String(32)),
+    *_who_and_why(),
+    timestamp(),
 )
 
 approvals_table = Table(
     "approvals",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("plan_id", String(200), nullable=False, index=True),
-    Column("approver", String(200), nullable=False),
-    Column("decision", String(16), nullable=False),
-    Column("comment", Text, nullable=False, default=""),
-    Column("counted", Boolean, nullable=False),
+    row_id(),
+    _plan_id(),
+    required("approver", String(200)),
+    required("decision", String(16)),
+    required("comment", Text, default=""),
+    required("counted", Boolean),
     Column("refused_reason", Text),
-    Column("at", DateTime(timezone=True), nullable=False),
+    timestamp(),
     Column("key_fingerprint", String(100)),
     Column("signature_digest", String(80)),
 )
@@ -56,40 +70,39 @@ approvals_table = Table(
 policy_table = Table(
     "policy_evaluations",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("plan_id", String(200), nullable=False, index=True),
-    Column("policy", String(200), nullable=False),
-    Column("expression", Text, nullable=False),
-    Column("passed", Boolean, nullable=False),
-    Column("detail", Text, nullable=False, default=""),
-    Column("at", DateTime(timezone=True), nullable=False),
+    row_id(),
+    _plan_id(),
+    required("policy", String(200)),
+    required("expression", Text),
+    required("passed", Boolean),
+    required("detail", Text, default=""),
+    timestamp(),
 )
 
 incidents_table = Table(
     "incidents",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("release_id", String(64), index=True),
+    row_id(),
+    _release_id(),
     Column("trace_id", String(64), index=True),
-    Column("flow", String(200), nullable=False),
+    required("flow", String(200)),
     Column("task", String(200)),
-    Column("error", Text, nullable=False),
-    Column("envelope", JSON, nullable=False),
-    Column("status", String(32), nullable=False, default="open"),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    required("error", Text),
+    required("envelope", JSON),
+    required("status", String(32), default="open"),
+    timestamp("created_at"),
 )
 
 
 actions_table = Table(
     "release_actions",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("release_id", String(64), nullable=False, index=True),
-    Column("action", String(64), nullable=False),
-    Column("actor", String(200), nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("detail", JSON, nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
+    row_id(),
+    _release_id(nullable=False),
+    required("action", String(64)),
+    *_who_and_why(),
+    required("detail", JSON),
+    timestamp(),
     # what makes a record once-only (a stage run again after a crash finds it); NULL: every call appends
     Column("record_key", String(200)),
     # on a table created before record_key, ``record_action`` looks before it inserts instead
@@ -103,8 +116,8 @@ leases_table = Table(
     "environment_leases",
     metadata,
     Column("environment", String(64), primary_key=True),
-    Column("lease_id", String(64), nullable=False),
-    Column("release_id", String(64), nullable=False, index=True),
+    required("lease_id", String(64)),
+    _release_id(nullable=False),
     Column("flow_run_id", String(64)),
-    Column("at", DateTime(timezone=True), nullable=False),
+    timestamp(),
 )

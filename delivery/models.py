@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from delivery.ids import ARTIFACT_ID_PATTERN, check_release_id, new_release_id, new_trace_id
+from delivery.ids import ARTIFACT_ID_PATTERN, ReleaseId, new_release_id, new_trace_id
 
 
 def utcnow() -> datetime:
@@ -212,7 +212,7 @@ def release_run_name(release_id: str, revision: int = 1) -> str:
 class ReleaseRequest(Model):
     """The release flow's one parameter: what to deliver, where, how, and who asks."""
 
-    release_id: str = Field(default_factory=new_release_id)
+    release_id: ReleaseId = Field(default_factory=new_release_id)
     trace_id: str = Field(default_factory=new_trace_id, pattern=r"^[A-Za-z0-9-]{8,64}$")
     app: str = Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$", description="Application name")
     artifacts: list[Artifact] = Field(
@@ -234,11 +234,6 @@ class ReleaseRequest(Model):
     )
 
     _target = field_validator("target_environment", mode="before")(_none_as_empty)
-
-    @field_validator("release_id")
-    @classmethod
-    def _release_id(cls, value: str) -> str:
-        return check_release_id(value)
 
     @field_validator("requested_by")
     @classmethod

@@ -25,10 +25,10 @@ from typing import Any, TypeVar
 
 from prefect import task
 from prefect.tasks import exponential_backoff
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from delivery import failpoints, provider_timing
-from delivery.errors import DeliveryError, invalid_input, is_retryable
+from delivery.errors import DeliveryError, is_retryable, validated
 from delivery.events import EventName, emit
 from delivery.ledger import Ledger
 from delivery.stages import stage_named
@@ -261,7 +261,4 @@ def coerce(model: type[M], value: M | Mapping[str, Any], *, stage_name: str) -> 
     """
     if isinstance(value, model):
         return value
-    try:
-        return model.model_validate(value)
-    except ValidationError as exc:
-        raise invalid_input(exc, context=f"{stage_name}: invalid input") from None
+    return validated(model, value, context=f"{stage_name}: invalid input")
