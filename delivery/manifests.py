@@ -52,7 +52,7 @@ class DeployTarget(Model):
 
 
 class ManifestSpec(DeployTarget):
-    """The input of :func:`render_manifest`."""
+    """What :func:`render` renders (the input of the ``render_manifest`` stage)."""
 
     image: str = Field(description="The image pinned by digest: repository@sha256:<64 hex>")
     templates: dict[str, str] = Field(description="deploy/ file name -> text: *.yaml.j2 and values.yaml")
