@@ -42,9 +42,9 @@ from blocks.kubernetes_runtime import KubernetesRuntime
 from delivery.config import EnvironmentConfig
 from delivery.labels import APP_LABEL, ENVIRONMENT_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from delivery.ledger import Ledger
+from delivery.manifest_files import files_for
 from delivery.sync_state_store import SyncStateStore
 from tasks.drift import check_environment
-from tasks.manifest import files_for
 
 ENVIRONMENT, NAMESPACE, APP = "bench", "bench", "web"
 

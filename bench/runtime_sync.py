@@ -44,8 +44,9 @@ sys.path.insert(0, str(ROOT))
 
 from blocks.gitops_repo import GitOpsRepo  # noqa: E402
 from blocks.kubernetes_runtime import KubernetesRuntime  # noqa: E402
+from delivery.manifest_files import dump_object, parse_objects  # noqa: E402
+from delivery.manifests import ManifestSpec, render, templates_from_dir  # noqa: E402
 from kube_simulator import KubernetesSimulator  # noqa: E402
-from tasks.manifest import ManifestSpec, dump_object, parse_objects, render, templates_from_dir  # noqa: E402
 from tasks.promote import Promotion, write_promotion  # noqa: E402
 from tasks.rollback import RollbackSpec, restore_healthy  # noqa: E402
 from tasks.sync import SyncSpec, reconcile  # noqa: E402

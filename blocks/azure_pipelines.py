@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 from pydantic import Field, SecretStr
 
+from blocks.pipeline_files import read_published
 from blocks.pipeline_runner import (
     JobResult,
     Outcome,
@@ -26,7 +27,6 @@ from blocks.pipeline_runner import (
     PipelineRunResult,
     RunStarted,
     StepResult,
-    read_published,
 )
 from delivery.errors import AuthenticationError, InvalidInput, NotFound, PermanentError, TransientError
 from delivery.provider_timing import timed_provider

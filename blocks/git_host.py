@@ -22,7 +22,8 @@ from pathlib import Path
 from prefect.blocks.core import Block
 from pydantic import BaseModel, ConfigDict, Field
 
-from blocks import git_local
+from blocks import git_repository, git_writes
+from delivery import git_grammar
 from delivery.errors import CheckFailed, ConflictError, InvalidInput, MergeConflict, NotFound, PermanentError
 from delivery.models import CheckResult, CheckStatus, CommitInfo, MergeInfo, PullRequest, PullRequestStatus, utcnow
 from delivery.provider_timing import timed_provider
@@ -69,7 +70,7 @@ class GitHost(Block):
 
     def commit_files(self, repository: str, *, branch: str, files: Mapping[str, bytes | None], message: str,
                      trailers: Sequence[tuple[str, str]], base: str = "main",
-                     author: str = git_local.DEFAULT_AUTHOR) -> CommitInfo:
+                     author: str = git_writes.DEFAULT_AUTHOR) -> CommitInfo:
         raise NotImplementedError
 
     def find_commit(self, repository: str, *, branch: str, trailer: tuple[str, str]) -> CommitInfo | None:
@@ -131,7 +132,7 @@ class LocalGitHost(GitHost):
     def ensure_repository(self, repository: str, *, default_branch: str = "main",
                           initial_files: Mapping[str, bytes] | None = None) -> None:
         """Create the bare repository unless it exists, seeding ``default_branch`` with files."""
-        git_local.init_bare(self._repo_path(repository, must_exist=False), default_branch=default_branch,
+        git_writes.init_bare(self._repo_path(repository, must_exist=False), default_branch=default_branch,
                             initial_files=initial_files)
 
     def clone_url(self, repository: str) -> str:
@@ -140,34 +141,34 @@ class LocalGitHost(GitHost):
 
     def read_file(self, repository: str, path: str, *, ref: str) -> bytes | None:
         """Return a file at ``ref`` or None."""
-        return git_local.read_file(self._repo_path(repository), path, ref=ref)
+        return git_repository.read_file(self._repo_path(repository), path, ref=ref)
 
     def read_tree(self, repository: str, prefix: str, *, ref: str) -> dict[str, bytes]:
         """Return the files under ``prefix`` at ``ref``."""
-        return git_local.read_tree(self._repo_path(repository), prefix, ref=ref)
+        return git_repository.read_tree(self._repo_path(repository), prefix, ref=ref)
 
     def resolve(self, repository: str, ref: str) -> str | None:
         """Return the sha ``ref`` names, or None."""
-        return git_local.resolve(self._repo_path(repository), ref)
+        return git_repository.resolve(self._repo_path(repository), ref)
 
     def is_ancestor(self, repository: str, ancestor: str, descendant: str) -> bool:
         """Whether commit ``ancestor`` is reachable from ``descendant``."""
-        return git_local.is_ancestor(self._repo_path(repository), ancestor, descendant)
+        return git_repository.is_ancestor(self._repo_path(repository), ancestor, descendant)
 
     def commit_files(self, repository: str, *, branch: str, files: Mapping[str, bytes | None], message: str,
                      trailers: Sequence[tuple[str, str]], base: str = "main",
-                     author: str = git_local.DEFAULT_AUTHOR) -> CommitInfo:
-        """Commit ``files`` to ``branch`` in one push attempt; see :func:`blocks.git_local.commit_files`.
+                     author: str = git_writes.DEFAULT_AUTHOR) -> CommitInfo:
+        """Commit ``files`` to ``branch`` in one push attempt; see :func:`blocks.git_writes.commit_files`.
 
         Raises:
             ConflictError: another writer moved the branch first (retry).
         """
-        return git_local.commit_files(self._repo_path(repository), branch=branch, files=files, message=message,
+        return git_writes.commit_files(self._repo_path(repository), branch=branch, files=files, message=message,
                                       trailers=trailers, base=base, author=author, repository=repository)
 
     def find_commit(self, repository: str, *, branch: str, trailer: tuple[str, str]) -> CommitInfo | None:
         """Return the newest commit on ``branch`` with ``trailer``, or None."""
-        return git_local.find_commit(self._repo_path(repository), branch=branch, trailer=trailer,
+        return git_repository.find_commit(self._repo_path(repository), branch=branch, trailer=trailer,
                                      repository=repository)
 
     # ------------------------------------------------------------------ pull request records
@@ -217,8 +218,8 @@ class LocalGitHost(GitHost):
         Raises:
             NotFound: the source or target branch does not exist.
         """
-        git_local.check_branch(source)
-        git_local.check_branch(target)
+        git_grammar.check_branch(source)
+        git_grammar.check_branch(target)
         head = self.resolve(repository, f"refs/heads/{source}")
         if head is None:
             raise NotFound(f"{repository}: source branch {source!r} does not exist")
@@ -274,14 +275,14 @@ class LocalGitHost(GitHost):
 
     def _policy_gate(self, repository: str, pr: PullRequest, head: str) -> CheckResult:
         path = self._repo_path(repository)
-        changed = git_local.changed_paths(path, base=pr.target_branch, head=head)
+        changed = git_repository.changed_paths(path, base=pr.target_branch, head=head)
         problems = [
             f"changes forbidden path {name} ({pattern})"
             for name in changed
             for pattern in self.forbidden_paths
             if fnmatch.fnmatchcase(name, pattern)
         ]
-        info = git_local.commit_info(path, head, repository=repository, branch=pr.source_branch, created=False)
+        info = git_repository.commit_info(path, head, repository=repository, branch=pr.source_branch, created=False)
         problems += [f"head commit lacks trailer {key}" for key in self.required_trailers if key not in info.trailers]
         return _result("policy-gate", "policy_gate", problems, ok=f"{len(changed)} changed paths allowed")
 
@@ -289,7 +290,7 @@ class LocalGitHost(GitHost):
         commands = [c for c in self.check_commands if not c.repositories or repository in c.repositories]
         started = utcnow()
         try:
-            with git_local.merged_checkout(self.clone_url(repository), source=pr.source_branch,
+            with git_writes.merged_checkout(self.clone_url(repository), source=pr.source_branch,
                                            target=pr.target_branch) as work:
                 if work.commit(f"refs/remotes/origin/{pr.source_branch}").hexsha != head:
                     raise ConflictError(f"{repository}#{pr.number}: {pr.source_branch} moved while being checked")
@@ -327,7 +328,7 @@ class LocalGitHost(GitHost):
         head = self.resolve(repository, f"refs/heads/{pr.source_branch}")
         if head != pr.head_sha:
             raise CheckFailed(f"{repository}#{number}: {pr.source_branch} moved since its checks ran; run them again")
-        result = git_local.merge_branches(self.clone_url(repository), source=pr.source_branch,
+        result = git_writes.merge_branches(self.clone_url(repository), source=pr.source_branch,
                                           target=pr.target_branch, message=message, trailers=trailers,
                                           expected_source=pr.head_sha)
         with self._locked(repository) as folder:

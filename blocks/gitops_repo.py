@@ -2,7 +2,7 @@
 
 Layout: ``delivery.yaml`` at the root, ``environments/<env>/<app>/`` with one YAML file per
 Kubernetes object, and the tag ``healthy/<env>/<app>`` on the last revision that passed its health
-gates (the rollback target). Writes go through :mod:`blocks.git_local` (temporary clone, push
+gates (the rollback target). Writes go through :mod:`blocks.git_writes` (temporary clone, push
 without force); a push that loses a race is rebased onto the new head and tried again.
 """
 
@@ -23,7 +23,8 @@ from git.objects import Commit
 from prefect.blocks.core import Block
 from pydantic import Field
 
-from blocks import git_local
+from blocks import git_repository, git_writes
+from delivery import git_grammar
 from delivery.errors import ConflictError, InvalidInput, NotFound
 from delivery.identity import ALLOWED_SIGNERS, REVOKED_KEYS
 from delivery.models import CommitInfo
@@ -67,7 +68,7 @@ class GitOpsRepo(Block):
 
     url: str = Field(description="A local bare repository path, or any git URL")
     branch: str = Field(default="main", description="The branch that holds the desired state")
-    author: str = Field(default=git_local.DEFAULT_AUTHOR, description="Name <email> of the commits")
+    author: str = Field(default=git_writes.DEFAULT_AUTHOR, description="Name <email> of the commits")
     push_attempts: int = Field(default=5, ge=1, description="Rebase-and-retry attempts when a push loses a race")
     direct_writes: bool = Field(
         default=True,
@@ -83,15 +84,15 @@ class GitOpsRepo(Block):
     def _path_of_url(self) -> str:
         return self.url[len("file://"):] if self.url.startswith("file://") else self.url
 
-    def _local(self) -> str:
+    def local_copy(self) -> str:
         """A local repository to read from: the bare repository itself, or a refreshed mirror."""
         if self._is_local():
             return self._path_of_url()
         mirror = state_dir() / "gitops-mirrors" / hashlib.sha256(self.url.encode()).hexdigest()[:16]
-        git_local.init_bare(mirror, default_branch=self.branch)
-        repo = git_local.open_bare(mirror)
+        git_writes.init_bare(mirror, default_branch=self.branch)
+        repo = git_repository.open_bare(mirror)
         try:
-            with git_local._translated(f"fetch {self.url}"):
+            with git_repository.translated(f"fetch {self.url}"):
                 repo.git.fetch("--prune", "--force", self.url, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
         finally:
             repo.close()
@@ -106,7 +107,7 @@ class GitOpsRepo(Block):
         Returns:
             True when created.
         """
-        return git_local.init_bare(
+        return git_writes.init_bare(
             self._path_of_url(), default_branch=self.branch, initial_files=initial_files, author=self.author,
             message="Initialise the GitOps repository",
         )
@@ -119,21 +120,21 @@ class GitOpsRepo(Block):
         Raises:
             NotFound: the branch has no commit yet.
         """
-        sha = git_local.resolve(self._local(), self.branch)
+        sha = git_repository.resolve(self.local_copy(), self.branch)
         if sha is None:
             raise NotFound(f"{self.url}: branch {self.branch!r} has no commit yet")
         return sha
 
     def resolve(self, ref: str) -> str | None:
         """The sha a branch, tag or sha names, or None."""
-        return git_local.resolve(self._local(), ref)
+        return git_repository.resolve(self.local_copy(), ref)
 
     def read_config(self, *, ref: str = "main") -> bytes | None:
         """``delivery.yaml`` at ``ref``, or None when absent (or the branch is still empty)."""
-        local = self._local()
-        if git_local.resolve(local, ref) is None:
+        local = self.local_copy()
+        if git_repository.resolve(local, ref) is None:
             return None
-        return git_local.read_file(local, CONFIG_FILE, ref=ref)
+        return git_repository.read_file(local, CONFIG_FILE, ref=ref)
 
     def read_identities(self, *, ref: str = "main") -> tuple[str, str]:
         """The identity registry at ``ref``: ``identities/allowed_signers`` and ``identities/revoked_keys``.
@@ -141,10 +142,10 @@ class GitOpsRepo(Block):
         Returns:
             Both files as text; an absent file (or a still-empty branch) reads as empty.
         """
-        local = self._local()
-        if git_local.resolve(local, ref) is None:
+        local = self.local_copy()
+        if git_repository.resolve(local, ref) is None:
             return "", ""
-        files = (git_local.read_file(local, path, ref=ref) for path in IDENTITY_FILES)
+        files = (git_repository.read_file(local, path, ref=ref) for path in IDENTITY_FILES)
         allowed, revoked = (data.decode() if data else "" for data in files)
         return allowed, revoked
 
@@ -157,12 +158,12 @@ class GitOpsRepo(Block):
             NotFound: ``ref`` names nothing (and is not the still-empty branch).
         """
         prefix = environment_prefix(environment, app)
-        local = self._local()
-        if git_local.resolve(local, ref) is None:
+        local = self.local_copy()
+        if git_repository.resolve(local, ref) is None:
             if ref == self.branch:
                 return {}
             raise NotFound(f"{self.url}: no branch, tag or commit {ref!r}")
-        tree = git_local.read_tree(local, prefix, ref=ref)
+        tree = git_repository.read_tree(local, prefix, ref=ref)
         return {path[len(prefix) + 1:]: data for path, data in sorted(tree.items())}
 
     # ------------------------------------------------------------------ writing
@@ -218,7 +219,7 @@ class GitOpsRepo(Block):
             try:
                 if direct:
                     return self._commit_in_place(changes(), message=message, trailers=trailers)
-                return git_local.commit_files(
+                return git_writes.commit_files(
                     self.url, branch=self.branch, files=changes(), message=message, trailers=trailers,
                     base=self.branch, author=self.author, repository=self.url,
                 )
@@ -231,11 +232,11 @@ class GitOpsRepo(Block):
         self, files: Mapping[str, bytes | None], *, message: str, trailers: Sequence[tuple[str, str]]
     ) -> CommitInfo:
         """Commit into the local bare repository; the branch moves only if nobody moved it meanwhile."""
-        git_local.check_branch(self.branch)
-        paths = {git_local._check_path(path): data for path, data in files.items()}
-        full_message = git_local.format_message(message, trailers)
-        actor = git_local._actor(self.author)
-        git_local.open_bare(self._path_of_url()).close()  # NotFound when there is no repository
+        git_grammar.check_branch(self.branch)
+        paths = {git_grammar.check_path(path): data for path, data in files.items()}
+        full_message = git_grammar.format_message(message, trailers)
+        actor = git_writes.actor_of(self.author)
+        git_repository.open_bare(self._path_of_url()).close()  # NotFound when there is no repository
         # GitDB writes blobs in-process (1,000 files: ~1 s); the default object database starts one
         # git process per blob (~8 s). It is deprecated for reading packs, which this write does not do.
         with warnings.catch_warnings():
@@ -245,19 +246,20 @@ class GitOpsRepo(Block):
         try:
             # Building the tree swaps the repository's index file: one in-place writer at a time.
             fcntl.flock(lock, fcntl.LOCK_EX)
-            with git_local._translated(f"commit to {self.branch}"):
-                parent_sha = git_local.resolve(self._path_of_url(), self.branch)
+            with git_repository.translated(f"commit to {self.branch}"):
+                parent_sha = git_repository.resolve(self._path_of_url(), self.branch)
                 parent = repo.commit(parent_sha) if parent_sha else None
-                tree_sha = git_local._write_tree(repo, parent, paths)
+                tree_sha = git_writes.write_tree(repo, parent, paths)
                 if parent is not None and parent.tree.hexsha == tree_sha:
-                    return git_local._info(parent, repository=self.url, branch=self.branch, created=False)
+                    return git_repository.describe_commit(parent, repository=self.url, branch=self.branch,
+                                                          created=False)
                 commit = Commit.create_from_tree(
                     repo, repo.tree(tree_sha), full_message, parent_commits=[parent] if parent else [],
                     head=False, author=actor, committer=actor,
                 )
                 # Compare-and-swap: fails with "cannot lock ref" (a ConflictError) if the branch moved.
                 repo.git.update_ref(f"refs/heads/{self.branch}", commit.hexsha, parent_sha or "0" * 40)
-                return git_local._info(commit, repository=self.url, branch=self.branch, created=True)
+                return git_repository.describe_commit(commit, repository=self.url, branch=self.branch, created=True)
         finally:
             lock.close()
             repo.close()
@@ -271,15 +273,15 @@ class GitOpsRepo(Block):
             NotFound: ``revision`` is not a commit of the repository.
         """
         tag = healthy_tag(environment, app)
-        local = self._local()
-        sha = git_local.resolve(local, revision)
+        local = self.local_copy()
+        sha = git_repository.resolve(local, revision)
         if sha is None:
             raise NotFound(f"{self.url}: no commit {revision!r} to tag {tag}")
-        repo: Repo = git_local.open_bare(local)
+        repo: Repo = git_repository.open_bare(local)
         try:
             if not _is_commit(repo, sha):
                 raise NotFound(f"{self.url}: no commit {revision!r} to tag {tag}")
-            with git_local._translated(f"tag {tag}"):
+            with git_repository.translated(f"tag {tag}"):
                 if self._is_local():
                     repo.git.update_ref(f"refs/tags/{tag}", sha)
                 else:
@@ -290,11 +292,11 @@ class GitOpsRepo(Block):
     def healthy_revision(self, environment: str, app: str) -> str | None:
         """The revision tagged ``healthy/<env>/<app>``, or None when none passed yet."""
         tag = healthy_tag(environment, app)
-        local = self._local()
-        repo = git_local.open_bare(local)
+        local = self.local_copy()
+        repo = git_repository.open_bare(local)
         try:
             if f"refs/tags/{tag}" not in {ref.path for ref in repo.tags}:
                 return None
         finally:
             repo.close()
-        return git_local.resolve(local, f"refs/tags/{tag}")
+        return git_repository.resolve(local, f"refs/tags/{tag}")

@@ -24,6 +24,7 @@ import yaml
 from prefect.blocks.core import Block
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
+from delivery.drift_compare import ObjectKey
 from delivery.errors import (
     AuthenticationError,
     ConflictError,
@@ -41,15 +42,9 @@ DEFAULT_KINDS = ("v1/ConfigMap", "v1/Secret", "v1/Service", "apps/v1/Deployment"
 _APPLY_ORDER = ("Namespace", "ConfigMap", "Secret", "Service", "Deployment", "Ingress")
 
 
-class ObjectRef(BaseModel):
+class ObjectRef(ObjectKey):
     """Which object: enough to find it again, plus the resourceVersion seen."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    api_version: str
-    kind: str
-    namespace: str | None = None
-    name: str
     resource_version: str | None = None
 
     @property

@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from prefect.blocks.core import Block
-from pydantic import Field, PrivateAttr, SecretStr, ValidationError
+from pydantic import Field, PrivateAttr, SecretStr
 
-from delivery.errors import InvalidInput
+from delivery.errors import validated
 from delivery.provider_timing import timed_provider
 from infra.stacks import (
     ApplyResult,
@@ -40,13 +40,6 @@ _AZURE_ENV = {
 
 def _no_program() -> None:
     """Refresh, outputs and drift checks read state only; the inline workspace still wants a program."""
-
-
-def _field_error(exc: ValidationError, prefix: str = "") -> InvalidInput:
-    first = exc.errors()[0]
-    field = ".".join(str(part) for part in first.get("loc", ()))
-    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
-    return InvalidInput(f"{prefix}{field}: {message}" if field else f"{prefix.rstrip('.')}: {message}")
 
 
 @timed_provider
@@ -104,17 +97,9 @@ class PulumiStack(Block):
             InvalidInput: a setting is malformed; the message names the field.
         """
         env = {name: value for field, name in _AZURE_ENV.items() if (value := getattr(self, field)) is not None}
-        try:
-            return StackTarget(
-                project=self.project,
-                stack=self.stack,
-                backend_url=self.backend_url,
-                passphrase=self.passphrase,
-                cli_root=self.cli_root,
-                env=env,
-            )
-        except ValidationError as exc:
-            raise _field_error(exc, "PulumiStack.") from exc
+        fields = {"project": self.project, "stack": self.stack, "backend_url": self.backend_url,
+                  "passphrase": self.passphrase, "cli_root": self.cli_root, "env": env}
+        return validated(StackTarget, fields, under="PulumiStack")
 
     def stack_config(self) -> dict[str, ConfigItem]:
         """Non-secret stack config: the Azure region plus the block's extra entries."""

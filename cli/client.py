@@ -23,15 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import ValidationError
 
 from cli.approval_calls import ApprovalCalls
 from cli.client_models import Operation, StartedRelease
 from cli.stack_info import find_stack
 from delivery.api_auth import basic_auth_header
-from delivery.errors import AuthenticationError, DeliveryError, InvalidInput, NotFound, PermanentError, TransientError
+from delivery.errors import (
+    AuthenticationError,
+    DeliveryError,
+    InvalidInput,
+    NotFound,
+    PermanentError,
+    TransientError,
+    validated,
+)
 from delivery.events import event_fields, release_events_link, run_link, ui_base_url
-from delivery.intake import describe
 from delivery.models import ReleaseRequest, release_run_name
 from delivery.signing import sign_request
 from delivery.timeline import TraceEvent
@@ -176,10 +182,7 @@ class DeliveryClient(ApprovalCalls):
         if not isinstance(request, ReleaseRequest | Mapping):
             raise InvalidInput(f"invalid release request: expected a JSON object, got {type(request).__name__}")
         if not isinstance(request, ReleaseRequest):
-            try:
-                request = ReleaseRequest.model_validate(dict(request))
-            except ValidationError as exc:
-                raise InvalidInput(f"invalid release request: {describe(exc, every=True)}") from None
+            request = validated(ReleaseRequest, dict(request), context="invalid release request")
         request = sign_request(request, key=key)
         deployment_id = self.deployment_id(deployment)
         body = {

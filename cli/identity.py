@@ -17,7 +17,7 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 
-from delivery.errors import InvalidInput
+from delivery.errors import InvalidInput, invalid_input
 from delivery.identity import (
     ALLOWED_SIGNERS,
     Registry,
@@ -47,10 +47,7 @@ AtOption = typer.Option(None, "--at", help="When it is said (ISO 8601, e.g. 2026
 
 def _fail(exc: Exception, as_json: bool) -> None:
     # One line, no traceback: a refusal exits 1, other bad input 2 (as delivery incidents does).
-    message = str(exc)
-    if isinstance(exc, ValidationError):
-        error = exc.errors()[0]
-        message = f"{'.'.join(str(p) for p in error['loc'])}: {error['msg'].removeprefix('Value error, ')}"
+    message = str(invalid_input(exc) if isinstance(exc, ValidationError) else exc)
     if as_json:
         typer.echo(json.dumps({"error": message, "type": type(exc).__name__}))
     else:

@@ -11,9 +11,9 @@ from pathlib import PurePosixPath
 from typing import Annotated
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
-from delivery.errors import InvalidInput
+from delivery.errors import InvalidInput, validated
 
 BUILD_SETTINGS_FILE = "delivery-build.yaml"
 
@@ -112,24 +112,6 @@ class BuildSettings(_Settings):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
 
 
-def _field_name(location: tuple[int | str, ...]) -> str:
-    return ".".join(str(part) for part in location) or "(root)"
-
-
-def describe_validation_error(error: ValidationError, *, source: str) -> str:
-    """Turn a pydantic error into one line per problem, each naming the field."""
-    problems = []
-    for item in error.errors():
-        field = _field_name(item["loc"])
-        if item["type"] == "extra_forbidden":
-            problems.append(f"{field}: unknown key")
-        elif item["type"] == "missing":
-            problems.append(f"{field}: required but missing")
-        else:
-            problems.append(f"{field}: {item['msg'].removeprefix('Value error, ')}")
-    return f"{source}: " + "; ".join(problems)
-
-
 def parse_build_settings(text: str | bytes, *, source: str = BUILD_SETTINGS_FILE) -> BuildSettings:
     """Parse and validate build settings.
 
@@ -149,7 +131,4 @@ def parse_build_settings(text: str | bytes, *, source: str = BUILD_SETTINGS_FILE
         raise InvalidInput(f"{source}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
         raise InvalidInput(f"{source}: expected a mapping at the top level, found {type(data).__name__}")
-    try:
-        return BuildSettings.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidInput(describe_validation_error(exc, source=source)) from exc
+    return validated(BuildSettings, data, context=source)

@@ -19,13 +19,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from delivery.errors import InvalidInput
+from delivery.errors import InvalidInput, validated
 from delivery.ids import normalise_identity
 from delivery.models import STRATEGY_NAMES, RollingStrategy, Strategy
 from delivery.policy import compile_expression
@@ -201,33 +200,15 @@ class DeliveryConfig(ConfigModel):
         return self.path[: self.path.index(target) + 1]
 
 
-def _location(loc: tuple[Any, ...]) -> str:
-    parts = [str(part) for part in loc if not str(part).startswith(("function-", "tagged-union"))]
-    # discriminated unions add the tag name (e.g. "canary") to the location: keep it, it helps
-    return ".".join(parts) or "(top level)"
-
-
-def format_validation_error(error: ValidationError, *, source: str = CONFIG_FILE) -> str:
-    """Render a pydantic error as one line per problem, each naming the field."""
-    lines = []
-    for item in error.errors():
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{source}: {_location(item['loc'])}: {message}")
-    return "\n".join(lines)
-
-
 def parse_config(data: Any, *, source: str = CONFIG_FILE) -> DeliveryConfig:
     """Validate an already parsed configuration.
 
     Raises:
-        InvalidInput: with one line per problem, each naming the field.
+        InvalidInput: naming each bad field and what is wrong with it.
     """
     if not isinstance(data, dict):
         raise InvalidInput(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-    try:
-        return DeliveryConfig.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidInput(format_validation_error(exc, source=source)) from None
+    return validated(DeliveryConfig, data, context=source)
 
 
 def load_config(raw: bytes | str | None, *, source: str = CONFIG_FILE) -> DeliveryConfig:

@@ -11,10 +11,10 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from delivery.drift_compare import ObjectDrift
-from delivery.errors import InvalidInput
+from delivery.errors import InvalidInput, validated
 from delivery.field_paths import parse_path
 from delivery.sync_state import SyncStatus
 
@@ -58,15 +58,7 @@ class DriftSettings(BaseModel):
             return raw
         if isinstance(raw, BaseModel):
             raw = raw.model_dump(mode="json")
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"environments.{environment}.drift.{'.'.join(str(p) for p in err['loc']) or '(section)'}: "
-                f"{err['msg']}"
-                for err in exc.errors()
-            )
-            raise InvalidInput(f"invalid drift settings: {problems}") from None
+        return validated(cls, raw, context="invalid drift settings", under=f"environments.{environment}.drift")
 
 
 # --------------------------------------------------------------------------- reports

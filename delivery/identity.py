@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import to_jsonable_python
 
 from delivery import sshsig
-from delivery.errors import InvalidInput
-from delivery.ids import check_release_id, normalise_identity
+from delivery.errors import InvalidInput, validated
+from delivery.ids import ReleaseId, normalise_identity
 from delivery.models import Decision, utcnow
 
 NAMESPACE = "delivery"
@@ -58,7 +58,7 @@ class Statement(BaseModel):
 
     kind: Literal["approval", "release-request"]
     signer: str = Field(min_length=1)
-    release_id: str
+    release_id: ReleaseId
     revision: int = Field(ge=1)
     environment: str | None = None
     plan_digest: str | None = None
@@ -89,11 +89,6 @@ class Statement(BaseModel):
         if value is not None and not re.match(DIGEST_PATTERN, value):
             raise ValueError(f"{value[:80]!r} is not sha256:<64 lowercase hex digits>")
         return value
-
-    @field_validator("release_id")
-    @classmethod
-    def _release_id(cls, value: str) -> str:
-        return check_release_id(value)
 
     @field_validator("at")
     @classmethod
@@ -151,10 +146,7 @@ class Statement(BaseModel):
         data: dict[str, Any] = dict(values)
         if "revision" in data:
             data["revision"] = int(data["revision"])
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise InvalidInput(f"statement: {_first_error(exc)}") from exc
+        return validated(cls, data, context="statement")
 
 
 class SignedStatement(BaseModel):
@@ -451,9 +443,3 @@ def _jsonable(value: Any) -> Any:
         return value.model_dump(mode="json")
     return to_jsonable_python(value)
 
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    field = ".".join(str(part) for part in error["loc"])
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{field}: {message}" if field else message

@@ -6,7 +6,10 @@ import hashlib
 import re
 import secrets
 from datetime import UTC, datetime
+from typing import Annotated
 from uuid import UUID
+
+from pydantic import AfterValidator
 
 # A release id becomes a git branch (release/<id>), a Prefect tag and a Kubernetes annotation
 # value, so it keeps to the characters all three accept.
@@ -63,6 +66,10 @@ def check_release_id(value: str) -> str:
             "starting with a letter or digit, without '..' and not ending in '.' or '.lock'"
         )
     return value
+
+
+# A model field holding a release id: checked by check_release_id wherever one is read.
+ReleaseId = Annotated[str, AfterValidator(check_release_id)]
 
 
 def normalise_identity(identity: str) -> str:

@@ -13,34 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from delivery.errors import InvalidInput
+from delivery.errors import InvalidInput, invalid_input
 from delivery.models import ReleaseRequest
-
-
-def _location(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in loc if not str(part).startswith(("function-", "tagged-union")))
-
-
-def describe(error: ValidationError, *, every: bool = False) -> str:
-    """A request's validation error in words, each problem naming its field.
-
-    A model-level problem has no location: its message names the fields itself.
-
-    Args:
-        error: pydantic's error.
-        every: list every problem (``; ``-separated, for a CLI); by default the first one only with
-            the others counted, so that the sentence stays one line in the run's state message.
-    """
-    sentences = []
-    for problem in error.errors():
-        message = str(problem["msg"]).removeprefix("Value error, ")
-        where = _location(tuple(problem["loc"]))
-        sentences.append(f"{where}: {message}" if where else message)
-    if every or len(sentences) == 1:
-        return "; ".join(sentences)
-    more = len(sentences) - 1
-    return f"{sentences[0]} (and {more} more problem{'s' if more > 1 else ''})"
-
 
 # The fields a caller may leave out that a release run derives from itself (see :func:`with_ids`).
 ID_FIELDS = ("release_id", "trace_id")
@@ -80,7 +54,7 @@ def parse_request(value: ReleaseRequest | Mapping[str, Any], *, ids: Mapping[str
     try:
         return ReleaseRequest.model_validate(with_ids(value, ids or {}))
     except ValidationError as exc:
-        raise InvalidInput(describe(exc)) from None
+        raise invalid_input(exc, brief=True) from None
 
 
 def refusal_message(exc: BaseException) -> str:

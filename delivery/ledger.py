@@ -17,29 +17,22 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import (
-    JSON,
-    Boolean,
-    Column,
-    DateTime,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    create_engine,
-    delete,
-    event,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import create_engine, delete, event, insert, select, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.pool import StaticPool
 
 from delivery.errors import ConflictError, NotFound
+from delivery.ledger_tables import (
+    actions_table,
+    approvals_table,
+    incidents_table,
+    leases_table,
+    metadata,
+    plans_table,
+    policy_table,
+    transitions_table,
+)
 from delivery.models import Approval, Model, utcnow
 from delivery.plan import PlanState, ReleasePlan, Transition
 from delivery.schema import create_tables
@@ -66,6 +59,10 @@ IDENTITY_REVOKED = "identity-revoked"
 IDENTITIES_RECORD = "identities"
 
 
+# The columns of a plan's row written once, when it is created; state, body and updated_at move with it.
+_PLAN_COLUMNS = ("plan_id", "release_id", "revision", "environment", "trace_id", "planned_by", "created_at")
+
+
 class OnDemandRollback(Model):
     """An environment returned to its last healthy revision on demand, as the ledger keeps it."""
 
@@ -78,108 +75,6 @@ class OnDemandRollback(Model):
     restored_from: str | None = None
     healthy: bool = True
     at: datetime | None = None
-
-
-metadata = MetaData()
-
-plans_table = Table(
-    "release_plans",
-    metadata,
-    Column("plan_id", String(200), primary_key=True),
-    Column("release_id", String(64), nullable=False, index=True),
-    Column("revision", Integer, nullable=False),
-    Column("environment", String(64), nullable=False, index=True),
-    Column("trace_id", String(64), nullable=False, index=True),
-    Column("state", String(32), nullable=False),
-    Column("planned_by", String(200), nullable=False),
-    Column("body", JSON, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-)
-
-transitions_table = Table(
-    "plan_transitions",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("plan_id", String(200), nullable=False, index=True),
-    Column("from_state", String(32), nullable=False),
-    Column("to_state", String(32), nullable=False),
-    Column("actor", String(200), nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
-    Column("cause", String(32)),  # a PromotionCause on a move that settles a promotion
-)
-
-approvals_table = Table(
-    "approvals",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("plan_id", String(200), nullable=False, index=True),
-    Column("approver", String(200), nullable=False),
-    Column("decision", String(16), nullable=False),
-    Column("comment", Text, nullable=False, default=""),
-    Column("counted", Boolean, nullable=False),
-    Column("refused_reason", Text),
-    Column("at", DateTime(timezone=True), nullable=False),
-    Column("key_fingerprint", String(100)),
-    Column("signature_digest", String(80)),
-)
-
-policy_table = Table(
-    "policy_evaluations",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("plan_id", String(200), nullable=False, index=True),
-    Column("policy", String(200), nullable=False),
-    Column("expression", Text, nullable=False),
-    Column("passed", Boolean, nullable=False),
-    Column("detail", Text, nullable=False, default=""),
-    Column("at", DateTime(timezone=True), nullable=False),
-)
-
-incidents_table = Table(
-    "incidents",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("release_id", String(64), index=True),
-    Column("trace_id", String(64), index=True),
-    Column("flow", String(200), nullable=False),
-    Column("task", String(200)),
-    Column("error", Text, nullable=False),
-    Column("envelope", JSON, nullable=False),
-    Column("status", String(32), nullable=False, default="open"),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-)
-
-
-actions_table = Table(
-    "release_actions",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("release_id", String(64), nullable=False, index=True),
-    Column("action", String(64), nullable=False),
-    Column("actor", String(200), nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("detail", JSON, nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
-    # what makes a record once-only (a stage run again after a crash finds it); NULL: every call appends
-    Column("record_key", String(200)),
-    # on a table created before record_key, ``record_action`` looks before it inserts instead
-    UniqueConstraint("release_id", "action", "record_key", name="uq_release_actions_record_key"),
-)
-
-
-# Who holds each environment's lock, by its Prefect lease: a resumed or cancelled release frees the
-# lease its dead process left instead of waiting for it to lapse. A row per environment, replaced.
-leases_table = Table(
-    "environment_leases",
-    metadata,
-    Column("environment", String(64), primary_key=True),
-    Column("lease_id", String(64), nullable=False),
-    Column("release_id", String(64), nullable=False, index=True),
-    Column("flow_run_id", String(64)),
-    Column("at", DateTime(timezone=True), nullable=False),
-)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -251,19 +146,9 @@ class Ledger:
                 "updated_at": plan.updated_at,
             }
             if existing is None:
+                fixed = {name: getattr(plan, name) for name in _PLAN_COLUMNS}
                 try:
-                    conn.execute(
-                        insert(plans_table).values(
-                            plan_id=plan.plan_id,
-                            release_id=plan.release_id,
-                            revision=plan.revision,
-                            environment=plan.environment,
-                            trace_id=plan.trace_id,
-                            planned_by=plan.planned_by,
-                            created_at=plan.created_at,
-                            **values,
-                        )
-                    )
+                    conn.execute(insert(plans_table).values(**fixed, **values))
                 except IntegrityError as exc:
                     raise ConflictError(f"plan {plan.plan_id} was created by another writer") from exc
             else:

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from delivery.ids import ARTIFACT_ID_PATTERN, check_release_id, new_release_id, new_trace_id
+from delivery.ids import ARTIFACT_ID_PATTERN, ReleaseId, new_release_id, new_trace_id
 
 
 def utcnow() -> datetime:
@@ -214,7 +214,7 @@ class ReleaseRequest(Model):
 
     # Left out (the UI's form): a release run derives both from itself, the same on every start of it
     # (flows/release.py run_ids); elsewhere they are generated.
-    release_id: str = Field(
+    release_id: ReleaseId = Field(
         default_factory=new_release_id,
         description="Leave empty: the run takes rel-<date>-<8 hex> from its own id",
     )
@@ -242,11 +242,6 @@ class ReleaseRequest(Model):
     )
 
     _target = field_validator("target_environment", mode="before")(_none_as_empty)
-
-    @field_validator("release_id")
-    @classmethod
-    def _release_id(cls, value: str) -> str:
-        return check_release_id(value)
 
     @field_validator("requested_by")
     @classmethod

@@ -10,11 +10,28 @@ find every table there.
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, MetaData, inspect, text
+from typing import Any
+
+from sqlalchemy import Column, Connection, DateTime, Integer, MetaData, inspect, text
 from sqlalchemy.engine import Engine
 
 # The PostgreSQL advisory lock the creators of the schema take; any fixed number, the same in every process.
 _SCHEMA_LOCK = 7_310_542_108
+
+
+def row_id() -> Column:
+    """The key of a table whose rows are only appended: a number counting up."""
+    return Column("id", Integer, primary_key=True, autoincrement=True)
+
+
+def required(name: str, type_: Any, **options: Any) -> Column:
+    """A column every row fills (``NOT NULL``)."""
+    return Column(name, type_, nullable=False, **options)
+
+
+def timestamp(name: str = "at") -> Column:
+    """When a row was written, with its timezone."""
+    return required(name, DateTime(timezone=True))
 
 
 def create_tables(engine: Engine, metadata: MetaData) -> None:

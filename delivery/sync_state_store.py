@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, insert, inspect, select, update
+from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, insert, inspect, select, update
 from sqlalchemy.engine import Engine
 
 from delivery.drift import DriftReport
-from delivery.schema import create_tables
+from delivery.schema import create_tables, required, row_id, timestamp
 from delivery.sync_state import SyncStatus
 
 drift_metadata = MetaData()
@@ -24,20 +24,20 @@ sync_states_table = Table(
     "environment_sync_states",
     drift_metadata,
     Column("environment", String(64), primary_key=True),
-    Column("state", String(16), nullable=False),
-    Column("body", JSON, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    required("state", String(16)),
+    required("body", JSON),
+    timestamp("updated_at"),
 )
 
 drift_checks_table = Table(
     "drift_checks",
     drift_metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("environment", String(64), nullable=False, index=True),
-    Column("state", String(16), nullable=False),
-    Column("drifted", Integer, nullable=False),
-    Column("report", JSON, nullable=False),
-    Column("at", DateTime(timezone=True), nullable=False),
+    row_id(),
+    required("environment", String(64), index=True),
+    required("state", String(16)),
+    required("drifted", Integer),
+    required("report", JSON),
+    timestamp(),
 )
 
 

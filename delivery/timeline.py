@@ -40,7 +40,7 @@ class TimelineEntry(Model):
 
 
 class Commit(Protocol):
-    """A commit found by its trailers (``blocks.git_history.TrailedCommit``)."""
+    """A commit found by its trailers (``blocks.git_repository.TrailedCommit``)."""
 
     sha: str
     at: datetime

@@ -28,8 +28,8 @@ from delivery.ledger import ROLLBACK_FINISHED, ROLLBACK_STARTED, Ledger
 from delivery.plan import PlanState, PromotionCause, ReleasePlan
 
 if TYPE_CHECKING:  # imported where used: the stage modules are heavy
+    from delivery.manifests import ManifestSpec
     from flows.strategies import DeploymentOutcome, HealthSettings
-    from tasks.manifest import ManifestSpec
 
 # Who moves a plan through its promotion and writes its rollbacks.
 PROMOTION_ACTOR = "system:promotion"
@@ -73,8 +73,8 @@ def _deploy_inputs(
     plan: ReleasePlan, settings: EnvironmentConfig
 ) -> tuple[KubernetesRuntime, GitOpsRepo, ManifestSpec, HealthSettings]:
     """The runtime, GitOps repository, manifest spec and health settings of a plan's deployment."""
+    from delivery.manifests import ManifestSpec
     from flows.strategies import HealthSettings
-    from tasks.manifest import ManifestSpec
 
     runtime = load_block(settings.runtime, KubernetesRuntime,
                          source=f"delivery.yaml environments.{plan.environment}.runtime")

@@ -32,13 +32,13 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext
 from prefect.states import Failed, State
 
-from blocks import git_local
 from blocks.git_host import GitHost
 from blocks.image_registry import ImageRegistry
 from blocks.kubernetes_runtime import KubernetesRuntime
 from blocks.loading import load_block, load_configured_block
 from blocks.package_feed import PackageFeed
 from blocks.pipeline_runner import PipelineRunner
+from delivery import git_grammar
 from delivery.config import DeliveryConfig
 from delivery.errors import InvalidInput, NotFound, PermanentError
 from delivery.ids import release_id_for_run, trace_id_for_run
@@ -146,7 +146,7 @@ def validate_release(git_host: GitHost, request: ReleaseRequest, *, target: str 
     Raises:
         InvalidInput: naming the field at fault.
     """
-    git_local.check_branch(request.branch)
+    git_grammar.check_branch(request.branch)
     try:
         head = git_host.resolve(request.app, f"refs/heads/{target}")
     except NotFound as exc:

@@ -19,11 +19,12 @@ from pydantic import Field
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
 from delivery.errors import DeliveryError
+from delivery.manifests import ManifestSpec
 from delivery.models import Model, RollingStrategy, Strategy
 from delivery.plan import PromotionCause
 from delivery.stages import stage_named
 from tasks.health import HealthSpec, HttpProbeSpec, check_health
-from tasks.manifest import ManifestSpec, render_manifest
+from tasks.manifest import render_manifest
 from tasks.phases import plan_promotion
 from tasks.promote import Promotion, promote
 from tasks.rollback import RollbackResult, RollbackSpec, roll_back

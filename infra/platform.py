@@ -66,17 +66,9 @@ class PlatformSpec(BaseModel):
     def base_name(self) -> str:
         return f"{self.name_prefix}-{self.environment}"
 
-    @property
-    def resource_group_name(self) -> str:
-        return f"rg-{self.base_name}"
-
-    @property
-    def workspace_name(self) -> str:
-        return f"log-{self.base_name}"
-
-    @property
-    def cluster_name(self) -> str:
-        return f"aks-{self.base_name}"
+    def resource_name(self, abbreviation: Literal["rg", "log", "aks"]) -> str:
+        """A resource's name: Azure's abbreviation of its type, then the base name (``aks-delivery-dev``)."""
+        return f"{abbreviation}-{self.base_name}"
 
     @property
     def acr_name(self) -> str:
@@ -107,37 +99,32 @@ class EnvironmentPlatform(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         tags = spec.resource_tags()
         self.resource_group = resources.ResourceGroup(
-            spec.resource_group_name,
-            resource_group_name=spec.resource_group_name,
+            spec.resource_name("rg"),
+            resource_group_name=spec.resource_name("rg"),
             location=spec.location,
             tags=tags,
             opts=child,
         )
+        # Every other resource lives in the group, in its location, with the same tags, as a child.
+        placed = {"resource_group_name": self.resource_group.name, "location": spec.location, "tags": tags,
+                  "opts": child}
         self.workspace = operationalinsights.Workspace(
-            spec.workspace_name,
-            workspace_name=spec.workspace_name,
-            resource_group_name=self.resource_group.name,
-            location=spec.location,
+            spec.resource_name("log"),
+            workspace_name=spec.resource_name("log"),
             sku={"name": "PerGB2018"},
             retention_in_days=spec.log_retention_days,
-            tags=tags,
-            opts=child,
+            **placed,
         )
         self.registry = containerregistry.Registry(
             spec.acr_name,
             registry_name=spec.acr_name,
-            resource_group_name=self.resource_group.name,
-            location=spec.location,
             sku={"name": spec.registry_sku},
             admin_user_enabled=False,
-            tags=tags,
-            opts=child,
+            **placed,
         )
         self.cluster = containerservice.ManagedCluster(
-            spec.cluster_name,
-            resource_name_=spec.cluster_name,
-            resource_group_name=self.resource_group.name,
-            location=spec.location,
+            spec.resource_name("aks"),
+            resource_name_=spec.resource_name("aks"),
             dns_prefix=spec.base_name,
             kubernetes_version=spec.kubernetes_version,
             identity={"type": "SystemAssigned"},
@@ -158,8 +145,7 @@ class EnvironmentPlatform(pulumi.ComponentResource):
                     "config": {"logAnalyticsWorkspaceResourceID": self.workspace.id},
                 }
             },
-            tags=tags,
-            opts=child,
+            **placed,
         )
         credentials = containerservice.list_managed_cluster_user_credentials_output(
             resource_group_name=self.resource_group.name,

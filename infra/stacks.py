@@ -427,39 +427,36 @@ class StackRunner:
             PulumiCommandFailed: any other failure, with the CLI's message.
         """
         handle = self._open(target, program, config or {})
-        reconciled = False
-        for attempt in range(1, self.attempts + 1):
-            action = "refresh"
-            try:
-                if reconcile_first or attempt > 1:
-                    handle.refresh()
-                    reconciled = True
-                action = "preview"
-                if baseline is not None:
-                    unstamped = baseline(handle.outputs())
-                    if unstamped is not None:
-                        summary = normalise_summary(handle.preview(unstamped))
-                        if not has_changes(summary):
-                            return self._unchanged(handle, summary, attempt, reconciled)
-                summary = normalise_summary(handle.preview(program))
-                if not has_changes(summary):
-                    return self._unchanged(handle, summary, attempt, reconciled)
-                action = "up"
-                changes, outputs = handle.up(program)
-                return ApplyResult(
-                    change_summary=summary,
-                    changed=True,
-                    resource_changes=normalise_summary(changes),
-                    outputs=dict(outputs),
-                    attempts=attempt,
-                    reconciled=reconciled,
-                )
-            except Exception as exc:
-                error = translate(exc, action=action, target=target)
-                if not isinstance(error, StackLocked) or attempt == self.attempts:
-                    raise error from None  # the foreign exception holds unmasked CLI output
-                self.sleep(self._delay(attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
+        attempts, action, reconciled = 0, "refresh", False  # a failure is named by the step it failed in
+
+        def converge() -> ApplyResult:
+            nonlocal attempts, action, reconciled
+            attempts, action = attempts + 1, "refresh"
+            if reconcile_first or attempts > 1:
+                handle.refresh()
+                reconciled = True
+            action = "preview"
+            if baseline is not None:
+                unstamped = baseline(handle.outputs())
+                if unstamped is not None:
+                    summary = normalise_summary(handle.preview(unstamped))
+                    if not has_changes(summary):
+                        return self._unchanged(handle, summary, attempts, reconciled)
+            summary = normalise_summary(handle.preview(program))
+            if not has_changes(summary):
+                return self._unchanged(handle, summary, attempts, reconciled)
+            action = "up"
+            changes, outputs = handle.up(program)
+            return ApplyResult(
+                change_summary=summary,
+                changed=True,
+                resource_changes=normalise_summary(changes),
+                outputs=dict(outputs),
+                attempts=attempts,
+                reconciled=reconciled,
+            )
+
+        return self._with_retries(target, lambda: action, converge)
 
     @staticmethod
     def _unchanged(handle: StackHandle, summary: dict[str, int], attempt: int, reconciled: bool) -> ApplyResult:
@@ -471,12 +468,13 @@ class StackRunner:
             reconciled=reconciled,
         )
 
-    def _with_retries(self, target: StackTarget, action: str, call: Callable[[], Any]) -> Any:
+    def _with_retries(self, target: StackTarget, action: str | Callable[[], str], call: Callable[[], Any]) -> Any:
+        """Call ``call``, again after a backoff while the stack is locked; ``action`` names what failed."""
         for attempt in range(1, self.attempts + 1):
             try:
                 return call()
             except Exception as exc:
-                error = translate(exc, action=action, target=target)
+                error = translate(exc, action=action() if callable(action) else action, target=target)
                 if not isinstance(error, StackLocked) or attempt == self.attempts:
                     raise error from None  # the foreign exception holds unmasked CLI output
                 self.sleep(self._delay(attempt))

@@ -172,9 +172,7 @@ class Store:
         if not isinstance(body, dict):
             raise bad_request("the request body must be a JSON object")
         _check_kind(rt, body)
-        body_name = (body.get("metadata") or {}).get("name")
-        if body_name and body_name != name:
-            raise bad_request(f"the name of the object ({body_name}) does not match the name on the URL ({name})")
+        _check_name(body, name)
         with self.lock:
             old = self._current(rt, namespace, name)
             _check_precondition(rt, name, old, body)
@@ -198,44 +196,22 @@ class Store:
         with self.lock:
             existing = self._objects[rt].get(namespace or "", {}).get(name)
             if patch_type == "apply":
-                return self._apply(rt, namespace, name, existing, patch, manager, force, subresource, dry_run)
-            if existing is None:
-                raise not_found(rt, name)
-            try:
-                if patch_type == "json":
-                    if not isinstance(patch, list):
-                        raise bad_request("a JSON patch must be a list of operations")
-                    body = json_patch(existing, patch)
-                elif not isinstance(patch, dict):
-                    raise bad_request("a merge patch must be a JSON object")
-                elif patch_type == "merge":
-                    body = json_merge_patch(existing, patch)
-                else:
-                    body = strategic_merge(existing, patch)
-            except PatchError as exc:
-                raise ApiError(422, "Invalid", str(exc)) from exc
-            if isinstance(patch, dict):
-                _check_precondition(rt, name, existing, patch)
+                body = self._applied(rt, namespace, name, existing, patch, manager, force, subresource)
+                writer = None  # server-side apply has already recorded the managed fields
+            else:
+                body = _patched(rt, name, existing, patch_type, patch)
+                writer = manager or "unknown"
             return self._commit(
-                rt,
-                namespace,
-                name,
-                existing,
-                body,
-                manager=manager or "unknown",
-                subresource=subresource,
-                dry_run=dry_run,
+                rt, namespace, name, existing, body, manager=writer, subresource=subresource, dry_run=dry_run
             )
 
-    def _apply(self, rt, namespace, name, existing, config, manager, force, subresource, dry_run) -> dict:
+    def _applied(self, rt, namespace, name, existing, config, manager, force, subresource) -> dict:
         if not manager:
             raise bad_request("PATCH requests with apply content type must include fieldManager")
         if not isinstance(config, dict):
             raise bad_request("an applied configuration must be an object")
         _check_kind(rt, config, required=True)
-        config_name = (config.get("metadata") or {}).get("name")
-        if config_name and config_name != name:
-            raise bad_request(f"the name of the object ({config_name}) does not match the name on the URL ({name})")
+        _check_name(config, name)
         if existing is None:
             if subresource:
                 raise not_found(rt, name)
@@ -251,9 +227,7 @@ class Store:
         except ApplyConflict as exc:
             raise ApiError(409, "Conflict", str(exc), {"name": name, "group": rt.group, "kind": rt.plural}) from exc
         merged.setdefault("metadata", {})["managedFields"] = managed
-        return self._commit(
-            rt, namespace, name, existing, merged, manager=None, subresource=subresource, dry_run=dry_run
-        )
+        return merged
 
     def delete(
         self,
@@ -447,6 +421,34 @@ def _check_kind(rt: ResourceType, body: dict, *, required: bool = False) -> None
         raise bad_request(
             f"the apiVersion of the object ({api_version}) does not match the endpoint ({rt.api_version})"
         )
+
+
+def _patched(rt: ResourceType, name: str, existing: dict | None, patch_type: str, patch: object) -> dict:
+    """The object a JSON, merge or strategic merge patch makes of ``existing``."""
+    if existing is None:
+        raise not_found(rt, name)
+    try:
+        if patch_type == "json":
+            if not isinstance(patch, list):
+                raise bad_request("a JSON patch must be a list of operations")
+            body = json_patch(existing, patch)
+        elif not isinstance(patch, dict):
+            raise bad_request("a merge patch must be a JSON object")
+        elif patch_type == "merge":
+            body = json_merge_patch(existing, patch)
+        else:
+            body = strategic_merge(existing, patch)
+    except PatchError as exc:
+        raise ApiError(422, "Invalid", str(exc)) from exc
+    if isinstance(patch, dict):
+        _check_precondition(rt, name, existing, patch)
+    return body
+
+
+def _check_name(body: dict, name: str) -> None:
+    body_name = (body.get("metadata") or {}).get("name")
+    if body_name and body_name != name:
+        raise bad_request(f"the name of the object ({body_name}) does not match the name on the URL ({name})")
 
 
 def _check_precondition(rt: ResourceType, name: str, old: dict | None, body: dict) -> None:

@@ -37,10 +37,10 @@ from delivery.field_paths import IgnoreRules
 from delivery.ids import new_trace_id
 from delivery.labels import RELEASE_ID_ANNOTATION, TRACE_ID_ANNOTATION, managed_selector
 from delivery.ledger import DRIFT_RECONCILE_FAILED, DRIFT_RECONCILED, Ledger
+from delivery.manifest_files import parse_objects
 from delivery.settings import block_ref, block_setting
 from delivery.sync_state import next_status
 from delivery.sync_state_store import SyncStateStore
-from tasks.manifest import parse_objects
 from tasks.stage import retry_transient
 from tasks.timeline import publish_timeline
 
@@ -67,12 +67,12 @@ def read_environment_objects(gitops: Any, environment: str, *, ref: str) -> list
     Returns:
         The desired objects of all the environment's apps.
     """
-    from blocks import git_local
+    from blocks import git_repository
 
     prefix = f"{ENVIRONMENTS_DIR}/{environment}/"
     # GitOpsRepo reads one app at a time; the drift check wants every app of the environment,
     # so it reads the environment's tree once from the block's local copy.
-    tree = git_local.read_tree(gitops._local(), prefix, ref=ref)
+    tree = git_repository.read_tree(gitops.local_copy(), prefix, ref=ref)
     by_app: dict[str, dict[str, bytes]] = {}
     for path, data in tree.items():
         app, _, name = path[len(prefix):].partition("/")

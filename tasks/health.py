@@ -20,9 +20,9 @@ from blocks.kubernetes_runtime import KubernetesRuntime, RolloutStatus
 from delivery import provider_timing
 from delivery.errors import HealthCheckFailed, NotFound, TransientError
 from delivery.events import EventName, emit
+from delivery.manifests import DeployTarget
 from delivery.models import Model
-from tasks.manifest import DeployTarget, coerce
-from tasks.stage import stage
+from tasks.stage import coerce, stage
 from tasks.sync import desired_objects
 
 

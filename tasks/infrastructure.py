@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr
 
 from blocks.pulumi_stack import PulumiStack
-from delivery.errors import InvalidInput, NotFound
+from delivery.errors import InvalidInput, NotFound, validated
 from delivery.events import EventName, emit
 from delivery.models import Model
 from infra.stacks import ApplyResult, Program, StackOutput
@@ -39,10 +39,8 @@ class InfrastructureRequest(Model):
             return source
         fields = ("release_id", "trace_id", "revision", "environment")
         data = source if isinstance(source, Mapping) else {f: getattr(source, f, None) for f in fields}
-        try:
-            return cls.model_validate({f: data[f] for f in fields if data.get(f) is not None})
-        except ValidationError as exc:
-            raise _invalid(exc, "request") from None
+        present = {f: data[f] for f in fields if data.get(f) is not None}
+        return validated(cls, present, context=f"{STAGE}: invalid input", under="request")
 
 
 class ClusterInfo(Model):
@@ -70,11 +68,6 @@ class InfrastructureResult(Model):
     cluster: ClusterInfo | None = None
 
 
-def _invalid(exc: ValidationError, prefix: str) -> InvalidInput:
-    problems = "; ".join(f"{prefix}.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-    return InvalidInput(f"{STAGE}: invalid input: {problems}")
-
-
 def platform_spec(stack: PulumiStack, request: InfrastructureRequest) -> Any:
     """The platform to declare: the block's ``platform`` settings for this environment and release.
 
@@ -86,18 +79,14 @@ def platform_spec(stack: PulumiStack, request: InfrastructureRequest) -> Any:
     reserved = {"environment", "release_id", "trace_id"} & set(stack.platform)
     if reserved:
         raise InvalidInput(f"{STAGE}: invalid input: platform.{sorted(reserved)[0]}: set by the release, not the block")
-    try:
-        return PlatformSpec.model_validate(
-            {
-                "location": stack.location,
-                **stack.platform,
-                "environment": request.environment,
-                "release_id": request.release_id,
-                "trace_id": request.trace_id,
-            }
-        )
-    except ValidationError as exc:
-        raise _invalid(exc, "platform") from None
+    values = {
+        "location": stack.location,
+        **stack.platform,
+        "environment": request.environment,
+        "release_id": request.release_id,
+        "trace_id": request.trace_id,
+    }
+    return validated(PlatformSpec, values, context=f"{STAGE}: invalid input", under="platform")
 
 
 def _unstamped(spec: Any) -> Callable[[Mapping[str, StackOutput]], Program | None]:

@@ -29,9 +29,10 @@ from prefect import task
 from pydantic import Field
 
 from blocks.gitops_repo import GitOpsRepo
+from delivery.manifest_files import files_for, parse_objects
+from delivery.manifests import ManifestSpec
 from delivery.models import BlueGreenStrategy, CanaryStrategy, Model, Strategy
 from delivery.stages import stage_named
-from tasks.manifest import ManifestSpec, files_for, parse_objects
 from tasks.rollback import SLOT_LABEL, TRACK_LABEL
 
 SLOTS = ("blue", "green")

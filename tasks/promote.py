@@ -14,8 +14,8 @@ from pydantic import Field, field_validator
 
 from blocks.gitops_repo import GitOpsRepo
 from delivery.events import EventName, emit
-from tasks.manifest import DeployTarget, RenderedManifest, coerce
-from tasks.stage import stage
+from delivery.manifests import DeployTarget, RenderedManifest
+from tasks.stage import coerce, stage
 
 
 class Promotion(DeployTarget):

@@ -18,9 +18,10 @@ from pydantic import Field
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime, ObjectRef, RolloutStatus
 from delivery.events import EventName, emit
+from delivery.manifest_files import parse_objects
+from delivery.manifests import DeployTarget
 from tasks.health import wait_for_rollouts
-from tasks.manifest import DeployTarget, coerce, parse_objects
-from tasks.stage import stage
+from tasks.stage import coerce, stage
 from tasks.sync import SyncSpec, reconcile
 
 SLOT_LABEL = "delivery.gitops/slot"

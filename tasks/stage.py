@@ -25,14 +25,16 @@ from typing import Any, TypeVar
 
 from prefect import task
 from prefect.tasks import exponential_backoff
+from pydantic import BaseModel
 
 from delivery import failpoints, provider_timing
-from delivery.errors import DeliveryError, is_retryable
+from delivery.errors import DeliveryError, is_retryable, validated
 from delivery.events import EventName, emit
 from delivery.ledger import Ledger
 from delivery.stages import stage_named
 
 F = TypeVar("F", bound=Callable[..., Any])
+M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_RETRIES = int(os.environ.get("DELIVERY_STAGE_RETRIES", "3"))
 BACKOFF_FACTOR = float(os.environ.get("DELIVERY_RETRY_BACKOFF_SECONDS", "1"))
@@ -241,3 +243,22 @@ def stage(
         )
 
     return decorate
+
+
+def coerce(model: type[M], value: M | Mapping[str, Any], *, stage_name: str) -> M:
+    """Validate a stage's input, turning pydantic's error into :class:`InvalidInput` naming the fields.
+
+    Args:
+        model: the input model.
+        value: an instance, or a mapping to validate.
+        stage_name: the stage, for the message.
+
+    Returns:
+        The validated model.
+
+    Raises:
+        InvalidInput: the mapping does not fit the model.
+    """
+    if isinstance(value, model):
+        return value
+    return validated(model, value, context=f"{stage_name}: invalid input")

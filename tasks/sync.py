@@ -21,8 +21,9 @@ from delivery.errors import InvalidInput
 from delivery.events import EventName, emit
 from delivery.field_ownership import dropped_fields
 from delivery.labels import APP_LABEL, ENVIRONMENT_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, managed_selector
-from tasks.manifest import DeployTarget, coerce, parse_objects
-from tasks.stage import stage
+from delivery.manifest_files import parse_objects
+from delivery.manifests import DeployTarget
+from tasks.stage import coerce, stage
 
 
 class SyncSpec(DeployTarget):

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from blocks.git_history import commits_with_trailer
+from blocks.git_repository import commits_with_trailer
 from delivery.errors import DeliveryError, TransientError
 from delivery.events import trace_resource
 from delivery.ledger import Ledger

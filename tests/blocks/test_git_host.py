@@ -7,7 +7,7 @@ import threading
 import pytest
 from git import Repo
 
-from blocks import git_local
+from blocks import git_writes
 from blocks.git_host import CheckCommand, LocalGitHost
 from delivery.errors import (
     CheckFailed,
@@ -78,14 +78,14 @@ def test_committing_the_same_contents_again_is_a_no_op(host):
 
 def test_a_stale_writer_gets_a_conflict_error_and_writes_nothing(host, monkeypatch):
     release_branch(host)
-    real_push = git_local.push
+    real_push = git_writes.push
 
     def push_after_someone_else(repo, sha, branch):
-        monkeypatch.setattr(git_local, "push", real_push)
+        monkeypatch.setattr(git_writes, "push", real_push)
         host.commit_files("shop", branch=branch, files={"other.txt": b"x"}, message="other", trailers=())
         real_push(repo, sha, branch)
 
-    monkeypatch.setattr(git_local, "push", push_after_someone_else)
+    monkeypatch.setattr(git_writes, "push", push_after_someone_else)
     with pytest.raises(ConflictError) as info:
         host.commit_files("shop", branch="release/rel-1", files={"mine.txt": b"y"}, message="m", trailers=())
     assert isinstance(info.value, TransientError)
@@ -100,7 +100,7 @@ def test_two_writers_at_once_the_loser_is_retried_and_nothing_is_lost(host, monk
     from tasks.stage import stage
 
     release_branch(host)
-    real_push = git_local.push
+    real_push = git_writes.push
     both_ready = threading.Barrier(2, timeout=30)
     attempts: list[str] = []
     lock = threading.Lock()
@@ -113,7 +113,7 @@ def test_two_writers_at_once_the_loser_is_retried_and_nothing_is_lost(host, monk
             both_ready.wait()  # both commits are built on the same parent before either pushes
         real_push(repo, sha, branch)
 
-    monkeypatch.setattr(git_local, "push", racing_push)
+    monkeypatch.setattr(git_writes, "push", racing_push)
 
     @stage("create_commit")  # the stage policy (retry on a lost race) of a registered stage
     def write_files(git_host: LocalGitHost, path: str) -> str:
@@ -286,14 +286,14 @@ def test_block_saves_and_loads_through_prefect(host, prefect_server):
 def test_a_source_moving_while_checks_start_is_a_retryable_conflict(host, monkeypatch):
     release_branch(host)
     pr = host.open_pull_request("shop", source="release/rel-1", target="main", title="t")
-    real_checkout = git_local.merged_checkout
+    real_checkout = git_writes.merged_checkout
 
     def checkout_after_a_push(url, *, source, target):
-        monkeypatch.setattr(git_local, "merged_checkout", real_checkout)
+        monkeypatch.setattr(git_writes, "merged_checkout", real_checkout)
         host.commit_files("shop", branch=source, files={"late.txt": b"late"}, message="late", trailers=TRAILERS)
         return real_checkout(url, source=source, target=target)
 
-    monkeypatch.setattr(git_local, "merged_checkout", checkout_after_a_push)
+    monkeypatch.setattr(git_writes, "merged_checkout", checkout_after_a_push)
     with pytest.raises(ConflictError, match="moved while being checked"):
         host.run_checks("shop", pr.number)
     assert host.get_pull_request("shop", pr.number).checks == []

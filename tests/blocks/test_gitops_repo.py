@@ -119,10 +119,10 @@ def test_a_missing_repository_is_not_found(tmp_path: Path) -> None:
 
 def test_a_write_that_lost_a_race_is_rebased_onto_the_new_head(repo: GitOpsRepo, monkeypatch) -> None:
     """Another writer pushes between our read and our ref update: we re-read the head and retry."""
-    from blocks import git_local
+    from blocks import git_writes
 
     other = repo.model_copy(update={"direct_writes": False})
-    real_write_tree = git_local._write_tree
+    real_write_tree = git_writes.write_tree
     theirs: list = []
     raced: list[bool] = []
 
@@ -133,7 +133,7 @@ def test_a_write_that_lost_a_race_is_rebased_onto_the_new_head(repo: GitOpsRepo,
                                                   trailers=TRAILERS))
         return real_write_tree(*args, **kwargs)
 
-    monkeypatch.setattr(git_local, "_write_tree", push_first)
+    monkeypatch.setattr(git_writes, "write_tree", push_first)
     ours = repo.write_environment("dev", "web", {"a.yaml": b"a: 1\n"}, message="ours", trailers=TRAILERS)
     monkeypatch.undo()
     assert ours.created and ours.parent == theirs[0].sha == Repo(repo.url).commit(ours.sha).parents[0].hexsha

@@ -12,7 +12,7 @@ from support.runtime import APP, FAIL, IMAGE_V1, IMAGE_V2, RuntimeEnv, runtime_e
 from blocks.kubernetes_runtime import KubernetesRuntime, ObjectRef, rollout_of
 from delivery.errors import InvalidInput, NotFound, TransientError
 from delivery.labels import MANAGED_BY_LABEL, managed_selector
-from tasks.manifest import render
+from delivery.manifests import render
 
 
 @pytest.fixture

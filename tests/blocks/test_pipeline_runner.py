@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from blocks.git_host import LocalGitHost
-from blocks.pipeline_runner import LocalPipelineRunner, Outcome, parse_pipeline, read_junit
+from blocks.pipeline_files import parse_pipeline, read_junit
+from blocks.pipeline_runner import LocalPipelineRunner, Outcome
 from delivery.errors import InvalidInput
 
 JUNIT = (

@@ -18,9 +18,10 @@ import pytest
 from support.runtime import wait_for_events
 from typer.testing import CliRunner
 
-from blocks import git_local
+from blocks import git_repository
 from blocks.gitops_repo import GitOpsRepo
 from cli.main import app
+from delivery.git_grammar import parse_trailers
 from delivery.identity import ALLOWED_SIGNERS, Registry, SignedStatement, generate_key
 from delivery.intake import parse_request
 from delivery.ledger import IDENTITY_REVOKED, Ledger
@@ -256,10 +257,10 @@ def test_revoke_commits_records_and_emits_then_a_second_run_is_a_no_op(prefect_s
     assert document["principals"] == ["user:alice"]
 
     # one commit on the branch, naming the key, the actor and the reason
-    assert gitops.head() == document["commit"] and git_local.resolve(gitops.repo.url, "main~1") == before
+    assert gitops.head() == document["commit"] and git_repository.resolve(gitops.repo.url, "main~1") == before
     message = subprocess.run(["git", "--git-dir", gitops.repo.url, "log", "-1", "--format=%B"], check=True,
                              capture_output=True, text=True, timeout=30).stdout
-    assert git_local.parse_trailers(message) == {"Revoked-Key": [alice], "Revoked-By": ["user:carol"],
+    assert parse_trailers(message) == {"Revoked-Key": [alice], "Revoked-By": ["user:carol"],
                                                  "Reason": ["laptop stolen"], "Trace-Id": [document["trace_id"]]}
     registry = Registry.parse(*gitops.repo.read_identities())
     assert registry.revoked == {alice} and "user:alice" not in registry.identities()

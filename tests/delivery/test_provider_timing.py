@@ -61,7 +61,7 @@ def test_only_public_provider_methods_are_timed() -> None:
     assert hasattr(GitOpsRepo.write_environment, "__wrapped__")
     assert hasattr(KubernetesRuntime.apply, "__wrapped__")
     assert GitOpsRepo.save is Block.save  # Prefect's own method: no provider call
-    assert not hasattr(GitOpsRepo._local, "__wrapped__")
+    assert not hasattr(GitOpsRepo._path_of_url, "__wrapped__")
 
 
 def test_nothing_is_recorded_unless_a_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Column, MetaData, String, Table, create_engine, inspect, text
 
-from delivery.ledger import Ledger, metadata
+from delivery.ledger import Ledger
+from delivery.ledger_tables import metadata
 from delivery.schema import create_tables
 from delivery.sync_state_store import SyncStateStore, drift_metadata
 

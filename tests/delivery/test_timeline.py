@@ -10,8 +10,8 @@ from pathlib import Path
 
 from support.overview import fail, new_plan
 
-from blocks.git_history import commits_with_trailer
-from blocks.git_local import commit_files, init_bare
+from blocks.git_repository import commits_with_trailer
+from blocks.git_writes import commit_files, init_bare
 from delivery.drift import DriftMode, DriftReport
 from delivery.drift_compare import ObjectDrift, ObjectKey
 from delivery.errors import TransientError

@@ -36,9 +36,9 @@ from pydantic import SecretStr
 from support.governance import Approver, Step
 from support.release import APP, ENVIRONMENTS, PLANNER, ReleaseStack, Services, release_services, wire_release_stack
 
-from blocks.git_local import parse_trailers
 from blocks.image_registry import OciImageRegistry
 from blocks.pulumi_stack import PulumiStack
+from delivery.git_grammar import parse_trailers
 from delivery.plan import PlanState
 from infra.stacks import backend_override
 from infra.testing import RecordingBackend, locked_error

@@ -35,12 +35,12 @@ from delivery.labels import (
     managed_selector,
 )
 from delivery.ledger import DRIFT_RECONCILED
+from delivery.manifest_files import files_for, parse_objects
 from delivery.sync_state import SyncState
 from delivery.sync_state_store import SyncStateStore
 from flows.drift import drift_check
 from kube_simulator import KubernetesSimulator
 from tasks.drift import DRIFT_ACTOR, check_environment
-from tasks.manifest import files_for, parse_objects
 
 NAMESPACE = "drift-dev"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -157,7 +157,7 @@ def test_clean_environment_is_synced(world):
 
 
 def test_the_sample_apps_rendered_manifests_show_no_false_drift(world):
-    from tasks.manifest import ManifestSpec, render, templates_from_dir
+    from delivery.manifests import ManifestSpec, render, templates_from_dir
 
     rendered = render(ManifestSpec(
         release_id=world.release_id, trace_id="a" * 32, app="web", environment="dev", namespace=NAMESPACE,

@@ -9,9 +9,9 @@ import pytest
 from support.runtime import APP, IMAGE_V1, IMAGE_V2, in_flow, runtime_env
 
 from delivery.errors import InvalidInput
+from delivery.manifests import render
 from flows.rollback import RollbackRequest, roll_back_environment
 from flows.strategies import HealthSettings, deploy_with_strategy
-from tasks.manifest import render
 from tasks.promote import Promotion, write_promotion
 from tasks.sync import SyncSpec, reconcile
 

@@ -11,9 +11,9 @@ import yaml
 from support.runtime import APP, FAIL, IMAGE_V1, IMAGE_V2, IMAGE_V3, RuntimeEnv, runtime_env, subset_equal
 
 from delivery.errors import InvalidInput
+from delivery.manifest_files import parse_objects
 from delivery.models import BlueGreenStrategy, CanaryStrategy, RollingStrategy
 from flows.strategies import DeploymentOutcome, HealthSettings, deploy_with_strategy
-from tasks.manifest import parse_objects
 from tasks.rollback import SLOT_LABEL
 
 HEALTH = HealthSettings(timeout_seconds=20, poll_seconds=0.05)

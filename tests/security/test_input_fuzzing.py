@@ -56,12 +56,13 @@ from delivery.config import ApprovalRules, load_config
 from delivery.errors import InvalidInput
 from delivery.identity import SignatureRefused, SignedStatement, Statement
 from delivery.intake import parse_request
+from delivery.manifests import ManifestSpec, render
 from delivery.models import BuildResult, BuildStatus, ReleaseRequest, RollingStrategy
 from delivery.plan import ReleasePlan
 from delivery.signing import check_signature, split_pasted, verify_request
 from flows.release import release
 from tasks.approval_form import WaitContext, decision_form
-from tasks.manifest import ManifestSpec, coerce, render
+from tasks.stage import coerce
 
 # Nothing listens here: a request that passed local validation would fail with TransientError,
 # which is not InvalidInput, so the property also proves nothing reaches the server first.

@@ -15,8 +15,9 @@ from pydantic import SecretStr
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
 from delivery.labels import managed_selector
+from delivery.manifest_files import dump_object, parse_objects
+from delivery.manifests import ManifestSpec, templates_from_dir
 from kube_simulator import KubernetesSimulator
-from tasks.manifest import ManifestSpec, dump_object, parse_objects, templates_from_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_DEPLOY = ROOT / "examples" / "sample-app" / "deploy"

@@ -12,8 +12,8 @@ import pytest
 from support.runtime import APP, FAIL, IMAGE_V2, RuntimeEnv, in_flow, runtime_env
 
 from delivery.errors import HealthCheckFailed, InvalidInput
+from delivery.manifests import render
 from tasks.health import HealthSpec, HttpProbeSpec, check_health
-from tasks.manifest import render
 from tasks.promote import Promotion, write_promotion
 from tasks.sync import SyncSpec, reconcile
 

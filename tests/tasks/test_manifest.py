@@ -18,7 +18,8 @@ from delivery.labels import (
     RELEASE_ID_ANNOTATION,
     TRACE_ID_ANNOTATION,
 )
-from tasks.manifest import ManifestSpec, render, render_manifest, templates_from_dir
+from delivery.manifests import ManifestSpec, render, templates_from_dir
+from tasks.manifest import render_manifest
 
 TEMPLATES = templates_from_dir(SAMPLE_DEPLOY)
 

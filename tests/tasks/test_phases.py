@@ -6,8 +6,9 @@ from typing import Any
 
 from support.runtime import APP, IMAGE_V1, IMAGE_V2
 
+from delivery.manifest_files import parse_objects
+from delivery.manifests import render
 from delivery.models import BlueGreenStrategy, CanaryStrategy, RollingStrategy
-from tasks.manifest import parse_objects, render
 from tasks.phases import plan_phases
 from tasks.rollback import SLOT_LABEL, TRACK_LABEL
 
@@ -19,7 +20,7 @@ def image_of(obj: dict) -> str:
 def rendered(image: str = IMAGE_V1, **values: Any) -> dict[str, str]:
     from support.runtime import SAMPLE_DEPLOY
 
-    from tasks.manifest import ManifestSpec, templates_from_dir
+    from delivery.manifests import ManifestSpec, templates_from_dir
 
     return render(ManifestSpec(release_id="rel-p", trace_id="t" * 32, app=APP, environment="dev", namespace="dev",
                                image=image, templates=templates_from_dir(SAMPLE_DEPLOY),

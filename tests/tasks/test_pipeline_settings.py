@@ -39,12 +39,12 @@ def test_the_good_settings_parse():
 @pytest.mark.parametrize(
     ("section", "key", "value", "message"),
     [
-        (None, "colour", "blue", "colour: unknown key"),
-        ("test", "retries", 3, "test.retries: unknown key"),
-        ("image", "base", "python:3.11", "image.base: unknown key"),
-        ("test", "command", ..., "test.command: required but missing"),
+        (None, "colour", "blue", "colour: Extra inputs are not permitted"),
+        ("test", "retries", 3, "test.retries: Extra inputs are not permitted"),
+        ("image", "base", "python:3.11", "image.base: Extra inputs are not permitted"),
+        ("test", "command", ..., "test.command: Field required"),
         ("test", "command", "   ", "test.command: the test command is empty"),
-        (None, "test", ..., "test: required but missing"),
+        (None, "test", ..., "test: Field required"),
         ("test", "working_directory", "../elsewhere", "test.working_directory: '../elsewhere' escapes the checkout"),
         ("test", "junit", "/tmp/junit.xml", "test.junit: '/tmp/junit.xml' is absolute"),
         ("test", "junit", "reports/../../junit.xml", "test.junit: 'reports/../../junit.xml' escapes the checkout"),

@@ -12,7 +12,7 @@ from support.runtime import APP, IMAGE_V1, SAMPLE_DEPLOY, in_flow, new_release_i
 
 from blocks.gitops_repo import GitOpsRepo
 from delivery.errors import InvalidInput
-from tasks.manifest import ManifestSpec, render, templates_from_dir
+from delivery.manifests import ManifestSpec, render, templates_from_dir
 from tasks.promote import Promotion, promote
 
 

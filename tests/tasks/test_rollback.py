@@ -20,9 +20,9 @@ from support.runtime import (
 )
 
 from delivery.errors import InvalidInput
+from delivery.manifests import render
 from flows.strategies import HealthSettings, deploy_with_strategy
 from tasks.health import HealthSpec, evaluate_health
-from tasks.manifest import render
 from tasks.promote import Promotion, write_promotion
 from tasks.rollback import RollbackSpec, restore_healthy, roll_back
 from tasks.sync import SyncSpec, reconcile

@@ -20,7 +20,8 @@ from support.runtime import (
 
 from blocks.kubernetes_runtime import ObjectRef
 from delivery.errors import InvalidInput
-from tasks.manifest import parse_objects, render
+from delivery.manifest_files import parse_objects
+from delivery.manifests import render
 from tasks.promote import Promotion, write_promotion
 from tasks.sync import SyncSpec, reconcile, sync_environment
 
