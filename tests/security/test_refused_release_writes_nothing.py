@@ -13,9 +13,11 @@ The configuration a release reads is checked before its first write too (``valid
 pre-flight, ``flows/release.py``): a bad ``delivery.yaml`` in the GitOps repository, and a bad
 ``delivery-build.yaml`` or deploy template in the application repository (on the protected branch, at
 ``source.ref``'s commit, or brought by an artifact of the request), each committed for the case and
-restored after it. Without the pre-flight, the bad build settings were refused only at the build, after
-the release branch, pull request and merge were written, and the bad template only when rendering,
-after the build had published a wheel and an image and the ledger held a plan.
+restored after it; and a few of the fuzzing strategies' broken ``delivery.yaml`` and
+``delivery-build.yaml`` documents the same way. Without the pre-flight, the bad build settings were
+refused only at the build, after the release branch, pull request and merge were written, and the bad
+template only when rendering, after the build had published a wheel and an image and the ledger held a
+plan.
 """
 
 from __future__ import annotations
@@ -27,7 +29,16 @@ from dataclasses import dataclass
 import yaml
 from hypothesis import given, settings
 from release_support import APP, ReleaseStack, everything
-from security_strategies import SECURITY, Broken, bad_requests, names_field, names_request_field, request_base
+from security_strategies import (
+    SECURITY,
+    Broken,
+    bad_build_settings,
+    bad_configs,
+    bad_requests,
+    names_field,
+    names_request_field,
+    request_base,
+)
 
 from delivery.build_settings import BUILD_SETTINGS_FILE
 from delivery.config import CONFIG_FILE
@@ -146,15 +157,35 @@ def arranged(stack: ReleaseStack, bad: BadFile) -> Iterator[bytes]:
         assert read(stack, bad) == original, bad
 
 
-def test_a_release_reading_a_bad_configuration_file_is_refused_and_writes_nothing(release_stack: ReleaseStack):
+def refused_before_writing(stack: ReleaseStack, bad: BadFile) -> None:
     from flows.release import release
 
+    with arranged(stack, bad) as original:
+        before = everything(stack)
+        state = release(request=bad.request(stack, original), return_state=True)
+        assert state.is_failed(), bad
+        message = state.message or ""
+        assert message.startswith("InvalidInput: "), (bad, message)  # the pre-flight's refusal, not a crash
+        assert bad.path.rsplit("/", 1)[-1] in message and names_field(message, bad.field), (bad, message)
+        assert everything(stack) == before, bad
+
+
+def test_a_release_reading_a_bad_configuration_file_is_refused_and_writes_nothing(release_stack: ReleaseStack):
     for bad in BAD_FILES:
-        with arranged(release_stack, bad) as original:
-            before = everything(release_stack)
-            state = release(request=bad.request(release_stack, original), return_state=True)
-            assert state.is_failed(), bad
-            message = state.message or ""
-            assert message.startswith("InvalidInput: "), (bad, message)  # the pre-flight's refusal, not a crash
-            assert bad.path.rsplit("/", 1)[-1] in message and names_field(message, bad.field), (bad, message)
-            assert everything(release_stack) == before, bad
+        refused_before_writing(release_stack, bad)
+
+    # A few of the fuzzing suite's broken documents (test_input_fuzzing.py), through the whole flow.
+    @settings(SECURITY, max_examples=3)
+    @given(bad_configs())
+    def broken_configs(broken: Broken):
+        refused_before_writing(release_stack, BadFile("fuzz-config", "gitops", CONFIG_FILE,
+                                                      lambda _: broken.document.encode(), broken.field))
+
+    @settings(SECURITY, max_examples=3)
+    @given(bad_build_settings())
+    def broken_build_settings(broken: Broken):
+        refused_before_writing(release_stack, BadFile("fuzz-build", "app", BUILD_SETTINGS_FILE,
+                                                      lambda _: broken.document.encode(), broken.field))
+
+    broken_configs()
+    broken_build_settings()
