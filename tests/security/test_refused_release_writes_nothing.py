@@ -9,8 +9,8 @@ count of every bare repository, the row count of every ledger table, the simulat
 resource version, and what ``ReleaseStack.snapshot`` compares (pull requests, feed, runs, images):
 ``release_support.everything``.
 
-The configuration a release reads is checked before its first write too (``validate_release``'s
-pre-flight, ``flows/release.py``): a bad ``delivery.yaml`` in the GitOps repository, and a bad
+The configuration a release reads is checked before its first write too (``validate_application_files``,
+the pre-flight the flow runs beside ``validate_release``): a bad ``delivery.yaml`` in the GitOps repository, and a bad
 ``delivery-build.yaml`` or deploy template in the application repository (on the protected branch, at
 ``source.ref``'s commit, or brought by an artifact of the request), each committed for the case and
 restored after it; and a few of the fuzzing strategies' broken ``delivery.yaml`` and
