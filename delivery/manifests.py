@@ -31,6 +31,7 @@ from delivery.models import Model
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"
 TEMPLATE_SUFFIX = ".yaml.j2"
+DEPLOY_FOLDER = "deploy"
 VALUES_FILE = "values.yaml"
 CLUSTER_SCOPED = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
                             "PersistentVolume", "StorageClass", "IngressClass"})
@@ -57,7 +58,7 @@ class ManifestSpec(DeployTarget):
     image: str = Field(description="The image pinned by digest: repository@sha256:<64 hex>")
     templates: dict[str, str] = Field(description="deploy/ file name -> text: *.yaml.j2 and values.yaml")
     values: dict[str, Any] = Field(default_factory=dict, description="The environment's values")
-    source: str = Field(default="deploy", description="Folder the templates came from, for messages")
+    source: str = Field(default=DEPLOY_FOLDER, description="Folder the templates came from, for messages")
 
     @field_validator("image")
     @classmethod
@@ -92,6 +93,10 @@ class RenderedManifest(DeployTarget):
 # --------------------------------------------------------------------------- templates and values
 
 
+def _is_deploy_file(name: str) -> bool:
+    return name.endswith(TEMPLATE_SUFFIX) or name == VALUES_FILE
+
+
 def templates_from_dir(path: str | Path) -> dict[str, str]:
     """Read a ``deploy/`` folder: its ``*.yaml.j2`` templates and ``values.yaml``.
 
@@ -107,8 +112,34 @@ def templates_from_dir(path: str | Path) -> dict[str, str]:
     return {
         entry.name: entry.read_text(encoding="utf-8")
         for entry in sorted(folder.iterdir())
-        if entry.is_file() and (entry.name.endswith(TEMPLATE_SUFFIX) or entry.name == VALUES_FILE)
+        if entry.is_file() and _is_deploy_file(entry.name)
     }
+
+
+def templates_from_files(files: Mapping[str, bytes], *, folder: str = DEPLOY_FOLDER) -> dict[str, str]:
+    """The templates and ``values.yaml`` directly in ``folder``, from repository files (a git tree).
+
+    Args:
+        files: repository path -> bytes (other paths are ignored).
+        folder: the templates' folder in the repository.
+
+    Returns:
+        file name -> text; other files of the folder (a README, a ``.gitkeep``) are left out, as
+        :func:`templates_from_dir` leaves them out.
+
+    Raises:
+        InvalidInput: a template or ``values.yaml`` is not UTF-8 text (the file named).
+    """
+    templates = {}
+    for path, data in sorted(files.items()):
+        where, _, name = path.rpartition("/")
+        if where != folder or not _is_deploy_file(name):
+            continue
+        try:
+            templates[name] = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return templates
 
 
 class _Values(dict):
@@ -151,9 +182,14 @@ def merge_values(defaults: Mapping[str, Any], overrides: Mapping[str, Any]) -> d
     return merged
 
 
-def _load_defaults(spec: ManifestSpec) -> dict[str, Any]:
-    text = spec.templates.get(VALUES_FILE)
-    where = f"{spec.source}/{VALUES_FILE}"
+def default_values(templates: Mapping[str, str], *, source: str = DEPLOY_FOLDER) -> dict[str, Any]:
+    """The defaults of ``values.yaml`` among the templates (empty when there is none).
+
+    Raises:
+        InvalidInput: ``values.yaml`` is not YAML or not a mapping (the file and line named).
+    """
+    text = templates.get(VALUES_FILE)
+    where = f"{source}/{VALUES_FILE}"
     if text is None:
         return {}
     try:
@@ -179,11 +215,60 @@ def _template_line(exc: BaseException, filename: str) -> str:
     return f" line {line}" if line else ""
 
 
+def template_environment(templates: Mapping[str, str], displays: Mapping[str, str]) -> jinja2.Environment:
+    """The sandboxed Jinja environment templates are compiled and rendered in.
+
+    Sandboxed: templates come from the application repository, where artifacts write; a template
+    reaching Python internals (``''.__class__...``, ``self.__init__.__globals__``) is refused, not run.
+
+    Args:
+        templates: file name -> template text.
+        displays: file name -> how messages name the file (its ``filename`` in tracebacks too).
+    """
+    return jinja2.sandbox.SandboxedEnvironment(
+        loader=jinja2.FunctionLoader(lambda name: (templates[name], displays[name], lambda: True)),
+        undefined=_NamedUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def _syntax_error(exc: jinja2.TemplateSyntaxError, display: str) -> InvalidInput:
+    return InvalidInput(f"{display} line {exc.lineno}: template syntax error: {exc.message}")
+
+
+def check_templates(templates: Mapping[str, str], *, source: str = DEPLOY_FOLDER) -> None:
+    """Check what can be checked of templates before there is an image to render them with.
+
+    At least one ``*.yaml.j2``, ``values.yaml`` a mapping, and every template compiling in the
+    sandboxed environment :func:`render` uses (syntax errors). Values and objects are checked when
+    rendering, which stays the authority: a missing value may sit in a branch never taken.
+
+    Args:
+        templates: file name -> text, as :func:`templates_from_files` gives them.
+        source: how messages name the folder, e.g. ``sample-app:deploy``.
+
+    Raises:
+        InvalidInput: naming the file (and its line).
+    """
+    names = sorted(name for name in templates if name.endswith(TEMPLATE_SUFFIX))
+    if not names:
+        raise InvalidInput(f"{source}: no *{TEMPLATE_SUFFIX} template")
+    default_values(templates, source=source)
+    displays = {name: f"{source}/{name}" for name in templates}
+    env = template_environment(templates, displays)
+    for name in names:
+        try:
+            env.get_template(name)
+        except jinja2.TemplateSyntaxError as exc:
+            raise _syntax_error(exc, displays[name]) from None
+
+
 def _render_file(env: jinja2.Environment, name: str, display: str, context: dict[str, Any]) -> str:
     try:
         return env.get_template(name).render(context)
     except jinja2.TemplateSyntaxError as exc:
-        raise InvalidInput(f"{display} line {exc.lineno}: template syntax error: {exc.message}") from None
+        raise _syntax_error(exc, display) from None
     except jinja2.UndefinedError as exc:
         raise InvalidInput(f"{display}{_template_line(exc, display)}: {exc.message}") from None
     except Exception as exc:  # noqa: BLE001 - any failure inside a template is the template's fault
@@ -206,16 +291,9 @@ def render(spec: ManifestSpec) -> RenderedManifest:
         InvalidInput: a template, the values or a rendered object is malformed; the message names
             the file and the field.
     """
-    values = merge_values(_load_defaults(spec), spec.values)
+    values = merge_values(default_values(spec.templates, source=spec.source), spec.values)
     displays = {name: f"{spec.source}/{name}" for name in spec.templates}
-    # Sandboxed: templates come from the application repository, where artifacts write; a template
-    # reaching Python internals (``''.__class__...``, ``self.__init__.__globals__``) is refused, not run.
-    env = jinja2.sandbox.SandboxedEnvironment(
-        loader=jinja2.FunctionLoader(lambda name: (spec.templates[name], displays[name], lambda: True)),
-        undefined=_NamedUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
+    env = template_environment(spec.templates, displays)
     context = {
         "app": spec.app,
         "environment": spec.environment,

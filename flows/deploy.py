@@ -59,11 +59,12 @@ def load_templates(plan: ReleasePlan) -> dict[str, str]:
     """The application's ``deploy/`` templates and values at the built commit, from the git host.
 
     Raises:
-        InvalidInput: the application has no ``deploy/`` folder at that commit.
+        InvalidInput: the application has no ``deploy/`` templates at that commit, or one is not UTF-8.
     """
+    from delivery.manifests import DEPLOY_FOLDER, templates_from_files
+
     host = load_configured_block("git_host", GitHost)
-    files = host.read_tree(plan.app, "deploy", ref=plan.build.commit)
-    templates = {path.rsplit("/", 1)[-1]: data.decode() for path, data in files.items() if path.count("/") == 1}
+    templates = templates_from_files(host.read_tree(plan.app, DEPLOY_FOLDER, ref=plan.build.commit))
     if not templates:
         raise InvalidInput(f"app {plan.app!r}: no deploy/ templates at commit {plan.build.commit[:12]}")
     return templates

@@ -4,12 +4,14 @@ Stages 1-4 here (commit, pull request, checks, merge); the build (flows/build.py
 and the promotion path (flows/promotion.py, stages 8-14 per environment) follow the merge, as
 plain functions inside this one run: it is the run that suspends for approvals and that recovery
 resubmits after a crash, and running it again skips every stage whose result is stored.
-Everything a release can be refused for is checked before the first write, and a refusal ends the
-run Failed with one sentence naming the field as its state message (``InvalidInput: artifacts.0.path:
-'../x' escapes ...``), which the Prefect UI shows on the run, not only a traceback in its logs. For
-that the flow validates its parameter itself (``validate_parameters=False``; the schema the UI's form
-renders is still the :class:`ReleaseRequest` model's): Prefect's own validation would end the run
-with a multi-line "Validation of flow parameters failed" message instead.
+Everything a release can be refused for is checked before the first write (the request,
+``delivery.yaml``, and a pre-flight of the application's ``delivery-build.yaml`` and deploy templates,
+which the build and the rendering read only after the merge), and a refusal ends the run Failed with
+one sentence naming the field as its state message (``InvalidInput: artifacts.0.path: '../x' escapes
+...``), which the Prefect UI shows on the run, not only a traceback in its logs. For that the flow
+validates its parameter itself (``validate_parameters=False``; the schema the UI's form renders is
+still the :class:`ReleaseRequest` model's): Prefect's own validation would end the run with a
+multi-line "Validation of flow parameters failed" message instead.
 
 A request without ``release_id`` or ``trace_id`` (the form leaves them out) gets both from its flow
 run (:func:`run_ids`), not generated: the run starts again from the top after an approval wait or a
@@ -39,10 +41,12 @@ from blocks.loading import load_block, load_configured_block
 from blocks.package_feed import PackageFeed
 from blocks.pipeline_runner import PipelineRunner
 from delivery import git_grammar
+from delivery.build_settings import BUILD_SETTINGS_FILE, parse_build_settings
 from delivery.config import DeliveryConfig
 from delivery.errors import InvalidInput, NotFound, PermanentError
 from delivery.ids import release_id_for_run, trace_id_for_run
 from delivery.intake import parse_request, refusal_message
+from delivery.manifests import DEPLOY_FOLDER, TEMPLATE_SUFFIX, check_templates, templates_from_files
 from delivery.models import (
     BuildResult,
     CommitInfo,
@@ -140,8 +144,11 @@ def load_git_host() -> GitHost:
     return load_configured_block("git_host", GitHost)
 
 
-def validate_release(git_host: GitHost, request: ReleaseRequest, *, target: str = PROTECTED_BRANCH) -> None:
+def validate_release(git_host: GitHost, request: ReleaseRequest, *, target: str = PROTECTED_BRANCH) -> str:
     """Refuse a release before anything is written: its repository and target branch must exist.
+
+    Returns:
+        The commit at the head of ``target``.
 
     Raises:
         InvalidInput: naming the field at fault.
@@ -153,6 +160,40 @@ def validate_release(git_host: GitHost, request: ReleaseRequest, *, target: str 
         raise InvalidInput(f"app {request.app!r}: no such repository on the git host ({exc})") from exc
     if head is None:
         raise InvalidInput(f"app {request.app!r}: its repository has no branch {target!r} to release into")
+    return head
+
+
+def validate_application_files(git_host: GitHost, request: ReleaseRequest, commit: str) -> None:
+    """Refuse, before the first write, build settings or deploy templates the release would fail on later.
+
+    ``delivery-build.yaml`` is read at the build (after the branch, pull request and merge are
+    written) and the templates are rendered after the build: a bad one would leave all of that
+    behind. So both are checked here as the release will build them: at ``commit``, with the
+    version an artifact of the request brings in place of the repository's. The build and the
+    rendering check again and stay the authority (the merge may differ from ``commit`` when the
+    protected branch moves, and values are only known per environment); this is a cheap pre-flight.
+
+    Args:
+        git_host: holds the application repository.
+        request: the release (its app and artifacts).
+        commit: the commit the release starts from: the protected branch's head, or ``source.ref``'s.
+
+    Raises:
+        InvalidInput: naming the file and the field (or the template's line).
+    """
+    brought = {artifact.path: artifact.data() for artifact in request.artifacts}
+    if BUILD_SETTINGS_FILE in brought:
+        settings = brought[BUILD_SETTINGS_FILE]
+    else:
+        settings = git_host.read_file(request.app, BUILD_SETTINGS_FILE, ref=commit)
+    if settings is None:
+        raise InvalidInput(f"{request.app}: {BUILD_SETTINGS_FILE} is missing at {commit[:12]}")
+    parse_build_settings(settings, source=f"{request.app}:{BUILD_SETTINGS_FILE}")
+    files = {**git_host.read_tree(request.app, DEPLOY_FOLDER, ref=commit), **brought}
+    templates = templates_from_files(files)
+    if not templates:
+        raise InvalidInput(f"{request.app}: no {DEPLOY_FOLDER}/*{TEMPLATE_SUFFIX} templates at {commit[:12]}")
+    check_templates(templates, source=f"{request.app}:{DEPLOY_FOLDER}")
 
 
 def resolve_source(git_host: GitHost, request: ReleaseRequest) -> str | None:
@@ -215,10 +256,11 @@ def release(request: ReleaseRequest) -> ReleaseSummary | State:
     with tags(*release_tags(request)):
         try:
             git_host = load_git_host()
-            validate_release(git_host, request)
+            head = validate_release(git_host, request)
             source_commit = resolve_source(git_host, request)
             config = validate_promotion(request)
             validate_blocks(request, config)
+            validate_application_files(git_host, request, source_commit or head)
             path = config.path_to(request.target_environment or None)
             if any(config.environment(name).approval.signed for name in path):
                 verify_planner_signature(request)
