@@ -39,27 +39,18 @@ RELEASE_FLOW = {"prefect.resource.role": "flow", "prefect.resource.name": "relea
 _STATES_AFTER_A_BEAT = ("Completed", "Failed", "Cancelled", "Cancelling", "Crashed", "Suspended", "Paused",
                         "Scheduled", "AwaitingRetry", "Pending", "Running")
 _RUN_ID = "{{ event.resource.id.split('.')[-1] }}"
-INCIDENT_PAYLOAD = """{
-  "alert": "{{ event.event }}",
-  "release_id": {{ event.resource.get('prefect.resource.name', '') | tojson }},
-  "incident_id": {{ event.payload.incident_id | tojson }},
-  "task": {{ event.payload.task | tojson }},
-  "error": {{ event.payload.error | tojson }},
-  "event_id": "{{ event.id }}",
-  "occurred": "{{ event.occurred }}"
-}"""
 
-APPROVAL_PAYLOAD = """{
-  "alert": "{{ event.event }}",
-  "release_id": {{ event.resource.get('prefect.resource.name', '') | tojson }},
-  "environment": {{ event.payload.environment | tojson }},
-  "approvers": {{ event.payload.approvers | tojson }},
-  "still_needed": {{ event.payload.still_needed | tojson }},
-  "signed": {{ event.payload.signed | tojson }},
-  "link": {{ event.payload.link | tojson }},
-  "event_id": "{{ event.id }}",
-  "occurred": "{{ event.occurred }}"
-}"""
+def _webhook_payload(*fields: str) -> str:
+    """The JSON body a webhook gets for a release event: the event, the release, ``fields`` of its payload, its id."""
+    lines = ['"alert": "{{ event.event }}"',
+             "\"release_id\": {{ event.resource.get('prefect.resource.name', '') | tojson }}",
+             *(f'"{field}": {{{{ event.payload.{field} | tojson }}}}' for field in fields),
+             '"event_id": "{{ event.id }}"', '"occurred": "{{ event.occurred }}"']
+    return "{\n  " + ",\n  ".join(lines) + "\n}"
+
+
+INCIDENT_PAYLOAD = _webhook_payload("incident_id", "task", "error")
+APPROVAL_PAYLOAD = _webhook_payload("environment", "approvers", "still_needed", "signed", "link")
 
 
 def upsert_automation(name: str, *, description: str, trigger: object, actions: list[object]) -> UUID:
@@ -125,28 +116,29 @@ def setup_recovery() -> dict[str, UUID]:
     }
 
 
-def setup_incident_alerts(webhook_block_id: UUID) -> UUID:
-    """Call the alert webhook (a saved Webhook block) on every ``IncidentRaised``."""
+def _on_release_event(name: str, event: EventName, *, description: str, webhook_block_id: UUID,
+                      payload: str) -> UUID:
     from prefect.events.actions import CallWebhook
     from prefect.events.schemas.automations import EventTrigger, Posture
 
-    trigger = EventTrigger(expect={event_type(EventName.INCIDENT_RAISED)},
-                           match={"prefect.resource.id": "delivery.release.*"}, posture=Posture.Reactive, threshold=1)
-    return upsert_automation("delivery-incident-raised", trigger=trigger,
+    trigger = EventTrigger(expect={event_type(event)}, match={"prefect.resource.id": "delivery.release.*"},
+                           posture=Posture.Reactive, threshold=1)
+    return upsert_automation(name, trigger=trigger, description=description,
+                             actions=[CallWebhook(block_document_id=webhook_block_id, payload=payload)])
+
+
+def setup_incident_alerts(webhook_block_id: UUID) -> UUID:
+    """Call the alert webhook (a saved Webhook block) on every ``IncidentRaised``."""
+    return _on_release_event("delivery-incident-raised", EventName.INCIDENT_RAISED, webhook_block_id=webhook_block_id,
                              description="Calls the configured webhook when a release raises an incident.",
-                             actions=[CallWebhook(block_document_id=webhook_block_id, payload=INCIDENT_PAYLOAD)])
+                             payload=INCIDENT_PAYLOAD)
 
 
 def setup_approval_alerts(webhook_block_id: UUID) -> UUID:
     """Call the alert webhook (a saved Webhook block) on every ``ApprovalRequested``: approvers are told."""
-    from prefect.events.actions import CallWebhook
-    from prefect.events.schemas.automations import EventTrigger, Posture
-
-    trigger = EventTrigger(expect={event_type(EventName.APPROVAL_REQUESTED)},
-                           match={"prefect.resource.id": "delivery.release.*"}, posture=Posture.Reactive, threshold=1)
-    return upsert_automation("delivery-approval-requested", trigger=trigger,
-                             description="Calls the configured webhook when a release waits for a decision.",
-                             actions=[CallWebhook(block_document_id=webhook_block_id, payload=APPROVAL_PAYLOAD)])
+    return _on_release_event("delivery-approval-requested", EventName.APPROVAL_REQUESTED,
+                             webhook_block_id=webhook_block_id, payload=APPROVAL_PAYLOAD,
+                             description="Calls the configured webhook when a release waits for a decision.")
 
 
 __all__ = [

@@ -31,6 +31,11 @@ console = Console()
 
 JsonOption = typer.Option(False, "--json", help="Print one JSON document (for agents).")
 ApiOption = typer.Option(None, "--api-url", envvar="PREFECT_API_URL", help="The Prefect API (…/api).")
+# the options a decision takes (approve and reject)
+AsOption = typer.Option(None, "--as", envvar="DELIVERY_IDENTITY", help="Your identity.")
+OnlyEnvironmentOption = typer.Option(None, "--environment", "-e", help="Only this environment.")
+CommentOption = typer.Option("", "--comment", "-m")
+WaitOption = typer.Option(0.0, "--wait", help="Seconds to wait for a promotion to pause.")
 
 
 def _trace_events(api_url: str | None) -> Callable[[str], list[TraceEvent]] | None:
@@ -177,34 +182,26 @@ def _decide(decision: Decision, release_id: str, approver: str | None, environme
     _run(as_json, action, show)
 
 
-@release_app.command("approve")
-def approve(
-    release_id: str = typer.Argument(..., help="The release id."),
-    approver: str | None = typer.Option(None, "--as", envvar="DELIVERY_IDENTITY", help="Your identity."),
-    environment: str | None = typer.Option(None, "--environment", "-e", help="Only this environment."),
-    comment: str = typer.Option("", "--comment", "-m"),
-    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for a promotion to pause."),
-    key: Path | None = KeyOption,
-    api_url: str | None = ApiOption,
-    as_json: bool = JsonOption,
-) -> None:
-    """Approve the release's promotion waiting for a decision; exits non-zero with the reason when refused."""
-    _decide(Decision.APPROVE, release_id, approver, environment, comment, wait, key, api_url, as_json)
+def _decision_command(decision: Decision, verb: str) -> None:
+    def command(
+        release_id: str = typer.Argument(..., help="The release id."),
+        approver: str | None = AsOption,
+        environment: str | None = OnlyEnvironmentOption,
+        comment: str = CommentOption,
+        wait: float = WaitOption,
+        key: Path | None = KeyOption,
+        api_url: str | None = ApiOption,
+        as_json: bool = JsonOption,
+    ) -> None:
+        _decide(decision, release_id, approver, environment, comment, wait, key, api_url, as_json)
+
+    command.__doc__ = (f"{verb} the release's promotion waiting for a decision; exits non-zero with the reason "
+                       "when refused.")
+    release_app.command(decision.value)(command)
 
 
-@release_app.command("reject")
-def reject(
-    release_id: str = typer.Argument(..., help="The release id."),
-    approver: str | None = typer.Option(None, "--as", envvar="DELIVERY_IDENTITY", help="Your identity."),
-    environment: str | None = typer.Option(None, "--environment", "-e", help="Only this environment."),
-    comment: str = typer.Option("", "--comment", "-m"),
-    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for a promotion to pause."),
-    key: Path | None = KeyOption,
-    api_url: str | None = ApiOption,
-    as_json: bool = JsonOption,
-) -> None:
-    """Reject the release's promotion waiting for a decision; exits non-zero with the reason when refused."""
-    _decide(Decision.REJECT, release_id, approver, environment, comment, wait, key, api_url, as_json)
+_decision_command(Decision.APPROVE, "Approve")
+_decision_command(Decision.REJECT, "Reject")
 
 
 def _operate(deployment: str, parameters: dict[str, Any], actor: str | None, api_url: str | None, as_json: bool,
@@ -222,7 +219,7 @@ def _operate(deployment: str, parameters: dict[str, Any], actor: str | None, api
 @release_app.command("retry")
 def retry(
     release_id: str = typer.Argument(..., help="The release id."),
-    actor: str | None = typer.Option(None, "--as", envvar="DELIVERY_IDENTITY", help="Your identity."),
+    actor: str | None = AsOption,
     environment: str | None = typer.Option(None, "--env", "--environment", "-e", help="Only this environment."),
     reason: str = typer.Option("", "--reason", "-m", help="What was fixed."),
     api_url: str | None = ApiOption,
@@ -236,7 +233,7 @@ def retry(
 @release_app.command("cancel")
 def cancel(
     release_id: str = typer.Argument(..., help="The release id."),
-    actor: str | None = typer.Option(None, "--as", envvar="DELIVERY_IDENTITY", help="Your identity."),
+    actor: str | None = AsOption,
     reason: str = typer.Option("", "--reason", "-m"),
     api_url: str | None = ApiOption,
     as_json: bool = JsonOption,

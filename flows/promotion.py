@@ -47,8 +47,7 @@ from delivery.errors import (
 )
 from delivery.ledger import Ledger
 from delivery.models import BuildResult, Model, ReleaseRequest, utcnow
-from delivery.overview import format_time as _when
-from delivery.overview import markdown_cell as _cell
+from delivery.overview import format_time, markdown_cell
 from delivery.plan import PlanState, PromotionCause, ReleasePlan
 from flows.deploy import deploy_environment, finish_rollback, move_plan, rollback_finished, unfinished_rollback
 from flows.locks import environment_lock
@@ -291,7 +290,7 @@ def render_status(release_id: str, ledger: Ledger, *, progress: str = "", build:
     build = build or (plans[0].build if plans else None)
     lines = [f"# Release `{release_id}`", ""]
     if progress:
-        lines += [f"**{_cell(progress)}**", ""]
+        lines += [f"**{markdown_cell(progress)}**", ""]
     lines += [f"Trace: `{trace or '-'}`", ""]
     links = _ui_links(release_id, trace, flow_run_id)
     if links:
@@ -305,14 +304,16 @@ def render_status(release_id: str, ledger: Ledger, *, progress: str = "", build:
     for plan in plans:
         last = ledger.last_transition(plan.plan_id)
         lines.append(f"| {plan.environment} | {plan.state.value} | {plan.revision} | {plan.attempt} | "
-                     f"{', '.join(counted_approvers(plan.approvals)) or '-'} | {_when(plan.created_at)} | "
-                     f"{_when(last.at if last else plan.updated_at)} | {_cell(last.reason if last else '')} |")
+                     f"{', '.join(counted_approvers(plan.approvals)) or '-'} | {format_time(plan.created_at)} | "
+                     f"{format_time(last.at if last else plan.updated_at)} | "
+                     f"{markdown_cell(last.reason if last else '')} |")
     if not plans:
         lines.append("| - | not planned yet | | | | | | |")
     actions = ledger.actions(release_id=release_id)
     if actions:
         lines += ["", "| when | operation | by | reason |", "|---|---|---|---|"]
-        lines += [f"| {_when(a['at'])} | {a['action']} | {a['actor']} | {_cell(a['reason'])} |" for a in actions]
+        lines += [f"| {format_time(a['at'])} | {a['action']} | {a['actor']} | {markdown_cell(a['reason'])} |"
+                  for a in actions]
     return "\n".join(lines) + "\n"
 
 
