@@ -22,9 +22,9 @@ from delivery.provider_timing import timed_provider
 from infra.stacks import (
     ApplyResult,
     ConfigItem,
-    DriftReport,
     Program,
     StackBackend,
+    StackDriftPreview,
     StackOutput,
     StackRunner,
     StackTarget,
@@ -140,7 +140,7 @@ class PulumiStack(Block):
         """Refresh the stack's state from Azure."""
         return self.runner().refresh(self.target(), _no_program)
 
-    def check_drift(self) -> DriftReport:
+    def check_drift(self) -> StackDriftPreview:
         """Preview a refresh expecting no changes: does Azure still match the stack's state?"""
         return self.runner().check_drift(self.target(), _no_program)
 

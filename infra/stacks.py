@@ -146,7 +146,7 @@ class ApplyResult(BaseModel):
         return sorted(name for name, out in self.outputs.items() if out.secret)
 
 
-class DriftReport(BaseModel):
+class StackDriftPreview(BaseModel):
     """The result of a refresh preview that expected no changes."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -502,13 +502,13 @@ class StackRunner:
         handle = self._open(target, program, {})
         self._with_retries(target, "cancel", handle.cancel)
 
-    def check_drift(self, target: StackTarget, program: Program) -> DriftReport:
+    def check_drift(self, target: StackTarget, program: Program) -> StackDriftPreview:
         """Preview a refresh expecting no changes; changes (or the CLI refusing) mean drift."""
         from pulumi.automation import errors as auto_errors
 
         handle = self._open(target, program, {})
 
-        def call() -> DriftReport:
+        def call() -> StackDriftPreview:
             try:
                 summary = normalise_summary(handle.preview_refresh(expect_no_changes=True))
             except auto_errors.ConcurrentUpdateError:
@@ -516,8 +516,8 @@ class StackRunner:
             except auto_errors.CommandError as exc:
                 detail = _mask(str(exc), target.secret_values())
                 if "no changes were expected" in detail.lower():
-                    return DriftReport(drifted=True, detail=detail)
+                    return StackDriftPreview(drifted=True, detail=detail)
                 raise
-            return DriftReport(drifted=has_changes(summary), change_summary=summary)
+            return StackDriftPreview(drifted=has_changes(summary), change_summary=summary)
 
         return self._with_retries(target, "preview --refresh", call)
