@@ -19,16 +19,9 @@ from pydantic import Field, PrivateAttr, SecretStr
 
 from delivery.errors import validated
 from delivery.provider_timing import timed_provider
-from infra.stacks import (
-    ApplyResult,
-    ConfigItem,
-    Program,
-    StackBackend,
-    StackDriftPreview,
-    StackOutput,
-    StackRunner,
-    StackTarget,
-)
+from infra.pulumi_backend import StackBackend
+from infra.stack_values import ApplyResult, ConfigItem, Program, StackDriftPreview, StackOutput, StackTarget
+from infra.stacks import StackRunner
 
 _AZURE_ENV = {
     "azure_client_id": "ARM_CLIENT_ID",

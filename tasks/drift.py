@@ -119,7 +119,7 @@ def check_infrastructure(stack_ref: str | None, *, load_stack: Callable[[str], A
     """
     if not stack_ref:
         return None
-    from infra.stacks import NO_CHANGE_OPS, PulumiCliMissing
+    from infra.stack_values import NO_CHANGE_OPS, PulumiCliMissing
 
     try:
         result = (load_stack or load_any_block)(stack_ref).check_drift()
