@@ -21,3 +21,4 @@ def test_an_unknown_kind_ranks_after_every_known_one() -> None:
     assert [apply_rank(kind) for kind in APPLY_ORDER] == list(range(len(APPLY_ORDER)))
     assert apply_rank("Widget") == len(APPLY_ORDER)
     assert apply_order({"kind": "ConfigMap"}) == (1, "ConfigMap", "")
+    assert apply_order({}) == (len(APPLY_ORDER), "", "")
