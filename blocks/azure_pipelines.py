@@ -22,9 +22,9 @@ from pydantic import Field, SecretStr
 from blocks.pipeline_files import read_published
 from blocks.pipeline_runner import (
     JobResult,
-    Outcome,
     PipelineRunner,
     PipelineRunResult,
+    RunOutcome,
     RunStarted,
     StepResult,
 )
@@ -33,12 +33,12 @@ from delivery.provider_timing import timed_provider
 
 API_VERSION = "7.1"
 _RESULTS = {
-    "succeeded": Outcome.SUCCEEDED,
-    "succeededWithIssues": Outcome.SUCCEEDED,
-    "failed": Outcome.FAILED,
-    "canceled": Outcome.CANCELED,
-    "abandoned": Outcome.CANCELED,
-    "skipped": Outcome.SKIPPED,
+    "succeeded": RunOutcome.SUCCEEDED,
+    "succeededWithIssues": RunOutcome.SUCCEEDED,
+    "failed": RunOutcome.FAILED,
+    "canceled": RunOutcome.CANCELED,
+    "abandoned": RunOutcome.CANCELED,
+    "skipped": RunOutcome.SKIPPED,
 }
 
 
@@ -166,7 +166,7 @@ class AzurePipelinesRunner(PipelineRunner):
                     packages += found_packages
                     images += found_images
         result = run.get("result", "unknown")
-        failed = [job for job in jobs if job.outcome in (Outcome.FAILED, Outcome.CANCELED, Outcome.TIMED_OUT)]
+        failed = [job for job in jobs if job.outcome in (RunOutcome.FAILED, RunOutcome.CANCELED, RunOutcome.TIMED_OUT)]
         reason = "" if result == "succeeded" else (
             f"Azure run {run_id} ended {result}" + (": " + "; ".join(j.reason for j in failed) if failed else ""))
         web = f"{self.base_url.rstrip('/')}/{self.organization}/{self.project}/_build/results?buildId={run_id}"
@@ -239,8 +239,8 @@ class AzurePipelinesRunner(PipelineRunner):
                                         finished_at=_time(task.get("finishTime")), log=log_url))
             outcome = _outcome(record)
             reason = ""
-            if outcome is not Outcome.SUCCEEDED:
-                failed_steps = [s.name for s in steps if s.outcome is Outcome.FAILED]
+            if outcome is not RunOutcome.SUCCEEDED:
+                failed_steps = [s.name for s in steps if s.outcome is RunOutcome.FAILED]
                 reason = f"job {record.get('name')} {outcome.value}" + (
                     f" in {', '.join(failed_steps)}" if failed_steps else "")
             jobs.append(JobResult(name=record.get("name", ""), stage=stage.get("name", ""), outcome=outcome,
@@ -249,7 +249,7 @@ class AzurePipelinesRunner(PipelineRunner):
         return jobs, logs
 
 
-def _outcome(record: dict[str, Any]) -> Outcome:
+def _outcome(record: dict[str, Any]) -> RunOutcome:
     if record.get("state") != "completed":
-        return Outcome.CANCELED
-    return _RESULTS.get(str(record.get("result")), Outcome.FAILED)
+        return RunOutcome.CANCELED
+    return _RESULTS.get(str(record.get("result")), RunOutcome.FAILED)

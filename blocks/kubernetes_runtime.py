@@ -24,7 +24,6 @@ import yaml
 from prefect.blocks.core import Block
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
-from delivery.drift_compare import ObjectKey
 from delivery.errors import (
     AuthenticationError,
     ConflictError,
@@ -35,11 +34,11 @@ from delivery.errors import (
     TransientError,
 )
 from delivery.labels import FIELD_MANAGER, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from delivery.objects import ObjectKey, apply_rank
 from delivery.provider_timing import timed_provider
 
 T = TypeVar("T")
 DEFAULT_KINDS = ("v1/ConfigMap", "v1/Secret", "v1/Service", "apps/v1/Deployment", "networking.k8s.io/v1/Ingress")
-_APPLY_ORDER = ("Namespace", "ConfigMap", "Secret", "Service", "Deployment", "Ingress")
 
 
 class ObjectRef(ObjectKey):
@@ -47,18 +46,17 @@ class ObjectRef(ObjectKey):
 
     resource_version: str | None = None
 
-    @property
-    def key(self) -> tuple[str, str, str, str]:
-        """Identity without the version: (group, kind, namespace, name)."""
-        return object_key(self.api_version, self.kind, self.namespace, self.name)
-
     def __str__(self) -> str:
         where = f"{self.namespace}/" if self.namespace else ""
         return f"{self.kind}/{where}{self.name}"
 
     @classmethod
     def of(cls, obj: Mapping[str, Any]) -> ObjectRef:
-        """The reference of an object (a manifest or a live object)."""
+        """The reference of an object (a manifest or a live object), its namespace as the object has it.
+
+        Unlike :func:`delivery.objects.object_key` it keeps a cluster-scoped object's namespace: the
+        runtime asks the API which resources are namespaced when it addresses one.
+        """
         meta = obj.get("metadata") or {}
         return cls(
             api_version=obj["apiVersion"],
@@ -67,12 +65,6 @@ class ObjectRef(ObjectKey):
             name=meta["name"],
             resource_version=meta.get("resourceVersion"),
         )
-
-
-def object_key(api_version: str, kind: str, namespace: str | None, name: str) -> tuple[str, str, str, str]:
-    """Identity of an object across versions of its API group."""
-    group = api_version.rsplit("/", 1)[0] if "/" in api_version else ""
-    return (group, kind, namespace or "", name)
 
 
 class RolloutStatus(BaseModel):
@@ -442,7 +434,7 @@ class KubernetesRuntime(Block):
         """
         if f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}" not in selector.split(","):
             raise InvalidInput(f"prune: selector {selector!r} must require {MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
-        wanted = {ObjectRef.of(obj).key for obj in desired}
+        wanted = {ObjectRef.of(obj).identity for obj in desired}
         kinds = list(dict.fromkeys([*self.managed_kinds, *(f"{o['apiVersion']}/{o['kind']}" for o in desired)]))
         pruned: list[ObjectRef] = []
         candidates = live if live is not None else self.list_managed(selector=selector, kinds=kinds)
@@ -451,7 +443,7 @@ class KubernetesRuntime(Block):
             if labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE:
                 continue
             ref = ObjectRef.of(obj)
-            if ref.key in wanted:
+            if ref.identity in wanted:
                 continue
             if self.delete(ref, dry_run=dry_run):
                 pruned.append(ref)
@@ -459,7 +451,7 @@ class KubernetesRuntime(Block):
 
 
 def _apply_rank(obj: Mapping[str, Any]) -> tuple[int, str, str, str]:
+    # The domain's apply order, with the namespace too: a runtime's objects span namespaces.
     kind = obj.get("kind", "")
-    rank = _APPLY_ORDER.index(kind) if kind in _APPLY_ORDER else len(_APPLY_ORDER)
     meta = obj.get("metadata") or {}
-    return (rank, kind, meta.get("namespace") or "", meta.get("name", ""))
+    return (apply_rank(kind), kind, meta.get("namespace") or "", meta.get("name", ""))

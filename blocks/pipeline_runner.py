@@ -37,7 +37,7 @@ from delivery.provider_timing import timed_provider
 from delivery.settings import state_dir
 
 
-class Outcome(StrEnum):
+class RunOutcome(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -49,7 +49,7 @@ class StepResult(Model):
     """One step of a job."""
 
     name: str
-    outcome: Outcome
+    outcome: RunOutcome
     exit_code: int | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -61,7 +61,7 @@ class JobResult(Model):
 
     name: str
     stage: str
-    outcome: Outcome
+    outcome: RunOutcome
     started_at: datetime | None = None
     finished_at: datetime | None = None
     steps: list[StepResult] = Field(default_factory=list)
@@ -226,16 +226,16 @@ class LocalPipelineRunner(PipelineRunner):
                         continue
                     del pending[name]
                     progressed = True
-                    failed = [dep for dep in job.depends_on if results[dep].outcome is not Outcome.SUCCEEDED]
+                    failed = [dep for dep in job.depends_on if results[dep].outcome is not RunOutcome.SUCCEEDED]
                     if failed:
-                        results[name] = JobResult(name=name, stage=job.stage, outcome=Outcome.SKIPPED,
+                        results[name] = JobResult(name=name, stage=job.stage, outcome=RunOutcome.SKIPPED,
                                                   reason=f"skipped: {', '.join(failed)} did not succeed")
                     else:
                         running[pool.submit(run_job, job)] = name
                 if not running:
                     if pending and not progressed:  # only a dependency cycle leaves jobs that can never start
                         for name, job in pending.items():
-                            results[name] = JobResult(name=name, stage=job.stage, outcome=Outcome.FAILED,
+                            results[name] = JobResult(name=name, stage=job.stage, outcome=RunOutcome.FAILED,
                                                       reason=f"dependency cycle through {', '.join(job.depends_on)}")
                         pending.clear()
                     continue
@@ -290,19 +290,19 @@ class LocalPipelineRunner(PipelineRunner):
         try:
             checkout = self._checkout(clone_url, commit, job_dir / "s")
         except (TransientError, NotFound) as exc:
-            return JobResult(name=job.name, stage=job.stage, outcome=Outcome.FAILED, started_at=started,
+            return JobResult(name=job.name, stage=job.stage, outcome=RunOutcome.FAILED, started_at=started,
                              finished_at=_now(), reason=str(exc))
         env = self._job_env(job, checkout, staging, commit, run_id, variables)
         budget = self.job_timeout_seconds or job.timeout_minutes * 60
         deadline = time.monotonic() + budget
         steps: list[StepResult] = []
-        outcome, reason = Outcome.SUCCEEDED, ""
+        outcome, reason = RunOutcome.SUCCEEDED, ""
         for index, step in enumerate(job.steps, start=1):
             name = str(step.get("displayName") or step.get("task") or step.get("script", "")[:40])
             condition = str(step.get("condition", "succeeded()")).replace(" ", "")
-            runs = condition in ("always()", "succeededOrFailed()") or outcome is Outcome.SUCCEEDED
+            runs = condition in ("always()", "succeededOrFailed()") or outcome is RunOutcome.SUCCEEDED
             if "checkout" in step or not runs:
-                steps.append(StepResult(name=name, outcome=Outcome.SKIPPED))
+                steps.append(StepResult(name=name, outcome=RunOutcome.SKIPPED))
                 continue
             log = logs / f"{index:02d}-{_slug(name)}.log"
             if "script" in step or "bash" in step:
@@ -311,12 +311,12 @@ class LocalPipelineRunner(PipelineRunner):
                 result = self._publish_test_results(step, name, checkout, log)
             else:
                 log.write_text(f"step {name!r}: tasks other than {TEST_RESULTS_TASK} run only on Azure Pipelines\n")
-                result = StepResult(name=name, outcome=Outcome.SKIPPED, log=str(log))
+                result = StepResult(name=name, outcome=RunOutcome.SKIPPED, log=str(log))
             steps.append(result)
-            if result.outcome is Outcome.TIMED_OUT:
-                outcome, reason = Outcome.TIMED_OUT, f"job {job.name} timed out after {budget:g}s in step {name!r}"
-            elif result.outcome is Outcome.FAILED and outcome is Outcome.SUCCEEDED:
-                outcome = Outcome.FAILED
+            if result.outcome is RunOutcome.TIMED_OUT:
+                outcome, reason = RunOutcome.TIMED_OUT, f"job {job.name} timed out after {budget:g}s in step {name!r}"
+            elif result.outcome is RunOutcome.FAILED and outcome is RunOutcome.SUCCEEDED:
+                outcome = RunOutcome.FAILED
                 reason = f"step {name!r} of job {job.name} failed (exit code {result.exit_code}); log: {log}"
         if not self.keep_checkouts:
             shutil.rmtree(checkout, ignore_errors=True)
@@ -328,7 +328,7 @@ class LocalPipelineRunner(PipelineRunner):
         directory = checkout / str(step.get("workingDirectory") or ".")
         if not directory.resolve().is_relative_to(checkout.resolve()):
             log.write_text(f"workingDirectory {step.get('workingDirectory')!r} leaves the checkout\n")
-            return StepResult(name=name, outcome=Outcome.FAILED, log=str(log))
+            return StepResult(name=name, outcome=RunOutcome.FAILED, log=str(log))
         script = str(step.get("script") or step.get("bash"))
         step_env = {**env, **{k: str(v) for k, v in (step.get("env") or {}).items()}}
         started = _now()
@@ -341,9 +341,9 @@ class LocalPipelineRunner(PipelineRunner):
             except subprocess.TimeoutExpired:
                 _kill_group(process)
                 out.write(b"\n##[error] the job's time limit was reached; the step was stopped\n")
-                return StepResult(name=name, outcome=Outcome.TIMED_OUT, started_at=started, finished_at=_now(),
+                return StepResult(name=name, outcome=RunOutcome.TIMED_OUT, started_at=started, finished_at=_now(),
                                   log=str(log))
-        outcome = Outcome.SUCCEEDED if code == 0 else Outcome.FAILED
+        outcome = RunOutcome.SUCCEEDED if code == 0 else RunOutcome.FAILED
         return StepResult(name=name, outcome=outcome, exit_code=code, started_at=started, finished_at=_now(),
                           log=str(log))
 
@@ -355,13 +355,13 @@ class LocalPipelineRunner(PipelineRunner):
                        if Path(p).resolve().is_relative_to(checkout.resolve()))
         if not files:
             log.write_text(f"no test results match {pattern!r}\n")
-            return StepResult(name=name, outcome=Outcome.SUCCEEDED, started_at=started, finished_at=_now(),
+            return StepResult(name=name, outcome=RunOutcome.SUCCEEDED, started_at=started, finished_at=_now(),
                               log=str(log))
         counts = read_junit(files)
         lines = [f"{f.relative_to(checkout)}" for f in files]
         log.write_text("\n".join(lines) + f"\n##delivery[tests]{counts.model_dump_json()}\n")
         fail = bool(inputs.get("failTaskOnFailedTests")) and counts.failed > 0
-        return StepResult(name=name, outcome=Outcome.FAILED if fail else Outcome.SUCCEEDED,
+        return StepResult(name=name, outcome=RunOutcome.FAILED if fail else RunOutcome.SUCCEEDED,
                           exit_code=1 if fail else 0, started_at=started, finished_at=_now(), log=str(log))
 
     # -------------------------------------------------------------- the summary
@@ -384,7 +384,7 @@ class LocalPipelineRunner(PipelineRunner):
                         counts = TestCounts.model_validate_json(line.removeprefix("##delivery[tests]"))
                         tests = TestCounts(**{k: getattr(tests, k) + getattr(counts, k)
                                               for k in TestCounts.model_fields})
-        failed = [job for job in jobs if job.outcome is not Outcome.SUCCEEDED]
+        failed = [job for job in jobs if job.outcome is not RunOutcome.SUCCEEDED]
         reason = "; ".join(job.reason for job in failed if job.reason)
         result = PipelineRunResult(run_id=run_id, runner="local", commit=commit, succeeded=not failed, jobs=jobs,
                                    tests=tests, packages=packages, images=images, logs_url=(run_dir / "logs").as_uri(),

@@ -19,16 +19,9 @@ from pydantic import Field, PrivateAttr, SecretStr
 
 from delivery.errors import validated
 from delivery.provider_timing import timed_provider
-from infra.stacks import (
-    ApplyResult,
-    ConfigItem,
-    DriftReport,
-    Program,
-    StackBackend,
-    StackOutput,
-    StackRunner,
-    StackTarget,
-)
+from infra.pulumi_backend import StackBackend
+from infra.stack_values import ApplyResult, ConfigItem, Program, StackDriftPreview, StackOutput, StackTarget
+from infra.stacks import StackRunner
 
 _AZURE_ENV = {
     "azure_client_id": "ARM_CLIENT_ID",
@@ -140,7 +133,7 @@ class PulumiStack(Block):
         """Refresh the stack's state from Azure."""
         return self.runner().refresh(self.target(), _no_program)
 
-    def check_drift(self) -> DriftReport:
+    def check_drift(self) -> StackDriftPreview:
         """Preview a refresh expecting no changes: does Azure still match the stack's state?"""
         return self.runner().check_drift(self.target(), _no_program)
 

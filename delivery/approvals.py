@@ -56,7 +56,7 @@ class SignatureCheck(BaseModel):
     refused: str | None = None
 
 
-class Outcome(StrEnum):
+class ApprovalOutcome(StrEnum):
     PENDING = "pending"
     APPROVED = "approved"
     REJECTED = "rejected"
@@ -175,13 +175,13 @@ def timeout_reason(approvals: Sequence[Approval], rules: ApprovalRules) -> str:
             f"distinct approvers ({', '.join(signed) or 'none'})")
 
 
-def outcome(approvals: Sequence[Approval], rules: ApprovalRules) -> Outcome:
+def outcome(approvals: Sequence[Approval], rules: ApprovalRules) -> ApprovalOutcome:
     """Where a plan stands: one counted rejection rejects; ``min_approvers`` distinct approvals approve."""
     if any(a.counted and a.decision is Decision.REJECT for a in approvals):
-        return Outcome.REJECTED
+        return ApprovalOutcome.REJECTED
     if len(counted_approvers(approvals)) >= rules.min_approvers:
-        return Outcome.APPROVED
-    return Outcome.PENDING
+        return ApprovalOutcome.APPROVED
+    return ApprovalOutcome.PENDING
 
 
 __all__ = [
@@ -189,7 +189,7 @@ __all__ = [
     "POLICY_ACTOR",
     "TIMEOUT_ACTOR",
     "ApprovalInput",
-    "Outcome",
+    "ApprovalOutcome",
     "SignatureCheck",
     "eligible_approvers",
     "counted_approvers",

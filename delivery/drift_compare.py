@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from delivery.errors import InvalidInput
 from delivery.field_paths import IgnoreRules, Segment, format_path
 from delivery.labels import MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from delivery.objects import ObjectKey, object_key
 
 # What the server fills in on every object; never drift even if a manifest carries it.
 SERVER_METADATA = frozenset(
@@ -29,10 +29,6 @@ SERVER_METADATA = frozenset(
 )
 # Keys that identify an item of a list of objects, in order of preference (Kubernetes merge keys).
 MERGE_KEYS = ("name", "mountPath", "devicePath", "containerPort", "port", "ip")
-CLUSTER_SCOPED_KINDS = frozenset(
-    {"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition", "PersistentVolume",
-     "StorageClass", "IngressClass", "PriorityClass"}
-)
 
 
 def field_differences(desired: Mapping[str, Any], live: Mapping[str, Any], *,
@@ -179,43 +175,6 @@ def _same_scalar(desired: Any, live: Any) -> bool:
 # --------------------------------------------------------------------------- objects
 
 
-class ObjectKey(BaseModel):
-    """Which object: group, kind, namespace and name (the API version does not matter)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    api_version: str
-    kind: str
-    namespace: str | None = None
-    name: str
-
-    @property
-    def group(self) -> str:
-        return self.api_version.rpartition("/")[0]
-
-    @property
-    def identity(self) -> tuple[str, str, str | None, str]:
-        return (self.group, self.kind, self.namespace, self.name)
-
-    def __str__(self) -> str:
-        where = f"{self.namespace}/" if self.namespace else ""
-        return f"{self.kind} {where}{self.name}"
-
-
-def object_key(obj: Mapping[str, Any], *, namespace: str | None = None) -> ObjectKey:
-    """The key of a manifest or live object; ``namespace`` fills in a namespaced object without one.
-
-    Raises:
-        InvalidInput: the object has no apiVersion, kind or metadata.name.
-    """
-    meta = obj.get("metadata") or {}
-    if not obj.get("apiVersion") or not obj.get("kind") or not meta.get("name"):
-        raise InvalidInput("a manifest object needs apiVersion, kind and metadata.name")
-    kind = str(obj["kind"])
-    ns = None if kind in CLUSTER_SCOPED_KINDS else (meta.get("namespace") or namespace)
-    return ObjectKey(api_version=str(obj["apiVersion"]), kind=kind, namespace=ns, name=str(meta["name"]))
-
-
 class ObjectDrift(BaseModel):
     """One object that differs: missing from the runtime, extra in it, or changed on some fields."""
 
@@ -277,6 +236,5 @@ def compare_objects(desired: Iterable[Mapping[str, Any]], live: Iterable[Mapping
 
 
 __all__ = [
-    "CLUSTER_SCOPED_KINDS", "MERGE_KEYS", "SERVER_METADATA", "ObjectDrift", "ObjectKey", "compare_objects",
-    "field_differences", "is_managed", "object_key", "quantity",
+    "MERGE_KEYS", "SERVER_METADATA", "ObjectDrift", "compare_objects", "field_differences", "is_managed", "quantity",
 ]

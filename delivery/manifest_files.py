@@ -9,21 +9,12 @@ from typing import Any
 import yaml
 
 from delivery.errors import InvalidInput
-
-# Apply order: what others reference first, then workloads, then what routes to them.
-KIND_ORDER = ("Namespace", "ConfigMap", "Secret", "Service", "Deployment", "Ingress")
+from delivery.objects import apply_order
 
 
 def file_name(obj: Mapping[str, Any]) -> str:
     """The GitOps file of an object: ``<kind>-<name>.yaml``."""
     return f"{obj['kind'].lower()}-{obj['metadata']['name']}.yaml"
-
-
-def object_key(obj: Mapping[str, Any]) -> tuple[int, str, str]:
-    """Sort key giving the apply order: by kind rank, then kind, then name."""
-    kind = obj.get("kind", "")
-    rank = KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
-    return (rank, kind, obj.get("metadata", {}).get("name", ""))
 
 
 def dump_object(obj: Mapping[str, Any]) -> str:
@@ -33,7 +24,7 @@ def dump_object(obj: Mapping[str, Any]) -> str:
 
 def files_for(objects: list[dict[str, Any]]) -> dict[str, str]:
     """Turn objects into GitOps files in apply order."""
-    return {file_name(obj): dump_object(obj) for obj in sorted(objects, key=object_key)}
+    return {file_name(obj): dump_object(obj) for obj in sorted(objects, key=apply_order)}
 
 
 def files_digest(files: Mapping[str, str | bytes]) -> str:
@@ -67,4 +58,4 @@ def parse_objects(files: Mapping[str, str | bytes]) -> list[dict[str, Any]]:
             if not isinstance(document, dict) or "kind" not in document or "metadata" not in document:
                 raise InvalidInput(f"{name}: holds something that is not a Kubernetes object")
             objects.append(document)
-    return sorted(objects, key=object_key)
+    return sorted(objects, key=apply_order)

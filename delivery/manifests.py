@@ -28,13 +28,15 @@ from delivery.labels import (
 from delivery.manifest_checks import DIGEST_REFERENCE, check_object, object_problem
 from delivery.manifest_files import files_digest, files_for, parse_objects
 from delivery.models import Model
+from delivery.objects import CLUSTER_SCOPED_KINDS
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$"
 TEMPLATE_SUFFIX = ".yaml.j2"
 DEPLOY_FOLDER = "deploy"
 VALUES_FILE = "values.yaml"
-CLUSTER_SCOPED = frozenset({"Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
-                            "PersistentVolume", "StorageClass", "IngressClass"})
+# Rendering has always stamped the environment's namespace on a PriorityClass (and refused another
+# one); leaving it out now would change the rendered bytes and digest of such a release.
+_UNNAMESPACED_WHEN_RENDERED = CLUSTER_SCOPED_KINDS - {"PriorityClass"}
 
 
 class DeployTarget(Model):
@@ -329,7 +331,7 @@ def render(spec: ManifestSpec) -> RenderedManifest:
 
 def _label(obj: dict[str, Any], spec: ManifestSpec, display: str) -> dict[str, Any]:
     metadata = obj["metadata"]
-    if obj["kind"] not in CLUSTER_SCOPED:
+    if obj["kind"] not in _UNNAMESPACED_WHEN_RENDERED:
         declared = metadata.get("namespace")
         if declared not in (None, spec.namespace):
             raise object_problem(display, obj, "metadata.namespace", f"is {declared!r}, outside the environment's "

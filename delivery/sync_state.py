@@ -68,7 +68,7 @@ class Check:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class SyncOutcome:
     """One outcome of a check: when it applies, the state it leads to and what it says.
 
     Attributes:
@@ -89,22 +89,22 @@ class Outcome:
 
 
 # In order of precedence: the first outcome whose condition holds is the check's.
-OUTCOMES: tuple[Outcome, ...] = (
-    Outcome("InSync", lambda c: c.found == 0, SyncState.SYNCED, "live state matches revision {revision}",
+OUTCOMES: tuple[SyncOutcome, ...] = (
+    SyncOutcome("InSync", lambda c: c.found == 0, SyncState.SYNCED, "live state matches revision {revision}",
             events=(), on_entry=EventName.SYNC_RECOVERED),
-    Outcome("PersistentDrift", lambda c: c.consecutive >= c.degraded_after, SyncState.DEGRADED,
+    SyncOutcome("PersistentDrift", lambda c: c.consecutive >= c.degraded_after, SyncState.DEGRADED,
             "{where} (limit {degraded_after}){detail}", on_entry=EventName.SYNC_DEGRADED),
-    Outcome("ReconcileFailed", lambda c: bool(c.error), SyncState.OUT_OF_SYNC,
+    SyncOutcome("ReconcileFailed", lambda c: bool(c.error), SyncState.OUT_OF_SYNC,
             "{where}; reconcile failed: {error}{detail}"),
-    Outcome("DriftDetected", lambda c: c.remaining == c.found, SyncState.OUT_OF_SYNC,
+    SyncOutcome("DriftDetected", lambda c: c.remaining == c.found, SyncState.OUT_OF_SYNC,
             "{where}; {remaining} left{detail}"),
-    Outcome("ReconcileIncomplete", lambda c: bool(c.remaining), SyncState.OUT_OF_SYNC,
+    SyncOutcome("ReconcileIncomplete", lambda c: bool(c.remaining), SyncState.OUT_OF_SYNC,
             "{where}; {remaining} left{detail}"),
-    Outcome("Reconciled", lambda c: True, SyncState.SYNCED, "{where}; reconciled{detail}"),
+    SyncOutcome("Reconciled", lambda c: True, SyncState.SYNCED, "{where}; reconciled{detail}"),
 )
 
 
-def outcome_of(check: Check) -> Outcome:
+def outcome_of(check: Check) -> SyncOutcome:
     """The first outcome of :data:`OUTCOMES` whose condition ``check`` meets."""
     return next(outcome for outcome in OUTCOMES if outcome.when(check))
 
@@ -150,4 +150,4 @@ def next_status(previous: SyncStatus | None, *, environment: str, revision: str 
     return status, events
 
 
-__all__ = ["OUTCOMES", "Check", "Outcome", "SyncState", "SyncStatus", "next_status", "outcome_of"]
+__all__ = ["OUTCOMES", "Check", "SyncOutcome", "SyncState", "SyncStatus", "next_status", "outcome_of"]

@@ -1,6 +1,6 @@
 """A recording fake of the Pulumi CLI boundary, for tests and demos on machines without the CLI.
 
-:class:`RecordingBackend` implements :class:`infra.stacks.StackBackend`. It keeps a tiny model of
+:class:`RecordingBackend` implements :class:`infra.pulumi_backend.StackBackend`. It keeps a tiny model of
 one stack: the changes the next preview proposes (``pending``), and the outputs an ``up``
 produces. Failures are scripted per operation with :meth:`RecordingBackend.fail`, using the
 Automation API's own exception types (see :func:`cli_error`), so the wrapper's translation is
@@ -13,7 +13,7 @@ from collections import defaultdict, deque
 from collections.abc import Mapping
 from typing import Any
 
-from infra.stacks import ConfigItem, Program, StackOutput, StackTarget
+from infra.stack_values import ConfigItem, Program, StackOutput, StackTarget
 
 
 def cli_error(kind: str = "CommandError", *, stderr: str = "", stdout: str = "", code: int = 255) -> Exception:
@@ -41,7 +41,7 @@ def locked_error() -> Exception:
 
 
 class RecordingBackend:
-    """A fake :class:`~infra.stacks.StackBackend` recording every call.
+    """A fake :class:`~infra.pulumi_backend.StackBackend` recording every call.
 
     Args:
         changes: what the first preview proposes (operation -> count), e.g. ``{"create": 5}``.

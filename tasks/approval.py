@@ -45,7 +45,7 @@ from delivery.approvals import (
     POLICY_ACTOR,
     TIMEOUT_ACTOR,
     ApprovalInput,
-    Outcome,
+    ApprovalOutcome,
     counted_approvers,
     eligible_approvers,
     judge,
@@ -341,9 +341,9 @@ def _approve(plan: ReleasePlan, settings: EnvironmentConfig) -> ReleasePlan:
         plan = _record(ledger, plan, approval)
         report_verdict(plan, key=wait.key, min_approvers=rules.min_approvers)
         state = outcome(plan.approvals, rules)
-        if state is Outcome.PENDING:
+        if state is ApprovalOutcome.PENDING:
             continue
-        if state is Outcome.REJECTED:
+        if state is ApprovalOutcome.REJECTED:
             return decide(
                 plan, PlanState.REJECTED, actor=approval.approver,
                 reason=f"rejected by {approval.approver}: {approval.comment or 'no comment'}",

@@ -30,7 +30,7 @@ from prefect.cache_policies import NO_CACHE
 
 from delivery.config import EnvironmentConfig
 from delivery.drift import DriftMode, DriftReport, DriftSettings, InfrastructureDrift
-from delivery.drift_compare import ObjectDrift, compare_objects, object_key
+from delivery.drift_compare import ObjectDrift, compare_objects
 from delivery.errors import DeliveryError, PermanentError
 from delivery.events import emit
 from delivery.field_paths import IgnoreRules
@@ -38,6 +38,7 @@ from delivery.ids import new_trace_id
 from delivery.labels import RELEASE_ID_ANNOTATION, TRACE_ID_ANNOTATION, managed_selector
 from delivery.ledger import DRIFT_RECONCILE_FAILED, DRIFT_RECONCILED, Ledger
 from delivery.manifest_files import parse_objects
+from delivery.objects import object_key
 from delivery.settings import block_ref, block_setting
 from delivery.sync_state import next_status
 from delivery.sync_state_store import SyncStateStore
@@ -118,7 +119,7 @@ def check_infrastructure(stack_ref: str | None, *, load_stack: Callable[[str], A
     """
     if not stack_ref:
         return None
-    from infra.stacks import NO_CHANGE_OPS, PulumiCliMissing
+    from infra.stack_values import NO_CHANGE_OPS, PulumiCliMissing
 
     try:
         result = (load_stack or load_any_block)(stack_ref).check_drift()

@@ -18,7 +18,7 @@ from blocks.pulumi_stack import PulumiStack
 from delivery.errors import InvalidInput, NotFound, validated
 from delivery.events import EventName, emit
 from delivery.models import Model
-from infra.stacks import ApplyResult, Program, StackOutput
+from infra.stack_values import ApplyResult, Program, StackOutput
 from tasks.stage import stage
 
 STAGE = "provision_infrastructure"

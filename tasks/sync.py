@@ -16,13 +16,14 @@ from pydantic import Field
 
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime, ObjectRef
-from delivery.drift_compare import compare_objects, is_managed, object_key
+from delivery.drift_compare import compare_objects, is_managed
 from delivery.errors import InvalidInput
 from delivery.events import EventName, emit
 from delivery.field_ownership import dropped_fields
 from delivery.labels import APP_LABEL, ENVIRONMENT_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, managed_selector
 from delivery.manifest_files import parse_objects
 from delivery.manifests import DeployTarget
+from delivery.objects import object_key
 from tasks.stage import coerce, stage
 
 
@@ -92,11 +93,11 @@ def reconcile(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: SyncSpec) -> S
             runtime.ensure_namespace(spec.namespace)
         applied = runtime.apply(stale, dry_run=spec.dry_run)
     pruned = runtime.prune(objects, selector=selector, dry_run=spec.dry_run, live=live)
-    before = {ObjectRef.of(obj).key: ObjectRef.of(obj).resource_version for obj in live}
-    changed = [ref for ref in applied if before.get(ref.key) != ref.resource_version]
-    unchanged = [ref for ref in applied if before.get(ref.key) == ref.resource_version]
-    untouched = {ObjectRef.of(obj).key for obj in objects} - {ref.key for ref in applied}
-    unchanged += [ObjectRef.of(obj) for obj in live if ObjectRef.of(obj).key in untouched]
+    before = {ObjectRef.of(obj).identity: ObjectRef.of(obj).resource_version for obj in live}
+    changed = [ref for ref in applied if before.get(ref.identity) != ref.resource_version]
+    unchanged = [ref for ref in applied if before.get(ref.identity) == ref.resource_version]
+    untouched = {ObjectRef.of(obj).identity for obj in objects} - {ref.identity for ref in applied}
+    unchanged += [ObjectRef.of(obj) for obj in live if ObjectRef.of(obj).identity in untouched]
     return SyncResult(**spec.target().model_dump(), git_revision=git_revision, changed=changed,
                       unchanged=unchanged, pruned=pruned)
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from blocks.azure_pipelines import AzurePipelinesRunner
-from blocks.pipeline_runner import Outcome
+from blocks.pipeline_runner import RunOutcome
 from delivery.errors import AuthenticationError, TransientError
 
 PAT = "s3cret-pat"
@@ -103,7 +103,7 @@ def test_a_successful_run_is_mapped_with_jobs_logs_and_images():
     assert result.succeeded and result.runner == "azure-pipelines" and result.run_id == "42"
     assert fake.polls == 3  # polled until completed
     assert [(j.name, j.stage, j.outcome) for j in result.jobs] == [
-        ("test", "test", Outcome.SUCCEEDED), ("publish_image", "publish", Outcome.SUCCEEDED)]
+        ("test", "test", RunOutcome.SUCCEEDED), ("publish_image", "publish", RunOutcome.SUCCEEDED)]
     assert result.jobs[0].steps[0].log == "build/builds/42/logs/11"
     assert [i.reference for i in result.images] == [f"acr.example/sample-app@{DIGEST}"]
     assert result.logs_url.endswith("/contoso/shop/_build/results?buildId=42")
@@ -113,7 +113,7 @@ def test_a_successful_run_is_mapped_with_jobs_logs_and_images():
 def test_a_failed_run_is_a_failed_result_naming_the_job():
     result, _ = queue(AzureDevOps(result="failed"))
     assert not result.succeeded
-    assert result.job("test").outcome is Outcome.FAILED
+    assert result.job("test").outcome is RunOutcome.FAILED
     assert "Azure run 42 ended failed" in result.reason and "Run tests" in result.reason
 
 

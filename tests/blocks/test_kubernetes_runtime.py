@@ -162,7 +162,7 @@ def test_rollout_judgement_follows_kubectl() -> None:
     deadline = {**done, "conditions": [{"type": "Progressing", "status": "False",
                                         "reason": "ProgressDeadlineExceeded"}]}
     assert rollout_of(deployment(2, deadline)).failed
-    assert ObjectRef(api_version="apps/v1", kind="Deployment", namespace="n", name="d").key == (
+    assert ObjectRef(api_version="apps/v1", kind="Deployment", namespace="n", name="d").identity == (
         "apps", "Deployment", "n", "d")
     assert IMAGE_V1 != IMAGE_V2
 

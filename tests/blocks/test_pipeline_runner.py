@@ -10,7 +10,7 @@ import pytest
 
 from blocks.git_host import LocalGitHost
 from blocks.pipeline_files import parse_pipeline, read_junit
-from blocks.pipeline_runner import LocalPipelineRunner, Outcome
+from blocks.pipeline_runner import LocalPipelineRunner, RunOutcome
 from delivery.errors import InvalidInput
 
 JUNIT = (
@@ -109,11 +109,11 @@ def test_a_failing_step_fails_its_job_and_skips_what_depends_on_it(tmp_path):
     result = run(tmp_path, host, commit)
     assert not result.succeeded
     build = result.job("build")
-    assert build.outcome is Outcome.FAILED
+    assert build.outcome is RunOutcome.FAILED
     assert [(s.name, s.outcome, s.exit_code) for s in build.steps] == [
-        ("Breaks", Outcome.FAILED, 3), ("Skipped", Outcome.SKIPPED, None), ("Cleanup", Outcome.SUCCEEDED, 0)]
+        ("Breaks", RunOutcome.FAILED, 3), ("Skipped", RunOutcome.SKIPPED, None), ("Cleanup", RunOutcome.SUCCEEDED, 0)]
     assert "before" in Path(build.steps[0].log).read_text()
-    assert result.job("deploy").outcome is Outcome.SKIPPED
+    assert result.job("deploy").outcome is RunOutcome.SKIPPED
     assert "'Breaks'" in result.reason and "exit code 3" in result.reason
 
 
@@ -127,7 +127,7 @@ def test_a_job_over_its_time_limit_is_stopped(tmp_path):
     result = run(tmp_path, host, commit, job_timeout_seconds=1)
     assert time.monotonic() - began < 30
     assert not result.succeeded
-    assert result.jobs[0].outcome is Outcome.TIMED_OUT
+    assert result.jobs[0].outcome is RunOutcome.TIMED_OUT
     assert "timed out after 1s" in result.reason
     assert "time limit" in Path(result.jobs[0].steps[0].log).read_text()
 

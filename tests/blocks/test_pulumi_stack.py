@@ -8,7 +8,7 @@ from pydantic import SecretStr
 
 from blocks.pulumi_stack import PulumiStack
 from delivery.errors import InvalidInput, PermanentError
-from infra.stacks import PulumiCliMissing, StackLocked, StackOutput
+from infra.stack_values import PulumiCliMissing, StackLocked, StackOutput
 from infra.testing import RecordingBackend, locked_error
 
 PASSPHRASE = "block-passphrase-7f3a"

@@ -8,7 +8,7 @@ import pytest
 
 from delivery.approvals import (
     ApprovalInput,
-    Outcome,
+    ApprovalOutcome,
     SignatureCheck,
     counted_approvers,
     eligible_approvers,
@@ -56,20 +56,20 @@ def test_same_person_counts_once() -> None:
     assert first.counted and not second.counted
     assert "counts once" in second.refused_reason
     assert counted_approvers([first, second]) == ["user:alice"]
-    assert outcome([first, second], RULES) is Outcome.PENDING
+    assert outcome([first, second], RULES) is ApprovalOutcome.PENDING
 
 
 def test_two_distinct_approvers_approve() -> None:
     first = _judge("user:alice")
     second = _judge("user:bob", recorded=[first])
-    assert outcome([first, second], RULES) is Outcome.APPROVED
+    assert outcome([first, second], RULES) is ApprovalOutcome.APPROVED
 
 
 def test_a_counted_rejection_rejects_and_a_refused_one_does_not() -> None:
     refused = _judge("user:mallory", Decision.REJECT)
-    assert outcome([refused], RULES) is Outcome.PENDING
+    assert outcome([refused], RULES) is ApprovalOutcome.PENDING
     rejected = _judge("user:bob", Decision.REJECT)
-    assert outcome([_judge("user:alice"), rejected], RULES) is Outcome.REJECTED
+    assert outcome([_judge("user:alice"), rejected], RULES) is ApprovalOutcome.REJECTED
 
 
 def test_patterns() -> None:
@@ -81,7 +81,7 @@ def test_a_refused_approval_never_counts_toward_min_approvers() -> None:
     planners_own = _judge(PLANNER)  # refused: segregation of duties
     alice = _judge("user:alice", recorded=[planners_own])
     assert counted_approvers([planners_own, alice]) == ["user:alice"]
-    assert outcome([planners_own, alice], RULES) is Outcome.PENDING
+    assert outcome([planners_own, alice], RULES) is ApprovalOutcome.PENDING
 
 
 def test_a_blank_identity_is_refused() -> None:

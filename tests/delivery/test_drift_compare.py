@@ -8,17 +8,10 @@ from decimal import Decimal
 import pytest
 from drift_support import MANAGED, as_live, config_map, deployment
 
-from delivery.drift_compare import (
-    ObjectDrift,
-    ObjectKey,
-    compare_objects,
-    field_differences,
-    is_managed,
-    object_key,
-    quantity,
-)
+from delivery.drift_compare import ObjectDrift, compare_objects, field_differences, is_managed, quantity
 from delivery.errors import InvalidInput
 from delivery.field_paths import IgnoreRules
+from delivery.objects import ObjectKey, object_key
 
 # --------------------------------------------------------------------------- field comparison
 

@@ -13,10 +13,11 @@ from support.overview import fail, new_plan
 from blocks.git_repository import commits_with_trailer
 from blocks.git_writes import commit_files, init_bare
 from delivery.drift import DriftMode, DriftReport
-from delivery.drift_compare import ObjectDrift, ObjectKey
+from delivery.drift_compare import ObjectDrift
 from delivery.errors import TransientError
 from delivery.ledger import Ledger
 from delivery.models import Artifact, CheckResult, CheckStatus, MergeInfo, PullRequest, ReleaseRequest
+from delivery.objects import ObjectKey
 from delivery.timeline import TraceEvent, ledger_entries
 from tasks.drift import record_reconcile
 from tasks.pull_request import record_checks, record_merge

@@ -40,7 +40,7 @@ from blocks.image_registry import OciImageRegistry
 from blocks.pulumi_stack import PulumiStack
 from delivery.git_grammar import parse_trailers
 from delivery.plan import PlanState
-from infra.stacks import backend_override
+from infra.pulumi_backend import backend_override
 from infra.testing import RecordingBackend, locked_error
 
 APPROVALS = [Step("user:alice", environment="staging"), Step("user:bob", environment="prod"),

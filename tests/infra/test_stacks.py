@@ -9,17 +9,18 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from delivery.errors import NotFound, PermanentError, TransientError
-from infra import stacks
-from infra.stacks import (
-    AutomationBackend,
+from infra import pulumi_backend
+from infra.pulumi_backend import AutomationBackend, find_cli
+from infra.stack_values import (
+    ConfigItem,
     PulumiCliMissing,
     PulumiCommandFailed,
     StackLocked,
     StackOutput,
-    StackRunner,
     StackTarget,
-    find_cli,
+    has_changes,
 )
+from infra.stacks import StackRunner
 from infra.testing import RecordingBackend, cli_error, locked_error
 
 PASSPHRASE = "correct-horse-battery-staple"
@@ -60,7 +61,7 @@ def test_preview_then_up_when_there_are_changes() -> None:
     fake = RecordingBackend(changes={"create": 4}, outputs={"cluster_name": "aks-dev"})
     run, sleeps = runner(fake)
 
-    result = run.apply(target(), program, config={"azure-native:location": stacks.ConfigItem(value="westeurope")})
+    result = run.apply(target(), program, config={"azure-native:location": ConfigItem(value="westeurope")})
 
     assert operations(fake) == ["preview", "up"]
     assert fake.calls[:2] == ["open", "config"]  # config is set before anything runs
@@ -85,9 +86,9 @@ def test_no_up_when_the_preview_has_no_changes() -> None:
 
 
 def test_reads_and_unchanged_resources_are_not_changes() -> None:
-    assert not stacks.has_changes({"same": 3, "read": 1})
-    assert stacks.has_changes({"same": 3, "update": 1})
-    assert not stacks.has_changes({"update": 0})
+    assert not has_changes({"same": 3, "read": 1})
+    assert has_changes({"same": 3, "update": 1})
+    assert not has_changes({"update": 0})
 
 
 def test_locked_stack_is_retried_with_backoff_and_a_new_preview_each_time() -> None:
@@ -311,9 +312,9 @@ def test_cli_is_looked_up_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     binary.chmod(0o755)
     monkeypatch.setenv("PATH", f"{binary.parent}{os.pathsep}{os.environ['PATH']}")
     lookups = []
-    real_which = stacks.shutil.which
-    monkeypatch.setattr(stacks.shutil, "which", lambda *a, **k: lookups.append(a) or real_which(*a, **k))
-    stacks._find_cli_cached.cache_clear()
+    real_which = pulumi_backend.shutil.which
+    monkeypatch.setattr(pulumi_backend.shutil, "which", lambda *a, **k: lookups.append(a) or real_which(*a, **k))
+    pulumi_backend._find_cli_cached.cache_clear()
 
     assert find_cli() == str(binary)
     assert find_cli() == str(binary)

@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from infra.stacks import StackRunner, StackTarget, cli_available
+from infra.pulumi_backend import cli_available
+from infra.stack_values import StackTarget
+from infra.stacks import StackRunner
 
 CLI_ROOT = os.environ.get("PULUMI_CLI_ROOT") or None
 

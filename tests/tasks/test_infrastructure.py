@@ -15,7 +15,7 @@ from support.runtime import wait_until
 
 from blocks.pulumi_stack import PulumiStack
 from delivery.errors import InvalidInput
-from infra.stacks import PulumiCommandFailed, StackLocked, StackOutput
+from infra.stack_values import PulumiCommandFailed, StackLocked, StackOutput
 from infra.testing import RecordingBackend, cli_error, locked_error
 from tasks.infrastructure import (
     InfrastructureRequest,

@@ -14,7 +14,7 @@ from support.promotion import FAST, promote, promotion_stack
 
 from blocks.pulumi_stack import PulumiStack
 from delivery.plan import PlanState
-from infra.stacks import backend_override
+from infra.pulumi_backend import backend_override
 from infra.testing import RecordingBackend
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
