@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated
 from uuid import UUID
@@ -90,3 +91,38 @@ def waiting_environment(pause_key: str | None) -> str | None:
     """The environment a wait is for, from its key (:func:`approval_wait_key`); None for another pause."""
     match = WAIT_KEY_PATTERN.fullmatch(pause_key or "")
     return match["environment"] if match else None
+
+
+# A release's flow runs are tagged release:<id> and trace:<id>: the UI filters on them, and the
+# client, the status view and recovery find a release's runs (and its trace) by them.
+RELEASE_TAG_PREFIX = "release:"
+TRACE_TAG_PREFIX = "trace:"
+
+
+def release_tag(release_id: str) -> str:
+    """The tag of a release's flow runs: ``release:<id>``."""
+    return f"{RELEASE_TAG_PREFIX}{release_id}"
+
+
+def trace_tag(trace_id: str) -> str:
+    """The tag carrying a release's trace id on its flow runs: ``trace:<id>``."""
+    return f"{TRACE_TAG_PREFIX}{trace_id}"
+
+
+def release_tags(release_id: str, trace_id: str) -> list[str]:
+    """Both tags of a release's flow run: ``release:<id>`` and ``trace:<id>``."""
+    return [release_tag(release_id), trace_tag(trace_id)]
+
+
+def _tagged(tags: Iterable[str] | None, prefix: str) -> str | None:
+    return next((tag[len(prefix):] for tag in tags or () if tag.startswith(prefix)), None)
+
+
+def release_of_tags(tags: Iterable[str] | None) -> str | None:
+    """The release id of a flow run's tags (its first ``release:<id>``), or None."""
+    return _tagged(tags, RELEASE_TAG_PREFIX)
+
+
+def trace_of_tags(tags: Iterable[str] | None) -> str | None:
+    """The trace id of a flow run's tags (its first ``trace:<id>``), or None."""
+    return _tagged(tags, TRACE_TAG_PREFIX)
