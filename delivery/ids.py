@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, NamedTuple
 from uuid import UUID
 
 from pydantic import AfterValidator
@@ -126,3 +126,45 @@ def release_of_tags(tags: Iterable[str] | None) -> str | None:
 def trace_of_tags(tags: Iterable[str] | None) -> str | None:
     """The trace id of a flow run's tags (its first ``trace:<id>``), or None."""
     return _tagged(tags, TRACE_TAG_PREFIX)
+
+
+# The fields naming a release's deployment to one environment, wherever they are carried: a plan,
+# a stage's input (DeployTarget and the models built on it), a raw JSON parameter.
+RELEASE_KEY_FIELDS = ("release_id", "revision", "environment", "trace_id")
+
+
+def plan_id(release_id: str, revision: int, environment: str) -> str:
+    """The ledger key of a plan: ``<release>/r<revision>/<environment>`` (stored in ledgers: never change it)."""
+    return f"{release_id}/r{revision}/{environment}"
+
+
+def release_fields(source: Any) -> dict[str, Any]:
+    """The release key's fields that ``source`` carries (a mapping's keys or an object's attributes), not None."""
+    if isinstance(source, Mapping):
+        found = {name: source.get(name) for name in RELEASE_KEY_FIELDS}
+    else:
+        found = {name: getattr(source, name, None) for name in RELEASE_KEY_FIELDS}
+    return {name: value for name, value in found.items() if value is not None}
+
+
+class ReleaseKey(NamedTuple):
+    """Which release, at which revision, in which environment, under which trace: each None when unknown."""
+
+    release_id: str | None = None
+    revision: int | None = None
+    environment: str | None = None
+    trace_id: str | None = None
+
+    @classmethod
+    def of(cls, source: Any) -> ReleaseKey:
+        """The key's fields of a typed model or raw JSON; a value of the wrong type is not an id."""
+        kinds = {"release_id": str, "revision": int, "environment": str, "trace_id": str}
+        fields = release_fields(source)
+        return cls(**{name: value for name, value in fields.items() if isinstance(value, kinds[name])})
+
+    @property
+    def plan_id(self) -> str | None:
+        """The plan this key names (:func:`plan_id`), or None when release, revision or environment is unknown."""
+        if self.release_id is None or self.revision is None or self.environment is None:
+            return None
+        return plan_id(self.release_id, self.revision, self.environment)
