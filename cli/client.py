@@ -38,6 +38,7 @@ from delivery.errors import (
     validated,
 )
 from delivery.events import event_fields, release_events_link, run_link, ui_base_url
+from delivery.ids import release_tag, release_tags
 from delivery.models import ReleaseRequest, release_run_name
 from delivery.signing import sign_request
 from delivery.timeline import TraceEvent
@@ -189,7 +190,7 @@ class DeliveryClient(ApprovalCalls):
             "parameters": {"request": request.model_dump(mode="json")},
             "idempotency_key": f"{request.release_id}:{request.revision}",
             "name": release_run_name(request.release_id, request.revision),
-            "tags": [f"release:{request.release_id}", f"trace:{request.trace_id}"],
+            "tags": release_tags(request.release_id, request.trace_id),
         }
         response = self.request("POST", f"/deployments/{deployment_id}/create_flow_run", json=body)
         run = response.json()
@@ -219,7 +220,7 @@ class DeliveryClient(ApprovalCalls):
 
     def release_runs(self, release_id: str, *, state_types: list[str] | None = None) -> list[dict[str, Any]]:
         """Every flow run tagged ``release:<id>`` (the release run and its promotion subflows)."""
-        criteria: dict[str, Any] = {"tags": {"all_": [f"release:{release_id}"]}}
+        criteria: dict[str, Any] = {"tags": {"all_": [release_tag(release_id)]}}
         if state_types:
             criteria["state"] = {"type": {"any_": state_types}}
         body = {"flow_runs": criteria, "sort": "START_TIME_ASC", "limit": 200}

@@ -101,13 +101,5 @@ class Operation(ClientModel):
     state: str
 
 
-def tag_value(tags: list[str], prefix: str) -> str | None:
-    """The value of the first ``<prefix><value>`` tag of a flow run, or None."""
-    for tag in tags:
-        if tag.startswith(prefix):
-            return tag[len(prefix):]
-    return None
-
-
 __all__ = ["ClientModel", "Operation", "PausedRun", "PlanStatus", "RefusedDecision", "ReleaseStatus", "ResumeResult",
-           "RunStatus", "StartedRelease", "tag_value"]
+           "RunStatus", "StartedRelease"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cli.client_models import PlanStatus, RefusedDecision, ReleaseStatus, RunStatus, tag_value
+from cli.client_models import PlanStatus, RefusedDecision, ReleaseStatus, RunStatus
 from cli.stack_info import find_stack
 from delivery.approvals import counted_approvers
-from delivery.ids import waiting_environment
+from delivery.ids import trace_of_tags, waiting_environment
 from delivery.ledger import Ledger
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ def release_status(client: DeliveryClient, release_id: str, *, ledger_url: str |
     runs = client.release_runs(release_id)
     trace_id = plans[0].trace_id if plans else None
     for run in runs:
-        trace_id = trace_id or tag_value(run.get("tags") or [], "trace:")
+        trace_id = trace_id or trace_of_tags(run.get("tags"))
     return ReleaseStatus(
         release_id=release_id,
         trace_id=trace_id,

@@ -17,7 +17,7 @@ from rich.console import Console
 from cli.client import DeliveryClient
 from cli.errors_out import fail
 from delivery.errors import DeliveryError, InvalidInput
-from delivery.ids import new_release_id, new_trace_id
+from delivery.ids import new_release_id, new_trace_id, release_tags
 
 DEFAULT_ROLLBACK_DEPLOYMENT = "roll_back/roll-back"
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,50}[a-z0-9])?$")
@@ -66,7 +66,7 @@ def start_rollback(
     deployment_id = client.deployment_id(deployment)
     run = client.request("POST", f"/deployments/{deployment_id}/create_flow_run", json={
         "parameters": {"request": request}, "name": release_id,
-        "tags": [f"release:{release_id}", f"trace:{trace_id}", "rollback", f"environment:{environment}"],
+        "tags": [*release_tags(release_id, trace_id), "rollback", f"environment:{environment}"],
     }).json()
     out = {"flow_run_id": str(run["id"]), "release_id": release_id, "trace_id": trace_id,
            "state": (run.get("state") or {}).get("type", "SCHEDULED")}

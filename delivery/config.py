@@ -10,7 +10,7 @@ a syntax error is reported here and not at the gate.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import (
@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from delivery.drift import DriftSettings
 from delivery.errors import InvalidInput, validated
 from delivery.ids import normalise_identity
 from delivery.models import STRATEGY_NAMES, RollingStrategy, Strategy
@@ -103,7 +104,8 @@ class HttpProbe(ConfigModel):
     """An HTTP probe that must answer ``expected_status`` once the rollout is ready.
 
     With ``url`` it is called directly; otherwise ``path`` is called on the application's Service
-    (or ``service``) through the API server's service proxy.
+    (or ``service``) through the API server's service proxy, as ``kubectl`` would. The health stage
+    takes it as it is (:class:`tasks.health.HealthSpec`).
     """
 
     url: str | None = Field(default=None, pattern=r"^https?://")
@@ -111,6 +113,13 @@ class HttpProbe(ConfigModel):
     port: int | str | None = Field(default=None, description="Service port number or name; default its only port")
     service: str | None = Field(default=None, description="Service to probe; default the application's")
     expected_status: int = Field(default=200, ge=100, le=599)
+
+    def where(self, namespace: str, app: str) -> str:
+        """What is probed, for messages."""
+        if self.url:
+            return self.url
+        port = f":{self.port}" if self.port is not None else ""
+        return f"service {namespace}/{self.service or app}{port}{self.path}"
 
 
 def _probe_shorthand(value: Any) -> Any:
@@ -125,16 +134,6 @@ class HealthGates(ConfigModel):
 
     timeout_seconds: int = Field(default=120, ge=1, le=3600)
     http_probe: Annotated[HttpProbe | None, BeforeValidator(_probe_shorthand)] = None
-
-
-class DriftSettings(ConfigModel):
-    """How the drift check treats this environment."""
-
-    mode: Literal["reconcile", "detect"] = "reconcile"
-    ignore: list[Annotated[str, Field(min_length=1)]] = Field(
-        default_factory=list, description="Field paths never compared, e.g. spec.replicas"
-    )
-    degraded_after: int = Field(default=3, ge=1, description="Consecutive drifted checks before Degraded")
 
 
 class EnvironmentConfig(ConfigModel):
@@ -239,7 +238,6 @@ __all__ = [
     "CONFIG_FILE",
     "ApprovalRules",
     "DeliveryConfig",
-    "DriftSettings",
     "EnvironmentConfig",
     "HealthGates",
     "HttpProbe",

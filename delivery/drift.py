@@ -9,12 +9,11 @@ keeps in the ledger database with the :class:`DriftReport`.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from delivery.drift_compare import ObjectDrift
-from delivery.errors import InvalidInput, validated
+from delivery.errors import InvalidInput
 from delivery.field_paths import parse_path
 from delivery.sync_state import SyncStatus
 
@@ -27,12 +26,13 @@ class DriftMode(StrEnum):
 
 
 class DriftSettings(BaseModel):
-    """An environment's ``drift`` section of delivery.yaml."""
+    """An environment's ``drift`` section of delivery.yaml, validated once when the file is loaded
+    (:class:`delivery.config.EnvironmentConfig`), ignore rules included."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: DriftMode = DriftMode.RECONCILE
-    ignore: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = Field(default=(), description="Field paths never compared, e.g. spec.replicas")
     degraded_after: int = Field(default=3, ge=1, description="consecutive checks with drift before Degraded")
 
     @field_validator("ignore")
@@ -44,21 +44,6 @@ class DriftSettings(BaseModel):
             except InvalidInput as exc:
                 raise ValueError(str(exc)) from None
         return value
-
-    @classmethod
-    def parse(cls, raw: Any, *, environment: str) -> DriftSettings:
-        """Validate a raw ``drift`` mapping (or a model with the same fields).
-
-        Raises:
-            InvalidInput: naming ``environments.<env>.drift.<field>`` and what is wrong with it.
-        """
-        if raw is None:
-            return cls()
-        if isinstance(raw, cls):
-            return raw
-        if isinstance(raw, BaseModel):
-            raw = raw.model_dump(mode="json")
-        return validated(cls, raw, context="invalid drift settings", under=f"environments.{environment}.drift")
 
 
 # --------------------------------------------------------------------------- reports

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, NamedTuple
 from uuid import UUID
 
 from pydantic import AfterValidator
@@ -90,3 +91,80 @@ def waiting_environment(pause_key: str | None) -> str | None:
     """The environment a wait is for, from its key (:func:`approval_wait_key`); None for another pause."""
     match = WAIT_KEY_PATTERN.fullmatch(pause_key or "")
     return match["environment"] if match else None
+
+
+# A release's flow runs are tagged release:<id> and trace:<id>: the UI filters on them, and the
+# client, the status view and recovery find a release's runs (and its trace) by them.
+RELEASE_TAG_PREFIX = "release:"
+TRACE_TAG_PREFIX = "trace:"
+
+
+def release_tag(release_id: str) -> str:
+    """The tag of a release's flow runs: ``release:<id>``."""
+    return f"{RELEASE_TAG_PREFIX}{release_id}"
+
+
+def trace_tag(trace_id: str) -> str:
+    """The tag carrying a release's trace id on its flow runs: ``trace:<id>``."""
+    return f"{TRACE_TAG_PREFIX}{trace_id}"
+
+
+def release_tags(release_id: str, trace_id: str) -> list[str]:
+    """Both tags of a release's flow run: ``release:<id>`` and ``trace:<id>``."""
+    return [release_tag(release_id), trace_tag(trace_id)]
+
+
+def _tagged(tags: Iterable[str] | None, prefix: str) -> str | None:
+    return next((tag[len(prefix):] for tag in tags or () if tag.startswith(prefix)), None)
+
+
+def release_of_tags(tags: Iterable[str] | None) -> str | None:
+    """The release id of a flow run's tags (its first ``release:<id>``), or None."""
+    return _tagged(tags, RELEASE_TAG_PREFIX)
+
+
+def trace_of_tags(tags: Iterable[str] | None) -> str | None:
+    """The trace id of a flow run's tags (its first ``trace:<id>``), or None."""
+    return _tagged(tags, TRACE_TAG_PREFIX)
+
+
+# The fields naming a release's deployment to one environment, wherever they are carried: a plan,
+# a stage's input (DeployTarget and the models built on it), a raw JSON parameter.
+RELEASE_KEY_FIELDS = ("release_id", "revision", "environment", "trace_id")
+
+
+def plan_id(release_id: str, revision: int, environment: str) -> str:
+    """The ledger key of a plan: ``<release>/r<revision>/<environment>`` (stored in ledgers: never change it)."""
+    return f"{release_id}/r{revision}/{environment}"
+
+
+def release_fields(source: Any) -> dict[str, Any]:
+    """The release key's fields that ``source`` carries (a mapping's keys or an object's attributes), not None."""
+    if isinstance(source, Mapping):
+        found = {name: source.get(name) for name in RELEASE_KEY_FIELDS}
+    else:
+        found = {name: getattr(source, name, None) for name in RELEASE_KEY_FIELDS}
+    return {name: value for name, value in found.items() if value is not None}
+
+
+class ReleaseKey(NamedTuple):
+    """Which release, at which revision, in which environment, under which trace: each None when unknown."""
+
+    release_id: str | None = None
+    revision: int | None = None
+    environment: str | None = None
+    trace_id: str | None = None
+
+    @classmethod
+    def of(cls, source: Any) -> ReleaseKey:
+        """The key's fields of a typed model or raw JSON; a value of the wrong type is not an id."""
+        kinds = {"release_id": str, "revision": int, "environment": str, "trace_id": str}
+        fields = release_fields(source)
+        return cls(**{name: value for name, value in fields.items() if isinstance(value, kinds[name])})
+
+    @property
+    def plan_id(self) -> str | None:
+        """The plan this key names (:func:`plan_id`), or None when release, revision or environment is unknown."""
+        if self.release_id is None or self.revision is None or self.environment is None:
+            return None
+        return plan_id(self.release_id, self.revision, self.environment)

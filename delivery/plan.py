@@ -14,6 +14,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from delivery.errors import HealthCheckFailed, InvalidTransition
+from delivery.ids import plan_id
 from delivery.models import Approval, BuildResult, Model, Strategy, utcnow
 
 
@@ -95,7 +96,7 @@ class ReleasePlan(Model):
     @property
     def plan_id(self) -> str:
         """The plan's key: release, revision and environment."""
-        return f"{self.release_id}/r{self.revision}/{self.environment}"
+        return plan_id(self.release_id, self.revision, self.environment)
 
     def transition(self, to: PlanState, *, actor: str, reason: str,
                    cause: PromotionCause | None = None) -> tuple[ReleasePlan, Transition]:

@@ -22,14 +22,14 @@ from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
 from blocks.loading import load_block, load_configured_block
 from delivery.approvals import counted_approvers
-from delivery.config import EnvironmentConfig
+from delivery.config import EnvironmentConfig, HealthGates
 from delivery.errors import DeliveryError, InvalidInput
 from delivery.ledger import ROLLBACK_FINISHED, ROLLBACK_STARTED, Ledger
 from delivery.plan import PlanState, PromotionCause, ReleasePlan
 
 if TYPE_CHECKING:  # imported where used: the stage modules are heavy
     from delivery.manifests import ManifestSpec
-    from flows.strategies import DeploymentOutcome, HealthSettings
+    from flows.strategies import DeploymentOutcome
 
 # Who moves a plan through its promotion and writes its rollbacks.
 PROMOTION_ACTOR = "system:promotion"
@@ -72,10 +72,9 @@ def load_templates(plan: ReleasePlan) -> dict[str, str]:
 
 def _deploy_inputs(
     plan: ReleasePlan, settings: EnvironmentConfig
-) -> tuple[KubernetesRuntime, GitOpsRepo, ManifestSpec, HealthSettings]:
-    """The runtime, GitOps repository, manifest spec and health settings of a plan's deployment."""
+) -> tuple[KubernetesRuntime, GitOpsRepo, ManifestSpec, HealthGates]:
+    """The runtime, GitOps repository, manifest spec and health gates of a plan's deployment."""
     from delivery.manifests import ManifestSpec
-    from flows.strategies import HealthSettings
 
     runtime = load_block(settings.runtime, KubernetesRuntime,
                          source=f"delivery.yaml environments.{plan.environment}.runtime")
@@ -85,12 +84,7 @@ def _deploy_inputs(
         environment=plan.environment, namespace=settings.namespace, image=_image_of(plan),
         templates=load_templates(plan), values=settings.values,
     )
-    probe = settings.health.http_probe
-    health = HealthSettings(
-        timeout_seconds=settings.health.timeout_seconds,
-        http_probe=probe.model_dump() if probe else None,
-    )
-    return runtime, repo, spec, health
+    return runtime, repo, spec, settings.health
 
 
 def deploy_environment(plan: ReleasePlan, settings: EnvironmentConfig, *, artifact_ids: list[str],

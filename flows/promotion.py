@@ -45,6 +45,7 @@ from delivery.errors import (
     PermanentError,
     PolicyViolation,
 )
+from delivery.ids import release_tag
 from delivery.ledger import Ledger
 from delivery.models import BuildResult, Model, ReleaseRequest, utcnow
 from delivery.overview import format_time, markdown_cell
@@ -333,7 +334,7 @@ def release_run_id(release_id: str) -> UUID | None:
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[RELEASE_FLOW])),
-            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"release:{release_id}"])),
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[release_tag(release_id)])),
             sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=1)
     if runs:
         return runs[0].id

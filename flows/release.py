@@ -44,7 +44,7 @@ from delivery import git_grammar
 from delivery.build_settings import BUILD_SETTINGS_FILE, parse_build_settings
 from delivery.config import DeliveryConfig
 from delivery.errors import InvalidInput, NotFound, PermanentError
-from delivery.ids import release_id_for_run, trace_id_for_run
+from delivery.ids import release_id_for_run, release_tags, trace_id_for_run
 from delivery.intake import parse_request, refusal_message
 from delivery.manifests import DEPLOY_FOLDER, TEMPLATE_SUFFIX, check_templates, templates_from_files
 from delivery.models import (
@@ -85,11 +85,6 @@ class ReleaseSummary(Model):
     promotion: PromotionSummary
 
 
-def release_tags(request: ReleaseRequest) -> list[str]:
-    """The tags of a release's flow run: ``release:<id>`` and ``trace:<id>``."""
-    return [f"release:{request.release_id}", f"trace:{request.trace_id}"]
-
-
 def run_ids(run: FlowRun | None) -> dict[str, str]:
     """The release and trace ids of a request sent without them, derived from its flow run.
 
@@ -126,7 +121,7 @@ def _tag_run(request: ReleaseRequest) -> None:
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
         return
-    wanted = sorted(set(ctx.flow_run.tags or []) | set(release_tags(request)))
+    wanted = sorted(set(ctx.flow_run.tags or []) | set(release_tags(request.release_id, request.trace_id)))
     name = release_run_name(request.release_id, request.revision)
     if wanted != sorted(ctx.flow_run.tags or []) or ctx.flow_run.name != name:
         ctx.client.update_flow_run(ctx.flow_run.id, tags=wanted, name=name)
@@ -253,7 +248,7 @@ def release(request: ReleaseRequest) -> ReleaseSummary | State:
         return refuse(exc)
     _tag_run(request)
     logger = get_run_logger()
-    with tags(*release_tags(request)):
+    with tags(*release_tags(request.release_id, request.trace_id)):
         try:
             git_host = load_git_host()
             head = validate_release(git_host, request)

@@ -18,6 +18,7 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.states import AwaitingRetry
 
 from delivery.errors import NotFound
+from delivery.ids import release_of_tags, release_tag
 from delivery.ledger import Ledger
 from delivery.plan import ReleasePlan
 from delivery.settings import HEARTBEAT_SECONDS
@@ -33,7 +34,7 @@ GONE_AFTER_SECONDS = HEARTBEAT_SECONDS + 15
 
 def release_of(run: FlowRun) -> str | None:
     """The release id a flow run belongs to (its ``release:<id>`` tag)."""
-    return next((tag.split(":", 1)[1] for tag in run.tags or [] if tag.startswith("release:")), None)
+    return release_of_tags(run.tags)
 
 
 def release_runs(release_id: str) -> list[FlowRun]:
@@ -41,7 +42,7 @@ def release_runs(release_id: str) -> list[FlowRun]:
     with get_client(sync_client=True) as client:
         return client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=[RELEASE_FLOW])),
-            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"release:{release_id}"])),
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[release_tag(release_id)])),
             sort=FlowRunSort.EXPECTED_START_TIME_DESC,
         )
 

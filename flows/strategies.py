@@ -18,12 +18,13 @@ from pydantic import Field
 
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
+from delivery.config import HealthGates
 from delivery.errors import DeliveryError
 from delivery.manifests import ManifestSpec
 from delivery.models import Model, RollingStrategy, Strategy
 from delivery.plan import PromotionCause
 from delivery.stages import stage_named
-from tasks.health import HealthSpec, HttpProbeSpec, check_health
+from tasks.health import HealthSpec, check_health
 from tasks.manifest import render_manifest
 from tasks.phases import plan_promotion
 from tasks.promote import Promotion, promote
@@ -31,13 +32,8 @@ from tasks.rollback import RollbackResult, RollbackSpec, roll_back
 from tasks.stage import stage_cache_key, stage_environment
 from tasks.sync import SyncSpec, sync_environment
 
-
-class HealthSettings(Model):
-    """How long and how a phase is gated."""
-
-    timeout_seconds: float = Field(default=120, gt=0, le=3600)
-    poll_seconds: float = Field(default=0.5, gt=0, le=30)
-    http_probe: HttpProbeSpec | None = Field(default=None, description="Probed at the final phase")
+# How often the health gates look again: not configurable in delivery.yaml, tests shorten it.
+POLL_SECONDS = 0.5
 
 
 class PhaseOutcome(Model):
@@ -101,11 +97,12 @@ def roll_back_attempt(
     spec: ManifestSpec,
     *,
     strategy: str,
-    health: HealthSettings,
+    health: HealthGates,
     attempt: int,
     failed_revision: str,
     reason: str,
     requested_by: str | None = None,
+    poll_seconds: float = POLL_SECONDS,
 ) -> RollbackResult:
     """Stage 14 for one promotion attempt, keyed on the attempt and the abandoned revision.
 
@@ -114,7 +111,7 @@ def roll_back_attempt(
     """
     return _keyed(roll_back, "rollback", f"attempt-{attempt}", failed_revision)(runtime, repo, RollbackSpec(
         **spec.target().model_dump(), strategy=strategy, reason=reason, failed_revision=failed_revision,
-        requested_by=requested_by, timeout_seconds=health.timeout_seconds, poll_seconds=health.poll_seconds))
+        requested_by=requested_by, timeout_seconds=health.timeout_seconds, poll_seconds=poll_seconds))
 
 
 def deploy_with_strategy(
@@ -123,7 +120,8 @@ def deploy_with_strategy(
     spec: ManifestSpec,
     *,
     strategy: Strategy | None = None,
-    health: HealthSettings | None = None,
+    health: HealthGates | None = None,
+    poll_seconds: float = POLL_SECONDS,
     artifact_ids: Sequence[str] = (),
     planned_by: str | None = None,
     approved_by: Sequence[str] = (),
@@ -140,7 +138,9 @@ def deploy_with_strategy(
         repo: the GitOps repository.
         spec: templates, environment values, the image by digest and the target.
         strategy: default rolling.
-        health: gate timeout, poll interval and the optional HTTP probe.
+        health: the environment's health gates (delivery.yaml): timeout and the optional HTTP probe,
+            probed at the final phase.
+        poll_seconds: how often the health gates look again.
         artifact_ids: ``Artifact-Id`` trailers of the promotion commits.
         planned_by: ``Planned-By`` trailer.
         approved_by: ``Approved-By`` trailers.
@@ -159,7 +159,7 @@ def deploy_with_strategy(
         DeliveryError: a failure before anything was committed.
     """
     strategy = strategy or RollingStrategy()
-    health = health or HealthSettings()
+    health = health or HealthGates()
     target = spec.target().model_dump()
     spec_digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
     tried = f"attempt-{attempt}"
@@ -180,7 +180,7 @@ def deploy_with_strategy(
                 runtime, repo, SyncSpec(**target, git_revision=revision))
             checked = _keyed(check_health, phase.name, tried, revision)(runtime, repo, HealthSpec(
                 **target, git_revision=revision, deployments=phase.gate, timeout_seconds=health.timeout_seconds,
-                poll_seconds=health.poll_seconds, http_probe=health.http_probe if phase.final else None,
+                poll_seconds=poll_seconds, http_probe=health.http_probe if phase.final else None,
                 mark_healthy=phase.final))
             outcomes.append(PhaseOutcome(name=phase.name, git_revision=revision, committed=promoted.created,
                                          changed=len(synced.changed), pruned=len(synced.pruned), healthy=True,
@@ -192,7 +192,8 @@ def deploy_with_strategy(
         if before_rollback is not None:
             before_rollback(revision, cause, exc)
         rollback = roll_back_attempt(runtime, repo, spec, strategy=strategy.name, health=health, attempt=attempt,
-                                     failed_revision=revision, reason=str(exc), requested_by=planned_by)
+                                     failed_revision=revision, reason=str(exc), requested_by=planned_by,
+                                     poll_seconds=poll_seconds)
         return DeploymentOutcome(
             environment=spec.environment, app=spec.app, strategy=strategy.name, git_revision=rollback.git_revision,
             failed_revision=revision, healthy=False, rolled_back=True, cause=cause, phases=outcomes, rollback=rollback,

@@ -29,7 +29,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from delivery.config import EnvironmentConfig
-from delivery.drift import DriftMode, DriftReport, DriftSettings, InfrastructureDrift
+from delivery.drift import DriftMode, DriftReport, InfrastructureDrift
 from delivery.drift_compare import ObjectDrift, compare_objects
 from delivery.errors import DeliveryError, PermanentError
 from delivery.events import emit
@@ -201,7 +201,7 @@ def check_environment(
     Returns:
         The report, with the environment's new sync status.
     """
-    settings = DriftSettings.parse(config.drift, environment=environment)
+    settings = config.drift
     rules = IgnoreRules(settings.ignore)
     namespace = config.namespace
     desired = read_environment_objects(gitops, environment, ref=revision)

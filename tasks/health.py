@@ -18,33 +18,12 @@ from pydantic import Field
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime, RolloutStatus
 from delivery import provider_timing
+from delivery.config import HttpProbe
 from delivery.errors import HealthCheckFailed, NotFound, TransientError
 from delivery.events import EventName, emit
 from delivery.manifests import DeployTarget
-from delivery.models import Model
 from tasks.stage import coerce, stage
 from tasks.sync import desired_objects
-
-
-class HttpProbeSpec(Model):
-    """An HTTP probe that must answer ``expected_status`` once the rollout is ready.
-
-    With ``url`` the probe calls it directly; otherwise it calls ``path`` on the application's
-    Service (or ``service``) through the API server's service proxy, as ``kubectl`` would.
-    """
-
-    url: str | None = Field(default=None, pattern=r"^https?://")
-    path: str = Field(default="/healthz", pattern=r"^/")
-    port: int | str | None = Field(default=None, description="Service port number or name; default its only port")
-    service: str | None = Field(default=None, description="Service to probe; default the application's")
-    expected_status: int = Field(default=200, ge=100, le=599)
-
-    def where(self, namespace: str, app: str) -> str:
-        """What is probed, for messages."""
-        if self.url:
-            return self.url
-        port = f":{self.port}" if self.port is not None else ""
-        return f"service {namespace}/{self.service or app}{port}{self.path}"
 
 
 class HealthSpec(DeployTarget):
@@ -54,7 +33,7 @@ class HealthSpec(DeployTarget):
     deployments: list[str] | None = Field(default=None, description="Deployments to gate; default: all in Git")
     timeout_seconds: float = Field(default=120, gt=0, le=3600)
     poll_seconds: float = Field(default=0.5, gt=0, le=30)
-    http_probe: HttpProbeSpec | None = None
+    http_probe: HttpProbe | None = None
     mark_healthy: bool = Field(default=True, description="Move healthy/<env>/<app> to the revision on success")
 
 
@@ -105,7 +84,7 @@ def wait_for_rollouts(
 
 
 def probe(
-    spec: HttpProbeSpec, runtime: KubernetesRuntime, *, namespace: str, app: str, deadline: float,
+    spec: HttpProbe, runtime: KubernetesRuntime, *, namespace: str, app: str, deadline: float,
     poll_seconds: float,
 ) -> tuple[bool, int | None, str]:
     """Call the probe until it answers the expected status or the deadline passes."""

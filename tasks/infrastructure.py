@@ -17,6 +17,7 @@ from pydantic import Field, SecretStr
 from blocks.pulumi_stack import PulumiStack
 from delivery.errors import InvalidInput, NotFound, validated
 from delivery.events import EventName, emit
+from delivery.ids import release_fields
 from delivery.models import Model
 from infra.stack_values import ApplyResult, Program, StackOutput
 from tasks.stage import stage
@@ -37,10 +38,7 @@ class InfrastructureRequest(Model):
         """Build from anything carrying the ids (a ``DeployTarget``, a plan...)."""
         if isinstance(source, cls):
             return source
-        fields = ("release_id", "trace_id", "revision", "environment")
-        data = source if isinstance(source, Mapping) else {f: getattr(source, f, None) for f in fields}
-        present = {f: data[f] for f in fields if data.get(f) is not None}
-        return validated(cls, present, context=f"{STAGE}: invalid input", under="request")
+        return validated(cls, release_fields(source), context=f"{STAGE}: invalid input", under="request")
 
 
 class ClusterInfo(Model):

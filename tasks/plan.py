@@ -11,15 +11,11 @@ from __future__ import annotations
 
 from delivery.errors import BuildFailed, InvalidInput
 from delivery.events import EventName, emit
+from delivery.ids import plan_id
 from delivery.ledger import Ledger
 from delivery.models import BuildResult, ReleaseRequest, Strategy
 from delivery.plan import PlanState, ReleasePlan
 from tasks.stage import stage
-
-
-def plan_id_for(release_id: str, revision: int, environment: str) -> str:
-    """The ledger key of a plan (same shape as ``ReleasePlan.plan_id``)."""
-    return f"{release_id}/r{revision}/{environment}"
 
 
 def _revise_rejected(ledger: Ledger, request: ReleaseRequest, environment: str) -> None:
@@ -60,7 +56,7 @@ def plan_release(
     if not build.images:
         raise InvalidInput(f"release {request.release_id}: build {build.run_id} published no image to deploy")
     ledger = Ledger()
-    existing = ledger.find_plan(plan_id_for(request.release_id, request.revision, environment))
+    existing = ledger.find_plan(plan_id(request.release_id, request.revision, environment))
     if existing is not None and existing.state is not PlanState.PLANNED:
         return existing
     _revise_rejected(ledger, request, environment)
@@ -90,4 +86,4 @@ def plan_release(
     return submitted
 
 
-__all__ = ["plan_id_for", "plan_release"]
+__all__ = ["plan_release"]

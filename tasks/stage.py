@@ -30,6 +30,7 @@ from pydantic import BaseModel
 from delivery import failpoints, provider_timing
 from delivery.errors import DeliveryError, is_retryable, validated
 from delivery.events import EventName, emit
+from delivery.ids import ReleaseKey
 from delivery.ledger import Ledger
 from delivery.stages import stage_named
 
@@ -42,32 +43,21 @@ BACKOFF_FACTOR = float(os.environ.get("DELIVERY_RETRY_BACKOFF_SECONDS", "1"))
 RESULTS_VERSION = 2
 
 
-def _field(value: Any, name: str, kind: type) -> Any:
-    """``value.<name>`` of a typed parameter, or ``value[name]`` of a raw JSON one, when of ``kind``."""
-    found = value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
-    return found if isinstance(found, kind) else None
-
-
-def _ids(parameters: Mapping[str, Any]) -> tuple[str | None, int | None, str | None, str | None]:
+def _ids(parameters: Mapping[str, Any]) -> ReleaseKey:
     """Find release id, revision, environment and trace id among a stage's (or a flow's) parameters.
 
-    A parameter is a typed model, or raw JSON where the release flow validates its parameter itself.
+    A parameter is a typed model, or raw JSON where the release flow validates its parameter itself;
+    a parameter named like a field (``release_id``, ``environment``...) wins over one carried inside.
     """
-    release_id = revision = environment = trace_id = None
+    found = ReleaseKey()
     for name, value in parameters.items():
-        release_id = release_id or _field(value, "release_id", str)
-        trace_id = trace_id or _field(value, "trace_id", str)
-        revision = revision or _field(value, "revision", int)
-        environment = environment or _field(value, "environment", str)
-        if name == "release_id" and isinstance(value, str):
-            release_id = value
-        if name == "trace_id" and isinstance(value, str):
-            trace_id = value
-        if name == "revision" and isinstance(value, int):
-            revision = value
-        if name == "environment":
-            environment = value if isinstance(value, str) else getattr(value, "name", environment)
-    return release_id, revision, environment, trace_id
+        carried = ReleaseKey.of(value)
+        found = ReleaseKey(*(mine if mine is not None else theirs for mine, theirs in zip(found, carried, strict=True)))
+        if name == "environment" and not isinstance(value, str):
+            value = getattr(value, "name", None)  # an environment's configuration names it
+        named = ReleaseKey.of({name: value})
+        found = ReleaseKey(*(theirs if theirs is not None else mine for mine, theirs in zip(found, named, strict=True)))
+    return found
 
 
 def stage_environment(parameters: dict[str, Any]) -> str | None:

@@ -25,6 +25,7 @@ from support.promotion import promotion_stack
 from cli.client import DeliveryClient
 from delivery import failpoints
 from delivery.errors import ApprovalRefused, DeliveryError, PolicyViolation
+from delivery.ids import release_tags
 from delivery.ledger import (
     DRIFT_RECONCILED,
     PULL_REQUEST_CHECKS_PASSED,
@@ -40,7 +41,6 @@ from flows.deploy import PROMOTION_ACTOR
 from flows.drift import drift_check
 from flows.operations import replay_incident
 from flows.promotion import PromotionSummary, promote_path
-from flows.release import release_tags
 from flows.release_runs import RELEASE_FLOW, release_runs
 from tasks.approval import POLICY_ACTOR
 from tasks.commit import create_commit
@@ -57,7 +57,7 @@ def release_run(request: ReleaseRequest, build: BuildResult) -> PromotionSummary
 
 
 def _release(request: ReleaseRequest, build: BuildResult) -> None:
-    with tags(*release_tags(request)):
+    with tags(*release_tags(request.release_id, request.trace_id)):
         release_run(request, build)
 
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 from support.runtime import APP, IMAGE_V1, IMAGE_V2, in_flow, runtime_env
 
+from delivery.config import HealthGates
 from delivery.errors import InvalidInput
 from delivery.manifests import render
 from flows.rollback import RollbackRequest, roll_back_environment
-from flows.strategies import HealthSettings, deploy_with_strategy
+from flows.strategies import deploy_with_strategy
 from tasks.promote import Promotion, write_promotion
 from tasks.sync import SyncSpec, reconcile
 
@@ -27,7 +28,7 @@ def test_the_flow_rolls_an_environment_back_to_its_healthy_revision(prefect_serv
                   f"    runtime: {runtime_ref}\n    strategy: rolling\n")
         env.repo.write_files({"delivery.yaml": config.encode()}, message="configure", trailers=[("Release-Id", "x")])
         good = in_flow(lambda: deploy_with_strategy(env.runtime, env.repo, env.spec(image=IMAGE_V1),
-                                                    health=HealthSettings(timeout_seconds=20, poll_seconds=0.05)))
+                                                    health=HealthGates(timeout_seconds=20), poll_seconds=0.05))
         assert good.healthy
         later = env.spec(image=IMAGE_V2)  # promoted and synced; a problem is found after the gate
         target = later.target().model_dump()

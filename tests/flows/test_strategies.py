@@ -10,13 +10,14 @@ import pytest
 import yaml
 from support.runtime import APP, FAIL, IMAGE_V1, IMAGE_V2, IMAGE_V3, RuntimeEnv, runtime_env, subset_equal
 
+from delivery.config import HealthGates
 from delivery.errors import InvalidInput
 from delivery.manifest_files import parse_objects
 from delivery.models import BlueGreenStrategy, CanaryStrategy, RollingStrategy
-from flows.strategies import DeploymentOutcome, HealthSettings, deploy_with_strategy
+from flows.strategies import DeploymentOutcome, deploy_with_strategy
 from tasks.rollback import SLOT_LABEL
 
-HEALTH = HealthSettings(timeout_seconds=20, poll_seconds=0.05)
+HEALTH = HealthGates(timeout_seconds=20)
 
 
 @pytest.fixture
@@ -33,8 +34,8 @@ def deploy(env: RuntimeEnv, strategy: Any, *, image: str, values: dict | None = 
     def one_environment() -> DeploymentOutcome:
         spec = env.spec(image=image, values=values, **target)
         return deploy_with_strategy(env.runtime, env.repo, spec, strategy=strategy,
-                                    health=HEALTH, artifact_ids=["art-1"], planned_by="agent:planner",
-                                    approved_by=["user:alice"])
+                                    health=HEALTH, poll_seconds=0.05, artifact_ids=["art-1"],
+                                    planned_by="agent:planner", approved_by=["user:alice"])
 
     return one_environment()
 

@@ -18,9 +18,9 @@ from support.runtime import FAIL, ROOT, SAMPLE_DEPLOY
 from blocks.git_host import LocalGitHost
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
+from delivery.ids import release_tags
 from delivery.models import BuildResult, BuildStatus, PublishedImage, ReleaseRequest, TestCounts
 from flows.promotion import PromotionSummary, promote_path
-from flows.release import release_tags
 from kube_simulator import KubernetesSimulator
 
 FAST = {"progressDeadlineSeconds": 2, "replicas": 2}
@@ -34,7 +34,7 @@ def _promote_flow(request: ReleaseRequest, build: BuildResult) -> PromotionSumma
 
 def promote(request: ReleaseRequest, build: BuildResult) -> PromotionSummary:
     """Promote along the path in a flow run tagged like a release run (the release flow does this in its own)."""
-    with tags(*release_tags(request)):
+    with tags(*release_tags(request.release_id, request.trace_id)):
         return _promote_flow(request, build)
 
 

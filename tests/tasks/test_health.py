@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from support.runtime import APP, FAIL, IMAGE_V2, RuntimeEnv, in_flow, runtime_env
 
+from delivery.config import HttpProbe
 from delivery.errors import HealthCheckFailed, InvalidInput
 from delivery.manifests import render
-from tasks.health import HealthSpec, HttpProbeSpec, check_health
+from tasks.health import HealthSpec, check_health
 from tasks.promote import Promotion, write_promotion
 from tasks.sync import SyncSpec, reconcile
 
@@ -57,7 +58,7 @@ def test_a_ready_rollout_and_a_passing_probe_mark_the_revision_healthy(
 ) -> None:
     target, revision = deployed(env)
     spec = HealthSpec(**target, git_revision=revision, timeout_seconds=20, poll_seconds=0.05,
-                      http_probe=HttpProbeSpec(url=f"{probe_server}/healthz"))
+                      http_probe=HttpProbe(url=f"{probe_server}/healthz"))
 
     result = in_flow(lambda: check_health(env.runtime, env.repo, spec))
 
@@ -95,7 +96,7 @@ def test_the_gate_times_out_and_a_failing_probe_fails_it(env: RuntimeEnv, probe_
     with pytest.raises(HealthCheckFailed, match="answered 503, expected 200"):
         check_health.fn(env.runtime, env.repo, HealthSpec(
             **target, git_revision=revision, timeout_seconds=3, poll_seconds=0.1,
-            http_probe=HttpProbeSpec(url=f"{probe_server}/broken")))
+            http_probe=HttpProbe(url=f"{probe_server}/broken")))
     assert env.repo.healthy_revision(env.environment, APP) is None
 
 

@@ -19,9 +19,10 @@ from support.runtime import (
     with_config_maps,
 )
 
+from delivery.config import HealthGates
 from delivery.errors import InvalidInput
 from delivery.manifests import render
-from flows.strategies import HealthSettings, deploy_with_strategy
+from flows.strategies import deploy_with_strategy
 from tasks.health import HealthSpec, evaluate_health
 from tasks.promote import Promotion, write_promotion
 from tasks.rollback import RollbackSpec, restore_healthy, roll_back
@@ -108,8 +109,8 @@ def test_a_failed_deployment_leaves_a_traceable_event_trail(prefect_server: str,
 
     @flow
     def failing() -> Any:
-        return deploy_with_strategy(env.runtime, env.repo, spec, health=HealthSettings(timeout_seconds=20,
-                                                                                       poll_seconds=0.05))
+        return deploy_with_strategy(env.runtime, env.repo, spec, health=HealthGates(timeout_seconds=20),
+                                    poll_seconds=0.05)
 
     outcome = failing()
     assert outcome.rolled_back and not outcome.healthy and env.live() == []
