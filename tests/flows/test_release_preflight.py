@@ -54,7 +54,7 @@ def test_the_sample_app_passes_and_templates_are_not_rendered(host: LocalGitHost
 def test_the_files_are_read_at_the_commit_given(host: LocalGitHost):
     good = host.resolve(APP, "main")
     bad = commit(host, {BUILD_SETTINGS_FILE: BAD_BUILD})
-    assert "sample-app:delivery-build.yaml: test.command: required but missing" in refusal(host, bad)
+    assert "sample-app:delivery-build.yaml: test.command: Field required" in refusal(host, bad)
     validate_application_files(host, request(), good)  # e.g. source.ref's commit, from before the bad one
 
 
