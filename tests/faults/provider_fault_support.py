@@ -30,7 +30,7 @@ import httpx
 # --------------------------------------------------------------------------- git push rejected
 
 _PRE_RECEIVE = """#!/bin/sh
-# Fault injection (tests/provider_fault_support.py): a push of an armed ref fails, as while another
+# Fault injection (tests/faults/provider_fault_support.py): a push of an armed ref fails, as while another
 # writer holds the ref's lock, as many times as the ref is armed but never twice in a row; the
 # push after a rejected one clears the stale lock and goes through.
 state={state}

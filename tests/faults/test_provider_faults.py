@@ -3,7 +3,7 @@
 One whole release of the sample app to prod (tests/support/release.py: real Prefect server, git
 repositories, pipeline, registry, Kubernetes simulator, ledger; approvals by other identities
 through the REST resume) with one fault armed at each provider the release talks to, all at once,
-each injected in the provider itself (tests/provider_fault_support.py):
+each injected in the provider itself (tests/faults/provider_fault_support.py):
 
 - git push rejected: the app repository's first push of the release branch and of ``main`` (the
   merge), and every GitOps push (one per phase), fail once as while another writer holds the ref;
