@@ -99,6 +99,10 @@ RELEASE_TAG_PREFIX = "release:"
 TRACE_TAG_PREFIX = "trace:"
 
 
+# The release flow's name (``flows/release.py``): its runs are found by it and by their tags.
+RELEASE_FLOW = "release"
+
+
 def release_tag(release_id: str) -> str:
     """The tag of a release's flow runs: ``release:<id>``."""
     return f"{RELEASE_TAG_PREFIX}{release_id}"

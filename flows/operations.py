@@ -29,8 +29,6 @@ from prefect.states import Cancelled, Cancelling
 from delivery.errors import ConflictError, InvalidInput, NotFound
 from delivery.ledger import Ledger
 from delivery.plan import PlanState, PromotionCause
-from flows.locks import free_dead_leases
-from flows.promotion import publish_status
 from flows.release_runs import (
     GONE_AFTER_SECONDS,
     describe_plans,
@@ -41,6 +39,8 @@ from flows.release_runs import (
 )
 from tasks.approval import supersede_reason, superseded_by
 from tasks.incidents import refresh_incident_views
+from tasks.locks import free_dead_leases
+from tasks.summary import publish_status
 
 FINISHED = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 ENDED = {StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED}  # what cancel leaves alone

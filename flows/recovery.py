@@ -37,13 +37,12 @@ from prefect.states import AwaitingRetry, Cancelled, Crashed, Failed
 
 from delivery.approvals import TIMEOUT_ACTOR, timeout_reason
 from delivery.events import EventName, emit
+from delivery.ids import RELEASE_FLOW
 from delivery.ledger import Ledger
 from delivery.plan import PlanState, PromotionCause
-from flows.locks import ensure_limit
-from flows.promotion import load_delivery_config, publish_status
+from flows.promotion import load_delivery_config
 from flows.release_runs import (
     GONE_AFTER_SECONDS,
-    RELEASE_FLOW,
     last_sign_of_life,
     latest_beat,
     release_of,
@@ -51,6 +50,8 @@ from flows.release_runs import (
 )
 from tasks.approval import decide
 from tasks.incidents import publish_incidents
+from tasks.locks import ensure_limit
+from tasks.summary import publish_status
 
 RECOVERY_ACTOR = "system:recovery"
 EXPIRED_WAIT = "paused and never resumed"  # the message Prefect's server gives an expired suspension

@@ -44,7 +44,7 @@ from delivery import git_grammar
 from delivery.build_settings import BUILD_SETTINGS_FILE, parse_build_settings
 from delivery.config import DeliveryConfig
 from delivery.errors import InvalidInput, NotFound, PermanentError
-from delivery.ids import release_id_for_run, release_tags, trace_id_for_run
+from delivery.ids import RELEASE_FLOW, release_id_for_run, release_tags, trace_id_for_run
 from delivery.intake import parse_request, refusal_message
 from delivery.manifests import DEPLOY_FOLDER, TEMPLATE_SUFFIX, check_templates, templates_from_files
 from delivery.models import (
@@ -57,16 +57,11 @@ from delivery.models import (
     release_run_name,
 )
 from flows.build import run_build
-from flows.promotion import (
-    PromotionSummary,
-    deployed_environments,
-    promote_path,
-    publish_status,
-    validate_promotion,
-)
+from flows.promotion import PromotionSummary, deployed_environments, promote_path, validate_promotion
 from tasks.approval import verify_planner_signature
 from tasks.commit import create_commit
 from tasks.pull_request import check_pull_request, merge_pull_request, open_pull_request
+from tasks.summary import publish_status
 
 PROTECTED_BRANCH = "main"
 
@@ -230,7 +225,7 @@ def validate_blocks(request: ReleaseRequest, config: DeliveryConfig) -> None:
                    source=f"delivery.yaml environments.{environment}.runtime")
 
 
-@flow(name="release", flow_run_name=_run_name, log_prints=True, validate_parameters=False)
+@flow(name=RELEASE_FLOW, flow_run_name=_run_name, log_prints=True, validate_parameters=False)
 def release(request: ReleaseRequest) -> ReleaseSummary | State:
     """Deliver a release request: commit, pull request, checks, merge, build, then promotion.
 

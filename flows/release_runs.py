@@ -18,12 +18,11 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.states import AwaitingRetry
 
 from delivery.errors import NotFound
-from delivery.ids import release_of_tags, release_tag
+from delivery.ids import RELEASE_FLOW, release_of_tags, release_tag
 from delivery.ledger import Ledger
 from delivery.plan import ReleasePlan
 from delivery.settings import HEARTBEAT_SECONDS
 
-RELEASE_FLOW = "release"
 # A run whose process gave no sign of life (heartbeat, start) for this long has no process: a live
 # one beats every HEARTBEAT_SECONDS.
 GONE_AFTER_SECONDS = HEARTBEAT_SECONDS + 15
@@ -102,7 +101,6 @@ def resubmit(run: FlowRun, *, action: str, actor: str, reason: str, ledger: Ledg
 
 __all__ = [
     "GONE_AFTER_SECONDS",
-    "RELEASE_FLOW",
     "describe_plans",
     "last_sign_of_life",
     "latest_beat",

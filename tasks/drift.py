@@ -274,7 +274,7 @@ def check_environment_drift(environment: str, config: EnvironmentConfig, revisio
     """
     from prefect.concurrency.sync import concurrency
 
-    from flows.locks import ensure_environment_lock
+    from tasks.locks import ensure_environment_lock
 
     logger = get_run_logger()
     lock = ensure_environment_lock(environment)

@@ -98,7 +98,7 @@ def refresh_incident_views(release_id: str | None, ledger: Ledger | None = None)
     try:
         publish_incidents(ledger)
         if release_id:
-            from flows.promotion import publish_status
+            from tasks.summary import publish_status
 
             publish_status(release_id, ledger)
     except Exception as exc:  # noqa: BLE001 - best effort, logged

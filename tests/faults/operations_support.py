@@ -246,7 +246,7 @@ def release_events(stack: FaultStack, release: Release, name: EventName) -> list
 
 def status_artifact(stack: FaultStack, release: Release) -> str:
     """The markdown of the release's status artifact (``release-<id>``), as an agent reads it from the API."""
-    from flows.promotion import artifact_key
+    from tasks.summary import artifact_key
 
     return str(api(stack.info, "GET", f"/artifacts/{artifact_key(release.release_id)}/latest").json().get("data")
                or "")

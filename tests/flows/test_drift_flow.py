@@ -284,7 +284,7 @@ def test_an_environment_under_promotion_is_skipped_not_taken_for_drift(world, mo
     from prefect.concurrency.sync import concurrency
 
     import tasks.drift
-    from flows.locks import ensure_environment_lock
+    from tasks.locks import ensure_environment_lock
 
     default_wait = tasks.drift.LOCK_WAIT_SECONDS
     monkeypatch.setattr(tasks.drift, "LOCK_WAIT_SECONDS", 1.0)
@@ -303,7 +303,7 @@ def test_a_check_that_waited_for_a_promotion_compares_with_what_it_committed(wor
     from prefect.concurrency.sync import concurrency
 
     import tasks.drift
-    from flows.locks import ensure_environment_lock
+    from tasks.locks import ensure_environment_lock
 
     monkeypatch.setattr(tasks.drift, "LOCK_WAIT_SECONDS", 120.0)
     reports: list[dict] = []

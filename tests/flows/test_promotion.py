@@ -13,7 +13,7 @@ from support.promotion import FAIL, delivery_yaml, promote, promotion_stack
 from delivery.errors import HealthCheckFailed, InvalidInput
 from delivery.plan import PlanState, PromotionCause
 from flows.deploy import PROMOTION_ACTOR
-from flows.promotion import artifact_key
+from tasks.summary import artifact_key
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

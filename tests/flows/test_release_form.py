@@ -70,8 +70,8 @@ def test_a_refused_request_ends_failed_with_one_sentence_naming_the_field(
 
 def test_a_request_without_digests_is_released_with_the_digests_computed(release_stack: ReleaseStack,
                                                                         prefect_server):
-    from flows.promotion import artifact_key
     from flows.release import release
+    from tasks.summary import artifact_key
 
     text = '"""The sample service."""\n\n__version__ = "0.4.0"\n'
     body = {"release_id": "rel-form-ok", "app": APP, "requested_by": PLANNER, "target_environment": "dev",

@@ -27,7 +27,7 @@ from cli.client import DeliveryClient
 from delivery.events import release_events_link, trace_events_link
 from delivery.plan import PlanState
 from delivery.stages import STAGES
-from flows.promotion import artifact_key
+from tasks.summary import artifact_key
 from tasks.timeline import timeline_key
 
 NAME = re.compile(r"^(?P<number>\d\d)-(?P<stage>[a-z_-]+?)(?:-(?P<env>dev|staging|prod))?(?:\[(?P<phase>[^\]]+)\])?$")

@@ -13,7 +13,7 @@ from prefect import flow
 from prefect.client.orchestration import get_client
 from support.runtime import wait_until
 
-from flows.locks import LOCK_LEASE_SECONDS, ensure_limit, environment_lock, free_dead_leases, lock_name
+from tasks.locks import LOCK_LEASE_SECONDS, ensure_limit, environment_lock, free_dead_leases, lock_name
 
 ENVIRONMENT = "locktest"
 
