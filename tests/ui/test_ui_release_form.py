@@ -21,6 +21,7 @@ from typing import Any
 from ui_support import api, persona_key, snapshot, stack_client, wait_until
 
 from cli.stack_info import StackInfo
+from delivery.errors import InvalidInput, NotFound
 from delivery.models import Artifact, ReleaseRequest
 
 REQUEST_FIELDS = ("Release Id (Optional)", "Trace Id (Optional)", "App", "Artifacts (Optional)", "Ref (Optional)",
@@ -60,9 +61,9 @@ REFUSED = re.compile(r"\b503\b|database is locked|retryable exception")
 OTHER_RELEASES = 3  # with the form's, four at once: bench/api_contention.py met 503s with four before the fix
 
 
-def _start_other_releases(info: StackInfo, count: int) -> list[str]:
-    """Releases to dev started by an agent through the client; returns their flow run ids once all run."""
-    run_ids = []
+def _start_other_releases(info: StackInfo, count: int) -> dict[str, str]:
+    """Releases to dev started by an agent through the client; returns release id -> flow run id once all run."""
+    started = {}
     with stack_client(info) as client:
         for number in range(count):
             request = ReleaseRequest(
@@ -70,9 +71,22 @@ def _start_other_releases(info: StackInfo, count: int) -> list[str]:
                 requested_by="agent:release-manager", target_environment="dev",
                 artifacts=[Artifact.from_text(f"ui-busy-{number}", f"app/ui_busy_{number}.txt",
                                               "another release meanwhile\n", validator="ui-test")])
-            run_ids.append(client.start_release(request, key=persona_key(info, request.requested_by)).flow_run_id)
-    wait_until(lambda: _all_running(info, run_ids), timeout=180, what=f"the {count} other releases running")
-    return run_ids
+            key = persona_key(info, request.requested_by)
+            started[request.release_id] = client.start_release(request, key=key).flow_run_id
+    wait_until(lambda: _all_running(info, list(started.values())), timeout=180,
+               what=f"the {count} other releases running")
+    return started
+
+
+def _cancel(info: StackInfo, release_ids: list[str]) -> None:
+    """Cancel releases the test is done with (their locks freed), so the next tests do not queue behind them."""
+    with stack_client(info) as client:
+        for release_id in release_ids:
+            try:
+                client.run_operation("cancel-release/cancel-release", {
+                    "release_id": release_id, "requested_by": "user:ui-test", "reason": "the UI test is done"})
+            except (InvalidInput, NotFound):
+                pass  # it ended already: nothing to cancel
 
 
 def _all_running(info: StackInfo, run_ids: list[str]) -> bool:
@@ -90,7 +104,16 @@ def test_a_release_started_from_the_custom_run_form_while_others_run_reaches_the
     deployment = _release_deployment(ui_stack)
     server_log = _server_log(ui_stack)
     log_start = server_log.stat().st_size
-    others = _start_other_releases(ui_stack, OTHER_RELEASES)
+    busy = _start_other_releases(ui_stack, OTHER_RELEASES)
+    others = list(busy.values())
+    try:
+        _submit_from_the_form(page, ui_stack, deployment, others, server_log, log_start)
+    finally:
+        _cancel(ui_stack, list(busy))
+
+
+def _submit_from_the_form(page: Any, ui_stack: StackInfo, deployment: dict[str, Any], others: list[str],
+                          server_log: Path, log_start: int) -> None:
     artifact_id = f"ui-{uuid.uuid4().hex[:8]}"
     content = "written from the Custom run form\n"
     page.goto(f"{ui_stack.ui_url}/v2/deployments/deployment/{deployment['id']}/run")
