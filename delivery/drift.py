@@ -9,8 +9,9 @@ keeps in the ledger database with the :class:`DriftReport`.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from delivery.drift_compare import ObjectDrift
 from delivery.errors import InvalidInput
@@ -25,6 +26,15 @@ class DriftMode(StrEnum):
     DETECT = "detect"
 
 
+def _ignore_rule(rule: str) -> str:
+    """An ignore rule checked on its own, so a refusal names its index (``drift.ignore.<n>``)."""
+    try:
+        parse_path(rule)
+    except InvalidInput as exc:
+        raise ValueError(str(exc)) from None
+    return rule
+
+
 class DriftSettings(BaseModel):
     """An environment's ``drift`` section of delivery.yaml, validated once when the file is loaded
     (:class:`delivery.config.EnvironmentConfig`), ignore rules included."""
@@ -32,18 +42,9 @@ class DriftSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     mode: DriftMode = DriftMode.RECONCILE
-    ignore: tuple[str, ...] = Field(default=(), description="Field paths never compared, e.g. spec.replicas")
+    ignore: tuple[Annotated[str, AfterValidator(_ignore_rule)], ...] = Field(
+        default=(), description="Field paths never compared, e.g. spec.replicas")
     degraded_after: int = Field(default=3, ge=1, description="consecutive checks with drift before Degraded")
-
-    @field_validator("ignore")
-    @classmethod
-    def _rules_parse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for rule in value:
-            try:
-                parse_path(rule)
-            except InvalidInput as exc:
-                raise ValueError(str(exc)) from None
-        return value
 
 
 # --------------------------------------------------------------------------- reports

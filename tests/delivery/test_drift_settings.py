@@ -29,8 +29,8 @@ def test_drift_settings_defaults():
         ({"degraded_after": 0}, "environments.prod.drift.degraded_after"),
         ({"ignored": ["spec.replicas"]}, "environments.prod.drift.ignored"),
         # The ignore-rule grammar is checked when delivery.yaml is loaded, not at the first drift check.
-        ({"ignore": ["spec..x"]}, "environments.prod.drift.ignore"),
-        ({"ignore": [""]}, "environments.prod.drift.ignore"),
+        ({"ignore": ["spec..x"]}, "environments.prod.drift.ignore.0"),
+        ({"ignore": [""]}, "environments.prod.drift.ignore.0"),
     ],
 )
 def test_bad_drift_settings_name_the_field(raw, field):
