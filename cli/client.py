@@ -41,7 +41,7 @@ from delivery.events import event_fields, release_events_link, run_link, ui_base
 from delivery.ids import release_tag, release_tags
 from delivery.models import ReleaseRequest, release_run_name
 from delivery.signing import sign_request
-from delivery.timeline import TraceEvent
+from delivery.timeline import TRACE_PAGE_SIZE, TraceEvent, collect_trace_events, trace_events_filter
 
 DEFAULT_DEPLOYMENT = "release/release"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
@@ -232,29 +232,10 @@ class DeliveryClient(ApprovalCalls):
 
     def trace_events(self, trace_id: str, *, limit: int = 500) -> list[TraceEvent]:
         """Every ``delivery.*`` event of a trace, oldest first (the server pages by 50)."""
-        body = {
-            "filter": {
-                "related": {"id": [f"delivery.trace.{trace_id}"]},
-                "event": {"prefix": ["delivery."]},
-                "occurred": {"since": "2000-01-01T00:00:00Z"},
-                "order": "ASC",
-            },
-            "limit": 50,
-        }
-        page = self.request("POST", "/events/filter", json=body).json()
-        events: list[TraceEvent] = []
-        while True:
-            for event in page.get("events", []):
-                resource = event.get("resource") or {}
-                events.append(TraceEvent(
-                    event=event["event"], occurred=event["occurred"],
-                    release_id=resource.get("prefect.resource.name"),
-                    environment=resource.get("delivery.environment"),
-                ))
-            next_page = page.get("next_page")
-            if not next_page or len(events) >= limit:
-                return events[:limit]
-            page = self.request("GET", next_page.split("/api/", 1)[-1]).json()
+        first = self.request("POST", "/events/filter",
+                             json={"filter": trace_events_filter(trace_id), "limit": TRACE_PAGE_SIZE}).json()
+        return collect_trace_events(
+            first, lambda url: self.request("GET", url.split("/api/", 1)[-1]).json(), limit=limit)
 
     def wait_for_run(self, flow_run_id: str, *, timeout: float = 600.0, interval: float = 1.0) -> dict[str, Any]:
         """Wait until a flow run reaches a final state; return it.

@@ -16,12 +16,13 @@ every decision and every commit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 from pydantic import Field
 
+from delivery.events import trace_resource
 from delivery.ledger import Ledger
 from delivery.models import Model
 
@@ -56,6 +57,35 @@ class TraceEvent(Model):
     occurred: datetime
     release_id: str | None = None
     environment: str | None = None
+
+    @classmethod
+    def of(cls, event: Mapping[str, Any]) -> TraceEvent:
+        """From one event of the API's JSON (``POST /api/events/filter``)."""
+        resource = event.get("resource") or {}
+        return cls(event=event["event"], occurred=event["occurred"], release_id=resource.get("prefect.resource.name"),
+                   environment=resource.get("delivery.environment"))
+
+
+# How the events API is asked for a trace's events (the server answers 50 a page).
+TRACE_PAGE_SIZE = 50
+
+
+def trace_events_filter(trace_id: str) -> dict[str, Any]:
+    """The events API's filter for a trace's ``delivery.*`` events, oldest first."""
+    return {"related": {"id": [trace_resource(trace_id)]}, "event": {"prefix": ["delivery."]},
+            "occurred": {"since": "2000-01-01T00:00:00Z"}, "order": "ASC"}
+
+
+def collect_trace_events(page: Mapping[str, Any], next_page: Callable[[str], Mapping[str, Any]], *,
+                         limit: int) -> list[TraceEvent]:
+    """Every event of the pages (JSON, the first given, the others read by ``next_page(url)``), up to ``limit``."""
+    events: list[TraceEvent] = []
+    while True:
+        events += [TraceEvent.of(event) for event in page.get("events", [])]
+        url = page.get("next_page")
+        if not url or len(events) >= limit:
+            return events[:limit]
+        page = next_page(str(url))
 
 
 def _utc(at: datetime) -> datetime:
@@ -127,4 +157,5 @@ def merge(*sources: Sequence[TimelineEntry]) -> list[TimelineEntry]:
     return sorted((entry for source in sources for entry in source), key=lambda e: (e.at, order[e.source]))
 
 
-__all__ = ["TimelineEntry", "TraceEvent", "commit_entries", "event_entries", "ledger_entries", "merge"]
+__all__ = ["TRACE_PAGE_SIZE", "TimelineEntry", "TraceEvent", "collect_trace_events", "commit_entries", "event_entries",
+           "ledger_entries", "merge", "trace_events_filter"]

@@ -14,14 +14,22 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
 from pathlib import Path
 
 from blocks.git_repository import commits_with_trailer
 from delivery.errors import DeliveryError, TransientError
-from delivery.events import trace_resource
 from delivery.ledger import Ledger
-from delivery.timeline import TimelineEntry, TraceEvent, commit_entries, event_entries, ledger_entries, merge
+from delivery.timeline import (
+    TRACE_PAGE_SIZE,
+    TimelineEntry,
+    TraceEvent,
+    collect_trace_events,
+    commit_entries,
+    event_entries,
+    ledger_entries,
+    merge,
+    trace_events_filter,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -88,22 +96,15 @@ def prefect_trace_events(trace_id: str, *, limit: int = 500) -> list[TraceEvent]
         TransientError: the API could not be read.
     """
     from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventRelatedFilter
+    from prefect.events.filters import EventFilter
 
-    event_filter = EventFilter(related=EventRelatedFilter(id=[trace_resource(trace_id)]),
-                               event=EventNameFilter(prefix=["delivery."]),
-                               occurred=EventOccurredFilter(since=datetime(2000, 1, 1, tzinfo=UTC)), order="ASC")
-    found: list[TraceEvent] = []
     try:
         with get_client(sync_client=True) as client:
-            page = client.read_events(filter=event_filter, limit=50)
-            while True:
-                found += [TraceEvent(event=e.event, occurred=e.occurred,
-                                     environment=e.resource.get("delivery.environment"),
-                                     release_id=e.resource.get("prefect.resource.name")) for e in page.events]
-                if not page.next_page or len(found) >= limit:
-                    return found[:limit]
-                page = client.read_events_page(page.next_page)
+            first = client.read_events(filter=EventFilter.model_validate(trace_events_filter(trace_id)),
+                                       limit=TRACE_PAGE_SIZE)
+            return collect_trace_events(
+                first.model_dump(mode="json"),
+                lambda url: client.read_events_page(url).model_dump(mode="json"), limit=limit)
     except Exception as exc:  # noqa: BLE001 - any failure to read is a missing source, said as such
         raise TransientError(f"Prefect's events could not be read: {type(exc).__name__}: {exc}") from exc
 

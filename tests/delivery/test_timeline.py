@@ -18,7 +18,7 @@ from delivery.errors import TransientError
 from delivery.ledger import Ledger
 from delivery.models import Artifact, CheckResult, CheckStatus, MergeInfo, PullRequest, ReleaseRequest
 from delivery.objects import ObjectKey
-from delivery.timeline import TraceEvent, ledger_entries
+from delivery.timeline import TraceEvent, collect_trace_events, ledger_entries
 from tasks.drift import record_reconcile
 from tasks.pull_request import record_checks, record_merge
 from tasks.timeline import release_timeline
@@ -118,3 +118,24 @@ def test_the_pull_requests_checks_and_merge_and_a_drift_reconcile_show_with_thei
          f"drift-reconciled: dev: drift from GitOps revision {'d' * 12} reconciled; re-applied changed "
          "Deployment shop-dev/web: spec.replicas; pruned nothing"),
     ]
+
+
+def test_trace_events_are_collected_page_by_page_up_to_the_limit() -> None:
+    def page(*names: str, next_page: str | None = None) -> dict:
+        return {"events": [{"event": name, "occurred": "2026-12-03T10:00:00Z",
+                            "resource": {"prefect.resource.name": "rel-1", "delivery.environment": "dev"}}
+                           for name in names], "next_page": next_page}
+
+    asked: list[str] = []
+    pages = {"http://x/api/events/filter/next?page=2": page("c", "d")}
+
+    def next_page(url: str) -> dict:
+        asked.append(url)
+        return pages[url]
+
+    found = collect_trace_events(page("a", "b", next_page="http://x/api/events/filter/next?page=2"), next_page,
+                                 limit=3)
+
+    assert [e.event for e in found] == ["a", "b", "c"]
+    assert asked == ["http://x/api/events/filter/next?page=2"]
+    assert (found[0].release_id, found[0].environment) == ("rel-1", "dev")
