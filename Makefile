@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 # chromium: the headless browser of the UI tests (tests/ui), driven by the Python package playwright
 # (a dev extra) through executable_path; no `playwright install`, the browser is Debian's.
-DEBIAN_PACKAGES := git docker-registry skopeo openssh-client chromium
+# postgresql: the server `delivery up --database postgresql` and the ledger's PostgreSQL tests run.
+DEBIAN_PACKAGES := git docker-registry skopeo openssh-client chromium postgresql
 
 .PHONY: test test-faults screenshots demo lint system-deps venv clean bench mutation
 
