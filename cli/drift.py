@@ -102,7 +102,7 @@ def _store() -> SyncStateStore:
     from cli.stack_info import find_stack
     from delivery.ledger import Ledger
 
-    return SyncStateStore(Ledger(find_stack().require_ledger(), create=False).engine, create=False)
+    return SyncStateStore(Ledger(find_stack().require_ledger(), create=False).engine)
 
 
 def _client_settings() -> Any:

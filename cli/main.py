@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from cli.db import db_app
 from cli.demo_full import demo_full_command
 from cli.drift import drift_app
 from cli.identity import identity_app
@@ -24,6 +25,7 @@ def main() -> None:
 
 app.command("demo")(demo_full_command)
 app.command("simulator")(simulator)
+app.add_typer(db_app, name="db")
 app.add_typer(drift_app, name="drift")
 app.add_typer(identity_app, name="identity")
 app.add_typer(incidents_app, name="incidents")

@@ -35,12 +35,15 @@ import httpx
 import typer
 from rich.console import Console
 
+from cli.postgres_server import MARKER as POSTGRES_MARKER
+from cli.postgres_server import start_postgres, stop_postgres
 from cli.prefect_cache import seed_database, ui_static_directory
 from cli.processes import alive, free_port, spawn, stop_process, wait_until
 from cli.stack_info import StackInfo, StackProcess, read_stack, stack_file
 from delivery.api_auth import SERVER_AUTH_ENV, ensure_auth_file
 from delivery.errors import InvalidInput, TransientError
 from delivery.identity import ALLOWED_SIGNERS
+from delivery.schema import upgrade_ledger
 from delivery.settings import HOME_ENV, record_current_stack, state_dir
 from delivery.signing import ensure_keys
 
@@ -57,6 +60,11 @@ ALLOWED_SIGNERS_HEADER = """\
 # `delivery identity revoke` (audited). Changed by reviewed pull requests, like delivery.yaml.
 """
 SKIP_PARTS = {"__pycache__", "test-results", "build", "dist", ".pytest_cache"}
+DATABASES = ("sqlite", "postgresql")
+MAX_WORKERS = 16
+# The block every worker's flow runs persist task results to (PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK): a crashed
+# release resumed on another worker finds the stages it completed.
+RESULT_STORAGE = "local-file-system/delivery-results"
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -115,13 +123,19 @@ def _ensure_work_pool() -> None:
             pass
 
 
-def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str], None] = console.print) -> StackInfo:
+def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str], None] = console.print,
+       database: str | None = None, workers: int | None = None) -> StackInfo:
     """Start the local stack (or return the one already running).
 
     Args:
         home: the state folder (default ``DELIVERY_HOME`` or ``.delivery``).
         ready_delay: the simulator's rollout time in seconds.
         say: where progress lines go.
+        database: ``sqlite`` (the embedded default: files in the state folder) or ``postgresql`` (a local
+            PostgreSQL server under the state folder holds Prefect's database and the ledger:
+            :mod:`cli.postgres_server`). None: as the stack already up, else as the state folder was last
+            started (``postgresql`` once it has a cluster), else ``sqlite``.
+        workers: how many process workers poll the ``delivery`` pool. None: as the stack already up, else 1.
 
     Returns:
         The stack's description, also written to ``<home>/stack.json``.
@@ -130,6 +144,10 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
         TransientError: a piece did not come up (what was started is stopped again).
         InvalidInput: a prerequisite is missing (e.g. the registry binary).
     """
+    if database is not None and database not in DATABASES:
+        raise InvalidInput(f"--database must be one of {', '.join(DATABASES)}, not {database!r}")
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        raise InvalidInput(f"--workers must be between 1 and {MAX_WORKERS}, not {workers}")
     home = (home or state_dir()).resolve()
     started = time.monotonic()
     plain_say = say
@@ -139,11 +157,17 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
 
     running = read_stack(home)
     if running is not None and running.processes and all(alive(p) for p in running.processes):
+        if (database or running.database, workers or running.workers) != (running.database, running.workers):
+            raise InvalidInput(f"the stack in {home} is already up with --database {running.database} --workers "
+                               f"{running.workers}: `delivery down` first to start it another way")
         say(f"the stack is already up (Prefect at {running.ui_url})")
         _remember(home, say)
         return running
     if running is not None:
         down(home=home, say=say)
+    # a state folder once started on PostgreSQL keeps its history there: a plain `delivery up` starts it again
+    database = database or ("postgresql" if (home / "postgres" / "pgpass").is_file() else "sqlite")
+    workers = workers or 1
     home.mkdir(parents=True, exist_ok=True)
     logs = home / "logs"
     api_port = free_port()
@@ -152,11 +176,9 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
         simulator_url="", kubeconfig=str(home / "simulator" / "kubeconfig"), registry_url="",
         git_root=str(home / "repos"), gitops_repo=str(home / "gitops.git"),
         ledger_url=f"sqlite:///{home / 'ledger.db'}", auth_file=str(ensure_auth_file(home)),
+        database=database, workers=workers,
     )
-    env = {**os.environ, **info.env(), "PREFECT_API_DATABASE_CONNECTION_URL":
-           f"sqlite+aiosqlite:///{home / 'prefect' / 'prefect.db'}"}
-    env.pop(SERVER_AUTH_ENV, None)  # only the server gets it
-    env.setdefault("PREFECT_UI_STATIC_DIRECTORY", str(ui_static_directory()))
+    prefect_database = f"sqlite+aiosqlite:///{home / 'prefect' / 'prefect.db'}"
     python = sys.executable
 
     def record(process: StackProcess) -> None:
@@ -164,9 +186,20 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
         stack_file(home).write_text(info.model_dump_json(indent=2))
 
     try:
-        if seed_database(home / "prefect" / "prefect.db", env=env):
+        if database == "postgresql":
+            say("starting PostgreSQL ...")
+            postgres = start_postgres(home)
+            record(postgres.process())
+            info.ledger_url, info.pgpassfile = postgres.url("ledger"), str(postgres.passfile)
+            prefect_database = postgres.url("prefect", driver="asyncpg")
+            before, after = upgrade_ledger(info.ledger_url)
+            say(f"PostgreSQL is up on 127.0.0.1:{postgres.port}; the ledger's schema at {after} (was {before})")
+        env = {**os.environ, **info.env(), "PREFECT_API_DATABASE_CONNECTION_URL": prefect_database}
+        env.pop(SERVER_AUTH_ENV, None)  # only the server gets it
+        env.setdefault("PREFECT_UI_STATIC_DIRECTORY", str(ui_static_directory()))
+        if database == "sqlite" and seed_database(home / "prefect" / "prefect.db", env=env):
             say("Prefect's database copied from the migrated one in the cache")
-        say("starting the Prefect server (SQLite) ...")
+        say(f"starting the Prefect server ({'PostgreSQL' if database == 'postgresql' else 'SQLite'}) ...")
         # Prefect's server, its SQLite transactions begun IMMEDIATE (cli/prefect_server.py: no 503 under load)
         server = spawn("prefect-server", [python, "-m", "cli.prefect_server", "server", "start",
                                           "--host", "127.0.0.1", "--port", str(api_port)],
@@ -198,10 +231,12 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
 
         with info.prefect_settings():
             _ensure_work_pool()
-        # the worker boots and the deployments are made while the blocks are saved
-        say("starting one worker on the 'delivery' pool, deploying prefect.yaml, seeding repositories ...")
-        worker = start_worker(info, env)
-        record(worker)
+            save_result_storage(home / "results")
+        # the workers boot and the deployments are made while the blocks are saved
+        say(f"starting {workers} worker(s) on the 'delivery' pool, deploying prefect.yaml, seeding repositories ...")
+        pool = [start_worker(info, env, name="worker" if n == 1 else f"worker-{n}") for n in range(1, workers + 1)]
+        for worker in pool:
+            record(worker)
         deploying = subprocess.Popen([python, "-m", "prefect", "--no-prompt", "deploy", "--all"], cwd=REPO_ROOT,
                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
@@ -224,8 +259,8 @@ def up(*, home: Path | None = None, ready_delay: float = 1.0, say: Callable[[str
         with info.prefect_settings():
             setup_recovery()
         say("crash detection and recovery automations are set up")
-        wait_until("worker", lambda: _worker_online(info), timeout=90, process=worker)
-        say("the worker is online")
+        wait_until("workers", lambda: _workers_online(info) >= workers, timeout=90, process=pool[0])
+        say(f"{workers} worker(s) online")
     except BaseException:
         down(home=home, say=say)
         raise
@@ -242,11 +277,23 @@ def _remember(home: Path, say: Callable[[str], None]) -> None:
         say(f"could not record the stack for other directories ({exc}); set {HOME_ENV}={home} there")
 
 
+def save_result_storage(folder: Path) -> None:
+    """Save the result storage block every worker's flow runs persist to (:data:`RESULT_STORAGE`).
+
+    The embedded default keeps a local folder; workers on several machines need storage they all reach:
+    save a block of the same name on another filesystem (docs/running-at-scale.md).
+    """
+    from prefect.filesystems import LocalFileSystem
+
+    LocalFileSystem(basepath=str(folder)).save(RESULT_STORAGE.split("/", 1)[1], overwrite=True)
+
+
 def worker_env(env: dict[str, str]) -> dict[str, str]:
-    """A worker's environment: a quick poll, and heartbeats from the flow runs it starts."""
+    """A worker's environment: a quick poll, heartbeats from the flow runs it starts, the shared result storage."""
     from delivery.settings import HEARTBEAT_SECONDS
 
-    return {**env, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
+    return {**env, "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
+            "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": RESULT_STORAGE}
 
 
 def start_worker(info: StackInfo, env: dict[str, str], *, name: str = "worker") -> StackProcess:
@@ -256,10 +303,10 @@ def start_worker(info: StackInfo, env: dict[str, str], *, name: str = "worker") 
                  cwd=REPO_ROOT)
 
 
-def _worker_online(info: StackInfo) -> bool:
+def _workers_online(info: StackInfo) -> int:
     response = httpx.post(f"{info.api_url}/work_pools/{WORK_POOL}/workers/filter", json={},
                           headers=info.auth_headers(), timeout=5)
-    return response.status_code == 200 and any(w.get("status") == "ONLINE" for w in response.json())
+    return sum(w.get("status") == "ONLINE" for w in response.json()) if response.status_code == 200 else 0
 
 
 def down(*, home: Path | None = None, say: Callable[[str], None] = console.print) -> list[str]:
@@ -270,12 +317,14 @@ def down(*, home: Path | None = None, say: Callable[[str], None] = console.print
         say("nothing to stop (no stack.json)")
         return []
     stopped = []
-    # the workers first, so no flow run starts against a server going away; then the servers together
+    # the workers first, so no flow run starts against a server going away; then the servers together; the
+    # database last, once nothing uses it
     workers = [p for p in reversed(info.processes) if p.marker == "worker"]
-    servers = [p for p in reversed(info.processes) if p.marker != "worker"]
-    for group in (workers, servers):
+    servers = [p for p in reversed(info.processes) if p.marker not in ("worker", POSTGRES_MARKER)]
+    databases = [p for p in info.processes if p.marker == POSTGRES_MARKER]
+    for group, stop in ((workers, stop_process), (servers, stop_process), (databases, stop_postgres)):
         with ThreadPoolExecutor(max_workers=max(len(group), 1)) as pool:
-            for process, was_ours in zip(group, pool.map(stop_process, group), strict=True):
+            for process, was_ours in zip(group, pool.map(stop, group), strict=True):
                 if was_ours:
                     stopped.append(process.name)
                     say(f"stopped {process.name} (pid {process.pid})")
@@ -289,10 +338,16 @@ def down(*, home: Path | None = None, say: Callable[[str], None] = console.print
 def up_command(
     ready_delay: float = typer.Option(1.0, "--ready-delay", help="Simulated rollout time in seconds."),
     as_json: bool = typer.Option(False, "--json", help="Print the stack description as JSON."),
+    database: str = typer.Option(None, "--database", show_default=False,
+                                 help="sqlite (the default: files in the state folder) or postgresql (a local "
+                                      "PostgreSQL server for Prefect and the ledger)."),
+    workers: int = typer.Option(None, "--workers", show_default=False,
+                                help=f"Process workers on the pool (1-{MAX_WORKERS}, default 1)."),
 ) -> None:
-    """Start the local stack: Prefect server, simulator, registry, repos, blocks, deployments, a worker."""
+    """Start the local stack: Prefect server, simulator, registry, repos, blocks, deployments, workers."""
     try:
-        info = up(ready_delay=ready_delay, say=(lambda _m: None) if as_json else console.print)
+        info = up(ready_delay=ready_delay, say=(lambda _m: None) if as_json else console.print, database=database,
+                  workers=workers)
     except (TransientError, InvalidInput) as exc:
         console.print(f"[red]delivery up failed[/red]: {exc}")
         raise typer.Exit(1) from None
@@ -304,6 +359,7 @@ def up_command(
     console.print(f"app repos       {info.git_root}")
     console.print(f"simulator       {info.simulator_url} (kubeconfig {info.kubeconfig})")
     console.print(f"registry        {info.registry_url}")
+    console.print(f"ledger          {info.ledger_url}")
     console.print(f"use it:         export PREFECT_API_URL={info.api_url}")
     console.print(f"credential      {info.auth_file} (0600; the API refuses calls without it)")
     console.print(f"agents:         export PREFECT_API_AUTH_STRING=$(cat {info.auth_file})")

@@ -43,6 +43,9 @@ class StackInfo(BaseModel):
     gitops_repo: str
     ledger_url: str
     auth_file: str = Field(default="", description="The API credential's file (0600); the secret is never here")
+    database: str = Field(default="sqlite", description="Where Prefect and the ledger keep their data")
+    workers: int = 1
+    pgpassfile: str = Field(default="", description="PostgreSQL's password file (0600), when on PostgreSQL")
     processes: list[StackProcess] = Field(default_factory=list)
 
     def auth_string(self) -> str | None:
@@ -64,6 +67,8 @@ class StackInfo(BaseModel):
             "PREFECT_LOCAL_STORAGE_PATH": str(Path(self.home) / "results"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
+        if self.pgpassfile:
+            env["PGPASSFILE"] = self.pgpassfile
         secret = self.auth_string()
         if secret:
             env[AUTH_ENV] = secret

@@ -13,6 +13,8 @@ appended, except the plan's current state, which moves with a compare-and-set on
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,14 +30,13 @@ from delivery.ledger_tables import (
     approvals_table,
     incidents_table,
     leases_table,
-    metadata,
     plans_table,
     policy_table,
     transitions_table,
 )
 from delivery.models import Approval, Model, utcnow
 from delivery.plan import PlanState, ReleasePlan, Transition
-from delivery.schema import create_tables
+from delivery.schema import ensure_schema, ledger_metadata
 from delivery.settings import ledger_url
 
 # The operations a release's own rollback writes (``flows/deploy.py``): before its first outside
@@ -94,6 +95,45 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(parsed.database).expanduser().resolve()
 
 
+def _new_engine(url: str, **options: Any) -> Engine:
+    engine = create_engine(url, **options)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+# One engine per process and database, its pool shared by every Ledger of the process; the schema is checked
+# when the engine is made. The least recently used beyond a few are disposed (a test process opens hundreds of
+# ledgers); a Ledger still holding one gets new connections from it.
+_ENGINES: OrderedDict[str, Engine] = OrderedDict()
+_ENGINES_KEPT = 8
+_ENGINES_LOCK = threading.Lock()
+
+
+def ledger_engine(url: str) -> Engine:
+    """The process's engine for the ledger at ``url``, its schema at the head (:func:`delivery.schema.ensure_schema`).
+
+    Raises:
+        SchemaOutOfDate: a database other than SQLite is behind: ``delivery db upgrade`` applies the migrations.
+    """
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(url)
+        if engine is not None:
+            _ENGINES.move_to_end(url)
+            return engine
+        # a pooled server connection may die with a database restart: checked before each use
+        engine = _new_engine(url, pool_pre_ping=make_url(url).get_backend_name() != "sqlite")
+        try:
+            ensure_schema(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        _ENGINES[url] = engine
+        while len(_ENGINES) > _ENGINES_KEPT:
+            _ENGINES.popitem(last=False)[1].dispose()
+        return engine
+
+
 class Ledger:
     """Read and append the audit trail.
 
@@ -101,21 +141,21 @@ class Ledger:
         url: a SQLAlchemy URL; default from :func:`delivery.settings.ledger_url`.
         create: a writer (the flows, ``delivery up``) creates a missing SQLite file and its folder; a reader
             (``create=False``, the CLI) creates nothing and reads a missing file as an empty ledger.
+
+    Raises:
+        SchemaOutOfDate: the ledger is on a database other than SQLite whose schema is behind.
     """
 
     def __init__(self, url: str | None = None, *, create: bool = True) -> None:
         self.url = url or ledger_url()
         path = _sqlite_file(self.url)
-        engine_url = self.url
-        options: dict[str, Any] = {}
         if path is not None and create:
             path.parent.mkdir(parents=True, exist_ok=True)
         elif path is not None and not path.is_file():  # nothing written yet: an empty ledger, in memory
-            engine_url, options = "sqlite://", {"poolclass": StaticPool}
-        self.engine: Engine = create_engine(engine_url, future=True, **options)
-        if self.engine.dialect.name == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        create_tables(self.engine, metadata)
+            self.engine: Engine = _new_engine("sqlite://", poolclass=StaticPool)
+            ledger_metadata().create_all(self.engine)
+            return
+        self.engine = ledger_engine(self.url)
 
     # ---------------------------------------------------------------- plans
 
@@ -211,9 +251,9 @@ class Ledger:
         if plan_id is not None:
             query = query.where(transitions_table.c.plan_id == plan_id)
         if release_id is not None:
-            # "_" is a LIKE wildcard and release ids may contain it: escape so rel_1 never matches relx1.
-            escaped = release_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            query = query.where(transitions_table.c.plan_id.like(f"{escaped}/r%", escape="\\"))
+            # through the release's plans: both columns indexed, where a prefix LIKE is not on every database
+            plan_ids = select(plans_table.c.plan_id).where(plans_table.c.release_id == release_id)
+            query = query.where(transitions_table.c.plan_id.in_(plan_ids))
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
         return [
@@ -283,9 +323,10 @@ class Ledger:
             )
             return int(result.inserted_primary_key[0])
 
-    def incidents(self, *, status: str | None = None, release_id: str | None = None) -> list[dict[str, Any]]:
-        """List incidents, newest first, optionally in one status and/or of one release."""
-        query = select(incidents_table).order_by(incidents_table.c.id.desc())
+    def incidents(self, *, status: str | None = None, release_id: str | None = None,
+                  limit: int | None = None) -> list[dict[str, Any]]:
+        """List incidents, newest first, optionally in one status and/or of one release, at most ``limit``."""
+        query = select(incidents_table).order_by(incidents_table.c.id.desc()).limit(limit)
         if status is not None:
             query = query.where(incidents_table.c.status == status)
         if release_id is not None:

@@ -1,8 +1,9 @@
 """The ledger's tables: plans and their transitions, approvals, policy evaluations, incidents,
 the actions on a release and the lease each environment lock is held under.
 
-Rows are only appended, except a plan's current state and an environment's lease. The tables are
-created when missing by :func:`delivery.schema.create_tables`.
+Rows are only appended, except a plan's current state and an environment's lease. The database is
+built by the migrations (``delivery/migrations``); ``tests/delivery/test_migrations.py`` proves they build
+exactly these tables.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ incidents_table = Table(
     Column("task", String(200)),
     required("error", Text),
     required("envelope", JSON),
-    required("status", String(32), default="open"),
+    required("status", String(32), default="open", index=True),
     timestamp("created_at"),
 )
 
@@ -100,7 +101,7 @@ actions_table = Table(
     metadata,
     row_id(),
     _release_id(nullable=False),
-    required("action", String(64)),
+    required("action", String(64), index=True),
     *_who_and_why(),
     required("detail", JSON),
     timestamp(),

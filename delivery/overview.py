@@ -181,7 +181,7 @@ def environment_overview(ledger: Ledger, *, path: Iterable[str] | None = None) -
         nothing was planned has one row, with no application and ``deployed`` false.
     """
     plans = ledger.plans()
-    sync = {status.environment: status for status in SyncStateStore(ledger.engine, create=False).all()}
+    sync = {status.environment: status for status in SyncStateStore(ledger.engine).all()}
     started, finished = _rollbacks(ledger, ROLLBACK_STARTED), _rollbacks(ledger, ROLLBACK_FINISHED)
     rollbacks = [r.model_copy(update={"at": _utc(r.at)}) for r in ledger.on_demand_rollbacks() if r.at]
     rows: list[OverviewRow] = []

@@ -1,22 +1,43 @@
-"""Create the ledger's tables when missing, safely while other processes do the same.
+"""The ledger database's schema: the column helpers its tables use, and its migrations.
 
-On a fresh ledger, the CLI, the worker and each flow run start at once and all create the
-tables. ``create_all`` looks before it creates, and SQLite commits each ``CREATE TABLE`` on its
-own, so two processes interleave table by table and the slower one fails with "already exists".
-Each creation therefore runs in one transaction that holds the database's write lock
-(``BEGIN IMMEDIATE`` on SQLite, an advisory lock on PostgreSQL): the others wait for it, then
-find every table there.
+The schema is under Alembic migrations (``delivery/migrations/versions``); its revision is kept in the table
+``ledger_schema_version``, not Alembic's default ``alembic_version``, which Prefect's own database keeps (the
+ledger may share a PostgreSQL database with it).
+
+- :func:`upgrade_schema` (:func:`upgrade_ledger` by URL) applies the revisions a database lacks: ``delivery up``,
+  ``delivery db upgrade``.
+- :func:`ensure_schema` is what opening a ledger does, once per process and database: a SQLite ledger (the
+  embedded default) is upgraded in place; any other database must be at the head already, else
+  :class:`SchemaOutOfDate` says to run ``delivery db upgrade``: a production schema changes when its operator
+  says so, not when the first worker of a new version starts.
+
+Processes upgrading one database at once take turns: on PostgreSQL under an advisory lock held by the
+migrating connection, on SQLite under an exclusive lock on a file beside the database. The one that comes
+second finds the head already applied.
 """
 
 from __future__ import annotations
 
+import fcntl
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Connection, DateTime, Integer, MetaData, inspect, text
+from sqlalchemy import Column, Connection, DateTime, Integer, MetaData, text
 from sqlalchemy.engine import Engine
 
-# The PostgreSQL advisory lock the creators of the schema take; any fixed number, the same in every process.
+from delivery.errors import InvalidInput
+
+VERSION_TABLE = "ledger_schema_version"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# The PostgreSQL advisory lock the migrating connection holds; any fixed number, the same in every process.
 _SCHEMA_LOCK = 7_310_542_108
+
+
+class SchemaOutOfDate(InvalidInput):
+    """The database's schema is behind (or ahead of) what this version of the product needs."""
 
 
 def row_id() -> Column:
@@ -34,45 +55,103 @@ def timestamp(name: str = "at") -> Column:
     return required(name, DateTime(timezone=True))
 
 
-def create_tables(engine: Engine, metadata: MetaData) -> None:
-    """Create the tables of ``metadata`` and the nullable columns an older version lacks.
+def ledger_metadata() -> MetaData:
+    """Every table of the ledger database: the ledger's own and the drift check's, as the code declares them."""
+    from delivery.ledger_tables import metadata
+    from delivery.sync_state_store import drift_metadata
+
+    combined = MetaData()
+    for table in (*metadata.sorted_tables, *drift_metadata.sorted_tables):
+        table.to_metadata(combined)
+    return combined
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest revision of the schema this version of the product ships."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert head is not None, f"no migrations in {MIGRATIONS}"
+    return head
+
+
+def schema_revision(conn: Connection) -> str | None:
+    """The revision a database's ledger schema is at; None for a database never migrated."""
+    from alembic.migration import MigrationContext
+
+    return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
+def upgrade_schema(engine: Engine) -> tuple[str | None, str]:
+    """Apply the migrations the database lacks.
 
     Args:
-        engine: the database.
-        metadata: the tables it must hold.
+        engine: the ledger's database.
+
+    Returns:
+        The revision it was at (None: never migrated) and the one it is at now.
+    """
+    from alembic import command
+    from alembic.config import Config
+
+    with _migration_lock(engine), engine.connect() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": _SCHEMA_LOCK})
+            conn.commit()
+        try:
+            before = schema_revision(conn)
+            conn.commit()
+            if before != head_revision():
+                config = Config()
+                config.set_main_option("script_location", str(MIGRATIONS))
+                config.attributes["connection"] = conn
+                command.upgrade(config, "head")
+                conn.commit()
+            return before, head_revision()
+        finally:
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _SCHEMA_LOCK})
+                conn.commit()
+
+
+def upgrade_ledger(url: str) -> tuple[str | None, str]:
+    """:func:`upgrade_schema` on the database at ``url`` (an engine of its own, closed after)."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    try:
+        return upgrade_schema(engine)
+    finally:
+        engine.dispose()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Make sure the database's schema is the head: upgrade a SQLite ledger, refuse any other one behind.
+
+    Raises:
+        SchemaOutOfDate: a database other than SQLite is not at the head revision.
     """
     with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            # The driver's own transaction handling would begin late and deferred: take the lock first.
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-            try:
-                _create(conn, metadata)
-            except BaseException:
-                conn.exec_driver_sql("ROLLBACK")
-                raise
-            conn.exec_driver_sql("COMMIT")
-            return
-        with conn.begin():
-            if engine.dialect.name == "postgresql":
-                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
-            _create(conn, metadata)
+        current = schema_revision(conn)
+    if current == head_revision():
+        return
+    if engine.dialect.name == "sqlite":
+        upgrade_schema(engine)
+        return
+    raise SchemaOutOfDate(
+        f"the ledger at {engine.url.render_as_string(hide_password=True)} has schema revision "
+        f"{current or 'none (never migrated)'}, this version needs {head_revision()}: "
+        "run `delivery db upgrade` (with DELIVERY_LEDGER_URL set to it) before starting workers")
 
 
-def _create(conn: Connection, metadata: MetaData) -> None:
-    metadata.create_all(conn)
-    _add_missing_columns(conn, metadata)
-
-
-def _add_missing_columns(conn: Connection, metadata: MetaData) -> None:
-    """Add the nullable columns a table created by an older version lacks (``create_all`` adds tables only).
-
-    A stopgap until the schema is under migrations: only nullable columns are ever added this way.
-    """
-    inspector = inspect(conn)
-    for table in metadata.sorted_tables:
-        present = {column["name"] for column in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in present and column.nullable:
-                conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
-                                  f"{column.type.compile(conn.dialect)}"))
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    """On a SQLite file, an exclusive lock on ``<file>.migrate-lock`` while migrating; elsewhere nothing."""
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -1,9 +1,8 @@
 """Where the drift check keeps each environment's sync state and every check, in the ledger database.
 
 Two tables beside the ledger's own: ``environment_sync_states`` (the current status of each
-environment) and ``drift_checks`` (every check appended, with its report). A writer (the drift
-flow) creates them when missing by :func:`delivery.schema.create_tables`, like the ledger's; a
-reader (the CLI, the overview) creates nothing and reads missing tables as no check yet.
+environment) and ``drift_checks`` (every check appended, with its report). The ledger's migrations
+create them with its own (``delivery/migrations``).
 """
 
 from __future__ import annotations
@@ -11,11 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, insert, inspect, select, update
+from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, insert, select, update
 from sqlalchemy.engine import Engine
 
 from delivery.drift import DriftReport
-from delivery.schema import create_tables, required, row_id, timestamp
+from delivery.schema import required, row_id, timestamp
 from delivery.sync_state import SyncStatus
 
 drift_metadata = MetaData()
@@ -45,25 +44,14 @@ class SyncStateStore:
     """Each environment's current sync state, and every check appended, in the ledger database.
 
     Args:
-        engine: the ledger's engine (``Ledger().engine``).
-        create: a writer creates the tables when missing; a reader (``create=False``) creates nothing and
-            reads a database without them as one where no check ran yet.
+        engine: the ledger's engine (``Ledger().engine``: its schema holds these tables).
     """
 
-    def __init__(self, engine: Engine, *, create: bool = True) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        if create:
-            create_tables(engine, drift_metadata)
-
-    def _readable(self) -> bool:
-        """Whether the tables are there to read (a reader's database may predate the first drift check)."""
-        names = inspect(self.engine).get_table_names()
-        return all(table.name in names for table in drift_metadata.sorted_tables)
 
     def get(self, environment: str) -> SyncStatus | None:
         """The stored status of an environment, or None before its first check."""
-        if not self._readable():
-            return None
         with self.engine.connect() as conn:
             body = conn.execute(
                 select(sync_states_table.c.body).where(sync_states_table.c.environment == environment)
@@ -72,8 +60,6 @@ class SyncStateStore:
 
     def all(self) -> list[SyncStatus]:
         """Every environment's status, by name."""
-        if not self._readable():
-            return []
         with self.engine.connect() as conn:
             bodies = conn.execute(select(sync_states_table.c.body).order_by(sync_states_table.c.environment)).scalars()
             return [SyncStatus.model_validate(b) for b in bodies]
@@ -101,8 +87,6 @@ class SyncStateStore:
         if environment is not None:
             query = query.where(drift_checks_table.c.environment == environment)
         latest: dict[str, dict[str, Any]] = {}
-        if not self._readable():
-            return []
         with self.engine.connect() as conn:
             for row in conn.execute(query).mappings().all():
                 latest[row["environment"]] = dict(row)
@@ -112,8 +96,6 @@ class SyncStateStore:
         """The latest checks of an environment, newest first."""
         query = (select(drift_checks_table).where(drift_checks_table.c.environment == environment)
                  .order_by(drift_checks_table.c.id.desc()).limit(limit))
-        if not self._readable():
-            return []
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings().all()]
 

@@ -72,7 +72,7 @@ def incident_row(row: dict[str, Any]) -> dict[str, Any]:
 
 def incident_rows(ledger: Ledger | None = None) -> list[dict[str, Any]]:
     """The artifact's rows: the newest :data:`ARTIFACT_ROWS` incidents, newest first."""
-    return [incident_row(row) for row in (ledger or Ledger()).incidents()[:ARTIFACT_ROWS]]
+    return [incident_row(row) for row in (ledger or Ledger()).incidents(limit=ARTIFACT_ROWS)]
 
 
 def publish_incidents(ledger: Ledger | None = None) -> None:

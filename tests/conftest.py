@@ -47,6 +47,26 @@ def ledger(tmp_path: Path):
             os.environ["DELIVERY_LEDGER_URL"] = previous
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL server for the session (Debian's binaries, as an unprivileged user), removed after.
+
+    Its folder is searchable by that user (pytest's own temporary folders are not), so the cluster lives in it.
+    """
+    import shutil
+
+    from cli.postgres_server import start_postgres, stop_postgres
+
+    home = Path(tempfile.mkdtemp(prefix="delivery-postgres-tests-"))
+    os.chmod(home, 0o711)
+    server = start_postgres(home)
+    try:
+        yield server
+    finally:
+        stop_postgres(server.process())
+        shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     """A real image registry (Debian ``docker-registry`` on 127.0.0.1), one per test module."""
