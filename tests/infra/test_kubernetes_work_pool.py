@@ -46,6 +46,16 @@ WORKER_ONLY_ENV = ("PREFECT_SERVER_API_AUTH_STRING", "PREFECT_SERVER_DATABASE_CO
 CREDENTIAL_IN_URL = re.compile(r"://[^/\s:@]+:[^@\s/]+@")
 
 
+def run(coroutine: Any) -> Any:
+    """Run a coroutine on a loop of its own: ``asyncio.run`` would unset the main thread's event loop, which
+    later tests (Pulumi's mocks in test_platform.py) still use."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()
+
+
 def load() -> dict[str, Any]:
     return json.loads(TEMPLATE_PATH.read_text())
 
@@ -104,7 +114,7 @@ def server_refusal(template: dict[str, Any]) -> str | None:
     try:
         validate_base_job_template(template)
         WorkPoolCreate(name="delivery-k8s", type="kubernetes", base_job_template=template)
-        asyncio.run(validate_job_variable_defaults_for_work_pool(None, "delivery-k8s", template))
+        run(validate_job_variable_defaults_for_work_pool(None, "delivery-k8s", template))
     except (ValueError, PydanticValidationError) as exc:
         return str(exc)
     except HTTPException as exc:
@@ -121,8 +131,7 @@ class NoClient:
 
 def render(template: dict[str, Any], values: dict[str, Any] | None = None) -> KubernetesWorkerJobConfiguration:
     """The job configuration a worker builds from the template and a deployment's job variables."""
-    return asyncio.run(KubernetesWorkerJobConfiguration.from_template_and_values(template, values or {},
-                                                                               client=NoClient()))
+    return run(KubernetesWorkerJobConfiguration.from_template_and_values(template, values or {}, client=NoClient()))
 
 
 def prepared_manifest(template: dict[str, Any], values: dict[str, Any] | None = None) -> dict[str, Any]:
