@@ -1,6 +1,6 @@
 """Ledger benchmark: latency of the read commands' ledger queries on a ledger of 10,000 releases.
 
-Usage: .venv/bin/python bench/ledger.py [--releases N] [--runs R] [--url SQLALCHEMY_URL]
+Usage: .venv/bin/python bench/ledger.py [--releases N] [--runs R] [--url SQLALCHEMY_URL] [--postgresql]
 
 Fills an empty ledger (default: a SQLite file in a temporary folder; ``--url postgresql+psycopg://...``
 for an empty PostgreSQL database, whose tables it leaves filled) with N releases in one transaction:
@@ -87,6 +87,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import random
 import statistics
 import sys
@@ -125,6 +126,7 @@ from delivery.models import (
     TestCounts,
 )
 from delivery.plan import PlanState, PromotionCause, ReleasePlan
+from delivery.schema import upgrade_ledger
 from tasks.incidents import incident_rows
 from tasks.timeline import release_timeline
 
@@ -473,6 +475,7 @@ def _size(ledger: Ledger) -> str:
 
 
 def run(url: str, releases: int, runs: int) -> None:
+    upgrade_ledger(url)  # `delivery db upgrade`: a PostgreSQL ledger is not migrated by opening it
     ledger = Ledger(url)
     with ledger.engine.connect() as conn:
         if conn.execute(select(func.count()).select_from(plans_table)).scalar_one():
@@ -511,7 +514,7 @@ def run(url: str, releases: int, runs: int) -> None:
     measured: list[tuple[str, Callable[[Any], Any], list[Any]]] = [
         ("release status (ledger opened per call)",
          lambda rid: release_status(client, rid, ledger_url=url), release_ids),
-        ("  Ledger(url, create=False)", lambda _: Ledger(url, create=False).engine.dispose(), release_ids),
+        ("  Ledger(url, create=False)", lambda _: Ledger(url, create=False), release_ids),
         ("  latest_plans(release)", reader.latest_plans, release_ids),
         ("  last_transition(plan)", reader.last_transition, plan_ids),
         ("  approvals(plan)", reader.approvals, plan_ids),
@@ -563,6 +566,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--releases", type=int, default=10_000, help="releases to fill the ledger with")
     parser.add_argument("--runs", type=int, default=100, help="runs of each query (releases drawn at random)")
     parser.add_argument("--url", help="an empty ledger's SQLAlchemy URL (default: SQLite in a temporary folder)")
+    parser.add_argument("--postgresql", action="store_true",
+                        help="also on a PostgreSQL started for the bench (cli/postgres_server.py), removed after")
     options = parser.parse_args(argv)
     if options.releases < 1 or options.runs < 1:
         parser.error("--releases and --runs take a number of at least 1")
@@ -571,7 +576,19 @@ def main(argv: list[str]) -> None:
         run(options.url, options.releases, options.runs)
         return
     with tempfile.TemporaryDirectory(prefix="bench-ledger-") as tmp:
+        print("== SQLite")
         run(f"sqlite:///{tmp}/ledger.db", options.releases, options.runs)
+        if options.postgresql:
+            from cli.postgres_server import create_database, start_postgres, stop_postgres
+
+            os.chmod(tmp, 0o711)  # the server's unprivileged user walks to its cluster
+            server = start_postgres(Path(tmp) / "pg")
+            try:
+                create_database(server, "bench_ledger")
+                print("== PostgreSQL")
+                run(server.url("bench_ledger"), options.releases, options.runs)
+            finally:
+                stop_postgres(server.process())
 
 
 if __name__ == "__main__":
