@@ -1,10 +1,13 @@
 """``delivery up`` / ``delivery down``: the local stack of the embedded default (DESIGN §12).
 
 ``up`` starts, under the state folder (``DELIVERY_HOME``, default ``.delivery/``): a Prefect server
-on 127.0.0.1 with SQLite, the Kubernetes API simulator, the local OCI registry; seeds bare repos
-for the sample application and the GitOps repository from ``examples/``; saves the blocks the
-flows load and registers every block type of the product (the UI's catalog); creates the
-``delivery`` process work pool, deploys ``prefect.yaml`` and starts one worker polling every second.
+on 127.0.0.1 with SQLite (or, with ``--database postgresql``, a local PostgreSQL first, holding
+Prefect's database and the ledger: :mod:`cli.postgres_server`), the Kubernetes API simulator, the local
+OCI registry; seeds bare repos for the sample application and the GitOps repository from
+``examples/``; saves the blocks the flows load (and the result storage block every worker persists
+to) and registers every block type of the product (the UI's catalog); creates the ``delivery``
+process work pool, deploys ``prefect.yaml`` and starts one worker (``--workers N``: N) polling every
+second.
 Every process it starts is recorded in ``stack.json`` so that ``down`` stops exactly those (by
 process group, after checking the pid is still ours).
 
