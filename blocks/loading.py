@@ -22,6 +22,7 @@ B = TypeVar("B", bound=Block)
 
 # Imported before a load so Prefect resolves every block type slug of the product to its class.
 BLOCK_MODULES = (
+    "blocks.azure_artifacts_feed",
     "blocks.azure_pipelines",
     "blocks.git_host",
     "blocks.gitops_repo",

@@ -8,7 +8,10 @@
   no task retry would follow, so it retries a transient registry failure itself (network, 429,
   5xx: :func:`push_with_retries`) instead of failing the build on it.
 - Packages: a wheel is copied atomically into a directory feed; the same bytes again are a no-op,
-  different bytes under a published version are refused, as real feeds do.
+  different bytes under a published version are refused, as real feeds do. When ``--feed`` is a URL
+  (an Azure Artifacts feed), the wheel is uploaded with the PyPI protocol instead
+  (:mod:`blocks.pypi_upload`; ``PACKAGE_FEED_INDEX``, ``PACKAGE_FEED_USERNAME``, and the token in the
+  secret variable ``PACKAGE_FEED_PASSWORD``), with the same rules.
 
 Steps::
 
@@ -360,11 +363,25 @@ def _announce(kind: str, record: PublishedPackage | PublishedImage) -> None:
 def _publish_packages(args: argparse.Namespace) -> None:
     if not args.feed:
         raise InvalidInput("--feed is empty: set the PACKAGE_FEED variable when queueing the pipeline")
+    if args.feed.startswith(("http://", "https://")):
+        _upload_packages(args)
+        return
     for distribution in args.distributions:
         allow = os.environ.get("PACKAGE_FEED_ALLOW_OVERWRITE", "").lower() in ("1", "true", "yes")
         published = publish_wheel(Path(args.feed), distribution, allow_overwrite=allow)
         print(f"published {published.name} {published.version} to {published.location}")
         _announce("package", published)
+
+
+def _upload_packages(args: argparse.Namespace) -> None:
+    """A feed URL: upload with the PyPI protocol (Azure Artifacts), the token from ``PACKAGE_FEED_PASSWORD``."""
+    from blocks.pypi_upload import feed_from_environment, upload_with_retries
+
+    with feed_from_environment(args.feed) as feed:
+        for distribution in args.distributions:
+            published = upload_with_retries(feed, distribution, on_retry=_warn_retry)
+            print(f"published {published.name} {published.version} to {published.location}")
+            _announce("package", published)
 
 
 def _publish_image(args: argparse.Namespace) -> None:
@@ -402,8 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m blocks.publishing")
     sub = parser.add_subparsers(dest="command", required=True)
-    package = sub.add_parser("package", help="copy built wheels into a directory feed")
-    package.add_argument("--feed", required=True, help="the feed folder")
+    package = sub.add_parser("package", help="copy built wheels into a directory feed, or upload them to a feed URL")
+    package.add_argument("--feed", required=True, help="the feed folder, or a feed's upload URL")
     package.add_argument("distributions", nargs="+", type=Path)
     package.set_defaults(run=_publish_packages)
     image = sub.add_parser("image", help="build the image of the build settings and push it")
