@@ -23,7 +23,9 @@ B = TypeVar("B", bound=Block)
 # Imported before a load so Prefect resolves every block type slug of the product to its class.
 BLOCK_MODULES = (
     "blocks.azure_pipelines",
+    "blocks.azure_repos_host",
     "blocks.git_host",
+    "blocks.github_host",
     "blocks.gitops_repo",
     "blocks.image_registry",
     "blocks.kubernetes_runtime",
