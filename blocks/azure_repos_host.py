@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
@@ -73,11 +74,11 @@ class AzureReposHost(RemoteGitHost):
         return check_url(value, str(info.field_name))
 
     def clone_url(self, repository: str) -> str:
-        return f"{self.base_url}/{self.organization}/{self.project}/_git/{self._name(repository)}"
+        return f"{self.base_url}/{self.organization}/{quote(self.project)}/_git/{self._name(repository)}"
 
     def _client(self) -> httpx.Client:
         credentials = base64.b64encode(f":{self.token.get_secret_value()}".encode()).decode()
-        return httpx.Client(base_url=f"{self.base_url}/{self.organization}/{self.project}/_apis/",
+        return httpx.Client(base_url=f"{self.base_url}/{self.organization}/{quote(self.project)}/_apis/",
                             headers={"Authorization": f"Basic {credentials}", "Accept": "application/json"},
                             params={"api-version": API_VERSION}, timeout=self.request_timeout_seconds)
 
@@ -138,7 +139,7 @@ class AzureReposHost(RemoteGitHost):
     def _project_id(self) -> str:
         if self.project_id:
             return self.project_id
-        url = f"{self.base_url}/{self.organization}/_apis/projects/{self.project}"
+        url = f"{self.base_url}/{self.organization}/_apis/projects/{quote(self.project)}"
         return str(self._call("GET", url, what="read the project's id", repository=self._where("-"))["id"])
 
     def _remote_checks(self, repository: str, pr: PullRequest) -> list[tuple[CheckResult, bool]]:

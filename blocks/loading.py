@@ -32,6 +32,7 @@ BLOCK_MODULES = (
     "blocks.package_feed",
     "blocks.pipeline_runner",
     "blocks.pulumi_stack",
+    "blocks.remote_git",
 )
 # The product's block types' logo, served by the stack's own Prefect server (cli/prefect_server.py) so the
 # catalog shows it offline. The React UI draws an <img> for every type, a broken one when the type has no logo.

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from git.exc import GitCommandError
 from pydantic import Field, SecretStr
 
 from blocks import git_repository, git_writes
@@ -151,6 +152,8 @@ def git_call(action: str) -> Iterator[None]:
         with git_repository.translated(action):
             yield
     except PermanentError as exc:
+        if not isinstance(exc.__cause__, GitCommandError):  # not git's own failure: keep it as it is
+            raise
         text = str(exc).lower()
         status = re.search(r"returned error: (\d{3})", text)
         code = int(status.group(1)) if status else None
