@@ -140,7 +140,8 @@ class AzureReposHost(RemoteGitHost):
         if self.project_id:
             return self.project_id
         url = f"{self.base_url}/{self.organization}/_apis/projects/{quote(self.project)}"
-        return str(self._call("GET", url, what="read the project's id", repository=self._where("-"))["id"])
+        project = self._call("GET", url, what="read the project's id", repository=f"{self.organization}/{self.project}")
+        return str(project["id"])
 
     def _remote_checks(self, repository: str, pr: PullRequest) -> list[tuple[CheckResult, bool]]:
         where = self._where(repository)

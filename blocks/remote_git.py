@@ -37,6 +37,7 @@ from delivery.errors import (
     TransientError,
 )
 from delivery.models import CheckResult, CheckStatus, CommitInfo, PullRequest, utcnow
+from delivery.provider_timing import timed_provider
 
 REPOSITORY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SECONDARY = ("secondary rate limit", "abuse detection", "rate limit exceeded")
@@ -166,6 +167,7 @@ def git_call(action: str) -> Iterator[None]:
         raise
 
 
+@timed_provider
 class RemoteGitHost(GitHost):
     """Base of the hosts reached over HTTPS: git through a mirror, REST through httpx. Not a block type."""
 
