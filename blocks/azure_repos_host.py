@@ -198,6 +198,8 @@ class AzureReposHost(RemoteGitHost):
         failed = [f"{c.name}: {c.summary}" for c in self._finish(self._remote_checks(repository, pr)) if not c.passed]
         if failed:
             raise CheckFailed(f"Azure Repos: {where} pull request {number} cannot be merged: " + "; ".join(failed))
+        if not (data.get("lastMergeSourceCommit") or {}).get("commitId"):
+            raise TransientError(f"Azure Repos: {where} pull request {number} has no lastMergeSourceCommit yet")
         body = {"status": "completed", "lastMergeSourceCommit": data["lastMergeSourceCommit"],
                 "completionOptions": {"mergeStrategy": self.merge_method, "deleteSourceBranch": False,
                                       "mergeCommitMessage": git_grammar.format_message(message, trailers)}}

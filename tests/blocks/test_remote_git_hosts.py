@@ -144,3 +144,18 @@ def test_good_configuration_is_accepted_and_the_token_stays_secret() -> None:
     assert azure.clone_url("shop") == "https://dev.azure.com/contoso/web%20app/_git/shop"
     for block in (github, azure):
         assert TOKEN not in repr(block) and TOKEN not in str(block.model_dump())
+
+
+@pytest.mark.parametrize(("kind", "method"), [("github", "squash"), ("azure", "squash")])
+def test_the_configured_merge_method_is_what_the_host_is_asked_for(kind: str, method: str, tmp_path: Path) -> None:
+    for hosted in make_host(kind, tmp_path):
+        host = hosted.host.model_copy(update={"merge_method": method})
+        host.ensure_repository("shop", initial_files=SEED)
+        commit, pr = run_release(host)
+        merge = host.merge_pull_request("shop", pr.number, message="Merge rel-1", trailers=[("Release-Id", "rel-1")])
+        parents = subprocess.run(["git", "--git-dir", str(hosted.bare), "rev-list", "--parents", "-n1",
+                                  merge.merge_sha], capture_output=True, text=True, check=True).stdout.split()
+        assert len(parents) == 2 and commit.sha not in parents  # squashed: one parent, the old main
+        [asked] = [r.json() for r in hosted.server.log if r.method in ("PUT", "PATCH")]
+        assert (asked.get("merge_method") or asked["completionOptions"]["mergeStrategy"]) == method
+        assert host.read_file("shop", "app/main.py", ref="main") == b"VALUE = 2\n"
