@@ -14,7 +14,6 @@ import fcntl
 import hashlib
 import ipaddress
 import re
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -38,6 +37,7 @@ from delivery.errors import (
 )
 from delivery.models import CheckResult, CheckStatus, CommitInfo, PullRequest, utcnow
 from delivery.provider_timing import timed_provider
+from delivery.settings import state_dir
 
 REPOSITORY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _SECONDARY = ("secondary rate limit", "abuse detection", "rate limit exceeded")
@@ -178,7 +178,8 @@ class RemoteGitHost(GitHost):
     checks_timeout_seconds: float = Field(default=900.0, ge=0, description="How long run_checks waits on pending ones")
     checks_poll_seconds: float = Field(default=10.0, gt=0, description="Wait between reads of pending checks")
     request_timeout_seconds: float = Field(default=30.0, gt=0, description="Timeout of one HTTP request")
-    cache_dir: str | None = Field(default=None, description="Where the read mirrors live (default: a temp folder)")
+    cache_dir: str | None = Field(default=None, description="Where the read mirrors live (default: "
+                                  "<state folder>/git-host-mirrors)")
 
     _block_type_name = "Remote Git Host"
     _service = "remote"
@@ -210,7 +211,7 @@ class RemoteGitHost(GitHost):
     def _mirror(self, repository: str) -> Iterator[Path]:
         """A local bare mirror of the repository, fetched now, locked while in use."""
         url = self.clone_url(self._name(repository))
-        root = Path(self.cache_dir or Path(tempfile.gettempdir()) / "delivery-git-mirrors")
+        root = Path(self.cache_dir) if self.cache_dir else state_dir() / "git-host-mirrors"
         path = root / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{repository}.git"
         git_writes.init_bare(path)
         with open(path / "delivery-mirror.lock", "w") as lock:

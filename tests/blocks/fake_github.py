@@ -4,7 +4,8 @@ Repositories are ``<root>/<owner>/<name>.git``, served by ``git http-backend`` u
 (git authenticates as ``x-access-token`` with the token as password); the API lives under ``/api``
 (Bearer token). Pull requests and comments are kept in memory; merges are real (``git merge-tree`` +
 ``commit-tree`` + ``update-ref`` on the bare repository). The CI: one check run ``build`` on every
-commit, failing when the commit's tree holds a file ``FAIL``, and one commit status ``lint`` (success).
+commit, failing when the commit's tree holds a file ``FAIL`` (in progress for the first
+``pending_reads`` reads), and one commit status ``lint`` (success).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class FakeGitHub:
         self.root, self.owner = root, owner
         self.pulls: dict[str, list[dict[str, Any]]] = {}
         self.comments: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        self.pending_reads = 0  # this many reads of check runs still find the build in progress
         basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
         self.server = FakeServer(git_route=self._git_route, api=self._api, git_auth=f"Basic {basic}",
                                  api_auth=f"Bearer {token}")
@@ -70,6 +72,10 @@ class FakeGitHub:
             sha = checks.group(1)
             if checks.group(2) == "check-runs":
                 failing = bool(git(repo, "ls-tree", "--name-only", sha, "FAIL", check=False))
+                if self.pending_reads > 0:
+                    self.pending_reads -= 1
+                    return Answer(200, {"total_count": 1, "check_runs": [
+                        {"name": "build", "status": "in_progress", "conclusion": None}]})
                 return Answer(200, {"total_count": 1, "check_runs": [
                     {"name": "build", "status": "completed", "conclusion": "failure" if failing else "success"}]})
             return Answer(200, {"state": "success", "sha": sha, "statuses": [

@@ -15,7 +15,7 @@ from test_git_host_contract import SEED, TOKEN, make_host, run_release
 from blocks.azure_repos_host import AzureReposHost
 from blocks.github_host import GitHubHost
 from blocks.remote_git import RateLimited, classify
-from delivery.errors import AuthenticationError, NotFound, PermanentError, TransientError
+from delivery.errors import AuthenticationError, CheckFailed, NotFound, PermanentError, TransientError
 
 
 def answer(status: int, headers: dict[str, str] | None = None, body: dict | None = None) -> httpx.Response:
@@ -159,3 +159,19 @@ def test_the_configured_merge_method_is_what_the_host_is_asked_for(kind: str, me
         [asked] = [r.json() for r in hosted.server.log if r.method in ("PUT", "PATCH")]
         assert (asked.get("merge_method") or asked["completionOptions"]["mergeStrategy"]) == method
         assert host.read_file("shop", "app/main.py", ref="main") == b"VALUE = 2\n"
+
+
+def test_pending_checks_are_waited_for_and_still_pending_ones_block_the_merge(tmp_path: Path) -> None:
+    for hosted in make_host("github", tmp_path):
+        host = hosted.host
+        fake = hosted.server.api.__self__  # the FakeGitHub answering
+        host.ensure_repository("shop", initial_files=SEED)
+        _, pr = run_release(host)
+        fake.pending_reads = 2
+        assert host.run_checks("shop", pr.number).checks_passed and fake.pending_reads == 0
+        fake.pending_reads = 10_000
+        slow = host.model_copy(update={"checks_timeout_seconds": 0.2})
+        [build] = [c for c in slow.run_checks("shop", pr.number).checks if c.name == "build"]
+        assert build.status.value == "error" and "still pending after 0.2s" in build.summary
+        with pytest.raises(CheckFailed, match="build: still pending"):
+            slow.merge_pull_request("shop", pr.number, message="Merge", trailers=[])
