@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import fnmatch
+import json
 import os
 import re
 import subprocess
@@ -88,6 +89,14 @@ class GitHost(Block):
 
     def merge_pull_request(self, repository: str, number: int, *, message: str,
                            trailers: Sequence[tuple[str, str]]) -> MergeInfo:
+        raise NotImplementedError
+
+    def comment_pull_request(self, repository: str, number: int, body: str) -> bool:
+        """Comment on the pull request unless a comment with exactly ``body`` is there; True when posted."""
+        raise NotImplementedError
+
+    def pull_request_comments(self, repository: str, number: int) -> list[str]:
+        """The pull request's comments' bodies, oldest first."""
         raise NotImplementedError
 
 
@@ -337,6 +346,28 @@ class LocalGitHost(GitHost):
                                                           "merge_sha": result.sha}))
         return MergeInfo(pull_request=number, merge_sha=result.sha, target_branch=pr.target_branch,
                          created=result.created)
+
+
+    # ------------------------------------------------------------------ comments
+
+    def pull_request_comments(self, repository: str, number: int) -> list[str]:
+        """The comments kept beside the record (``comments/<number>.json``), oldest first."""
+        self.get_pull_request(repository, number)
+        path = self._records(repository) / "comments" / f"{int(number)}.json"
+        return json.loads(path.read_text()) if path.exists() else []
+
+    def comment_pull_request(self, repository: str, number: int, body: str) -> bool:
+        """Keep a comment unless the same one is there (a stage run again comments once)."""
+        with self._locked(repository) as folder:
+            comments = self.pull_request_comments(repository, number)
+            if body in comments:
+                return False
+            (folder / "comments").mkdir(exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder / "comments", suffix=".tmp")
+            with os.fdopen(fd, "w") as handle:
+                json.dump([*comments, body], handle)
+            os.replace(tmp, folder / "comments" / f"{int(number)}.json")
+            return True
 
 
 def _result(name: str, kind: str, problems: list[str], *, ok: str) -> CheckResult:

@@ -90,10 +90,12 @@ def init_bare(
 
 
 @contextmanager
-def _clone(url: str | Path) -> Iterator[Repo]:
+def _clone(url: str | Path, env: Mapping[str, str] | None = None) -> Iterator[Repo]:
     with tempfile.TemporaryDirectory(prefix="delivery-git-") as tmp:
         with translated(f"clone {url}"):
-            repo = Repo.clone_from(str(url), os.path.join(tmp, "work"), no_checkout=True)
+            repo = Repo.clone_from(str(url), os.path.join(tmp, "work"), no_checkout=True, env=env)
+            if env:  # credentials for the push, in the environment only (never in the remote URL or config)
+                repo.git.update_environment(**env)
         try:
             yield repo
         finally:
@@ -137,6 +139,7 @@ def commit_files(
     base: str = "main",
     author: str = DEFAULT_AUTHOR,
     repository: str | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> CommitInfo:
     """Commit files to ``branch`` (created from ``base`` when missing) and push, in one attempt.
 
@@ -150,6 +153,7 @@ def commit_files(
             full commit sha (a release of an existing commit).
         author: ``Name <email>`` for author and committer.
         repository: the name to put in the result (default: the URL).
+        env: environment of the git processes (a remote's credentials, see :mod:`blocks.remote_git`).
 
     Returns:
         The commit; ``created=False`` (and nothing written) when the branch already holds exactly
@@ -167,7 +171,7 @@ def commit_files(
     full_message = format_message(message, trailers)
     actor = actor_of(author)
     name = repository or str(url)
-    with _clone(url) as repo, translated(f"commit to {branch}"):
+    with _clone(url, env) as repo, translated(f"commit to {branch}"):
         parent = _remote_head(repo, branch)
         if parent is None and base != branch:
             parent = _base_commit(repo, base)

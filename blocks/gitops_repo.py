@@ -21,9 +21,10 @@ from git import GitDB, Repo
 from git.exc import GitCommandError
 from git.objects import Commit
 from prefect.blocks.core import Block
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
 from blocks import git_repository, git_writes
+from blocks.remote_git import check_url, git_call, git_env
 from delivery import git_grammar
 from delivery.errors import ConflictError, InvalidInput, NotFound
 from delivery.identity import ALLOWED_SIGNERS, REVOKED_KEYS
@@ -70,11 +71,31 @@ class GitOpsRepo(Block):
     branch: str = Field(default="main", description="The branch that holds the desired state")
     author: str = Field(default=git_writes.DEFAULT_AUTHOR, description="Name <email> of the commits")
     push_attempts: int = Field(default=5, ge=1, description="Rebase-and-retry attempts when a push loses a race")
+    token: SecretStr | None = Field(
+        default=None, description="Token for a remote over HTTPS; sent as a Basic Authorization header through "
+        "git's environment, never in the URL or a git config")
+    username: str = Field(default="x-access-token", description="User name sent with the token (GitHub: "
+                          "x-access-token; Azure Repos: any, e.g. empty)")
     direct_writes: bool = Field(
         default=True,
         description="For a local bare repository, commit in place with a compare-and-swap ref update instead of "
         "clone + push (same race semantics, several times faster; server-side hooks do not run)",
     )
+
+    @model_validator(mode="after")
+    def _credentials_over_https(self) -> GitOpsRepo:
+        if self.token is not None:  # a token goes only to an https:// remote (http:// to a loopback one)
+            check_url(self.url, "url")
+        elif "://" in self.url and "@" in self.url.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError("url must not carry credentials; give them as token (and username)")
+        return self
+
+    def _env(self) -> dict[str, str] | None:
+        """Git's environment for the remote: the credentials, when a token is configured."""
+        return git_env(self.username, self.token) if self.token is not None else None
+
+    def _is_remote_http(self) -> bool:
+        return self.url.startswith(("https://", "http://"))
 
     # ------------------------------------------------------------------ local access
 
@@ -92,7 +113,9 @@ class GitOpsRepo(Block):
         git_writes.init_bare(mirror, default_branch=self.branch)
         repo = git_repository.open_bare(mirror)
         try:
-            with git_repository.translated(f"fetch {self.url}"):
+            if self._env():
+                repo.git.update_environment(**self._env())
+            with git_call(f"fetch {self.url}"):
                 repo.git.fetch("--prune", "--force", self.url, "+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")
         finally:
             repo.close()
@@ -104,9 +127,15 @@ class GitOpsRepo(Block):
         Args:
             initial_files: files of the first commit (for example ``delivery.yaml``).
 
+        A remote over HTTP(S) is not created: its still empty branch is seeded with ``initial_files``.
+
         Returns:
-            True when created.
+            True when created (or seeded).
         """
+        if self._is_remote_http():
+            if not initial_files or self.resolve(self.branch) is not None:
+                return False
+            return self.write_files(initial_files, message="Initialise the GitOps repository", trailers=()).created
         return git_writes.init_bare(
             self._path_of_url(), default_branch=self.branch, initial_files=initial_files, author=self.author,
             message="Initialise the GitOps repository",
@@ -219,10 +248,11 @@ class GitOpsRepo(Block):
             try:
                 if direct:
                     return self._commit_in_place(changes(), message=message, trailers=trailers)
-                return git_writes.commit_files(
-                    self.url, branch=self.branch, files=changes(), message=message, trailers=trailers,
-                    base=self.branch, author=self.author, repository=self.url,
-                )
+                with git_call(f"push {self.branch} to {self.url}"):
+                    return git_writes.commit_files(
+                        self.url, branch=self.branch, files=changes(), message=message, trailers=trailers,
+                        base=self.branch, author=self.author, repository=self.url, env=self._env(),
+                    )
             except ConflictError as exc:  # another writer moved the branch: rebase onto it and retry
                 last = exc
                 time.sleep(min(0.05 * 2**attempt, 1.0) * random.uniform(0.5, 1.5))
@@ -281,7 +311,9 @@ class GitOpsRepo(Block):
         try:
             if not _is_commit(repo, sha):
                 raise NotFound(f"{self.url}: no commit {revision!r} to tag {tag}")
-            with git_repository.translated(f"tag {tag}"):
+            if self._env():
+                repo.git.update_environment(**self._env())
+            with git_call(f"tag {tag}"):
                 if self._is_local():
                     repo.git.update_ref(f"refs/tags/{tag}", sha)
                 else:

@@ -24,13 +24,16 @@ B = TypeVar("B", bound=Block)
 BLOCK_MODULES = (
     "blocks.azure_artifacts_feed",
     "blocks.azure_pipelines",
+    "blocks.azure_repos_host",
     "blocks.git_host",
+    "blocks.github_host",
     "blocks.gitops_repo",
     "blocks.image_registry",
     "blocks.kubernetes_runtime",
     "blocks.package_feed",
     "blocks.pipeline_runner",
     "blocks.pulumi_stack",
+    "blocks.remote_git",
 )
 # The product's block types' logo, served by the stack's own Prefect server (cli/prefect_server.py) so the
 # catalog shows it offline. The React UI draws an <img> for every type, a broken one when the type has no logo.

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 
 from blocks.git_host import GitHost
-from delivery.errors import CheckFailed, InvalidInput
+from delivery.errors import CheckFailed, InvalidInput, PermanentError
 from delivery.events import EventName, emit
 from delivery.ledger import PULL_REQUEST_CHECKS_FAILED, PULL_REQUEST_CHECKS_PASSED, PULL_REQUEST_MERGED, Ledger
 from delivery.models import CommitInfo, MergeInfo, PullRequest, ReleaseRequest
@@ -21,6 +22,21 @@ from tasks.stage import stage
 
 # Who decides whether a pull request's checks passed: the product's checks (branch policy, policy gate, commands).
 CHECKS_ACTOR = "system:pull-request-checks"
+_log = logging.getLogger(__name__)
+
+
+def comment_outcome(host: GitHost, request: ReleaseRequest, number: int, outcome: str) -> None:
+    """Say the stage's outcome on the pull request, once (the host skips a comment already there).
+
+    A comment the host refuses for good (a token without the right, a host without comments) is logged,
+    not raised: the outcome itself is already decided and recorded. A transient failure is raised: the
+    stage runs again and finds its effect done.
+    """
+    body = f"{outcome}\n\nRelease {request.release_id} of {request.app}. Trace-Id: {request.trace_id}"
+    try:
+        host.comment_pull_request(request.app, number, body)
+    except (PermanentError, NotImplementedError) as exc:
+        _log.warning("could not comment on %s#%s: %s", request.app, number, exc)
 
 
 def _same_release(request: ReleaseRequest, pull_request: PullRequest) -> None:
@@ -127,6 +143,7 @@ def check_pull_request(git_host: GitHost, request: ReleaseRequest, pull_request:
                   "passed": pr.checks_passed, "checks": _check_rows(pr), "failed": failed})
     if not pr.checks_passed:
         reasons = "; ".join(failed) or "no checks ran"
+        comment_outcome(host, request, pr.number, f"Checks failed at {pr.head_sha[:12]}: {reasons}")
         raise CheckFailed(f"pull request {pr.repository}#{pr.number} failed its checks: {reasons}",
                           reason="CheckFailed")
     return pr
@@ -149,6 +166,8 @@ def merge_pull_request(git_host: GitHost, request: ReleaseRequest, pull_request:
     merge = host.merge_pull_request(request.app, pull_request.number, message=message,
                                     trailers=release_trailers(request))
     record_merge(request, pull_request, merge)
+    comment_outcome(host, request, merge.pull_request,
+                    f"Merged into {merge.target_branch} as {merge.merge_sha} by the release flow.")
     emit(EventName.PULL_REQUEST_MERGED, release_id=request.release_id, trace_id=request.trace_id,
          payload={"merge": merge, "source_branch": pull_request.source_branch})
     return merge

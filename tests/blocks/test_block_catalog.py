@@ -43,7 +43,8 @@ def test_every_module_defining_a_block_is_loaded_and_every_block_type_registered
     types = {cls for classes in defined.values() for cls in classes if "_block_type_slug" in cls.__dict__}
     assert set(product_block_classes()) == types
     slugs = {cls.get_block_type_slug() for cls in types}
-    assert {"azure-pipelines-runner", "pulumi-stack", "local-git-host", "gitops-repo"} <= slugs
+    assert {"azure-pipelines-runner", "pulumi-stack", "local-git-host", "gitops-repo", "github-host",
+            "azure-repos-host"} <= slugs
 
 
 @pytest.mark.parametrize("cls", product_block_classes(), ids=lambda cls: cls.get_block_type_slug())

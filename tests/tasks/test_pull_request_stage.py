@@ -46,6 +46,9 @@ def test_each_stage_run_twice_changes_nothing_the_second_time(host, prefect_serv
     main_after = host.resolve("shop", "main")
     again = merge_pull_request.fn(host, req, checked)
     assert merge.created and not again.created and again.merge_sha == merge.merge_sha == main_after
+    assert host.pull_request_comments("shop", pr.number) == [  # the outcome, said once
+        f"Merged into main as {merge.merge_sha} by the release flow.\n\nRelease rel-p1 of shop. "
+        "Trace-Id: trace-p1-0001"]
     # After the merge, the commit and PR stages find what exists.
     assert not create_commit.fn(host, req).created
     assert open_pull_request.fn(host, req, commit).status is PullRequestStatus.MERGED
@@ -75,6 +78,8 @@ def test_failing_check_raises_check_failed_naming_the_check_and_does_not_merge(h
     with pytest.raises(CheckFailed):
         merge_pull_request.fn(host, req, host.get_pull_request("shop", 1))
     assert host.get_pull_request("shop", 1).status is PullRequestStatus.OPEN
+    [said] = host.pull_request_comments("shop", 1)  # twice checked, said once
+    assert said.startswith("Checks failed at ") and "positive: exit code 1" in said and "trace-p1-0001" in said
     [failed] = ledger.actions(release_id=req.release_id)
     assert (failed["action"], failed["actor"], failed["detail"]["passed"]) == (PULL_REQUEST_CHECKS_FAILED,
                                                                               CHECKS_ACTOR, False)
