@@ -132,13 +132,15 @@ class AzurePipelinesRunner(PipelineRunner):
         variables: Mapping[str, str] | None = None,
         run_name: str = "",
         on_started: RunStarted | None = None,
+        clone_env: Mapping[str, str] | None = None,
         branch: str = "refs/heads/main",
         transport: httpx.BaseTransport | None = None,
     ) -> PipelineRunResult:
         """Queue the pipeline at ``commit`` and wait for it; see :meth:`PipelineRunner.run`.
 
         ``repository``, ``clone_url`` and ``pipeline_path`` are defined on the Azure pipeline
-        itself; ``branch`` is the ref the commit is on. ``transport`` is for tests.
+        itself, and Azure clones with the pipeline's own service connection (``clone_env`` is not used);
+        ``branch`` is the ref the commit is on. ``transport`` is for tests.
 
         Raises:
             AuthenticationError: the token was refused.

@@ -56,6 +56,13 @@ class GitHost(Block):
     def clone_url(self, repository: str) -> str:
         raise NotImplementedError
 
+    def clone_env(self) -> dict[str, str]:
+        """What a git process needs in its environment to clone :meth:`clone_url` (credentials; never in the URL).
+
+        A runner that clones on this machine (``LocalPipelineRunner``) adds it to its git's environment.
+        """
+        return {}
+
     def read_file(self, repository: str, path: str, *, ref: str) -> bytes | None:
         raise NotImplementedError
 

@@ -110,12 +110,14 @@ class PipelineRunner(Block):
         variables: Mapping[str, str] | None = None,
         run_name: str = "",
         on_started: RunStarted | None = None,
+        clone_env: Mapping[str, str] | None = None,
     ) -> PipelineRunResult:  # pragma: no cover - interface
         """Run the pipeline at ``commit`` to completion.
 
         Args:
             repository: the application repository.
             clone_url: where a runner that clones finds it.
+            clone_env: what its git needs in the environment to clone it (``GitHost.clone_env``: credentials).
             commit: the commit to build.
             pipeline_path: the pipeline file in the repository.
             variables: queue-time variables (feed and registry locations).
@@ -176,6 +178,7 @@ class LocalPipelineRunner(PipelineRunner):
         variables: Mapping[str, str] | None = None,
         run_name: str = "",
         on_started: RunStarted | None = None,
+        clone_env: Mapping[str, str] | None = None,
     ) -> PipelineRunResult:
         """Run the pipeline at ``commit``; see :meth:`PipelineRunner.run`.
 
@@ -190,7 +193,7 @@ class LocalPipelineRunner(PipelineRunner):
         run_dir = runs / run_id
         run_dir.mkdir(parents=True)
         try:
-            source = self._checkout(clone_url, commit, run_dir / "source")
+            source = self._checkout(clone_url, commit, run_dir / "source", clone_env)
             pipeline_file = source / pipeline_path
             if not pipeline_file.is_file():
                 raise InvalidInput(f"pipeline file {pipeline_path!r} is not in {repository} at {commit[:12]}")
@@ -200,7 +203,8 @@ class LocalPipelineRunner(PipelineRunner):
         if on_started is not None:
             on_started(run_id)
         env_vars = {**yaml_variables, **(variables or {})}
-        results = self._schedule(jobs, lambda job: self._run_job(job, clone_url, commit, run_dir, env_vars, run_id))
+        results = self._schedule(jobs, lambda job: self._run_job(job, clone_url, commit, run_dir, env_vars, run_id,
+                                                                        clone_env))
         ordered = [results[job.name] for job in jobs]
         return self._summarise(run_id, commit, ordered, run_dir, started)
 
@@ -246,10 +250,12 @@ class LocalPipelineRunner(PipelineRunner):
 
     # -------------------------------------------------------------- one job
 
-    def _checkout(self, clone_url: str, commit: str, target: Path) -> Path:
+    def _checkout(self, clone_url: str, commit: str, target: Path, clone_env: Mapping[str, str] | None) -> Path:
+        # the credentials only for the clone: the job's own commands never see them
+        env = {**os.environ, **clone_env} if clone_env else None
         try:
             subprocess.run(["git", "clone", "--quiet", "--no-checkout", clone_url, str(target)],
-                           check=True, capture_output=True, text=True, timeout=300)
+                           check=True, capture_output=True, text=True, timeout=300, env=env)
             subprocess.run(["git", "-C", str(target), "checkout", "--quiet", "--detach", commit],
                            check=True, capture_output=True, text=True, timeout=300)
         except subprocess.CalledProcessError as exc:
@@ -279,7 +285,7 @@ class LocalPipelineRunner(PipelineRunner):
         return env
 
     def _run_job(self, job: PipelineJob, clone_url: str, commit: str, run_dir: Path,
-                 variables: Mapping[str, str], run_id: str) -> JobResult:
+                 variables: Mapping[str, str], run_id: str, clone_env: Mapping[str, str] | None) -> JobResult:
         started = _now()
         job_dir = run_dir / "jobs" / job.name
         staging = job_dir / "staging"
@@ -288,7 +294,7 @@ class LocalPipelineRunner(PipelineRunner):
         logs = run_dir / "logs" / job.name
         logs.mkdir(parents=True)
         try:
-            checkout = self._checkout(clone_url, commit, job_dir / "s")
+            checkout = self._checkout(clone_url, commit, job_dir / "s", clone_env)
         except (TransientError, NotFound) as exc:
             return JobResult(name=job.name, stage=job.stage, outcome=RunOutcome.FAILED, started_at=started,
                              finished_at=_now(), reason=str(exc))

@@ -207,6 +207,9 @@ class RemoteGitHost(GitHost):
     def _env(self) -> dict[str, str]:
         return git_env(self._git_user, self.token)
 
+    def clone_env(self) -> dict[str, str]:
+        return self._env()
+
     @contextmanager
     def _mirror(self, repository: str) -> Iterator[Path]:
         """A local bare mirror of the repository, fetched now, locked while in use."""

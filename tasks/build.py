@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from blocks.git_host import GitHost
 from blocks.image_registry import ImageRegistry
 from blocks.package_feed import PackageFeed
 from blocks.pipeline_runner import PipelineRunner, PipelineRunResult
@@ -30,6 +31,7 @@ def run_pipeline(
     *,
     clone_url: str,
     variables: Mapping[str, str] | None = None,
+    source: GitHost | None = None,
 ) -> PipelineRunResult:
     """Run the generated pipeline at the commit it was generated for, to completion.
 
@@ -39,6 +41,8 @@ def run_pipeline(
         pipeline: from ``generate_pipeline``: repository, file and commit.
         clone_url: where the runner clones the repository from.
         variables: queue-time variables: the feed and registry locations.
+        source: the host of ``clone_url``, whose credentials (:meth:`GitHost.clone_env`) a runner cloning on
+            this machine needs; asked for here, inside the stage, so no secret is ever a stage's parameter.
 
     Returns:
         The run's result; a failed run is returned, and judged by ``ingest_build_result``.
@@ -51,7 +55,7 @@ def run_pipeline(
 
     return runner.run(repository=pipeline.repository, clone_url=clone_url, commit=pipeline.commit,
                       pipeline_path=pipeline.path, variables=dict(variables or {}), run_name=request.release_id,
-                      on_started=started)
+                      on_started=started, clone_env=source.clone_env() if source is not None else None)
 
 
 def _failure_reason(run: PipelineRunResult, missing: list[str]) -> str:

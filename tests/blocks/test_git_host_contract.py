@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fake_azure_repos import FakeAzureRepos
-from fake_github import FakeGitHub
-from git_http_server import FakeServer, git
+from support.fake_azure_repos import FakeAzureRepos
+from support.fake_github import FakeGitHub
+from support.git_http_server import FakeServer, git
 
 from blocks.azure_repos_host import AzureReposHost
 from blocks.git_host import CheckCommand, GitHost, LocalGitHost

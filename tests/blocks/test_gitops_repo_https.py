@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from git_http_server import FakeServer, git, init_bare
 from pydantic import ValidationError
+from support.git_http_server import FakeServer, git, init_bare
 
 from blocks.gitops_repo import GitOpsRepo
 from delivery.errors import AuthenticationError

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from git_http_server import Answer, FakeServer, Request, branch_head, git, init_bare, merge, merge_tree
+from support.git_http_server import Answer, FakeServer, Request, branch_head, git, init_bare, merge, merge_tree
 
 
 class FakeGitHub:

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from git_http_server import Answer, FakeServer, Request, branch_head, git, init_bare, merge, merge_tree
+from support.git_http_server import Answer, FakeServer, Request, branch_head, git, init_bare, merge, merge_tree
 
 PROJECT_ID = "6ce954b1-ce1f-45d1-b94d-e6bf2464ba2c"
 
