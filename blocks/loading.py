@@ -22,6 +22,7 @@ B = TypeVar("B", bound=Block)
 
 # Imported before a load so Prefect resolves every block type slug of the product to its class.
 BLOCK_MODULES = (
+    "blocks.argocd_runtime",
     "blocks.azure_artifacts_feed",
     "blocks.azure_pipelines",
     "blocks.azure_repos_host",
@@ -121,6 +122,23 @@ def load_block(reference: str, kind: type[B], *, source: str | None = None) -> B
     return block
 
 
+def load_runtime(reference: str, *, source: str | None = None) -> Block:
+    """Load an environment's runtime block: a ``KubernetesRuntime`` or an ``ArgoCDRuntime``.
+
+    Raises:
+        InvalidInput, NotFound: as :func:`load_block`; also a saved block that is no runtime.
+    """
+    from blocks.argocd_runtime import ArgoCDRuntime
+    from blocks.kubernetes_runtime import KubernetesRuntime
+
+    block = load_block(reference, Block, source=source)
+    if not isinstance(block, (KubernetesRuntime, ArgoCDRuntime)):
+        where = f" (set by {source})" if source else ""
+        raise InvalidInput(f"block {reference!r}{where} is a {type(block).__name__}, not a runtime "
+                           "(KubernetesRuntime or ArgoCDRuntime)")
+    return block
+
+
 def load_configured_block(role: str, kind: type[B]) -> B:
     """Load the block configured for a role (``DELIVERY_<ROLE>_BLOCK`` or the embedded default).
 
@@ -134,5 +152,5 @@ def load_configured_block(role: str, kind: type[B]) -> B:
     return load_block(block_ref(role), kind, source=block_setting(role))
 
 
-__all__ = ["BLOCK_MODULES", "load_block", "load_configured_block", "product_block_classes", "register_block_types",
-           "register_block_types_on_server"]
+__all__ = ["BLOCK_MODULES", "load_block", "load_configured_block", "load_runtime", "product_block_classes",
+           "register_block_types", "register_block_types_on_server"]

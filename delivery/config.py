@@ -33,6 +33,23 @@ from delivery.policy import compile_expression
 CONFIG_FILE = "delivery.yaml"
 BLOCK_REF_PATTERN = r"^[a-z0-9][a-z0-9-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
 ENVIRONMENT_NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$"
+# The block type of blocks/argocd_runtime.py: Argo CD applies, the product never reaches the cluster itself,
+# so only strategies gated on the Application as a whole (rolling) can run there.
+ARGOCD_RUNTIME_SLUG = "argocd-runtime"
+ARGOCD_STRATEGIES = ("rolling",)
+
+
+def strategy_refusal(strategy: str) -> str:
+    """Why ArgoCDRuntime refuses ``strategy`` (one message for config validation, requests and the deploy)."""
+    return (f"strategy {strategy} needs direct cluster access (its phases are gated on single Deployments; "
+            f"Argo CD reports health per Application); ArgoCDRuntime supports {', '.join(ARGOCD_STRATEGIES)}")
+
+
+def runtime_refusal(runtime: str, strategy: str) -> str | None:
+    """Why the runtime block ``runtime`` (a reference) cannot run ``strategy``, or None when it can."""
+    if runtime.partition("/")[0] == ARGOCD_RUNTIME_SLUG and strategy not in ARGOCD_STRATEGIES:
+        return strategy_refusal(strategy)
+    return None
 
 
 class ConfigModel(BaseModel):
@@ -151,6 +168,17 @@ class EnvironmentConfig(ConfigModel):
     infrastructure: BlockRef | None = Field(default=None, description="A saved PulumiStack block")
     drift: DriftSettings = Field(default_factory=DriftSettings)
 
+    @model_validator(mode="after")
+    def _runtime_can_run(self) -> EnvironmentConfig:
+        refusal = runtime_refusal(self.runtime, self.strategy.name)
+        if refusal:
+            raise ValueError(refusal)
+        probe = self.health.http_probe
+        if self.runtime.partition("/")[0] == ARGOCD_RUNTIME_SLUG and probe is not None and not probe.url:
+            raise ValueError("health.http_probe: a probe through the Service proxy needs direct cluster access; "
+                             "with ArgoCDRuntime give http_probe as a URL")
+        return self
+
 
 class DeliveryConfig(ConfigModel):
     """The whole ``delivery.yaml``."""
@@ -235,6 +263,8 @@ def load_config(raw: bytes | str | None, *, source: str = CONFIG_FILE) -> Delive
 
 
 __all__ = [
+    "ARGOCD_RUNTIME_SLUG",
+    "ARGOCD_STRATEGIES",
     "CONFIG_FILE",
     "ApprovalRules",
     "DeliveryConfig",
@@ -243,4 +273,6 @@ __all__ = [
     "HttpProbe",
     "load_config",
     "parse_config",
+    "runtime_refusal",
+    "strategy_refusal",
 ]

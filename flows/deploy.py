@@ -19,8 +19,8 @@ from prefect import get_run_logger
 
 from blocks.git_host import GitHost
 from blocks.gitops_repo import GitOpsRepo
-from blocks.kubernetes_runtime import KubernetesRuntime
-from blocks.loading import load_block, load_configured_block
+from blocks.loading import load_configured_block, load_runtime
+from blocks.runtime import Runtime
 from delivery.approvals import counted_approvers
 from delivery.config import EnvironmentConfig, HealthGates
 from delivery.errors import DeliveryError, InvalidInput
@@ -72,12 +72,11 @@ def load_templates(plan: ReleasePlan) -> dict[str, str]:
 
 def _deploy_inputs(
     plan: ReleasePlan, settings: EnvironmentConfig
-) -> tuple[KubernetesRuntime, GitOpsRepo, ManifestSpec, HealthGates]:
+) -> tuple[Runtime, GitOpsRepo, ManifestSpec, HealthGates]:
     """The runtime, GitOps repository, manifest spec and health gates of a plan's deployment."""
     from delivery.manifests import ManifestSpec
 
-    runtime = load_block(settings.runtime, KubernetesRuntime,
-                         source=f"delivery.yaml environments.{plan.environment}.runtime")
+    runtime = load_runtime(settings.runtime, source=f"delivery.yaml environments.{plan.environment}.runtime")
     repo = load_configured_block("gitops_repo", GitOpsRepo)
     spec = ManifestSpec(
         release_id=plan.release_id, trace_id=plan.trace_id, revision=plan.revision, app=plan.app,

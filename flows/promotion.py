@@ -34,7 +34,7 @@ from pydantic import Field
 from blocks.gitops_repo import GitOpsRepo
 from blocks.loading import load_configured_block
 from delivery.approvals import counted_approvers
-from delivery.config import DeliveryConfig, EnvironmentConfig, load_config
+from delivery.config import DeliveryConfig, EnvironmentConfig, load_config, runtime_refusal
 from delivery.errors import (
     ApprovalRefused,
     DeliveryError,
@@ -133,7 +133,12 @@ def check_request(request: ReleaseRequest, config: DeliveryConfig) -> list[str]:
             f"target_environment: unknown environment {request.target_environment!r}; "
             f"the promotion path is {' -> '.join(config.path)}"
         )
-    return config.path_to(request.target_environment or None)
+    path = config.path_to(request.target_environment or None)
+    for name in path if request.strategy is not None else ():
+        refusal = runtime_refusal(config.environment(name).runtime, request.strategy.name)
+        if refusal:
+            raise InvalidInput(f"strategy: environment {name!r}: {refusal}")
+    return path
 
 
 def validate_promotion(request: ReleaseRequest) -> DeliveryConfig:

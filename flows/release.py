@@ -36,8 +36,7 @@ from prefect.states import Failed, State
 
 from blocks.git_host import GitHost
 from blocks.image_registry import ImageRegistry
-from blocks.kubernetes_runtime import KubernetesRuntime
-from blocks.loading import load_block, load_configured_block
+from blocks.loading import load_configured_block, load_runtime
 from blocks.package_feed import PackageFeed
 from blocks.pipeline_runner import PipelineRunner
 from delivery import git_grammar
@@ -221,8 +220,8 @@ def validate_blocks(request: ReleaseRequest, config: DeliveryConfig) -> None:
                        ("image_registry", ImageRegistry)):
         load_configured_block(role, kind)
     for environment in config.path_to(request.target_environment or None):
-        load_block(config.environment(environment).runtime, KubernetesRuntime,
-                   source=f"delivery.yaml environments.{environment}.runtime")
+        load_runtime(config.environment(environment).runtime,
+                     source=f"delivery.yaml environments.{environment}.runtime")
 
 
 @flow(name=RELEASE_FLOW, flow_run_name=_run_name, log_prints=True, validate_parameters=False)

@@ -14,9 +14,10 @@ from prefect import flow
 from prefect.blocks.core import Block
 from pydantic import Field
 
+from blocks.argocd_runtime import ArgoCDRuntime
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime
-from blocks.loading import load_block
+from blocks.loading import load_block, load_runtime
 from delivery.config import load_config
 from delivery.ids import new_release_id, new_trace_id
 from delivery.ledger import Ledger, OnDemandRollback
@@ -26,7 +27,7 @@ from tasks.overview import refresh_overview
 from tasks.rollback import RollbackResult, RollbackSpec, roll_back
 
 # Imported so Block.load finds these block types by slug.
-__all__ = ["GitOpsRepo", "KubernetesRuntime", "RollbackRequest", "roll_back_environment"]
+__all__ = ["ArgoCDRuntime", "GitOpsRepo", "KubernetesRuntime", "RollbackRequest", "roll_back_environment"]
 
 
 class RollbackRequest(Model):
@@ -63,8 +64,8 @@ def roll_back_environment(request: RollbackRequest) -> RollbackResult:
                  "the request's gitops_repo" if request.gitops_repo else block_setting("gitops_repo"))
     config = load_config(repo.read_config(ref=repo.branch))
     environment = config.environment(request.environment)
-    # a KubernetesRuntime, or any block with its methods
-    runtime = _load(environment.runtime, f"delivery.yaml environments.{request.environment}.runtime")
+    # a KubernetesRuntime, or an ArgoCDRuntime (Argo CD syncs the restoring commit)
+    runtime = load_runtime(environment.runtime, source=f"delivery.yaml environments.{request.environment}.runtime")
     spec = RollbackSpec(
         release_id=request.release_id, trace_id=request.trace_id, app=request.app,
         environment=request.environment, namespace=environment.namespace, strategy=environment.strategy.name,

@@ -16,8 +16,9 @@ from typing import Any
 
 from pydantic import Field
 
+from blocks.argocd_runtime import refuse_unsupported
 from blocks.gitops_repo import GitOpsRepo
-from blocks.kubernetes_runtime import KubernetesRuntime
+from blocks.runtime import Runtime
 from delivery.config import HealthGates
 from delivery.errors import DeliveryError
 from delivery.manifests import ManifestSpec
@@ -92,7 +93,7 @@ def _keyed(task: Any, phase: str, *situation: str | None, stage: str | None = No
 
 
 def roll_back_attempt(
-    runtime: KubernetesRuntime,
+    runtime: Runtime,
     repo: GitOpsRepo,
     spec: ManifestSpec,
     *,
@@ -115,7 +116,7 @@ def roll_back_attempt(
 
 
 def deploy_with_strategy(
-    runtime: KubernetesRuntime,
+    runtime: Runtime,
     repo: GitOpsRepo,
     spec: ManifestSpec,
     *,
@@ -155,11 +156,13 @@ def deploy_with_strategy(
         The outcome: revision, healthy, rolled_back, its cause, the phases and the rollback.
 
     Raises:
-        InvalidInput: malformed templates or values (nothing was committed).
+        InvalidInput: malformed templates or values, or a strategy the runtime cannot run (nothing was
+            committed).
         DeliveryError: a failure before anything was committed.
     """
     strategy = strategy or RollingStrategy()
     health = health or HealthGates()
+    refuse_unsupported(runtime, strategy.name)  # before anything is rendered or committed
     target = spec.target().model_dump()
     spec_digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
     tried = f"attempt-{attempt}"

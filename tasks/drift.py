@@ -274,6 +274,7 @@ def check_environment_drift(environment: str, config: EnvironmentConfig, revisio
     """
     from prefect.concurrency.sync import concurrency
 
+    from blocks.runtime import reconciled_by_argocd
     from tasks.locks import ensure_environment_lock
 
     logger = get_run_logger()
@@ -286,10 +287,15 @@ def check_environment_drift(environment: str, config: EnvironmentConfig, revisio
             # a promotion that held the lock while this check waited has committed since: compare with
             # what Git holds now, never with the revision seen before the wait (that would undo it)
             revision = gitops.head()
+            runtime = load_any_block(config.runtime, f"delivery.yaml environments.{environment}.runtime")
+            if reconciled_by_argocd(runtime):
+                reason = (f"Argo CD reconciles this environment ({config.runtime}): its own comparison with Git "
+                          "(OutOfSync) and self-heal apply, not the product's drift check")
+                logger.info("%s: skipped: %s", environment, reason)
+                return {"environment": environment, "revision": revision, "skipped_reason": reason}
             ledger = Ledger()
             report = check_environment(
-                environment, config, gitops=gitops,
-                runtime=load_any_block(config.runtime, f"delivery.yaml environments.{environment}.runtime"),
+                environment, config, gitops=gitops, runtime=runtime,
                 revision=revision, store=SyncStateStore(ledger.engine), on_release=publish_timeline, ledger=ledger,
             )
     except TimeoutError:

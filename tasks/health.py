@@ -4,6 +4,10 @@ The gate waits, within a timeout, until every gated Deployment's rollout is comp
 generation, updated and available replicas) or one of them exceeds its progress deadline; then,
 optionally, an HTTP probe must answer the expected status. On success the tag
 ``healthy/<env>/<app>`` moves to the revision (the rollback target). Emits ``HealthChecked``.
+
+With an :class:`~blocks.argocd_runtime.ArgoCDRuntime` the gate is the environment's Argo CD
+Application: Synced and Healthy at the revision passes; Degraded, or anything else at the timeout
+(e.g. still Progressing), fails with Argo CD's status as the reason.
 """
 
 from __future__ import annotations
@@ -15,15 +19,17 @@ from typing import Any
 import httpx
 from pydantic import Field
 
+from blocks.argocd_runtime import ArgoAppStatus
 from blocks.gitops_repo import GitOpsRepo
 from blocks.kubernetes_runtime import KubernetesRuntime, RolloutStatus
+from blocks.runtime import Runtime, reconciled_by_argocd
 from delivery import provider_timing
 from delivery.config import HttpProbe
 from delivery.errors import HealthCheckFailed, NotFound, TransientError
 from delivery.events import EventName, emit
 from delivery.manifests import DeployTarget
 from tasks.stage import coerce, stage
-from tasks.sync import desired_objects
+from tasks.sync import desired_objects, same_manifests
 
 
 class HealthSpec(DeployTarget):
@@ -43,6 +49,7 @@ class HealthResult(DeployTarget):
     git_revision: str
     healthy: bool
     rollouts: list[RolloutStatus] = Field(default_factory=list)
+    application: ArgoAppStatus | None = Field(default=None, description="Argo CD: the Application's last status")
     probe_status: int | None = None
     message: str
     tagged: bool = False
@@ -84,7 +91,7 @@ def wait_for_rollouts(
 
 
 def probe(
-    spec: HttpProbe, runtime: KubernetesRuntime, *, namespace: str, app: str, deadline: float,
+    spec: HttpProbe, runtime: Runtime, *, namespace: str, app: str, deadline: float,
     poll_seconds: float,
 ) -> tuple[bool, int | None, str]:
     """Call the probe until it answers the expected status or the deadline passes."""
@@ -109,14 +116,22 @@ def probe(
         time.sleep(poll_seconds)
 
 
-def evaluate_health(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: HealthSpec) -> HealthResult:
+def evaluate_health(runtime: Runtime, repo: GitOpsRepo, spec: HealthSpec) -> HealthResult:
     """Run the gate without raising (the stage's body); tags the revision healthy on success."""
     started = time.monotonic()
-    names = _gated(runtime, repo, spec)
-    healthy, rollouts, message = wait_for_rollouts(
-        runtime, namespace=spec.namespace, names=names, timeout_seconds=spec.timeout_seconds,
-        poll_seconds=spec.poll_seconds,
-    )
+    rollouts: list[RolloutStatus] = []
+    application: ArgoAppStatus | None = None
+    if reconciled_by_argocd(runtime):
+        healthy, application, message = runtime.wait_healthy(
+            runtime.application_for(spec.app, spec.environment), spec.git_revision,
+            timeout_seconds=spec.timeout_seconds, poll_seconds=spec.poll_seconds,
+            equivalent=same_manifests(repo, spec, spec.git_revision))
+    else:
+        names = _gated(runtime, repo, spec)
+        healthy, rollouts, message = wait_for_rollouts(
+            runtime, namespace=spec.namespace, names=names, timeout_seconds=spec.timeout_seconds,
+            poll_seconds=spec.poll_seconds,
+        )
     probe_status = None
     if healthy and spec.http_probe is not None:
         healthy, probe_status, probe_message = probe(
@@ -129,11 +144,12 @@ def evaluate_health(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: HealthSp
         repo.tag_healthy(spec.environment, spec.app, spec.git_revision)
         tagged = True
     return HealthResult(**spec.target().model_dump(), git_revision=spec.git_revision, healthy=healthy,
-                        rollouts=rollouts, probe_status=probe_status, message=message, tagged=tagged)
+                        rollouts=rollouts, application=application, probe_status=probe_status, message=message,
+                        tagged=tagged)
 
 
 @stage("check_health")
-def check_health(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: HealthSpec | Mapping[str, Any]) -> HealthResult:
+def check_health(runtime: Runtime, repo: GitOpsRepo, spec: HealthSpec | Mapping[str, Any]) -> HealthResult:
     """Gate the environment on its rollouts (and probe); emit ``HealthChecked``.
 
     Args:
@@ -163,6 +179,8 @@ def check_health(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: HealthSpec 
                          for r in result.rollouts],
             "probe_status": result.probe_status,
             "tagged": result.tagged,
+            **({"argocd_application": result.application.name, "argocd_sync": result.application.sync_status,
+                "argocd_health": result.application.health_status} if result.application is not None else {}),
         },
         resource={"delivery.environment": spec.environment},
     )

@@ -5,6 +5,8 @@ The folder ``environments/<env>/<app>/`` is restored to what the tag ``healthy/<
 revision: ``rolling`` re-applies the previous objects; ``blue_green`` switches the Service back to
 the previous slot; ``canary`` prunes the canary while the stable Deployment, unchanged in Git, is
 not even re-written. With no healthy revision yet, the application is removed from the environment.
+With an :class:`~blocks.argocd_runtime.ArgoCDRuntime` the restoring commit is synced by Argo CD
+(prune on) and the Application, not each rollout, must be Synced and Healthy there.
 Emits ``RollbackCompleted``.
 """
 
@@ -15,14 +17,16 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from blocks.argocd_runtime import ArgoAppStatus
 from blocks.gitops_repo import GitOpsRepo
-from blocks.kubernetes_runtime import KubernetesRuntime, ObjectRef, RolloutStatus
+from blocks.kubernetes_runtime import ObjectRef, RolloutStatus
+from blocks.runtime import Runtime, reconciled_by_argocd
 from delivery.events import EventName, emit
 from delivery.manifest_files import parse_objects
 from delivery.manifests import DeployTarget
 from tasks.health import wait_for_rollouts
 from tasks.stage import coerce, stage
-from tasks.sync import SyncSpec, reconcile
+from tasks.sync import SyncSpec, reconcile, same_manifests
 
 SLOT_LABEL = "delivery.gitops/slot"
 TRACK_LABEL = "delivery.gitops/track"
@@ -50,6 +54,7 @@ class RollbackResult(DeployTarget):
     changed: list[ObjectRef] = Field(default_factory=list)
     pruned: list[ObjectRef] = Field(default_factory=list)
     rollouts: list[RolloutStatus] = Field(default_factory=list)
+    application: ArgoAppStatus | None = Field(default=None, description="Argo CD: the Application's last status")
     healthy: bool
     message: str
 
@@ -67,7 +72,7 @@ def describe(strategy: str, files: Mapping[str, bytes | str], pruned: list[Objec
     return f"restored {len(objects)} object(s) of the last healthy revision"
 
 
-def restore_healthy(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: RollbackSpec) -> RollbackResult:
+def restore_healthy(runtime: Runtime, repo: GitOpsRepo, spec: RollbackSpec) -> RollbackResult:
     """Restore and sync the last healthy revision (the stage's body)."""
     healthy = repo.healthy_revision(spec.environment, spec.app)
     files = repo.read_environment(spec.environment, spec.app, ref=healthy) if healthy else {}
@@ -86,7 +91,12 @@ def restore_healthy(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: Rollback
     synced = reconcile(runtime, repo, SyncSpec(**spec.target().model_dump(), git_revision=commit.sha))
     names = [o["metadata"]["name"] for o in parse_objects(files) if o["kind"] == "Deployment"]
     healthy_now, rollouts, message = True, [], "nothing to wait for"
-    if spec.wait and names:
+    application = synced.application
+    if spec.wait and files and reconciled_by_argocd(runtime):
+        healthy_now, application, message = runtime.wait_healthy(
+            runtime.application_for(spec.app, spec.environment), commit.sha, timeout_seconds=spec.timeout_seconds,
+            poll_seconds=spec.poll_seconds, equivalent=same_manifests(repo, spec, commit.sha))
+    elif spec.wait and names and not reconciled_by_argocd(runtime):
         healthy_now, rollouts, message = wait_for_rollouts(
             runtime, namespace=spec.namespace, names=names, timeout_seconds=spec.timeout_seconds,
             poll_seconds=spec.poll_seconds,
@@ -94,12 +104,13 @@ def restore_healthy(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: Rollback
     return RollbackResult(
         **spec.target().model_dump(), strategy=spec.strategy, git_revision=commit.sha, restored_from=healthy,
         committed=commit.created, changed=synced.changed, pruned=synced.pruned, rollouts=rollouts,
-        healthy=healthy_now, message=f"{describe(spec.strategy, files, synced.pruned)}; {message}",
+        application=application, healthy=healthy_now,
+        message=f"{describe(spec.strategy, files, synced.pruned)}; {message}",
     )
 
 
 @stage("roll_back")
-def roll_back(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: RollbackSpec | Mapping[str, Any]) -> RollbackResult:
+def roll_back(runtime: Runtime, repo: GitOpsRepo, spec: RollbackSpec | Mapping[str, Any]) -> RollbackResult:
     """Return an environment to its last healthy revision; emit ``RollbackCompleted``.
 
     Args:

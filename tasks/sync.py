@@ -5,19 +5,25 @@ missing or differs is server-side applied, the others are not even re-written (a
 changes nothing costs one LIST per kind whatever the object count); every managed object of the
 application and environment that Git no longer holds is deleted; nothing without the managed
 labels is ever touched. Emits ``GitOpsSynced`` with the revision.
+
+With an :class:`~blocks.argocd_runtime.ArgoCDRuntime`, Argo CD applies and prunes: the stage asks it
+to sync the environment's Application at the revision and waits until it is Synced there (an
+Application already Synced and Healthy at the revision is not synced again).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import Field
 
+from blocks.argocd_runtime import ArgoAppStatus, ArgoCDRuntime
 from blocks.gitops_repo import GitOpsRepo
-from blocks.kubernetes_runtime import KubernetesRuntime, ObjectRef
+from blocks.kubernetes_runtime import ObjectRef
+from blocks.runtime import Runtime, reconciled_by_argocd
 from delivery.drift_compare import compare_objects, is_managed
-from delivery.errors import InvalidInput
+from delivery.errors import DeliveryError, InvalidInput
 from delivery.events import EventName, emit
 from delivery.field_ownership import dropped_fields
 from delivery.labels import APP_LABEL, ENVIRONMENT_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, managed_selector
@@ -41,11 +47,13 @@ class SyncResult(DeployTarget):
     changed: list[ObjectRef] = Field(default_factory=list, description="Created or updated objects")
     unchanged: list[ObjectRef] = Field(default_factory=list)
     pruned: list[ObjectRef] = Field(default_factory=list)
+    application: ArgoAppStatus | None = Field(default=None, description="Argo CD: the Application after the sync")
+    sync_requested: bool = Field(default=False, description="Argo CD: a sync operation was asked for")
 
     @property
     def no_op(self) -> bool:
         """True when the runtime already matched Git."""
-        return not self.changed and not self.pruned
+        return not self.changed and not self.pruned and not self.sync_requested
 
 
 def desired_objects(repo: GitOpsRepo, target: DeployTarget, git_revision: str) -> list[dict[str, Any]]:
@@ -69,17 +77,20 @@ def desired_objects(repo: GitOpsRepo, target: DeployTarget, git_revision: str) -
     return objects
 
 
-def reconcile(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: SyncSpec) -> SyncResult:
+def reconcile(runtime: Runtime, repo: GitOpsRepo, spec: SyncSpec) -> SyncResult:
     """Compare, apply what differs, and prune (the stage's body, also used by rollbacks).
 
     Live objects are listed once per kind and compared with Git first, so only objects that are
     missing, differ on a field Git sets, or still hold a field Git dropped are server-side
     applied: a sync that changes nothing costs one LIST per kind whatever the object count.
+    With Argo CD, the Application is synced at the revision instead (:func:`sync_application`).
 
     Returns:
         What changed, what did not, and what was pruned.
     """
     git_revision = spec.git_revision or repo.head()
+    if reconciled_by_argocd(runtime):
+        return sync_application(runtime, repo, spec, git_revision)
     objects = desired_objects(repo, spec, git_revision)
     selector = managed_selector(app=spec.app, environment=spec.environment)
     kinds = list(dict.fromkeys([*runtime.managed_kinds, *(f"{o['apiVersion']}/{o['kind']}" for o in objects)]))
@@ -100,6 +111,41 @@ def reconcile(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: SyncSpec) -> S
     unchanged += [ObjectRef.of(obj) for obj in live if ObjectRef.of(obj).identity in untouched]
     return SyncResult(**spec.target().model_dump(), git_revision=git_revision, changed=changed,
                       unchanged=unchanged, pruned=pruned)
+
+
+def sync_application(runtime: ArgoCDRuntime, repo: GitOpsRepo, spec: SyncSpec, git_revision: str) -> SyncResult:
+    """Sync the environment's Argo CD Application at ``git_revision`` and wait until it is Synced there.
+
+    The objects in Git are checked as for a reconcile (managed labels, namespace) before Argo CD is
+    asked: what the product could never prune itself is refused the same way.
+    """
+    desired_objects(repo, spec, git_revision)
+    application = runtime.application_for(spec.app, spec.environment)
+    requested, status = runtime.sync(application, git_revision, dry_run=spec.dry_run,
+                                     equivalent=same_manifests(repo, spec, git_revision))
+    return SyncResult(**spec.target().model_dump(), git_revision=git_revision, application=status,
+                      sync_requested=requested)
+
+
+def same_manifests(repo: GitOpsRepo, target: DeployTarget, git_revision: str) -> Callable[[str], bool]:
+    """Whether another GitOps revision holds the same files for the app and environment as ``git_revision``.
+
+    Argo CD reports the head of the branch its Application tracks: a promotion of another app or
+    environment after the sync moves it without changing this Application's manifests. A revision the
+    local copy does not know counts as different.
+    """
+    wanted = repo.read_environment(target.environment, target.app, ref=git_revision)
+    seen: dict[str, bool] = {}
+
+    def equivalent(revision: str) -> bool:
+        if revision not in seen:
+            try:
+                seen[revision] = repo.read_environment(target.environment, target.app, ref=revision) == wanted
+            except DeliveryError:
+                seen[revision] = False
+        return seen[revision]
+
+    return equivalent
 
 
 def objects_to_apply(desired: list[dict[str, Any]], live: list[dict[str, Any]], *, namespace: str,
@@ -133,7 +179,7 @@ def objects_to_apply(desired: list[dict[str, Any]], live: list[dict[str, Any]], 
 
 
 @stage("sync_environment")
-def sync_environment(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: SyncSpec | Mapping[str, Any]) -> SyncResult:
+def sync_environment(runtime: Runtime, repo: GitOpsRepo, spec: SyncSpec | Mapping[str, Any]) -> SyncResult:
     """Reconcile the environment's Git revision onto the runtime; emit ``GitOpsSynced``.
 
     Args:
@@ -158,6 +204,8 @@ def sync_environment(runtime: KubernetesRuntime, repo: GitOpsRepo, spec: SyncSpe
             "unchanged": len(result.unchanged),
             "pruned": [str(ref) for ref in result.pruned],
             "dry_run": spec.dry_run,
+            **({"argocd_application": result.application.name, "sync_requested": result.sync_requested}
+               if result.application is not None else {}),
         },
         resource={"delivery.environment": spec.environment},
     )
