@@ -36,15 +36,28 @@ _REPOSITORY_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?:manifests|blobs|tags|refer
 ChallengeKey = tuple[str, str, str]  # realm, service, scope
 
 
+def normalize_scope(scope: str) -> str:
+    """A scope in one spelling: actions sorted (docker-registry names ``pull,push`` or ``push,pull``
+    at random), scopes sorted, so one token serves them all."""
+    parts = []
+    for part in scope.split(" "):
+        if not part:
+            continue
+        resource, colon, actions = part.rpartition(":")
+        parts.append(f"{resource}:{','.join(sorted(set(actions.split(','))))}" if colon else part)
+    return " ".join(sorted(set(parts)))
+
+
 def parse_bearer_challenge(header: str) -> ChallengeKey | None:
-    """(realm, service, scope) of a ``WWW-Authenticate: Bearer ...`` header; None for any other scheme."""
+    """(realm, service, scope) of a ``WWW-Authenticate: Bearer ...`` header, the scope normalized
+    (:func:`normalize_scope`); None for any other scheme."""
     scheme, _, params = header.strip().partition(" ")
     if scheme.lower() != "bearer":
         return None
     values = {name.lower(): value for name, value in _CHALLENGE_PARAM.findall(params)}
     if not values.get("realm"):
         return None
-    return values["realm"], values.get("service", ""), values.get("scope", "")
+    return values["realm"], values.get("service", ""), normalize_scope(values.get("scope", ""))
 
 
 def _basic(username: str, password: str | None) -> str:
@@ -187,4 +200,4 @@ class RegistryAuth(httpx.Auth):
         return token
 
 
-__all__ = ["DEFAULT_EXPIRES_IN", "RegistryAuth", "parse_bearer_challenge"]
+__all__ = ["DEFAULT_EXPIRES_IN", "RegistryAuth", "normalize_scope", "parse_bearer_challenge"]

@@ -23,7 +23,7 @@ from support.token_issuer import TokenIssuer
 import blocks.image_registry as image_registry
 from blocks.image_registry import OciImageRegistry, build_image
 from blocks.publishing import main as publish_main
-from blocks.registry_auth import RegistryAuth, parse_bearer_challenge
+from blocks.registry_auth import RegistryAuth, normalize_scope, parse_bearer_challenge
 from cli.local_registry import start_registry
 from delivery.errors import AuthenticationError, PermanentError, TransientError
 
@@ -245,6 +245,17 @@ def test_the_realm_is_asked_as_the_token_spec_says_and_its_failures_are_translat
 
     with pytest.raises(PermanentError, match="over plain http"):
         registry.resolve("a", "t", transport=httpx.MockTransport(plain_http_realm))
+
+
+def test_scopes_are_cached_in_one_spelling():
+    # docker-registry lists a scope's actions in random order (a Go map): both are one cache entry
+    assert normalize_scope("repository:a/b:push,pull") == normalize_scope("repository:a/b:pull,push") == (
+        "repository:a/b:pull,push")
+    assert normalize_scope("repository:b:pull  repository:a:pull") == "repository:a:pull repository:b:pull"
+    assert normalize_scope("registry:catalog:*") == "registry:catalog:*" and normalize_scope("") == ""
+    challenge = 'Bearer realm="r",scope="repository:x:push,pull"'
+    assert parse_bearer_challenge(challenge) == ("r", "", "repository:x:pull,push")
+    assert parse_bearer_challenge('Basic realm="r"') is None
 
 
 def test_a_token_without_expires_in_lives_the_spec_default():
