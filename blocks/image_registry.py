@@ -4,9 +4,18 @@
 Debian ``docker-registry`` started by :mod:`cli.local_registry`; ACR or any v2 registry
 works the same). Building and pushing live in :mod:`blocks.publishing`, which the pipeline's
 publish step runs without Prefect; this block is how flows and tasks reach the registry.
+
+Authentication (:mod:`blocks.registry_auth`): Basic with ``username``/``password``, or, when the
+registry answers 401 with a ``Bearer`` challenge (ACR and every cloud registry), a token from the
+challenge's realm, asked for with those credentials (or with ``refresh_token``, ACR's OAuth2 flow),
+cached per scope until it expires, across calls and block instances with the same credentials.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+import threading
 
 import httpx
 from prefect.blocks.core import Block
@@ -22,11 +31,15 @@ from blocks.publishing import (
     registry_client,
     registry_host,
 )
+from blocks.registry_auth import RegistryAuth
 from delivery.errors import NotFound
 from delivery.models import PublishedImage
 from delivery.provider_timing import timed_provider
 
 __all__ = ["ImageBlobs", "ImageRegistry", "OciImageRegistry", "build_image", "build_layer"]
+
+_AUTHS: dict[str, RegistryAuth] = {}  # sha256 of (url, username, password, refresh token) -> its tokens
+_AUTHS_LOCK = threading.Lock()
 
 
 class ImageRegistry(Block):
@@ -49,8 +62,10 @@ class OciImageRegistry(ImageRegistry):
 
     Attributes:
         url: base URL, e.g. ``http://127.0.0.1:5000``.
-        username: for basic authentication, if the registry asks.
+        username: for basic authentication, or at the registry's token realm, if the registry asks.
         password: the password or token for ``username``.
+        refresh_token: an OAuth2 refresh token exchanged at the token realm for access tokens
+            (ACR: ``az acr login --expose-token``); used instead of ``username``/``password``.
         timeout_seconds: per request.
     """
 
@@ -59,8 +74,12 @@ class OciImageRegistry(ImageRegistry):
     _description = "Pushes images built from a folder to an OCI registry; later stages deploy by digest."
 
     url: str = Field(description="Registry base URL, e.g. http://127.0.0.1:5000")
-    username: str | None = Field(default=None, description="For basic authentication, if the registry asks")
+    username: str | None = Field(default=None, description="For basic authentication, or at the registry's token "
+                                 "service when it asks for tokens")
     password: SecretStr | None = Field(default=None, description="The password or token for the username")
+    refresh_token: SecretStr | None = Field(
+        default=None, description="An OAuth2 refresh token for the registry's token service (ACR); replaces "
+                                  "username and password")
     timeout_seconds: float = Field(default=30.0, description="Timeout of one HTTP request")
 
     @property
@@ -72,10 +91,21 @@ class OciImageRegistry(ImageRegistry):
         """The registry URL, as ``IMAGE_REGISTRY`` (credentials go as secret variables, not here)."""
         return {"IMAGE_REGISTRY": self.url}
 
+    def _registry_auth(self) -> RegistryAuth:
+        """The authentication for this block's URL and credentials, shared by every instance in the process
+        (blocks are loaded anew for each task), so tokens are reused until they expire."""
+        password = self.password.get_secret_value() if self.password else None
+        refresh_token = self.refresh_token.get_secret_value() if self.refresh_token else None
+        key = hashlib.sha256(json.dumps([self.url, self.username, password, refresh_token]).encode()).hexdigest()
+        with _AUTHS_LOCK:
+            auth = _AUTHS.get(key)
+            if auth is None:
+                auth = _AUTHS[key] = RegistryAuth(self.username, password, refresh_token=refresh_token)
+            return auth
+
     def _client(self, transport: httpx.BaseTransport | None = None) -> httpx.Client:
-        return registry_client(self.url, username=self.username,
-                               password=self.password.get_secret_value() if self.password else None,
-                               timeout=self.timeout_seconds, transport=transport)
+        return registry_client(self.url, auth=self._registry_auth(), timeout=self.timeout_seconds,
+                               transport=transport)
 
     def push_image(
         self, image: ImageBlobs, *, repository: str, tag: str, transport: httpx.BaseTransport | None = None

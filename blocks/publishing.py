@@ -4,7 +4,10 @@
   layer (a reproducible tar.gz of the build context under the image's work directory), an OCI
   image config and an OCI manifest, pushed blob by blob over the distribution API
   (``POST .../blobs/uploads/`` then ``PUT <Location>?digest=``), the manifest last. The same files
-  give the same digest; later stages deploy by digest. The publish step runs outside Prefect, where
+  give the same digest; later stages deploy by digest. Credentials come from the secret variables
+  ``IMAGE_REGISTRY_USERNAME``/``IMAGE_REGISTRY_PASSWORD`` (Basic, or at the registry's token realm
+  when it asks for bearer tokens: :mod:`blocks.registry_auth`) or ``IMAGE_REGISTRY_REFRESH_TOKEN``
+  (an ACR refresh token). The publish step runs outside Prefect, where
   no task retry would follow, so it retries a transient registry failure itself (network, 429,
   5xx: :func:`push_with_retries`) instead of failing the build on it.
 - Packages: a wheel is copied atomically into a directory feed; the same bytes again are a no-op,
@@ -41,6 +44,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from blocks.registry_auth import RegistryAuth
 from delivery.errors import AuthenticationError, DeliveryError, InvalidInput, PermanentError, TransientError
 from delivery.models import PublishedImage, PublishedPackage
 
@@ -181,9 +185,21 @@ def _canonical(document: dict[str, Any]) -> bytes:
 
 
 def registry_client(url: str, *, username: str | None = None, password: str | None = None,
+                    refresh_token: str | None = None, auth: RegistryAuth | None = None,
                     timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    """An httpx client for a registry, with basic authentication when a user name is given."""
-    auth = httpx.BasicAuth(username, password or "") if username else None
+    """An httpx client for a registry: basic authentication, or bearer tokens when the registry asks for them.
+
+    Args:
+        url: the registry's base URL.
+        username, password: Basic credentials, sent to the registry or to its token realm.
+        refresh_token: an OAuth2 refresh token to get tokens with instead (ACR).
+        auth: an existing :class:`~blocks.registry_auth.RegistryAuth` (its tokens are reused);
+            the credentials above are then ignored.
+        timeout: per request.
+        transport: an httpx transport (tests).
+    """
+    if auth is None:
+        auth = RegistryAuth(username, password, refresh_token=refresh_token)
     return httpx.Client(base_url=url.rstrip("/"), auth=auth, timeout=timeout, transport=transport)
 
 
@@ -284,6 +300,8 @@ def registry_call(client: httpx.Client, method: str, url: str, *, what: str, all
         raise TransientError(f"{what}: registry timed out") from exc
     except httpx.TransportError as exc:
         raise TransientError(f"{what}: registry unreachable ({type(exc).__name__})") from exc
+    except DeliveryError as exc:  # from the token realm (blocks.registry_auth): say what it was for
+        raise type(exc)(f"{what}: {exc}", reason=exc.reason) from None
     if response.is_success or response.status_code in allow:
         return response
     detail = response.text[:300] if method != "HEAD" else ""
@@ -402,7 +420,8 @@ def _publish_image(args: argparse.Namespace) -> None:
                         env=spec.env, port=spec.port, labels=labels)
     # credentials come as secret pipeline variables, never as arguments (which logs would show)
     with registry_client(args.registry, username=os.environ.get("IMAGE_REGISTRY_USERNAME") or None,
-                         password=os.environ.get("IMAGE_REGISTRY_PASSWORD")) as client:
+                         password=os.environ.get("IMAGE_REGISTRY_PASSWORD"),
+                         refresh_token=os.environ.get("IMAGE_REGISTRY_REFRESH_TOKEN") or None) as client:
         published = push_with_retries(client, image, url=args.registry, repository=spec.repository, tag=args.tag,
                                       on_retry=_warn_retry)
     print(f"pushed {published.reference} (tag {published.tag})")

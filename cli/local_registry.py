@@ -3,6 +3,11 @@
 :func:`start_registry` writes its own configuration (loopback, a free port, filesystem storage,
 no authentication, deletes allowed) into a folder, starts the binary and waits until ``/v2/``
 answers; :func:`stop_registry` ends it by pid. Tests and ``delivery up`` use it.
+
+With a :class:`TokenAuth` the registry asks for the Docker registry token flow instead, as ACR and
+the cloud registries do: ``/v2/`` answers 401 with ``WWW-Authenticate: Bearer realm=...`` and only
+accepts JWTs signed by the issuer whose certificate is in ``rootcertbundle`` (the ``x5c`` header
+with that certificate, or ``kid`` set to its libtrust key id), for the service as audience.
 """
 
 from __future__ import annotations
@@ -49,15 +54,32 @@ class LocalRegistry:
         self.stop()
 
 
+@dataclass(frozen=True)
+class TokenAuth:
+    """The registry's ``auth.token`` section: where clients get tokens and whose tokens it accepts.
+
+    Attributes:
+        realm: the token service's URL, sent to clients in the ``Bearer`` challenge.
+        service: the registry's name, sent in the challenge and expected as the token's audience.
+        issuer: the ``iss`` claim tokens must carry.
+        rootcertbundle: a PEM file of the certificates whose keys may sign tokens.
+    """
+
+    realm: str
+    service: str
+    issuer: str
+    rootcertbundle: Path
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def registry_config(*, port: int, storage: Path) -> dict:
-    """The registry configuration the product runs with."""
-    return {
+def registry_config(*, port: int, storage: Path, token_auth: TokenAuth | None = None) -> dict:
+    """The registry configuration the product runs with; token authentication when ``token_auth`` is given."""
+    config: dict = {
         "version": 0.1,
         "log": {"level": "warn", "fields": {"service": "registry"}},
         "storage": {
@@ -67,6 +89,17 @@ def registry_config(*, port: int, storage: Path) -> dict:
         },
         "http": {"addr": f"127.0.0.1:{port}", "headers": {"X-Content-Type-Options": ["nosniff"]}},
     }
+    if token_auth is not None:
+        config["auth"] = {"token": {"realm": token_auth.realm, "service": token_auth.service,
+                                    "issuer": token_auth.issuer,
+                                    "rootcertbundle": str(token_auth.rootcertbundle)}}
+    return config
+
+
+def _is_up(answer: httpx.Response, *, token_auth: bool) -> bool:
+    if token_auth:
+        return answer.status_code == 401 and answer.headers.get("WWW-Authenticate", "").lower().startswith("bearer ")
+    return answer.status_code == 200
 
 
 def start_registry(
@@ -75,6 +108,7 @@ def start_registry(
     binary: str = REGISTRY_BINARY,
     startup_timeout: float = 20.0,
     attempts: int = 3,
+    token_auth: TokenAuth | None = None,
 ) -> LocalRegistry:
     """Start a registry on 127.0.0.1 and a free port, and wait until it answers.
 
@@ -82,8 +116,10 @@ def start_registry(
         root: folder for config, storage and log; a new temporary folder when omitted. Images
             stored there survive a restart on the same folder.
         binary: the registry executable.
-        startup_timeout: seconds to wait for ``GET /v2/`` to answer 200.
+        startup_timeout: seconds to wait for ``GET /v2/`` to answer (200, or the challenge).
         attempts: tries, each on a new port (another process may take a free port first).
+        token_auth: ask clients for bearer tokens from this token service (none by default: no
+            authentication). Such a registry is up once ``GET /v2/`` answers 401 with its challenge.
 
     Returns:
         The running registry (url, pid, root).
@@ -100,7 +136,7 @@ def start_registry(
     for _ in range(attempts):
         port = _free_port()
         config = base / "config.yml"
-        config.write_text(yaml.safe_dump(registry_config(port=port, storage=base / "storage")))
+        config.write_text(yaml.safe_dump(registry_config(port=port, storage=base / "storage", token_auth=token_auth)))
         log = open(base / "registry.log", "ab")  # noqa: SIM115 - handed to the child process
         process = subprocess.Popen(
             [binary, "serve", str(config)],
@@ -114,7 +150,7 @@ def start_registry(
         deadline = time.monotonic() + startup_timeout
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                if httpx.get(f"{url}/v2/", timeout=1.0).status_code == 200:
+                if _is_up(httpx.get(f"{url}/v2/", timeout=1.0), token_auth=token_auth is not None):
                     return LocalRegistry(url=url, pid=process.pid, root=base)
             except httpx.HTTPError:
                 pass
