@@ -155,6 +155,10 @@ class AzureArtifactsFeed(PackageFeed):
         return {"PACKAGE_FEED": self.upload_url, "PACKAGE_FEED_INDEX": self.index_url,
                 "PACKAGE_FEED_USERNAME": self.username}
 
+    def pipeline_secrets(self) -> dict[str, SecretStr]:
+        """The token, as ``PACKAGE_FEED_PASSWORD``."""
+        return {"PACKAGE_FEED_PASSWORD": self.token}
+
     def publish(self, distribution: Path, *, transport: httpx.BaseTransport | None = None) -> PublishedPackage:
         """Upload a wheel (see :meth:`blocks.pypi_upload.PythonFeed.upload`); the same file again is a no-op.
 

@@ -133,6 +133,7 @@ class AzurePipelinesRunner(PipelineRunner):
         run_name: str = "",
         on_started: RunStarted | None = None,
         clone_env: Mapping[str, str] | None = None,
+        secret_variables: Mapping[str, SecretStr] | None = None,
         branch: str = "refs/heads/main",
         transport: httpx.BaseTransport | None = None,
     ) -> PipelineRunResult:
@@ -140,6 +141,8 @@ class AzurePipelinesRunner(PipelineRunner):
 
         ``repository``, ``clone_url`` and ``pipeline_path`` are defined on the Azure pipeline
         itself, and Azure clones with the pipeline's own service connection (``clone_env`` is not used);
+        ``secret_variables`` go as secret queue-time variables (a script step reads one only where the pipeline maps it
+        with ``env:``);
         ``branch`` is the ref the commit is on. ``transport`` is for tests.
 
         Raises:
@@ -150,7 +153,9 @@ class AzurePipelinesRunner(PipelineRunner):
         started = datetime.now(UTC)
         body = {
             "resources": {"repositories": {"self": {"refName": branch, "version": commit}}},
-            "variables": {name: {"value": value, "isSecret": False} for name, value in (variables or {}).items()},
+            "variables": {**{name: {"value": value, "isSecret": False} for name, value in (variables or {}).items()},
+                          **{name: {"value": value.get_secret_value(), "isSecret": True}
+                             for name, value in (secret_variables or {}).items()}},
         }
         with self._client(transport) as client:
             queued = self._request(client, "POST", f"pipelines/{self.pipeline_id}/runs", json=body,

@@ -51,6 +51,10 @@ class ImageRegistry(Block):
         """Variables the pipeline's publish job reads to reach this registry."""
         raise NotImplementedError
 
+    def pipeline_secrets(self) -> dict[str, SecretStr]:
+        """Secret variables the pipeline's publish job reads (credentials; none by default)."""
+        return {}
+
     def has(self, image: PublishedImage) -> bool:  # pragma: no cover - interface
         """Whether the registry serves ``image`` by its digest."""
         raise NotImplementedError
@@ -88,8 +92,13 @@ class OciImageRegistry(ImageRegistry):
         return registry_host(self.url)
 
     def pipeline_variables(self) -> dict[str, str]:
-        """The registry URL, as ``IMAGE_REGISTRY`` (credentials go as secret variables, not here)."""
-        return {"IMAGE_REGISTRY": self.url}
+        """The registry URL, as ``IMAGE_REGISTRY``, and the user name (the secrets: :meth:`pipeline_secrets`)."""
+        return {"IMAGE_REGISTRY": self.url, **({"IMAGE_REGISTRY_USERNAME": self.username} if self.username else {})}
+
+    def pipeline_secrets(self) -> dict[str, SecretStr]:
+        """``IMAGE_REGISTRY_PASSWORD`` and ``IMAGE_REGISTRY_REFRESH_TOKEN``, those the block holds."""
+        held = {"IMAGE_REGISTRY_PASSWORD": self.password, "IMAGE_REGISTRY_REFRESH_TOKEN": self.refresh_token}
+        return {name: value for name, value in held.items() if value is not None}
 
     def _registry_auth(self) -> RegistryAuth:
         """The authentication for this block's URL and credentials, shared by every instance in the process

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect.blocks.core import Block
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from blocks.publishing import publish_wheel, wheel_name_and_version
 from delivery.models import PublishedPackage
@@ -32,6 +32,10 @@ class PackageFeed(Block):
     def pipeline_variables(self) -> dict[str, str]:  # pragma: no cover - interface
         """Variables the pipeline's publish job reads to reach this feed."""
         raise NotImplementedError
+
+    def pipeline_secrets(self) -> dict[str, SecretStr]:
+        """Secret variables the pipeline's publish job reads (credentials; none for a folder)."""
+        return {}
 
     def has(self, package: PublishedPackage) -> bool:  # pragma: no cover - interface
         """Whether the feed holds ``package`` (name and version)."""

@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect.blocks.core import Block
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from blocks.pipeline_files import TEST_RESULTS_TASK, PipelineJob, parse_pipeline, read_junit, read_published
 from delivery.errors import InvalidInput, NotFound, TransientError
@@ -111,6 +111,7 @@ class PipelineRunner(Block):
         run_name: str = "",
         on_started: RunStarted | None = None,
         clone_env: Mapping[str, str] | None = None,
+        secret_variables: Mapping[str, SecretStr] | None = None,
     ) -> PipelineRunResult:  # pragma: no cover - interface
         """Run the pipeline at ``commit`` to completion.
 
@@ -118,6 +119,8 @@ class PipelineRunner(Block):
             repository: the application repository.
             clone_url: where a runner that clones finds it.
             clone_env: what its git needs in the environment to clone it (``GitHost.clone_env``: credentials).
+            secret_variables: the feed's and registry's credentials (``pipeline_secrets``): in the jobs'
+                environment, never in the run's record, and masked in its logs.
             commit: the commit to build.
             pipeline_path: the pipeline file in the repository.
             variables: queue-time variables (feed and registry locations).
@@ -137,6 +140,19 @@ def _env_name(variable: str) -> str:
 def _now() -> datetime:
     return datetime.now(UTC)
 
+
+
+def _mask(log: Path, values: Iterable[str]) -> None:
+    """Replace the secret variables' values in a step's log by ``***``, as Azure Pipelines does."""
+    values = [value for value in values if value]
+    if not values or not log.is_file():
+        return
+    text = log.read_bytes()
+    masked = text
+    for value in values:
+        masked = masked.replace(value.encode(), b"***")
+    if masked != text:
+        log.write_bytes(masked)
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40] or "step"
@@ -179,6 +195,7 @@ class LocalPipelineRunner(PipelineRunner):
         run_name: str = "",
         on_started: RunStarted | None = None,
         clone_env: Mapping[str, str] | None = None,
+        secret_variables: Mapping[str, SecretStr] | None = None,
     ) -> PipelineRunResult:
         """Run the pipeline at ``commit``; see :meth:`PipelineRunner.run`.
 
@@ -203,8 +220,9 @@ class LocalPipelineRunner(PipelineRunner):
         if on_started is not None:
             on_started(run_id)
         env_vars = {**yaml_variables, **(variables or {})}
+        secret_env = {_env_name(k): v.get_secret_value() for k, v in (secret_variables or {}).items()}
         results = self._schedule(jobs, lambda job: self._run_job(job, clone_url, commit, run_dir, env_vars, run_id,
-                                                                        clone_env))
+                                                                        clone_env, secret_env))
         ordered = [results[job.name] for job in jobs]
         return self._summarise(run_id, commit, ordered, run_dir, started)
 
@@ -285,7 +303,8 @@ class LocalPipelineRunner(PipelineRunner):
         return env
 
     def _run_job(self, job: PipelineJob, clone_url: str, commit: str, run_dir: Path,
-                 variables: Mapping[str, str], run_id: str, clone_env: Mapping[str, str] | None) -> JobResult:
+                 variables: Mapping[str, str], run_id: str, clone_env: Mapping[str, str] | None,
+                 secret_env: Mapping[str, str]) -> JobResult:
         started = _now()
         job_dir = run_dir / "jobs" / job.name
         staging = job_dir / "staging"
@@ -298,7 +317,7 @@ class LocalPipelineRunner(PipelineRunner):
         except (TransientError, NotFound) as exc:
             return JobResult(name=job.name, stage=job.stage, outcome=RunOutcome.FAILED, started_at=started,
                              finished_at=_now(), reason=str(exc))
-        env = self._job_env(job, checkout, staging, commit, run_id, variables)
+        env = {**self._job_env(job, checkout, staging, commit, run_id, variables), **secret_env}
         budget = self.job_timeout_seconds or job.timeout_minutes * 60
         deadline = time.monotonic() + budget
         steps: list[StepResult] = []
@@ -318,6 +337,7 @@ class LocalPipelineRunner(PipelineRunner):
             else:
                 log.write_text(f"step {name!r}: tasks other than {TEST_RESULTS_TASK} run only on Azure Pipelines\n")
                 result = StepResult(name=name, outcome=RunOutcome.SKIPPED, log=str(log))
+            _mask(log, secret_env.values())
             steps.append(result)
             if result.outcome is RunOutcome.TIMED_OUT:
                 outcome, reason = RunOutcome.TIMED_OUT, f"job {job.name} timed out after {budget:g}s in step {name!r}"

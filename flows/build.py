@@ -38,5 +38,6 @@ def run_build(request: ReleaseRequest, merge: MergeInfo) -> BuildResult:
     registry = load_configured_block("image_registry", ImageRegistry)
     pipeline = generate_pipeline(git_host, request, merge)
     run = run_pipeline(runner, request, pipeline, clone_url=git_host.clone_url(request.app), source=git_host,
-                       variables={**feed.pipeline_variables(), **registry.pipeline_variables()})
+                       variables={**feed.pipeline_variables(), **registry.pipeline_variables()},
+                       publishers=(feed, registry))
     return ingest_build_result(request, run, feed=feed, registry=registry)

@@ -10,7 +10,7 @@ stops the release: nothing can be planned from it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from blocks.git_host import GitHost
 from blocks.image_registry import ImageRegistry
@@ -32,6 +32,7 @@ def run_pipeline(
     clone_url: str,
     variables: Mapping[str, str] | None = None,
     source: GitHost | None = None,
+    publishers: Sequence[PackageFeed | ImageRegistry] = (),
 ) -> PipelineRunResult:
     """Run the generated pipeline at the commit it was generated for, to completion.
 
@@ -43,6 +44,8 @@ def run_pipeline(
         variables: queue-time variables: the feed and registry locations.
         source: the host of ``clone_url``, whose credentials (:meth:`GitHost.clone_env`) a runner cloning on
             this machine needs; asked for here, inside the stage, so no secret is ever a stage's parameter.
+        publishers: the feed and registry the publish jobs reach: their credentials
+            (``pipeline_secrets``) go to the runner as secret variables, asked for here likewise.
 
     Returns:
         The run's result; a failed run is returned, and judged by ``ingest_build_result``.
@@ -53,9 +56,11 @@ def run_pipeline(
              payload={"run_id": run_id, "runner": type(runner).__name__, "repository": pipeline.repository,
                       "commit": pipeline.commit, "pipeline": pipeline.path})
 
+    secret_variables = {name: value for block in publishers for name, value in block.pipeline_secrets().items()}
     return runner.run(repository=pipeline.repository, clone_url=clone_url, commit=pipeline.commit,
                       pipeline_path=pipeline.path, variables=dict(variables or {}), run_name=request.release_id,
-                      on_started=started, clone_env=source.clone_env() if source is not None else None)
+                      on_started=started, clone_env=source.clone_env() if source is not None else None,
+                      secret_variables=secret_variables)
 
 
 def _failure_reason(run: PipelineRunResult, missing: list[str]) -> str:

@@ -7,18 +7,14 @@ Azure's), with an htpasswd file made by passlib, and refuses overwrites (409), a
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from support.package_index import TOKEN, USER, IndexServer, free_port, start_package_index
 
 from blocks.azure_artifacts_feed import AzureArtifactsFeed
 from blocks.package_feed import PackageFeed
@@ -27,70 +23,12 @@ from blocks.pypi_upload import PythonFeed, read_wheel, upload_with_retries
 from delivery.errors import AuthenticationError, InvalidInput, PermanentError, TransientError, validated
 from delivery.models import PublishedPackage
 
-USER, TOKEN = "ci-bot", "pat-7f3a9c1e5b"
-
-
-@dataclass(frozen=True)
-class IndexServer:
-    url: str
-    pid: int
-    packages: Path
-
-    @property
-    def index(self) -> str:
-        return f"{self.url}/simple/"
-
-    def feed(self, token: str = TOKEN, **fields) -> AzureArtifactsFeed:
-        return AzureArtifactsFeed(upload_url=f"{self.url}/", index_url=self.index, username=USER, token=token,
-                                  timeout_seconds=20, **fields)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def pypi(tmp_path_factory) -> Iterator[IndexServer]:
     """pypiserver on 127.0.0.1: authentication for update, list and download; no overwrite; stopped by pid."""
-    with warnings.catch_warnings():  # passlib imports the crypt module, deprecated since Python 3.11
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from passlib.apache import HtpasswdFile
-
-    root = tmp_path_factory.mktemp("pypiserver")
-    packages = root / "packages"
-    packages.mkdir()
-    passwords = HtpasswdFile(str(root / "htpasswd"), new=True)
-    passwords.set_password(USER, TOKEN)
-    passwords.save()
-    port = _free_port()
-    with open(root / "server.log", "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "pypiserver", "run", "--host", "127.0.0.1", "--port", str(port),
-             "--passwords", str(root / "htpasswd"), "--authenticate", "update,list,download", "--disable-fallback",
-             "--server", "wsgiref", str(packages)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, (root / "server.log").read_text()
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "pypiserver did not come up:\n" + (root / "server.log").read_text()
-            time.sleep(0.1)
-        yield IndexServer(url=url, pid=process.pid, packages=packages)
-    finally:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+    with start_package_index(tmp_path_factory.mktemp("pypiserver"), users={USER: TOKEN}) as running:
+        yield running
 
 
 def build_wheel(folder: Path, name: str, version: str = "1.0.0", value: int = 1) -> Path:
@@ -314,7 +252,7 @@ def test_the_upload_is_the_form_twine_sends(mock_wheel):
 
 
 def test_an_unreachable_feed_is_transient(mock_wheel):
-    feed = AzureArtifactsFeed(upload_url=f"http://127.0.0.1:{_free_port()}/", index_url="http://127.0.0.1:9/simple/",
+    feed = AzureArtifactsFeed(upload_url=f"http://127.0.0.1:{free_port()}/", index_url="http://127.0.0.1:9/simple/",
                               token=TOKEN, timeout_seconds=2)
     with pytest.raises(TransientError, match="unreachable"):
         feed.publish(mock_wheel)
