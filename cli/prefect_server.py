@@ -16,6 +16,12 @@ transaction ``IMMEDIATE``. A writer then takes the lock first and queues on the 
 instead of failing. Reads outside transactions are unchanged. Where Prefect's state lives in PostgreSQL,
 none of this applies.
 
+On SQLite Prefect also admits at most 100 requests at once (its ``RequestLimitMiddleware``), and an
+open websocket (every flow run's event and log streams, the UI's) holds its place for as long as it is
+open: about 20 releases at once on one worker held all 100, and the server then answered nothing, not
+even ``/api/health`` (bench/concurrency.py). Websockets write nothing while they wait, so this server
+lets them past the limit (:func:`admit_websockets`); HTTP requests stay limited.
+
 It also serves the product's block type logo (``blocks/logos``, at ``/delivery/logos``), which the
 Blocks catalog shows offline (:func:`serve_logos`).
 
@@ -63,6 +69,21 @@ def install() -> bool:
     return True
 
 
+def admit_websockets() -> None:
+    """Let websocket connections past Prefect's SQLite request limit; HTTP requests stay under it."""
+    from prefect.server.api.server import RequestLimitMiddleware
+
+    limited = RequestLimitMiddleware.__call__
+
+    async def call(self: Any, scope: Any, receive: Any, send: Any) -> None:
+        if scope.get("type") == "websocket":
+            await self.app(scope, receive, send)
+            return
+        await limited(self, scope, receive, send)
+
+    RequestLimitMiddleware.__call__ = call
+
+
 def serve_logos() -> None:
     """Make Prefect's server app (``create_app``) also serve ``blocks/logos`` at ``/delivery/logos``.
 
@@ -92,7 +113,9 @@ def main() -> None:
     from prefect.cli import app
 
     if install():
-        print("delivery: Prefect's SQLite transactions begin IMMEDIATE", flush=True)
+        admit_websockets()
+        print("delivery: Prefect's SQLite transactions begin IMMEDIATE; websockets pass its request limit",
+              flush=True)
     serve_logos()
     app()
 

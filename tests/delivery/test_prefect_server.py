@@ -86,3 +86,37 @@ def test_it_is_installed_for_sqlite_only(monkeypatch: pytest.MonkeyPatch, tmp_pa
     with temporary_settings({PREFECT_API_DATABASE_CONNECTION_URL: f"sqlite+aiosqlite:///{tmp_path / 'p.db'}"}):
         assert install() is True
     assert isinstance(dependencies.MODELS_DEPENDENCIES["database_config"], ImmediateSqliteConfiguration)
+
+
+def test_open_websockets_do_not_take_the_places_of_http_requests_under_prefects_sqlite_limit() -> None:
+    import anyio
+    from prefect.server.api.server import RequestLimitMiddleware
+
+    from cli.prefect_server import admit_websockets
+
+    async def scenario() -> list[str]:
+        """Two websockets open under a limit of two, then an HTTP request: what the app served, in order."""
+        sockets_end, served = anyio.Event(), []
+
+        async def app(scope, receive, send) -> None:  # noqa: ANN001 - an ASGI app
+            if scope["type"] == "websocket":
+                await sockets_end.wait()
+            served.append(scope["type"])
+
+        middleware = RequestLimitMiddleware(app, limit=2)
+        async with anyio.create_task_group() as group:
+            for _ in range(2):
+                group.start_soon(middleware, {"type": "websocket"}, None, None)
+            await anyio.sleep(0.05)
+            with anyio.move_on_after(1):
+                await middleware({"type": "http"}, None, None)
+            sockets_end.set()
+        return served
+
+    original = RequestLimitMiddleware.__call__
+    try:
+        assert anyio.run(scenario) == ["websocket", "websocket"]  # Prefect's own: the request never ran
+        admit_websockets()
+        assert anyio.run(scenario) == ["http", "websocket", "websocket"]
+    finally:
+        RequestLimitMiddleware.__call__ = original
