@@ -314,7 +314,8 @@ def answering(info: StackInfo) -> bool:
         return False
 
 
-def drive(info: StackInfo, client: DeliveryClient, calls: Calls, apps: list[str], *, timeout: float) -> Drive:
+def drive(info: StackInfo, client: DeliveryClient, poller: DeliveryClient, calls: Calls, apps: list[str], *,
+          timeout: float) -> Drive:
     """Start one release per app at once, approve what waits, until every run settled, the timeout passed or
     the server stopped answering (no health answer for ``STALL_SECONDS``)."""
     _, approvals = demo_approvals(info)
@@ -351,7 +352,7 @@ def drive(info: StackInfo, client: DeliveryClient, calls: Calls, apps: list[str]
             body = {"flow_runs": {"id": {"any_": list(by_run)}}, "limit": len(by_run)}
             try:
                 runs = calls.run("flow_runs/filter",
-                                 lambda b=body: client.request("POST", "/flow_runs/filter", json=b).json())
+                                 lambda b=body: poller.request("POST", "/flow_runs/filter", json=b).json())
             except TransientError:
                 continue
             for run in runs:
@@ -476,6 +477,7 @@ def measure(database: str, workers: int, releases: int, *, ready_delay: float, t
         try:
             info = start_stack(home, database, workers, ready_delay)
             result.add("stack up (s)", f"{time.monotonic() - began:.0f}")
+            result.add("releases (apps) to staging", f"{releases}")
             apps = [f"{APP_PREFIX}-{i:02d}" for i in range(releases)]
             for app in apps:
                 seed_app(info, app)
@@ -483,9 +485,13 @@ def measure(database: str, workers: int, releases: int, *, ready_delay: float, t
             sampler.start()
             transport = CountingTransport()
             calls = Calls()
+            polling = CountingTransport()
+            # the poll gives up sooner than the calls that act (a hung server is noticed within minutes)
             with DeliveryClient(info.api_url, auth_string=info.auth_string(), transport=transport,
-                                timeout=30) as client:
-                driven = drive(info, client, calls, apps, timeout=timeout)
+                                timeout=30) as client, \
+                    DeliveryClient(info.api_url, auth_string=info.auth_string(), transport=polling, timeout=15,
+                                   retries=2) as poller:
+                driven = drive(info, client, poller, calls, apps, timeout=timeout)
                 sampler.stop()
                 if driven.stalled:
                     result.notes.append(f"{result.name}: {driven.stalled}")
@@ -494,9 +500,9 @@ def measure(database: str, workers: int, releases: int, *, ready_delay: float, t
                 else:
                     timings(result, client, calls, driven, releases)
             check_lost(result, info, calls, driven)
-            result.add("client answers (all calls)", ", ".join(
-                f"{code}: {count}" for code, count in sorted(transport.codes.items())))
-            result.add("  5xx retried by the client", str(sum(n for c, n in transport.codes.items() if c >= 500)))
+            codes = transport.codes + polling.codes
+            result.add("client answers (all calls)", ", ".join(f"{code}: {n}" for code, n in sorted(codes.items())))
+            result.add("  5xx retried by the client", str(sum(n for code, n in codes.items() if code >= 500)))
             for group, kib in sampler.peak_kib.items():
                 result.add(f"peak RSS {group} (MiB)",
                            f"{kib / 1024:.0f}  (up to {sampler.peak_processes[group]} processes)")
@@ -525,7 +531,6 @@ def timings(result: Result, client: DeliveryClient, calls: Calls, driven: Drive,
     """Wall time, releases per minute, per-release, per-stage p50 / p95 (from the API)."""
     tracked = driven.tracked
     wall = driven.last_end - driven.first_submit
-    result.add("releases (apps) to staging", f"{releases}")
     result.add("wall, first submit to last run end (s)", f"{wall:.0f}")
     result.add("releases per minute", f"{releases / wall * 60:.2f}")
     ends, firsts, resumed = [], [], []
@@ -599,7 +604,8 @@ def check_lost(result: Result, info: StackInfo, calls: Calls, driven: Drive) -> 
     result.add("  plans not Deployed (ledger)", str(len(not_deployed)))
     result.add("  GitOps commits missing / duplicated", f"{len(missing)} / {len(duplicated)}")
     result.add("  5xx or no answer surfaced to the bench's calls", str(len(calls.surfaced_5xx)))
-    result.add("runs not Completed", str(runs_not_completed))
+    states = ", ".join(f"{state} {n}" for state, n in sorted(Counter(t.state or "?" for t in tracked).items()))
+    result.add("runs not Completed", f"{runs_not_completed}  ({states})")
     resubmitted = sum(len(ledger.actions(release_id=t.started.release_id, action="resubmitted")) for t in tracked)
     result.add("runs resubmitted by recovery (marked Crashed)", str(resubmitted))
     result.add("other writes done twice (not counted)", str(sum(other_twice.values())))
