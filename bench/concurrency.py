@@ -10,8 +10,8 @@ application (environments are shared; manifests land in ``environments/<env>/<ap
 one per application, up to staging (``target_environment``), are started at once through the API
 (:meth:`cli.client.DeliveryClient.start_release`, signed by the planner); whatever waits for a
 decision is approved through the API as the demo does (:meth:`~cli.client.DeliveryClient.approve`,
-signed by ``user:alice``, never the planner). The bench polls the release runs' states with one
-``/flow_runs/filter`` call every ``POLL_SECONDS``.
+signed by ``user:alice``, never the planner). The bench polls the release runs' states with a health
+check and one ``/flow_runs/filter`` call every ``POLL_SECONDS``.
 
 Printed per configuration:
 
@@ -33,15 +33,57 @@ Printed per configuration:
 - lost work, which must be 0: releases whose plans are not Deployed in every environment of their
   path (the ledger), GitOps commits missing or present more than once per (app, environment, phase)
   (``git log`` of the bare GitOps repository, by the commits' Release-Id / Environment /
-  Delivery-Phase trailers: :func:`fault_support.footprint`), and 5xx answers surfaced to a caller
-  (this bench's client calls that raised after the client's retries). Shown beside it, not counted:
-  the 5xx the client retried (by a counting transport), the 5xx and "database is locked" lines of
-  the server's log, the retried 5xx that the flow runs' Prefect client logged (the workers' logs),
-  and other writes done twice (branch commits, merges, pipeline runs, publishes, transitions).
+  Delivery-Phase trailers: :func:`fault_support.footprint`; a GitOps commit counts missing only for a
+  plan Deployed), and 5xx answers, or no answer, surfaced to a caller (this bench's client calls that
+  raised after the client's retries). Shown beside it, not counted: the runs the product's recovery
+  marked Crashed and resubmitted (the ledger's actions), the 5xx the client retried (by a counting
+  transport), the 503s (retryable database errors), other 5xx and "database is locked" lines of the
+  server's log, the retried 5xx that the flow runs' Prefect client logged (the workers' logs), other
+  writes done twice (branch commits, merges, pipeline runs, publishes, transitions), and the peak
+  number of connections open to the API (/proc/net/tcp, sampled with the RSS).
 
+The bench stops waiting when the server gives no health answer for ``STALL_SECONDS`` (what it could not
+follow to the end counts as lost; the stack's logs are then kept in a temporary folder it names).
 Exits 1 when the lost work of a configuration that ran is above 0. A configuration ``up`` cannot start
 yet (no ``database`` / ``workers`` keywords) is printed as unavailable. Run:
 ``.venv/bin/python bench/concurrency.py [--releases N] [--only sqlite|postgresql]``.
+
+Figures (2026-12-04, SQLite + 1 worker only: ``up`` takes no ``database``/``workers`` yet; the machine
+shared, load 1-9 at the starts, up to 19 during the runs):
+
+machine: 2 cores, 23.5 GiB memory, Python 3.11.7 (CPython), Linux x86_64
+
+- ``--releases 20`` (the default), twice: lost work 35 and 36, exit 1, bench 308 s and 455 s. All 20
+  runs Running after about 60 s; from 98 s on, the recovery sweep marked live runs Crashed ("no
+  heartbeat for 57-88 s") and resubmitted them (3 each time) while their first process ran on: that
+  process then failed at its approval wait ("Flow run cannot be suspended. Received unexpected state
+  from API: Submitting"). At 160-190 s the Prefect server stopped answering anything (/api/health, the
+  UI) for good, 163-165 connections open, its event loop idle, no 503 and no "database is locked" in
+  its log. The cause, reproduced alone: with SQLite, Prefect's server wraps the whole app in a
+  ``RequestLimitMiddleware(limit=100)`` that also counts websockets; each flow-run process holds 3-5
+  connections (events in and out among them) and the worker 2-3 more per run, so 15-20 concurrent
+  runs hold all 100 slots. A stack with 97 open websockets to /api/events/in answers /api/health no more.
+  Peak RSS: server 337 MiB, worker + 20 flow runs and their pipelines 4973 MiB (54 processes), simulator
+  and registry 139 MiB.
+- ``--releases 10``, twice: lost work 0; wall 170 and 124 s, 3.5 and 4.9 releases/min; release p50/p95
+  154/170 and 110/124 s; first pick-up 28/31 and 20/23 s, resumed-run pick-up 30/34 and 21/25 s;
+  run_pipeline 24.6/25.8 and 17.0/18.3 s (5.5-8 s alone); every other stage p95 <= 1.5 s (check_health
+  1.1 s: the 1 s rollout); ledger: dev lock wait 12/34 and 9/26 s, deploy 3.0/4.7 and 2.1/3.4 s,
+  staging approval wait 50/55 and 34/39 s; dev lock span / held / idle while releases waited 43 / 32 /
+  10.5 and 36 / 23 / 13 s (staging 46 / 28 / 18.5 and 36 / 20 / 14 s); 95 connections at the peak, both
+  times (of the 100); RSS server 326 and 324 MiB, workers 2748 and 2515 MiB (28-32 processes), others
+  139 MiB; 0 5xx anywhere; bench 197 and 140 s.
+- ``--releases 20`` with the limiter letting websockets through (an experiment, not committed: a patch of
+  cli/prefect_server.py): wall 328 s, 3.7 releases/min, release p50/p95 278/324 s, bench 352 s; 218
+  connections at the peak, 0 5xx; lost work 1: 8 live runs marked Crashed and resubmitted, one of
+  them failed as above. Where a release's 278 s go (p50): first pick-up 36 s (20 processes importing
+  Prefect and the flows on 2 cores); run_pipeline 30 s (CPU shared); dev lock wait 28 s (p95 146 s):
+  one promotion per environment across all applications, and the lock idle 89 of its 183 s while
+  releases waited, because Prefect answers a waiter 423 with a Retry-After of the average occupancy
+  times the waiters (capped at 30 s, jittered) and the waiters sleep past the lock's release; deploy
+  under the lock 4.5 s (1.3 s alone); staging approval wait 85 s, of it the resumed run's pick-up 40 s
+  (a new process); staging lock wait 8 s, deploy 4 s. The approvals' verdict poll (every 0.5 s while
+  the resumed run starts) made 1109 of the bench's 1399 calls, 404 each.
 """
 
 from __future__ import annotations
@@ -399,13 +441,19 @@ def approve(client: DeliveryClient, calls: Calls, one: Tracked, environment: str
 
 
 def task_runs(client: DeliveryClient, calls: Calls, run_ids: list[str]) -> list[dict[str, Any]]:
+    """Every task run of the runs, one run at a time (offset pages of one filter over all runs skip some)."""
     found: list[dict[str, Any]] = []
-    while True:
-        body = {"flow_runs": {"id": {"any_": run_ids}}, "limit": 200, "offset": len(found)}
-        page = calls.run("task_runs/filter", lambda b=body: client.request("POST", "/task_runs/filter", json=b).json())
-        found += page
-        if len(page) < 200:
-            return found
+    for run_id in run_ids:
+        offset = 0
+        while True:  # pages in a stable order (by id)
+            body = {"flow_runs": {"id": {"any_": [run_id]}}, "sort": "ID_DESC", "limit": 200, "offset": offset}
+            page = calls.run("task_runs/filter",
+                             lambda b=body: client.request("POST", "/task_runs/filter", json=b).json())
+            found += page
+            offset += len(page)
+            if len(page) < 200:
+                break
+    return found
 
 
 def _stage_key(name: str) -> tuple[int, str]:
