@@ -53,12 +53,12 @@ shared, load 1-9 at the starts, up to 19 during the runs):
 
 machine: 2 cores, 23.5 GiB memory, Python 3.11.7 (CPython), Linux x86_64
 
-- ``--releases 20`` (the default), twice: lost work 35 and 36, exit 1, bench 308 s and 455 s. All 20
+- ``--releases 20`` (the default), three times: lost work 33-36, exit 1, bench 280-455 s. All 20
   runs Running after about 60 s; from 98 s on, the recovery sweep marked live runs Crashed ("no
-  heartbeat for 57-88 s") and resubmitted them (3 each time) while their first process ran on: that
+  heartbeat for 57-88 s") and resubmitted them (3-4 each time) while their first process ran on: that
   process then failed at its approval wait ("Flow run cannot be suspended. Received unexpected state
-  from API: Submitting"). At 160-190 s the Prefect server stopped answering anything (/api/health, the
-  UI) for good, 163-165 connections open, its event loop idle, no 503 and no "database is locked" in
+  from API: Submitting"). At 140-190 s the Prefect server stopped answering anything (/api/health, the
+  UI) for good, 163-173 connections open, its event loop idle, no 503 and no "database is locked" in
   its log. The cause, reproduced alone: with SQLite, Prefect's server wraps the whole app in a
   ``RequestLimitMiddleware(limit=100)`` that also counts websockets; each flow-run process holds 3-5
   connections (events in and out among them) and the worker 2-3 more per run, so 15-20 concurrent
