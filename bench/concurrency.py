@@ -55,16 +55,16 @@ machine: 2 cores, 23.5 GiB memory, Python 3.11.7 (CPython), Linux x86_64
 
 - ``--releases 20`` (the default), three times: lost work 33-36, exit 1, bench 280-455 s. All 20
   runs Running after about 60 s; from 98 s on, the recovery sweep marked live runs Crashed ("no
-  heartbeat for 57-88 s") and resubmitted them (3-4 each time) while their first process ran on: that
-  process then failed at its approval wait ("Flow run cannot be suspended. Received unexpected state
-  from API: Submitting"). At 140-190 s the Prefect server stopped answering anything (/api/health, the
-  UI) for good, 163-173 connections open, its event loop idle, no 503 and no "database is locked" in
-  its log. The cause, reproduced alone: with SQLite, Prefect's server wraps the whole app in a
-  ``RequestLimitMiddleware(limit=100)`` that also counts websockets; each flow-run process holds 3-5
-  connections (events in and out among them) and the worker 2-3 more per run, so 15-20 concurrent
-  runs hold all 100 slots. A stack with 97 open websockets to /api/events/in answers /api/health no more.
-  Peak RSS: server 337 MiB, worker + 20 flow runs and their pipelines 4973 MiB (54 processes), simulator
-  and registry 139 MiB.
+  heartbeat for 57-88 s") and resubmitted them (3-4 each time) while their first process ran on; in
+  two of the runs one such first process then failed at its approval wait ("Flow run cannot be
+  suspended. Received unexpected state from API: Submitting"). At 140-190 s the Prefect server stopped
+  answering anything (/api/health, the UI) for good, 163-173 connections open, its event loop idle, no
+  503 and no "database is locked" in its log. The cause, reproduced alone: with SQLite, Prefect's
+  server wraps the whole app in a ``RequestLimitMiddleware(limit=100)`` that also counts websockets;
+  each flow-run process holds 3-5 connections (events in and out among them) and the worker 2-3 more
+  per run, so 15-20 concurrent runs hold all 100 slots. A stack with 97 open websockets to
+  /api/events/in answers /api/health no more. Peak RSS: server 337 MiB, worker + 20 flow runs and their
+  pipelines 4973 MiB (54 processes), simulator and registry 139 MiB.
 - ``--releases 10``, twice: lost work 0; wall 170 and 124 s, 3.5 and 4.9 releases/min; release p50/p95
   154/170 and 110/124 s; first pick-up 28/31 and 20/23 s, resumed-run pick-up 30/34 and 21/25 s;
   run_pipeline 24.6/25.8 and 17.0/18.3 s (5.5-8 s alone); every other stage p95 <= 1.5 s (check_health
