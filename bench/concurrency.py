@@ -44,8 +44,8 @@ Printed per configuration:
 
 The bench stops waiting when the server gives no health answer for ``STALL_SECONDS`` (what it could not
 follow to the end counts as lost; the stack's logs are then kept in a temporary folder it names).
-Exits 1 when the lost work of a configuration that ran is above 0. A configuration ``up`` cannot start
-yet (no ``database`` / ``workers`` keywords) is printed as unavailable. Run:
+Exits 1 when the lost work of a configuration that ran is above 0.
+Run:
 ``.venv/bin/python bench/concurrency.py [--releases N] [--only sqlite|postgresql]``.
 
 Figures (2026-12-04, SQLite + 1 worker only: ``up`` takes no ``database``/``workers`` yet; the machine
@@ -89,7 +89,6 @@ machine: 2 cores, 23.5 GiB memory, Python 3.11.7 (CPython), Linux x86_64
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import os
 import re
@@ -323,19 +322,9 @@ class Result:
         self.rows.append((label, value))
 
 
-def accepts_scale_out() -> bool:
-    """Whether ``up`` takes ``database`` and ``workers`` yet (the PostgreSQL scale-out)."""
-    parameters = inspect.signature(up).parameters
-    return "database" in parameters and "workers" in parameters
-
-
 def start_stack(home: Path, database: str, workers: int, ready_delay: float) -> StackInfo:
     say = lambda line: print(f"    [{database}] {line}", flush=True)  # noqa: E731
-    if accepts_scale_out():
-        return up(home=home, ready_delay=ready_delay, say=say, database=database, workers=workers)  # type: ignore[call-arg]
-    # up() without the keywords is the embedded default: SQLite, one worker
-    assert (database, workers) == ("sqlite", 1)
-    return up(home=home, ready_delay=ready_delay, say=say)
+    return up(home=home, ready_delay=ready_delay, say=say, database=database, workers=workers)
 
 
 @dataclass
@@ -514,12 +503,9 @@ def log_counts(home: Path) -> tuple[int, int, int, int]:
 def measure(database: str, workers: int, releases: int, *, ready_delay: float, timeout: float) -> Result:
     """Start a stack in a fresh folder, run the releases, collect the figures; stop the stack whatever happens."""
     result = Result(name=f"{database}, {workers} worker{'s' if workers > 1 else ''}")
-    if (database, workers) != ("sqlite", 1) and not accepts_scale_out():
-        result.ran = False
-        result.notes.append(f"{result.name}: unavailable (cli.stack.up takes no database/workers keywords yet)")
-        return result
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"bench-concurrency-{database}-") as tmp:
+        os.chmod(tmp, 0o711)  # PostgreSQL's unprivileged user walks to its cluster, kept inside and removed with it
         home = Path(tmp) / "state"
         sampler: RssSampler | None = None
         try:
