@@ -30,10 +30,11 @@ from uuid import UUID
 
 from delivery.events import EventName, event_type
 from delivery.settings import HEARTBEAT_SECONDS
+from flows.release_runs import GONE_AFTER_SECONDS
 
-# Silence after the last heartbeat that means the process died: two missed beats and a margin, so
-# that detection (plus the server's proactive evaluation) stays under 120 s.
-SILENCE_SECONDS = 75
+# Silence after the last heartbeat that means the process died: two missed beats and a margin (the
+# recovery sweep's judgement too), so that detection plus the server's proactive evaluation stays under 120 s.
+SILENCE_SECONDS = GONE_AFTER_SECONDS
 RECOVERY_DEPLOYMENT = "recover-release/recover-release"
 RELEASE_FLOW = {"prefect.resource.role": "flow", "prefect.resource.name": "release"}
 _STATES_AFTER_A_BEAT = ("Completed", "Failed", "Cancelled", "Cancelling", "Crashed", "Suspended", "Paused",

@@ -138,7 +138,7 @@ def _start(run: Scenario) -> None:
       is approved: its process and its worker die inside the staging promotion, holding the
       staging lock, its run left Running with nobody to tell;
     - ``ops-cancel``: C, target staging, waits there; C and S are then cancelled by ``user:ops``
-      through the CLI (S's cancel ends once its silence shows its process gone: ~45 s after its
+      through the CLI (S's cancel ends once its silence shows its process gone: ~75 s after its
       last heartbeat). Then T, target staging, with a staging approval window of
       SHORT_WINDOW_SECONDS. A run reads delivery.yaml when it starts or resumes: T starts once
       the others have read it, and none resumes until phase 2 puts it back;
