@@ -48,42 +48,25 @@ Exits 1 when the lost work of a configuration that ran is above 0.
 Run:
 ``.venv/bin/python bench/concurrency.py [--releases N] [--only sqlite|postgresql]``.
 
-Figures (2026-12-04, SQLite + 1 worker only: ``up`` takes no ``database``/``workers`` yet; the machine
-shared, load 1-9 at the starts, up to 19 during the runs):
+Figures (2026-12-04, 2 cores, 20 releases to staging):
 
-machine: 2 cores, 23.5 GiB memory, Python 3.11.7 (CPython), Linux x86_64
-
-- ``--releases 20`` (the default), three times: lost work 33-36, exit 1, bench 280-455 s. All 20
-  runs Running after about 60 s; from 98 s on, the recovery sweep marked live runs Crashed ("no
-  heartbeat for 57-88 s") and resubmitted them (3-4 each time) while their first process ran on; in
-  two of the runs one such first process then failed at its approval wait ("Flow run cannot be
-  suspended. Received unexpected state from API: Submitting"). At 140-190 s the Prefect server stopped
-  answering anything (/api/health, the UI) for good, 163-173 connections open, its event loop idle, no
-  503 and no "database is locked" in its log. The cause, reproduced alone: with SQLite, Prefect's
-  server wraps the whole app in a ``RequestLimitMiddleware(limit=100)`` that also counts websockets;
-  each flow-run process holds 3-5 connections (events in and out among them) and the worker 2-3 more
-  per run, so 15-20 concurrent runs hold all 100 slots. A stack with 97 open websockets to
-  /api/events/in answers /api/health no more. Peak RSS: server 337 MiB, worker + 20 flow runs and their
-  pipelines 4973 MiB (54 processes), simulator and registry 139 MiB.
-- ``--releases 10``, twice: lost work 0; wall 170 and 124 s, 3.5 and 4.9 releases/min; release p50/p95
-  154/170 and 110/124 s; first pick-up 28/31 and 20/23 s, resumed-run pick-up 30/34 and 21/25 s;
-  run_pipeline 24.6/25.8 and 17.0/18.3 s (5.5-8 s alone); every other stage p95 <= 1.5 s (check_health
-  1.1 s: the 1 s rollout); ledger: dev lock wait 12/34 and 9/26 s, deploy 3.0/4.7 and 2.1/3.4 s,
-  staging approval wait 50/55 and 34/39 s; dev lock span / held / idle while releases waited 43 / 32 /
-  10.5 and 36 / 23 / 13 s (staging 46 / 28 / 18.5 and 36 / 20 / 14 s); 95 connections at the peak, both
-  times (of the 100); RSS server 326 and 324 MiB, workers 2748 and 2515 MiB (28-32 processes), others
-  139 MiB; 0 5xx anywhere; bench 197 and 140 s.
-- ``--releases 20`` with the limiter letting websockets through (an experiment, not committed: a patch of
-  cli/prefect_server.py): wall 328 s, 3.7 releases/min, release p50/p95 278/324 s, bench 352 s; 218
-  connections at the peak, 0 5xx; lost work 1: 8 live runs marked Crashed and resubmitted, one of
-  them failed as above. Where a release's 278 s go (p50): first pick-up 36 s (20 processes importing
-  Prefect and the flows on 2 cores); run_pipeline 30 s (CPU shared); dev lock wait 28 s (p95 146 s):
-  one promotion per environment across all applications, and the lock idle 89 of its 183 s while
-  releases waited, because Prefect answers a waiter 423 with a Retry-After of the average occupancy
-  times the waiters (capped at 30 s, jittered) and the waiters sleep past the lock's release; deploy
-  under the lock 4.5 s (1.3 s alone); staging approval wait 85 s, of it the resumed run's pick-up 40 s
-  (a new process); staging lock wait 8 s, deploy 4 s. The approvals' verdict poll (every 0.5 s while
-  the resumed run starts) made 1109 of the bench's 1399 calls, 404 each.
+- PostgreSQL + 3 workers: wall 267 s, 4.5 releases/min, release p50/p95 229/263 s, first pick-up 49/53 s,
+  resumed-run pick-up 21/27 s, run_pipeline 18.9/21.7 s, every other stage p95 <= 1.8 s; dev lock wait
+  28/87 s; lost work 0, no 5xx; RSS server 308 MiB, workers and flow runs 5509 MiB (44 processes);
+  193 API connections at the peak; 289 s with the stack's start and stop.
+- SQLite + 1 worker: wall 250 s, 4.8 releases/min, release p50/p95 220/246 s, first pick-up 47/57 s,
+  resumed-run pick-up 31/36 s; dev lock wait 27/83 s; lost work 0, no 5xx to a caller, no run
+  resubmitted; RSS server 350 MiB, worker and flow runs 5016 MiB (43 processes); 154 connections;
+  268 s in all. Two earlier findings of this bench are fixed in the product: the SQLite server's request
+  limit of 100 held by websockets (it stopped answering at about 20 releases: cli/prefect_server.py),
+  and live runs judged gone after one missed heartbeat under load (12 resubmitted beside their own
+  process, 2 releases lost: flows/release_runs.GONE_AFTER_SECONDS).
+- On two cores both configurations are CPU-bound (20 flow-run processes importing Prefect; the
+  pipelines' tests): PostgreSQL's gain here is no lock contention and faster resumes, not throughput.
+  Where a release's time goes: first pick-up (processes starting), run_pipeline (CPU shared), the dev
+  lock (one promotion per environment across all apps; Prefect answers waiters with up to 30 s of
+  Retry-After, so the lock sits idle while they sleep), the staging approval wait (its resumed run's
+  pick-up is a new process). The approvals' verdict poll makes most of the bench's calls (404 each).
 """
 
 from __future__ import annotations
