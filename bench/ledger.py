@@ -40,47 +40,38 @@ Every SELECT those calls issue is captured and run through ``EXPLAIN QUERY PLAN`
 
 Run: ``.venv/bin/python bench/ledger.py`` (about 15 s on SQLite; about 45 s on PostgreSQL).
 
-Figures (2026-12-04, SQLite 3.40.1 file in /tmp, a quiet machine; the size line is from the next run, the
-first version of the bench printed the file and its WAL together):
+Figures (2026-12-04, SQLite 3.40.1 file in /tmp, ``make test`` running beside it):
 
-machine: 2 cores, 23.5 GiB memory, load 0.4, Python 3.11.7 (CPython), Linux x86_64
+machine: 2 cores, 23.5 GiB memory, load 1.0, Python 3.11.7 (CPython), Linux x86_64
 ledger: sqlite, 10000 releases, 174870 rows: 19467 plans, 77546 transitions, 9492 approvals,
   47010 policy evaluations, 516 incidents, 20839 actions
-fill: rows made in 2.9 s, inserted in 2.3 s (one transaction)
-size: 70.2 MiB (the file after a checkpoint; its WAL had grown to 70.7 MiB)
+fill: rows made in 2.8 s, inserted in 2.2 s (one transaction)
+size: 70.9 MiB (the file after a checkpoint; its WAL had grown to 71.3 MiB)
 query (ms over 100 runs)                      median       p95       max
-release status (ledger opened per call)         3.75      4.57      6.55
-  Ledger(url, create=False)                     1.42      1.65      3.58
-  latest_plans(release)                         0.19      0.29      0.33
-  last_transition(plan)                         0.16      0.24      0.28
-  approvals(plan)                               0.13      0.17      0.26
-release trace (ledger part)                    10.38     10.60     10.89
-release trace, release with incident           10.18     10.62     10.84
-  transitions(release_id=)                      8.56      8.82      8.98
-  plans(release_id=)                            0.18      0.28      0.34
-  policy_evaluations(plan)                      0.14      0.21      0.28
-  incidents(release_id=)                        0.13      0.18      0.26
-  actions(release_id=)                          0.15      0.21      0.31
-incidents list                                  4.36      4.51      5.42
-incidents list --status open                    1.17      1.31      1.40
-incidents show                                  0.13      0.15      0.22
-incidents artifact rows (incident_rows)        12.19     12.42     15.51
+release status (ledger opened per call)         1.01      1.22      1.38
+  Ledger(url, create=False)                     0.02      0.02      1.92
+  latest_plans(release)                         0.18      0.27      0.40
+  last_transition(plan)                         0.16      0.26      0.60
+  approvals(plan)                               0.13      0.16      0.25
+release trace (ledger part)                     1.71      1.96      3.28
+release trace, release with incident            1.63      1.99      2.16
+  transitions(release_id=)                      0.21      0.32      0.44
+  plans(release_id=)                            0.17      0.24      0.36
+  policy_evaluations(plan)                      0.13      0.20      0.59
+  incidents(release_id=)                        0.13      0.18      0.54
+  actions(release_id=)                          0.14      0.22      0.55
+incidents list                                  4.32      4.57      5.55
+incidents list --status open                    1.15      1.29      1.44
+incidents show                                  0.12      0.15      0.24
+incidents artifact rows (incident_rows)        11.69     12.16     14.02
 
-Under load (load 3.6, other work running) the same run gave medians 2-6 times higher (trace 66 ms,
-status 16 ms). On PostgreSQL 15 (a throwaway local server, ``--url postgresql+psycopg://...``, load
-1.0-3.0, two runs): fill 3.8-10 s, 80.9 MiB; medians: release status 33-60 ms, of which opening the
-ledger 28-42 ms (``create_tables`` runs on every open: an advisory lock, the catalogue inspected);
-``latest_plans``, ``last_transition``, ``approvals`` 0.5-0.8 ms each; release trace 13-27 ms, of which
-``transitions(release_id=)`` 7-16 ms; incidents list 6-13 ms, ``--status open`` 2-4 ms, show 0.5 ms,
-artifact rows 21-36 ms.
 
-The full scan that grows with the ledger: ``Ledger.transitions(release_id=)`` (the trace's first
-query) filters ``plan_transitions.plan_id LIKE '<release>/r%' ESCAPE '\\'``, which no existing index
-serves: ``SCAN plan_transitions`` on SQLite (its LIKE is case-insensitive, the plan_id index is
-BINARY), ``Seq Scan`` on PostgreSQL (a non-C collation). An index on ``plan_id COLLATE NOCASE``
-(SQLite) or ``plan_id varchar_pattern_ops`` (PostgreSQL) turns it into a range search (tried on a
-copy: 17 ms -> 0.2 ms median on SQLite; on PostgreSQL, EXPLAIN ANALYZE 19.6 ms -> 0.06 ms). The incidents scans are
-of the whole (small) table the listing returns.
+Before the ledger kept one engine per process and read a release's transitions through its plans (the same
+day, a quiet machine): release status 3.75 ms (opening the ledger 1.42 ms: the schema created on every
+open), release trace 10.4 ms (``transitions(release_id=)`` 8.6 ms: a ``LIKE`` on ``plan_id`` that
+scanned the table, and on SQLite ignored case). On PostgreSQL 15 (``--postgresql``; 2,000 releases, a
+loaded machine): release status 4.5 ms, trace 7.8 ms, incidents list 1.9 ms. The incidents scans that
+remain are of the whole (small) table the listing returns.
 """
 
 from __future__ import annotations
