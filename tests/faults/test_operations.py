@@ -70,7 +70,8 @@ OPS = "user:ops"
 APPROVER = "user:alice"
 FAIL_ANNOTATION = "simulator.delivery.gitops/fail"
 # Short enough to close during the scenario, long enough to kill every worker inside it.
-SHORT_WINDOW_SECONDS = 40
+# T's approval window: it must still be open once S's cancel ended (S silent for GONE_AFTER_SECONDS, 75 s)
+SHORT_WINDOW_SECONDS = 70
 # How long an approval wait is watched: the heartbeat automation's silence window and a margin.
 LONG_WAIT_SECONDS = SILENCE_SECONDS + 25
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")

@@ -58,6 +58,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
 @pytest.fixture
 def mocks() -> RecordingMocks:
+    # Pulumi's mocks need the main thread's event loop, which an earlier asyncio.run() (any test's) unsets
+    asyncio.set_event_loop(asyncio.new_event_loop())
     recorder = RecordingMocks()
     pulumi.runtime.set_mocks(recorder, project="gitops-delivery-platform", stack="dev", preview=False)
     return recorder
