@@ -12,7 +12,6 @@ already present is refused, unless it is the very same file (a re-publish after 
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from pydantic import ConfigDict, Field, SecretStr, field_validator, model_valida
 
 from blocks.package_feed import PackageFeed
 from blocks.pypi_upload import PythonFeed, default_index_url
+from blocks.remote_git import is_loopback_host
 from delivery.models import PublishedPackage
 from delivery.provider_timing import timed_provider
 
@@ -41,15 +41,6 @@ def azure_feed_urls(organization: str, feed: str, project: str | None = None) ->
     return f"{base}/upload/", f"{base}/simple/"
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _feed_url(url: str | None) -> str | None:
     if url is None:
         return None
@@ -60,7 +51,7 @@ def _feed_url(url: str | None) -> str | None:
         raise ValueError("must not carry credentials: set username and token instead")
     if parts.query or parts.fragment:
         raise ValueError(f"{url!r}: a feed URL takes no query or fragment")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ValueError(f"{url!r}: plain http would send the token in clear; use https (http only on loopback)")
     return url if url.endswith("/") else url + "/"
 

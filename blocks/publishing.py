@@ -39,7 +39,7 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urljoin
 
 import httpx
@@ -53,6 +53,7 @@ OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
 PUBLISHED_MARKER = "##delivery[published]"
 PUSH_ATTEMPTS = 4
+T = TypeVar("T")
 _SKIP_NAMES = {"__pycache__", ".pytest_cache", ".git", ".mypy_cache", ".ruff_cache"}
 _SKIP_SUFFIXES = (".pyc", ".pyo", ".egg-info")
 
@@ -260,11 +261,29 @@ def push_with_retries(
         TransientError: still failing after ``attempts`` tries.
         PermanentError, AuthenticationError: at once, never retried.
     """
+    return retry_transient(lambda: push_image(client, image, url=url, repository=repository, tag=tag),
+                           attempts=attempts, backoff_seconds=backoff_seconds, sleep=sleep, on_retry=on_retry)
+
+
+def retry_transient(
+    call: Callable[[], T],
+    *,
+    attempts: int,
+    backoff_seconds: float | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    on_retry: Callable[[int, TransientError, float], None] | None = None,
+) -> T:
+    """``call()``, tried again after a :class:`TransientError`, ``attempts`` tries in all.
+
+    The first wait is ``backoff_seconds`` (default ``DELIVERY_RETRY_BACKOFF_SECONDS``, 1 s unless set), doubled
+    each time with up to 50% jitter; ``on_retry`` is told (attempt, error, delay) before each wait. Any other
+    error is raised at once.
+    """
     base = backoff_seconds if backoff_seconds is not None else float(
         os.environ.get("DELIVERY_RETRY_BACKOFF_SECONDS", "1"))
     for attempt in range(1, attempts + 1):
         try:
-            return push_image(client, image, url=url, repository=repository, tag=tag)
+            return call()
         except TransientError as exc:
             if attempt >= attempts:
                 raise

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import re
 import time
 import zipfile
@@ -33,7 +32,7 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 
 import httpx
 
-from blocks.publishing import wheel_name_and_version
+from blocks.publishing import retry_transient, wheel_name_and_version
 from delivery.errors import AuthenticationError, InvalidInput, PermanentError, TransientError
 from delivery.models import PublishedPackage
 
@@ -348,19 +347,8 @@ def upload_with_retries(
         sleep: how to wait.
         on_retry: told (attempt, error, delay) before each wait.
     """
-    base = backoff_seconds if backoff_seconds is not None else float(
-        os.environ.get("DELIVERY_RETRY_BACKOFF_SECONDS", "1"))
-    for attempt in range(1, attempts + 1):
-        try:
-            return feed.upload(distribution)
-        except TransientError as exc:
-            if attempt >= attempts:
-                raise
-            delay = base * 2 ** (attempt - 1) * (1 + random.uniform(0, 0.5))
-            if on_retry is not None:
-                on_retry(attempt, exc, delay)
-            sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
+    return retry_transient(lambda: feed.upload(distribution), attempts=attempts, backoff_seconds=backoff_seconds,
+                           sleep=sleep, on_retry=on_retry)
 
 
 def feed_from_environment(upload_url: str, environ: Mapping[str, str] | None = None) -> PythonFeed:

@@ -63,12 +63,13 @@ def check_url(value: str, field: str) -> str:
         raise ValueError(f"{field} must not carry credentials (the token is a field of its own)")
     if parts.query or parts.fragment:
         raise ValueError(f"{field} {value!r} must not have a query or fragment")
-    if parts.scheme == "http" and not _loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
         raise ValueError(f"{field} {value!r}: http:// is allowed only to a loopback host; use https://")
     return value.rstrip("/")
 
 
-def _loopback(host: str) -> bool:
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` is this machine (``localhost`` or a loopback address): plain http is allowed there only."""
     if host == "localhost":
         return True
     try:
@@ -328,4 +329,5 @@ def title_and_body(message: str, trailers: Sequence[tuple[str, str]]) -> tuple[s
     return title.strip(), body.strip() + "\n"
 
 
-__all__ = ["RateLimited", "RemoteGitHost", "check", "check_url", "classify", "git_call", "git_env", "title_and_body"]
+__all__ = ["RateLimited", "RemoteGitHost", "check", "check_url", "classify", "git_call", "git_env", "is_loopback_host",
+           "title_and_body"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,22 +14,15 @@ POSTGRES_SUITE_DATABASE = "ledger_suite"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+def ledger(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ledger:
     """A fresh, empty ledger (a SQLite file; or the session's PostgreSQL database emptied), the default for code
     under test too."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'ledger.db'}"
     else:
         url = _empty_postgres_ledger(request.getfixturevalue("postgres"))
-    previous = os.environ.get("DELIVERY_LEDGER_URL")
-    os.environ["DELIVERY_LEDGER_URL"] = url
-    try:
-        yield Ledger(url)
-    finally:
-        if previous is None:
-            os.environ.pop("DELIVERY_LEDGER_URL", None)
-        else:
-            os.environ["DELIVERY_LEDGER_URL"] = previous
+    monkeypatch.setenv("DELIVERY_LEDGER_URL", url)
+    return Ledger(url)
 
 
 def _empty_postgres_ledger(server) -> str:  # noqa: ANN001 - cli.postgres_server.PostgresServer
