@@ -20,7 +20,7 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from blocks.remote_git import RemoteGitHost, check, check_url
 from delivery import git_grammar
-from delivery.errors import CheckFailed, ConflictError, MergeConflict, NotFound, PermanentError, TransientError
+from delivery.errors import CheckFailed, ConflictError, MergeConflict, PermanentError, TransientError
 from delivery.models import CheckResult, CheckStatus, MergeInfo, PullRequest, PullRequestStatus
 from delivery.provider_timing import timed_provider
 
@@ -117,18 +117,14 @@ class AzureReposHost(RemoteGitHost):
         Raises:
             NotFound: the source branch does not exist.
         """
-        git_grammar.check_branch(source)
-        git_grammar.check_branch(target)
-        head = self.resolve(repository, f"refs/heads/{source}")
+        head = self._source_head(repository, source, target)
         where = self._where(repository)
-        if head is None:
-            raise NotFound(f"Azure Repos: {where}: source branch {source!r} does not exist")
         existing = self._call("GET", self._prs(repository), what="list pull requests", repository=where, params={
             "searchCriteria.sourceRefName": f"refs/heads/{source}", "searchCriteria.targetRefName":
             f"refs/heads/{target}", "searchCriteria.status": "all"}).get("value", [])
-        for pr in sorted((self._record(repository, item) for item in existing), key=lambda p: p.number):
-            if pr.status is PullRequestStatus.OPEN or (pr.status is PullRequestStatus.MERGED and pr.head_sha == head):
-                return pr
+        reusable = self._reusable((self._record(repository, item) for item in existing), head)
+        if reusable is not None:
+            return reusable
         data = self._call("POST", self._prs(repository), what="create pull request", repository=where, json={
             "sourceRefName": f"refs/heads/{source}", "targetRefName": f"refs/heads/{target}", "title": title,
             "description": description, "isDraft": False})

@@ -16,8 +16,7 @@ import httpx
 from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from blocks.remote_git import RemoteGitHost, check, check_url, title_and_body
-from delivery import git_grammar
-from delivery.errors import CheckFailed, MergeConflict, NotFound, PermanentError
+from delivery.errors import CheckFailed, MergeConflict, PermanentError
 from delivery.models import CheckResult, CheckStatus, MergeInfo, PullRequest, PullRequestStatus
 from delivery.provider_timing import timed_provider
 
@@ -94,18 +93,14 @@ class GitHubHost(RemoteGitHost):
         Raises:
             NotFound: the source or target branch does not exist.
         """
-        git_grammar.check_branch(source)
-        git_grammar.check_branch(target)
-        head = self.resolve(repository, f"refs/heads/{source}")
-        if head is None:
-            raise NotFound(f"{self._where(repository)}: source branch {source!r} does not exist")
+        head = self._source_head(repository, source, target)
         where = self._where(repository)
         existing = self._call("GET", f"{self._repo(repository)}/pulls", what="list pull requests", repository=where,
                               params={"head": f"{self.owner}:{source}", "base": target, "state": "all",
                                       "per_page": 100})
-        for pr in sorted((self._record(repository, item) for item in existing), key=lambda p: p.number):
-            if pr.status is PullRequestStatus.OPEN or (pr.status is PullRequestStatus.MERGED and pr.head_sha == head):
-                return pr
+        reusable = self._reusable((self._record(repository, item) for item in existing), head)
+        if reusable is not None:
+            return reusable
         data = self._call("POST", f"{self._repo(repository)}/pulls", what="create pull request", repository=where,
                           json={"title": title, "head": source, "base": target, "body": description, "draft": False})
         return self._record(repository, data)

@@ -15,7 +15,7 @@ import hashlib
 import ipaddress
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from pydantic import Field, SecretStr
 
 from blocks import git_repository, git_writes
 from blocks.git_host import GitHost
+from delivery import git_grammar
 from delivery.errors import (
     AuthenticationError,
     DeliveryError,
@@ -35,7 +36,7 @@ from delivery.errors import (
     PermanentError,
     TransientError,
 )
-from delivery.models import CheckResult, CheckStatus, CommitInfo, PullRequest, utcnow
+from delivery.models import CheckResult, CheckStatus, CommitInfo, PullRequest, PullRequestStatus, utcnow
 from delivery.provider_timing import timed_provider
 from delivery.settings import state_dir
 
@@ -197,6 +198,33 @@ class RemoteGitHost(GitHost):
     def _remote_checks(self, repository: str, pr: PullRequest) -> list[tuple[CheckResult, bool]]:
         """The provider's check results of the pull request's head, each with whether it is still pending."""
         raise NotImplementedError
+
+    def _where(self, repository: str) -> str:
+        """The repository as its service names it in messages (``owner/name``, ``org/project/name``)."""
+        raise NotImplementedError
+
+    # -- pull requests --------------------------------------------------------------------------------
+
+    def _source_head(self, repository: str, source: str, target: str) -> str:
+        """The head commit of ``source``, once both branch names are checked.
+
+        Raises:
+            NotFound: the source branch does not exist.
+        """
+        git_grammar.check_branch(source)
+        git_grammar.check_branch(target)
+        head = self.resolve(repository, f"refs/heads/{source}")
+        if head is None:
+            raise NotFound(f"{self._service}: {self._where(repository)}: source branch {source!r} does not exist")
+        return head
+
+    @staticmethod
+    def _reusable(prs: Iterable[PullRequest], head: str) -> PullRequest | None:
+        """Of a branch pair's pull requests, the first open one or the one merged at ``head``: opening is idempotent."""
+        for pr in sorted(prs, key=lambda p: p.number):
+            if pr.status is PullRequestStatus.OPEN or (pr.status is PullRequestStatus.MERGED and pr.head_sha == head):
+                return pr
+        return None
 
     # -- git ----------------------------------------------------------------------------------------
 
