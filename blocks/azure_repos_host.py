@@ -16,7 +16,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from blocks.remote_git import RemoteGitHost, check, check_url
 from delivery import git_grammar
@@ -56,8 +56,6 @@ class AzureReposHost(RemoteGitHost):
     _description = "Application repositories and pull requests on Azure Repos (REST 7.1, git over HTTPS with a PAT)."
     _service = "Azure Repos"
     _git_user = ""
-
-    model_config = ConfigDict(extra="forbid")
 
     organization: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,49}$", description="The organization")
     project: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$", description="The project's name")

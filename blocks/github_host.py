@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 import httpx
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from blocks.remote_git import RemoteGitHost, check, check_url, title_and_body
 from delivery.errors import CheckFailed, MergeConflict, PermanentError
@@ -41,8 +41,6 @@ class GitHubHost(RemoteGitHost):
     _description = "Application repositories and pull requests on GitHub (REST v3, git over HTTPS with a token)."
     _service = "GitHub"
     _git_user = "x-access-token"
-
-    model_config = ConfigDict(extra="forbid")
 
     owner: str = Field(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$", description="User or organization")
     merge_method: Literal["merge", "squash", "rebase"] = Field(default="merge", description="How PRs are merged")

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from git.exc import GitCommandError
-from pydantic import Field, SecretStr
+from pydantic import ConfigDict, Field, SecretStr
 
 from blocks import git_repository, git_writes
 from blocks.git_host import GitHost
@@ -172,6 +172,8 @@ def git_call(action: str) -> Iterator[None]:
 @timed_provider
 class RemoteGitHost(GitHost):
     """Base of the hosts reached over HTTPS: git through a mirror, REST through httpx. Not a block type."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt field is refused, not ignored
 
     token: SecretStr = Field(description="Access token; sent in an Authorization header, never in a URL")
     merge_method: str = Field(default="merge", description="How pull requests are merged")
